@@ -61,13 +61,14 @@ SPECS: dict[str, SamSpec] = {
     "vit_b": SamSpec("vit_b", 768, 12, 12, (2, 5, 8, 11)),
     "vit_l": SamSpec("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": SamSpec("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
-    # Same architecture, shrunk everywhere: 64x64 input, 4x4 embedding grid, two blocks (one windowed, one global).
+    # Same architecture, shrunk everywhere: 64x64 input, 8x8 embedding grid, four blocks alternating windowed and
+    # global attention like ViT-B, so block-indexed PEFT (adapters from block 2 on) has something to adapt.
     "tiny": SamSpec(
         "tiny",
         encoder_embed_dim=32,
-        encoder_depth=2,
+        encoder_depth=4,
         encoder_num_heads=2,
-        encoder_global_attn_indexes=(1,),
+        encoder_global_attn_indexes=(1, 3),
         image_size=64,
         patch_size=8,
         window_size=4,
