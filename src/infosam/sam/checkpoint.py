@@ -1,0 +1,296 @@
+"""Load official SAM checkpoints strictly and safely, explaining every mismatch in one paragraph.
+
+Official files (``sam_vit_b_01ec64.pth`` and friends) are plain state dicts saved with ``torch.save``. They are read
+with ``weights_only=True`` (no arbitrary unpickling) and loaded with ``strict=True``; anything that goes wrong is
+raised as :class:`CheckpointError` naming the file, what is wrong and which SAM variant the file looks like.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .specs import SPECS
+
+_POS_EMBED = "image_encoder.pos_embed"
+_PATCH_WEIGHT = "image_encoder.patch_embed.proj.weight"
+_BLOCK_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
+_REL_POS_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+_SHOWN = 3  # how many offending keys a message lists
+
+
+class CheckpointError(ValueError):
+    """A SAM checkpoint file cannot be read or does not fit the model; the message says why and names the file."""
+
+
+def save_sam_checkpoint(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model.state_dict()`` in the official format (a plain state dict saved with ``torch.save``).
+
+    The write is atomic (temporary file + rename) so an interrupted save never leaves a truncated checkpoint.
+    Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, *, spec_name: str | None = None) -> None:
+    """Load the official SAM state dict at ``path`` into ``model`` (strict, ``weights_only=True``).
+
+    The file may hold a plain state dict or one under a ``"model"`` (or ``"state_dict"``) key.
+
+    Resolution change: when ``model`` was built with another ``image_size`` than the checkpoint (e.g. training at
+    512 from the 1024 weights), the weights that depend on the embedding grid are resized before loading: the
+    absolute ``image_encoder.pos_embed`` (1, g, g, D) is resampled bicubically over the g x g grid, and the
+    ``rel_pos_h``/``rel_pos_w`` tables (2g - 1, head_dim) of the global-attention blocks are linearly interpolated
+    along their length (the same interpolation Meta's ``get_rel_pos`` applies at run time). Windowed blocks'
+    tables depend only on the window size and are left untouched.
+
+    Args:
+        model: a SAM built by :func:`infosam.sam.build.build_sam` (before any PEFT is applied).
+        path: the ``.pth`` file.
+        spec_name: the model's spec name for messages; defaults to ``model.spec.name`` when present.
+
+    Raises:
+        CheckpointError: missing or unreadable file, not a state dict, or keys/shapes that do not fit the model.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    expected = model.state_dict()
+    model_name = spec_name or getattr(getattr(model, "spec", None), "name", None) or _describe(expected)[0]
+    state = _resize_for_image_size(state, expected)
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            _mismatch_message(path, state, expected, model_name, missing, unexpected, mismatched)
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def inspect_checkpoint(path: str | Path) -> dict:
+    """Describe the SAM checkpoint at ``path`` without a model.
+
+    Returns a dict with ``spec`` (the name of the matching row of ``SPECS`` or None), ``encoder_embed_dim``,
+    ``encoder_depth``, ``patch_size``, ``image_size``, ``prompt_embed_dim``, ``encoder_global_attn_indexes``,
+    ``n_tensors`` and ``n_params``.
+
+    Raises:
+        CheckpointError: missing or unreadable file, or not a state dict.
+    """
+    state = _read_state_dict(Path(path))
+    return {
+        "spec": _describe(state)[0],
+        **_architecture(state),
+        "n_tensors": len(state),
+        "n_params": sum(t.numel() for t in state.values()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Read ``path`` safely and return its flat ``{name: tensor}`` state dict, or raise a CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(
+            f"SAM checkpoint {path} does not exist; pass the path of an official .pth file."
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"SAM checkpoint {path} is not a file (a directory?); pass the .pth file itself."
+        )
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_MAGIC):
+        raise CheckpointError(
+            f"SAM checkpoint {path} is not a PyTorch checkpoint: it {_guess_kind(head, path)}. "
+            "Expected a .pth file written by torch.save (e.g. sam_vit_b_01ec64.pth)."
+        )
+    try:
+        # mmap keeps peak memory at one copy of the weights (ViT-H is 2.5 GB); only the zip format supports it.
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC))
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        culprit = f" (it references {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"SAM checkpoint {path} holds Python objects other than tensors and plain containers{culprit}, so it "
+            "was not unpickled: only weights_only=True loading is allowed. Save a plain state dict instead."
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"SAM checkpoint {path} ({size} bytes) is truncated or corrupt: torch could not read it "
+            f"({_first_line(e)}). Download or copy the file again."
+        ) from None
+    return _as_state_dict(obj, path)
+
+
+def _as_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
+    """Unwrap ``{"model": sd}`` / ``{"state_dict": sd}`` and check that the result maps names to tensors."""
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"SAM checkpoint {path} holds a {type(obj).__name__}, not a state dict (a dict of parameter names to "
+            "tensors, possibly under a 'model' key)."
+        )
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad or not obj:
+        detail = f"{len(bad)} entries are not name -> tensor (e.g. {bad[:_SHOWN]})" if bad else "it is empty"
+        raise CheckpointError(f"SAM checkpoint {path} is not a state dict of tensors: {detail}.")
+    return dict(obj)
+
+
+def _guess_kind(head: bytes, path: Path) -> str:
+    """A few words on what a non-checkpoint file seems to be, from its first bytes."""
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(b"\x89PNG"):
+        return "is a PNG image"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "is a JPEG image"
+    if head.lstrip().startswith((b"<", b"<!")):
+        return "looks like an HTML/XML page (a failed download?)"
+    try:
+        head.decode("utf-8")
+        return "looks like a text file"
+    except UnicodeDecodeError:
+        return f"starts with bytes {head[:4]!r}, neither a zip (PK) nor a pickle header"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# describing
+
+
+def _architecture(state: Mapping[str, Tensor]) -> dict:
+    """What the encoder's weights reveal: width, depth, patch, image size, prompt dim, global-attention blocks."""
+    patch = state.get(_PATCH_WEIGHT)
+    pos = state.get(_POS_EMBED)
+    iou_token = state.get("mask_decoder.iou_token.weight")
+    blocks = {int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))}
+    embed = int(patch.shape[0]) if patch is not None and patch.ndim == 4 else None
+    patch_size = int(patch.shape[-1]) if patch is not None and patch.ndim == 4 else None
+    grid = int(pos.shape[1]) if pos is not None and pos.ndim == 4 else None
+    global_blocks = []
+    if grid is not None:
+        for i in sorted(blocks):
+            rel = state.get(f"image_encoder.blocks.{i}.attn.rel_pos_h")
+            if rel is not None and rel.shape[0] == 2 * grid - 1:
+                global_blocks.append(i)
+    return {
+        "encoder_embed_dim": embed,
+        "encoder_depth": len(blocks),
+        "patch_size": patch_size,
+        "image_size": grid * patch_size if grid is not None and patch_size is not None else None,
+        "prompt_embed_dim": int(iou_token.shape[-1]) if iou_token is not None else None,
+        "encoder_global_attn_indexes": tuple(global_blocks),
+    }
+
+
+def _describe(state: Mapping[str, Tensor]) -> tuple[str | None, str]:
+    """(name of the matching ``SPECS`` row or None, its shape in words, e.g. ``embed 1280, 32 blocks``)."""
+    arch = _architecture(state)
+    shape = f"embed {arch['encoder_embed_dim']}, {arch['encoder_depth']} blocks"
+    for name, spec in SPECS.items():
+        spec_arch = (spec.encoder_embed_dim, spec.encoder_depth, spec.patch_size, spec.prompt_embed_dim)
+        if spec_arch == (
+            arch["encoder_embed_dim"],
+            arch["encoder_depth"],
+            arch["patch_size"],
+            arch["prompt_embed_dim"],
+        ):
+            return name, shape
+    return None, shape
+
+
+def _mismatch_message(
+    path: Path,
+    state: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    model_name: str | None,
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[str],
+) -> str:
+    ckpt_name, ckpt_shape = _describe(state)
+    _, model_shape = _describe(expected)
+    parts = [f"SAM checkpoint {path} does not fit the model:"]
+    if ckpt_name != model_name or ckpt_shape != model_shape:
+        ckpt = f"{ckpt_name or 'an unknown SAM variant'} ({ckpt_shape})"
+        parts.append(
+            f"the checkpoint looks like {ckpt} but the model is {model_name or 'SAM'} ({model_shape});"
+        )
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
+        if items:
+            more = f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+            parts.append(f"{len(items)} {label} keys (e.g. {'; '.join(items[:_SHOWN])}{more});")
+    if ckpt_name is not None and ckpt_name != model_name:
+        parts.append(f"build the model with build_sam({ckpt_name!r}) to load this file.")
+    else:
+        parts.append("build the model with the spec the checkpoint was made for.")
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# resolution change
+
+
+def _resize_for_image_size(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Resample pos_embed and global rel_pos tables when only the embedding grid differs (see load_checkpoint)."""
+    src, dst = state.get(_POS_EMBED), expected.get(_POS_EMBED)
+    if (
+        src is None
+        or dst is None
+        or src.ndim != 4
+        or src.shape == dst.shape
+        or src.shape[-1] != dst.shape[-1]
+    ):
+        return state
+    src_grid, dst_grid = src.shape[1], dst.shape[1]
+    state = dict(state)
+    grid = src.permute(0, 3, 1, 2).float()  # (1, D, g, g)
+    grid = F.interpolate(grid, size=(dst_grid, dst_grid), mode="bicubic", align_corners=False)
+    state[_POS_EMBED] = grid.permute(0, 2, 3, 1).to(src.dtype).contiguous()
+    for key, table in list(state.items()):
+        target = expected.get(key)
+        if (
+            _REL_POS_KEY.match(key)
+            and target is not None
+            and table.shape[0] == 2 * src_grid - 1
+            and table.shape[0] != target.shape[0]
+            and table.shape[1:] == target.shape[1:]
+        ):
+            resized = F.interpolate(
+                table.float().T[None], size=target.shape[0], mode="linear", align_corners=False
+            )
+            state[key] = resized[0].T.to(table.dtype).contiguous()
+    return state

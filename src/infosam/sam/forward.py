@@ -1,0 +1,140 @@
+"""One SAM forward with gradients that also returns the single-mask output token.
+
+Meta's ``Sam.forward`` runs under ``torch.no_grad`` and its decoder never returns its output tokens, so this module
+calls the three parts directly (image encoder, prompt encoder, mask decoder) and captures the decoder's
+two-way-transformer tokens ``hs`` with a forward hook that lives only for the duration of the call. Teacher and
+student both go through :func:`sam_forward`; the caller decides about ``torch.no_grad`` and eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling import Sam
+from torch import Tensor
+
+
+@dataclass
+class SamOutput:
+    """What one SAM forward returns for a batch of B images with one prompt each."""
+
+    image_embeddings: Tensor
+    """(B, C, h, w) image encoder output; C = spec.prompt_embed_dim (256), h = w = spec.embedding_size (64)."""
+    mask_tokens: Tensor
+    """(B, 1, C) single-mask output token after the two-way transformer (``hs[:, 1]``)."""
+    low_res_logits: Tensor
+    """(B, 1, 4h, 4w) single-mask logits (256 x 256 for the official 1024 input)."""
+    iou_predictions: Tensor
+    """(B, 1) predicted IoU of the single mask."""
+
+
+def encode_images(model: Sam, images: Tensor) -> Tensor:
+    """Image embeddings (B, C, h, w) of ``images`` (B, 3, S, S), already normalised and padded to S = image size."""
+    size = model.image_encoder.img_size
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (size, size):
+        raise ValueError(
+            f"images must be (B, 3, {size}, {size}) normalised and padded to the model's image size {size}; "
+            f"got {tuple(images.shape)}"
+        )
+    return model.image_encoder(images)
+
+
+def decode(
+    model: Sam,
+    image_embeddings: Tensor,
+    *,
+    boxes: Tensor | None = None,
+    points: Tensor | None = None,
+    point_labels: Tensor | None = None,
+) -> SamOutput:
+    """Decode one prompt per image into a single mask, its predicted IoU and its output token.
+
+    Args:
+        model: a SAM (any PEFT applied).
+        image_embeddings: (B, C, h, w) from :func:`encode_images`.
+        boxes: (B, 4) xyxy boxes in input-pixel coordinates of the padded S x S image.
+        points: (B, N, 2) xy points in the same coordinates; needs ``point_labels`` (B, N), 1 foreground, 0
+            background. Boxes and points may be given together (Meta's prompt encoder then drops its padding
+            point, as in ``SamPredictor``).
+
+    Returns:
+        :class:`SamOutput` with ``image_embeddings`` passed through.
+    """
+    batch = image_embeddings.shape[0]
+    _check_prompts(batch, boxes, points, point_labels)
+    sparse, dense = model.prompt_encoder(
+        points=None if points is None else (points, point_labels), boxes=boxes, masks=None
+    )
+    image_pe = model.prompt_encoder.get_dense_pe()
+
+    hs_tokens: list[Tensor] = []
+    handle = model.mask_decoder.transformer.register_forward_hook(
+        lambda _module, _inputs, output: hs_tokens.append(
+            output[0][:, 1:2]
+        )  # hs: (1, T, C); token 1 = mask 0
+    )
+    try:
+        # One decoder call per image: Meta's predict_masks repeats the image embeddings once per prompt (it is
+        # written for one image and many prompts), so a call with B images and B prompts would pair every image
+        # with every prompt. Looping keeps Meta's decoder untouched and exactly equal to SamPredictor; the
+        # decoder is small next to the encoder, so the loop costs little.
+        logits, ious = [], []
+        for b in range(batch):
+            low_res, iou = model.mask_decoder(
+                image_embeddings=image_embeddings[b : b + 1],
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse[b : b + 1],
+                dense_prompt_embeddings=dense[b : b + 1],
+                multimask_output=False,
+            )
+            logits.append(low_res)
+            ious.append(iou)
+    finally:
+        handle.remove()
+    if len(hs_tokens) != batch:
+        raise RuntimeError(
+            f"expected one two-way-transformer call per image ({batch}), saw {len(hs_tokens)}; "
+            "was model.mask_decoder.transformer replaced or called elsewhere?"
+        )
+    return SamOutput(
+        image_embeddings=image_embeddings,
+        mask_tokens=torch.cat(hs_tokens),
+        low_res_logits=torch.cat(logits),
+        iou_predictions=torch.cat(ious),
+    )
+
+
+def sam_forward(
+    model: Sam,
+    images: Tensor,
+    *,
+    boxes: Tensor | None = None,
+    points: Tensor | None = None,
+    point_labels: Tensor | None = None,
+) -> SamOutput:
+    """:func:`encode_images` then :func:`decode`, with gradients: images (B, 3, S, S) normalised and padded."""
+    return decode(model, encode_images(model, images), boxes=boxes, points=points, point_labels=point_labels)
+
+
+def _check_prompts(
+    batch: int, boxes: Tensor | None, points: Tensor | None, point_labels: Tensor | None
+) -> None:
+    """Raise ValueError, naming the argument, unless the prompts are one per image with the documented shapes."""
+    if boxes is None and points is None:
+        raise ValueError(
+            "decode needs a prompt: pass boxes (B, 4) and/or points (B, N, 2) with point_labels (B, N)"
+        )
+    if boxes is not None and tuple(boxes.shape) != (batch, 4):
+        raise ValueError(f"boxes must be ({batch}, 4) xyxy, one per image; got {tuple(boxes.shape)}")
+    if points is not None:
+        if point_labels is None:
+            raise ValueError("points need point_labels (B, N): 1 foreground, 0 background")
+        if points.ndim != 3 or points.shape[0] != batch or points.shape[2] != 2:
+            raise ValueError(f"points must be ({batch}, N, 2) xy; got {tuple(points.shape)}")
+        if tuple(point_labels.shape) != tuple(points.shape[:2]):
+            raise ValueError(
+                f"point_labels must be {tuple(points.shape[:2])} to match points; got {tuple(point_labels.shape)}"
+            )
+    elif point_labels is not None:
+        raise ValueError("point_labels were given without points")
