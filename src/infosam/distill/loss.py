@@ -1,0 +1,153 @@
+"""The two InfoSAM objectives and their weighted sum (method.md section 4).
+
+With ``G_i, G_m, G_rt, G_rs`` the trace-normalised Gram matrices (over the batch) of the teacher's image
+embeddings, the teacher's mask token, and the relation rows of teacher and student:
+
+- relation compression ``L_r = -log2 ||G_rt||_F^2 + log2 ||G_imr||_F^2``, ``G_imr = (G_i o G_m o G_rt) / tr(.)``;
+  gradient reaches only the relation module (the teacher's features are detached here);
+- relation distillation ``L_d = -I(r_t; r_s) = log2 ||G_rt||_F^2 + log2 ||G_rs||_F^2 - log2 ||G_ts||_F^2``,
+  ``G_ts = (G_rt o G_rs) / tr(.)``; gradient reaches the relation module and the student;
+- ``total = lam * (lam1 * L_r + lam2 * L_d)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from .entropy import Gather, gram_matrix, hadamard_normalized, log2_frobenius_sq
+from .relation import RelationModule
+
+
+class SamFeatures(Protocol):
+    """Anything with SAM's two feature tensors, e.g. :class:`infosam.sam.forward.SamOutput`."""
+
+    image_embeddings: Tensor  # (B, C, h, w)
+    mask_tokens: Tensor  # (B, 1, C)
+
+
+@dataclass(frozen=True)
+class InfoSAMWeights:
+    """Weights of the InfoSAM terms: ``total = lam * (lam1 * L_r + lam2 * L_d)`` (paper: 1, 1, 0.5)."""
+
+    lam: float = 1.0
+    """Overall weight of the InfoSAM objective next to the segmentation loss."""
+    lam1: float = 1.0
+    """Weight of the relation-compression term L_r."""
+    lam2: float = 0.5
+    """Weight of the relation-distillation term L_d."""
+
+    def __post_init__(self) -> None:
+        for name in ("lam", "lam1", "lam2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"InfoSAMWeights.{name} must be a number >= 0, got {value!r}")
+
+
+def relation_loss(
+    image_embeddings: Tensor, mask_tokens: Tensor, relation_rows: Tensor, *, gather: Gather | None = None
+) -> Tensor:
+    """``L_r = -log2 ||G_rt||_F^2 + log2 ||G_imr||_F^2`` (scalar, bits): ``I(z_i, z_m; r_t)`` up to a constant.
+
+    Args:
+        image_embeddings: ``(B, C, h, w)`` teacher image embeddings (used as given: detach them first).
+        mask_tokens: ``(B, 1, C)`` teacher mask tokens (same).
+        relation_rows: ``(B, HW)`` teacher relation rows ``r_t``.
+        gather: optional row all-gather (see :func:`infosam.distill.entropy.gram_matrix`).
+    """
+    g_r = gram_matrix(relation_rows, gather=gather)
+    _check_batch(g_r)
+    g_i = gram_matrix(image_embeddings, gather=gather)
+    g_m = gram_matrix(mask_tokens, gather=gather)
+    return -log2_frobenius_sq(g_r) + log2_frobenius_sq(hadamard_normalized(g_i, g_m, g_r))
+
+
+def distill_loss(teacher_rows: Tensor, student_rows: Tensor, *, gather: Gather | None = None) -> Tensor:
+    """``L_d = -I(r_t; r_s) = log2 ||G_rt||^2 + log2 ||G_rs||^2 - log2 ||G_ts||^2`` (scalar, bits).
+
+    Args:
+        teacher_rows: ``(B, HW)`` teacher relation rows ``r_t``.
+        student_rows: ``(B, HW)`` student relation rows ``r_s``.
+        gather: optional row all-gather.
+    """
+    g_t = gram_matrix(teacher_rows, gather=gather)
+    _check_batch(g_t)
+    g_s = gram_matrix(student_rows, gather=gather)
+    return log2_frobenius_sq(g_t) + log2_frobenius_sq(g_s) - log2_frobenius_sq(hadamard_normalized(g_t, g_s))
+
+
+def infosam_terms(
+    relation: RelationModule,
+    teacher: SamFeatures,
+    student: SamFeatures,
+    weights: InfoSAMWeights | None = None,
+    *,
+    gather: Gather | None = None,
+) -> dict[str, Tensor]:
+    """The InfoSAM terms for one batch (scalars, float32).
+
+    Args:
+        relation: the shared relation module (trainable, or frozen for InfoSAM-T).
+        teacher: teacher outputs with ``image_embeddings (B, C, h, w)`` and ``mask_tokens (B, 1, C)``; they are
+            detached here, so the teacher never receives gradients whatever the caller did.
+        student: student outputs with the same attributes (not detached).
+        weights: the term weights; ``None`` means the paper's ``InfoSAMWeights()``.
+        gather: optional ``(n_local, d) -> (n_global, d)`` row all-gather (e.g.
+            :func:`infosam.distill.entropy.all_gather_rows`) so the Gram matrices span the global batch.
+    Returns:
+        ``{"relation": L_r, "distill": L_d, "total": lam * (lam1 * L_r + lam2 * L_d)}``.
+    Raises:
+        ValueError: the (global, if gathered) batch has fewer than 2 samples.
+    """
+    weights = InfoSAMWeights() if weights is None else weights
+    if gather is None:
+        _check_batch_size(teacher.image_embeddings.shape[0])
+    t_image = teacher.image_embeddings.detach()
+    t_token = teacher.mask_tokens.detach()
+    r_t = relation(t_image, t_token)
+    r_s = relation(student.image_embeddings, student.mask_tokens)
+    l_r = relation_loss(t_image, t_token, r_t, gather=gather)
+    l_d = distill_loss(r_t, r_s, gather=gather)
+    total = weights.lam * (weights.lam1 * l_r + weights.lam2 * l_d)
+    return {"relation": l_r, "distill": l_d, "total": total}
+
+
+class InfoSAMLoss(nn.Module):
+    """Thin module around :func:`infosam_terms` that owns the relation module (so it sits in the optimizer).
+
+    Args:
+        relation: the relation module (``RelationModule(dim)``, or a frozen loaded one for InfoSAM-T).
+        weights: term weights (default: the paper's).
+        gather: optional row all-gather for multi-process training.
+    """
+
+    def __init__(
+        self,
+        relation: RelationModule,
+        weights: InfoSAMWeights | None = None,
+        *,
+        gather: Gather | None = None,
+    ) -> None:
+        super().__init__()
+        self.relation = relation
+        self.weights = InfoSAMWeights() if weights is None else weights
+        self.gather = gather
+
+    def forward(self, teacher: SamFeatures, student: SamFeatures) -> dict[str, Tensor]:
+        """See :func:`infosam_terms`."""
+        return infosam_terms(self.relation, teacher, student, self.weights, gather=self.gather)
+
+
+def _check_batch(gram: Tensor) -> None:
+    _check_batch_size(gram.shape[0])
+
+
+def _check_batch_size(n: int) -> None:
+    if n < 2:
+        raise ValueError(
+            f"InfoSAM needs a batch of at least 2 samples, got {n}: its entropies are estimated over the batch "
+            "axis (Gram matrices between samples), so one sample makes every term constant. Use batch_size >= 2 "
+            "(the paper uses 4); with a gather across processes the global batch size is what counts."
+        )

@@ -1,0 +1,121 @@
+"""The relation module f(z_i, z_m) of InfoSAM (method.md section 2), shared by teacher and student."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_FORMAT = "infosam-relation"
+
+
+class RelationModule(nn.Module):
+    """Relation between every image-embedding position and the single-mask output token, as unit rows.
+
+    ``r = W_q LN(z_m) (W_k LN(z_i))^T / sqrt(C) + LN(z_m) LN(z_i)^T``, shape ``(B, 1, HW) -> (B, HW)``, then each
+    row is L2-normalised (no softmax). ``z_i`` and ``z_m`` have their own LayerNorm (with affine parameters);
+    ``W_q``, ``W_k`` are ``Linear(C, C)`` with bias. Parameters: ``2 (C^2 + C) + 4 C`` (132,608 for C = 256).
+
+    Args:
+        dim: channel count ``C`` of the image embeddings and of the mask token (SAM: 256).
+    """
+
+    def __init__(self, dim: int = 256) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"RelationModule dim must be >= 1, got {dim}")
+        self.dim = dim
+        self.norm_image = nn.LayerNorm(dim)
+        self.norm_token = nn.LayerNorm(dim)
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+
+    def forward(self, image_embeddings: Tensor, mask_tokens: Tensor) -> Tensor:
+        """Relation rows.
+
+        Args:
+            image_embeddings: ``(B, C, h, w)`` SAM image embeddings.
+            mask_tokens: ``(B, 1, C)`` single-mask output token (``(B, C)`` is accepted too).
+        Returns:
+            ``(B, h*w)``, each row of unit L2 norm.
+        """
+        if image_embeddings.dim() != 4 or image_embeddings.shape[1] != self.dim:
+            raise ValueError(
+                f"image_embeddings must be (B, {self.dim}, h, w) for RelationModule(dim={self.dim}), "
+                f"got {tuple(image_embeddings.shape)}"
+            )
+        if mask_tokens.dim() == 2:
+            mask_tokens = mask_tokens.unsqueeze(1)
+        b = image_embeddings.shape[0]
+        if mask_tokens.shape != (b, 1, self.dim):
+            raise ValueError(f"mask_tokens must be ({b}, 1, {self.dim}), got {tuple(mask_tokens.shape)}")
+        z_i = self.norm_image(image_embeddings.flatten(2).transpose(1, 2))  # (B, HW, C)
+        z_m = self.norm_token(mask_tokens)  # (B, 1, C)
+        scores = self.query(z_m) @ self.key(z_i).transpose(1, 2) / math.sqrt(self.dim)
+        scores = scores + z_m @ z_i.transpose(1, 2)  # (B, 1, HW)
+        return F.normalize(scores.squeeze(1), p=2.0, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def save(self, path: str | Path) -> None:
+        """Write the parameters to a safetensors file (with ``dim`` in its metadata)."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path), metadata={"format": _FORMAT, "dim": str(self.dim)})
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        dim: int | None = None,
+        frozen: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> RelationModule:
+        """Load a relation module saved by :meth:`save` (e.g. trained on another dataset: InfoSAM-T).
+
+        Args:
+            path: safetensors file written by :meth:`save`.
+            dim: expected channel count; ``None`` takes the file's. A mismatch raises ``ValueError``.
+            frozen: if true, every parameter gets ``requires_grad=False`` and the module is put in eval mode.
+            device: where to put the parameters.
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not a relation-module file, or its dim differs from ``dim``.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"relation module file not found: {path}")
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable safetensors relation-module file: {err}") from err
+        found = state.get("query.weight")
+        if found is None or found.dim() != 2:
+            raise ValueError(
+                f"{path} is not a RelationModule file: expected keys {sorted(cls(1).state_dict())}, "
+                f"found {sorted(state)}"
+            )
+        file_dim = found.shape[1]
+        if dim is not None and dim != file_dim:
+            raise ValueError(
+                f"{path} holds a RelationModule with dim={file_dim}, but dim={dim} was requested"
+            )
+        module = cls(file_dim)
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path} does not match RelationModule(dim={file_dim}): {err}") from err
+        module.to(device)
+        if frozen:
+            module.requires_grad_(False)
+            module.eval()
+        return module

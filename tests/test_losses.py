@@ -1,0 +1,141 @@
+"""Segmentation losses on hand-computed perfect, inverted and half predictions (large +-logits)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infosam.losses import (
+    SEGMENTATION_LOSSES,
+    dice_loss,
+    focal_loss,
+    iou_mse_loss,
+    mask_iou,
+    segmentation_loss,
+    structure_loss,
+    structure_weight,
+)
+
+BIG = 20.0  # softplus(-20) ~ 2e-9: sigmoid is 0 or 1 to float32 precision, BCE of a wrong pixel is 20
+S = 8
+
+
+def _half_target(b: int = 1) -> torch.Tensor:
+    y = torch.zeros(b, 1, S, S)
+    y[:, :, : S // 2] = 1  # top half: 32 of 64 pixels
+    return y
+
+
+def _logits_like(y: torch.Tensor) -> torch.Tensor:
+    return torch.where(y > 0.5, BIG, -BIG)
+
+
+def test_structure_on_empty_target():
+    # y = 0 everywhere: avgpool(y) = 0, so w = 1. Inverted (p = 1): BCE = 20, I = 0, U = 64 -> wIoU = 1 - 1/65.
+    # Half (p = 0.5): BCE = ln 2, U = 32 -> wIoU = 1 - 1/33. With w = 1 both variants agree.
+    y = torch.zeros(2, 1, S, S)
+    for name in ("structure", "structure_release"):
+        assert segmentation_loss(name, torch.full_like(y, -BIG), y).item() == pytest.approx(0.0, abs=1e-6)
+        assert segmentation_loss(name, torch.full_like(y, BIG), y).item() == pytest.approx(
+            20 + 64 / 65, rel=1e-6
+        )
+        assert segmentation_loss(name, torch.zeros_like(y), y).item() == pytest.approx(
+            math.log(2) + 32 / 33, rel=1e-6
+        )
+
+
+def test_structure_weight_counts_the_padding():
+    # y = 1 on an 8x8 image: every 31x31 window (padding 15) covers the whole image, and avg_pool2d's default
+    # count_include_pad=True divides by 961, so avgpool = 64/961 and w = 1 + 5 (1 - 64/961) everywhere.
+    y = torch.ones(1, 1, S, S)
+    w = 1 + 5 * (1 - 64 / 961)
+    assert torch.allclose(structure_weight(y), torch.full_like(y, w))
+    # Inverted (p = 0): BCE = 20 (a weighted mean of a constant), I = 0, U = 64 w -> wIoU = 1 - 1/(64 w + 1).
+    # (count_include_pad=False would give w = 1 and 1 - 1/65 instead.)
+    assert structure_loss(torch.full_like(y, -BIG), y).item() == pytest.approx(
+        20 + 1 - 1 / (64 * w + 1), rel=1e-6
+    )
+    assert structure_loss(_logits_like(y), y).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_structure_variants_differ_exactly_in_the_bce_term():
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(3, 1, 16, 16, generator=g)
+    y = (torch.rand(3, 1, 16, 16, generator=g) > 0.6).float()
+    w = 1 + 5 * (F.avg_pool2d(y, 31, 1, 15) - y).abs()
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    weighted = ((w * bce).sum(dim=(2, 3)) / w.sum(dim=(2, 3))).mean()
+    plain = bce.mean()
+    diff = structure_loss(logits, y) - structure_loss(logits, y, weighted_bce=False)
+    assert diff.item() == pytest.approx((weighted - plain).item(), abs=1e-6)
+    assert abs(diff.item()) > 1e-4  # the two really differ on a non-constant weight map
+    prob = torch.sigmoid(logits)
+    inter = (prob * y * w).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (((prob + y) * w).sum(dim=(2, 3)) - inter + 1)
+    assert structure_loss(logits, y).item() == pytest.approx((weighted + wiou.mean()).item(), abs=1e-6)
+
+
+def test_focal_by_hand():
+    # Inverted: every pixel BCE 20, (1 - p_t)^2 = 1, alpha_t = 0.25 on the 32 fg and 0.75 on the 32 bg -> 20 * 0.5.
+    # Half (p = 0.5): ln 2 * 0.5^2 * 0.5 = ln 2 / 8.
+    y = _half_target()
+    assert focal_loss(_logits_like(y), y).item() == pytest.approx(0.0, abs=1e-6)
+    assert focal_loss(-_logits_like(y), y).item() == pytest.approx(10.0, rel=1e-6)
+    assert focal_loss(torch.zeros_like(y), y).item() == pytest.approx(math.log(2) / 8, rel=1e-6)
+
+
+def test_dice_by_hand():
+    # 32 fg pixels; perfect: 1 - (64 + 1)/(64 + 1) = 0; inverted: 1 - 1/65; half (p = 0.5): I = 16,
+    # sum p = 32 -> 1 - 33/65 = 32/65. Empty target, empty prediction: 1 - 1/1 = 0 thanks to the smoothing.
+    y = _half_target(2)
+    assert dice_loss(_logits_like(y), y).item() == pytest.approx(0.0, abs=1e-6)
+    assert dice_loss(-_logits_like(y), y).item() == pytest.approx(64 / 65, rel=1e-6)
+    assert dice_loss(torch.zeros_like(y), y).item() == pytest.approx(32 / 65, rel=1e-6)
+    empty = torch.zeros(1, 1, S, S)
+    assert dice_loss(torch.full_like(empty, -BIG), empty).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mask_iou_and_iou_mse_by_hand():
+    y = _half_target()
+    left = torch.full_like(y, -BIG)
+    left[..., : S // 2] = BIG  # left half predicted: I = 16, U = 48 -> IoU 1/3
+    assert mask_iou(left, y).item() == pytest.approx(1 / 3)
+    assert mask_iou(_logits_like(y), y).item() == 1.0
+    assert mask_iou(-_logits_like(y), y).item() == 0.0
+    empty = torch.zeros(1, 1, S, S)
+    assert mask_iou(torch.full_like(empty, -1.0), empty).item() == 1.0  # both empty: perfect
+    iou_pred = torch.tensor([[0.25]], requires_grad=True)
+    assert iou_mse_loss(iou_pred, _logits_like(y), y).item() == pytest.approx(0.75**2)
+    assert iou_mse_loss(iou_pred, -_logits_like(y), y).item() == pytest.approx(0.25**2)
+    logits = left.clone().requires_grad_(True)
+    loss = iou_mse_loss(iou_pred, logits, y)
+    assert loss.item() == pytest.approx((0.25 - 1 / 3) ** 2)
+    loss.backward()
+    assert logits.grad is None and iou_pred.grad is not None  # the IoU target carries no gradient
+    with pytest.raises(ValueError, match="one value per image"):
+        iou_mse_loss(torch.zeros(2, 1), left, y)
+
+
+def test_dispatcher():
+    y = _half_target(2)
+    logits = torch.zeros_like(y)
+    iou_pred = torch.full((2, 1), 0.5)
+    expected = focal_loss(logits, y) + dice_loss(logits, y) + iou_mse_loss(iou_pred, logits, y)
+    assert torch.allclose(segmentation_loss("focal_dice_iou", logits, y, iou_pred), expected)
+    assert torch.equal(segmentation_loss("structure", logits, y, iou_pred), structure_loss(logits, y))
+    with pytest.raises(ValueError, match="needs iou_pred"):
+        segmentation_loss("focal_dice_iou", logits, y)
+    with pytest.raises(ValueError, match="unknown segmentation loss 'bce'; choose one of structure, "):
+        segmentation_loss("bce", logits, y)
+    assert SEGMENTATION_LOSSES == ("structure", "structure_release", "focal_dice_iou")
+    with pytest.raises(ValueError, match=r"\(B, 1, S, S\)"):
+        structure_loss(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+
+
+def test_structure_loss_gradient_is_finite():
+    logits = torch.randn(2, 1, S, S, requires_grad=True)
+    structure_loss(logits, _half_target(2)).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
