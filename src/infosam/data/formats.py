@@ -1,0 +1,232 @@
+"""Dataset formats: the Conv-LoRA CSV benchmark layout and plain image/mask folders.
+
+Layouts recognised by :func:`open_dataset` (``root`` is the folder given):
+
+* **Conv-LoRA CSV** (the paper's benchmark suite): ``root/<split>.csv`` with columns ``image`` and ``label``
+  holding paths relative to ``root``. ``split`` is the CSV name (``train.csv``, ``test_Kvasir.csv``) or its stem
+  (``train``, ``test_Kvasir``); ``"test"`` also finds the only ``test_*.csv`` when there is no ``test.csv``.
+* **Image/mask folders**: ``root/images/`` and ``root/masks/`` whose files pair by stem
+  (``images/a.jpg`` + ``masks/a.png``). With ``split=None`` (or ``"all"``) the whole folder is used; a split
+  named ``s`` is ``root/s/images`` + ``root/s/masks`` if that folder exists, else a list file ``root/s.txt``
+  (one stem per line, ``#`` comments) selecting pairs from ``root/images`` and ``root/masks``.
+
+Every sample's ``id`` is the image path relative to ``root`` in POSIX form (stable across machines and
+processes; the teacher-embedding cache is keyed by it).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..sam.preprocess import preprocess_image, preprocess_mask
+from .reading import read_image, read_mask
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CSV_COLUMNS = ("image", "label")
+
+LAYOUT_HELP = (
+    "expected either the Conv-LoRA layout (ROOT/<split>.csv with columns 'image' and 'label' holding paths "
+    "relative to ROOT) or image/mask folders (ROOT/images/ and ROOT/masks/ with the same file stems, optionally "
+    "per split: ROOT/<split>/images + ROOT/<split>/masks, or a stem list ROOT/<split>.txt)"
+)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset folder whose layout is not one of the supported ones, or a bad split/CSV."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image/mask pair as listed by a dataset. A path is ``None`` when a folder lacks the counterpart."""
+
+    id: str
+    image_path: Path | None
+    mask_path: Path | None
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs as SAM inputs; ``ds[i]`` is a dict:
+
+    * ``image``: ``(3, S, S)`` float32, SAM-normalised and zero-padded (S = ``image_size``)
+    * ``mask``: ``(1, S, S)`` float32 in {0, 1}, resized nearest and zero-padded like the image
+    * ``id``: str, image path relative to the dataset root
+    * ``original_size``: ``(2,)`` int64 ``(H, W)`` of the upright image
+    * ``input_size``: ``(2,)`` int64 ``(h, w)`` after resizing (the valid, unpadded region)
+    * ``image_path``, ``mask_path``: str
+    """
+
+    def __init__(
+        self, root: str | Path, pairs: list[Pair], *, image_size: int = 1024, split: str | None = None
+    ):
+        self.root = Path(root)
+        self.pairs = list(pairs)
+        self.image_size = int(image_size)
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __repr__(self) -> str:
+        return f"SegmentationDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, image_size={self.image_size})"
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.pairs]
+
+    def subset(self, indices: list[int]) -> SegmentationDataset:
+        """The same dataset restricted to ``indices`` (in that order)."""
+        return SegmentationDataset(
+            self.root, [self.pairs[i] for i in indices], image_size=self.image_size, split=self.split
+        )
+
+    def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The upright ``(H, W, 3)`` uint8 image and ``(H, W)`` bool mask at original resolution."""
+        pair = self.pairs[index]
+        if pair.image_path is None:
+            raise FileNotFoundError(f"{self.root}: mask {pair.mask_path} has no image (id {pair.id})")
+        if pair.mask_path is None:
+            raise FileNotFoundError(f"{self.root}: image {pair.image_path} has no mask (id {pair.id})")
+        image, info = read_image(pair.image_path)
+        mask = read_mask(pair.mask_path, info)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"{pair.mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image "
+                f"{pair.image_path} size {image.shape[1]}x{image.shape[0]}"
+            )
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict:
+        image, mask = self.read_pair(index)
+        x, (h, w) = preprocess_image(image, self.image_size)
+        pair = self.pairs[index]
+        return {
+            "image": x,
+            "mask": preprocess_mask(mask, self.image_size),
+            "id": pair.id,
+            "original_size": torch.tensor(image.shape[:2], dtype=torch.int64),
+            "input_size": torch.tensor((h, w), dtype=torch.int64),
+            "image_path": str(pair.image_path),
+            "mask_path": str(pair.mask_path),
+        }
+
+
+def detect_format(root: str | Path) -> str:
+    """``"csv"`` (Conv-LoRA) or ``"folders"`` (images/ + masks/); :class:`DatasetFormatError` otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetFormatError(f"{root}: dataset folder not found; {LAYOUT_HELP}")
+    if any(root.glob("*.csv")):
+        return "csv"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "folders"
+    if any((d / "images").is_dir() and (d / "masks").is_dir() for d in root.iterdir() if d.is_dir()):
+        return "folders"
+    raise DatasetFormatError(f"{root}: no CSV files and no images/ + masks/ folders; {LAYOUT_HELP}")
+
+
+def open_dataset(
+    root: str | Path, *, split: str | None = None, image_size: int = 1024
+) -> SegmentationDataset:
+    """Open the dataset at ``root`` (layout detected, see the module doc) for ``split``.
+
+    Only lists the pairs (cheap); files are read per sample. Missing counterparts are kept in ``pairs`` with a
+    ``None`` path so that :func:`infosam.data.check.check_dataset` can report them all at once.
+    """
+    root = Path(root)
+    fmt = detect_format(root)
+    pairs = list_csv_pairs(root, split) if fmt == "csv" else list_folder_pairs(root, split)
+    return SegmentationDataset(root, pairs, image_size=image_size, split=split)
+
+
+def resolve_csv(root: Path, split: str | None) -> Path:
+    """The CSV file of ``split`` in ``root`` (see the module doc for the names accepted)."""
+    available = sorted(p.name for p in root.glob("*.csv"))
+    if split is None:
+        raise DatasetFormatError(f"{root}: a Conv-LoRA dataset needs a split; choose one of {available}")
+    name = split if split.endswith(".csv") else f"{split}.csv"
+    if (root / name).is_file():
+        return root / name
+    if split == "test":
+        tests = [n for n in available if n.startswith("test")]
+        if len(tests) == 1:
+            return root / tests[0]
+    raise DatasetFormatError(f"{root}: split {split!r} not found; choose one of {available}")
+
+
+def list_csv_pairs(root: Path, split: str | None) -> list[Pair]:
+    """Pairs listed by the split's CSV (columns ``image``, ``label``; paths relative to ``root``)."""
+    csv_path = resolve_csv(root, split)
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in columns]
+        if missing:
+            raise DatasetFormatError(
+                f"{csv_path}: missing column(s) {missing}; found {columns}, expected {list(CSV_COLUMNS)}"
+            )
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    pairs = []
+    for line, row in enumerate(rows, start=2):
+        if not row["image"] or not row["label"]:
+            raise DatasetFormatError(f"{csv_path}:{line}: empty 'image' or 'label' entry")
+        image_id = Path(row["image"]).as_posix()
+        pairs.append(Pair(id=image_id, image_path=root / row["image"], mask_path=root / row["label"]))
+    return pairs
+
+
+def list_folder_pairs(root: Path, split: str | None) -> list[Pair]:
+    """Pairs of ``images/`` and ``masks/`` matched by stem (see the module doc for splits)."""
+    stems: list[str] | None = None
+    base = root
+    if split not in (None, "all"):
+        if (root / split / "images").is_dir() and (root / split / "masks").is_dir():
+            base = root / split
+        elif (root / f"{split}.txt").is_file():
+            stems = _read_stem_list(root / f"{split}.txt")
+        else:
+            choices = sorted(
+                [d.name for d in root.iterdir() if (d / "images").is_dir()]
+                + [p.stem for p in root.glob("*.txt")]
+            )
+            raise DatasetFormatError(
+                f"{root}: split {split!r} not found (no {split}/images + {split}/masks, no {split}.txt); "
+                f"available: {choices or ['all']}"
+            )
+    if not (base / "images").is_dir() or not (base / "masks").is_dir():
+        raise DatasetFormatError(f"{base}: images/ or masks/ missing; {LAYOUT_HELP}")
+    images = _files_by_stem(base / "images")
+    masks = _files_by_stem(base / "masks")
+    wanted = stems if stems is not None else sorted(set(images) | set(masks))
+    pairs = []
+    for stem in wanted:
+        image = images.get(stem)
+        mask = masks.get(stem)
+        if stems is not None and image is None:
+            image_id = f"images/{stem}"
+        else:
+            image_id = (image or mask).relative_to(root).as_posix()
+        pairs.append(Pair(id=image_id, image_path=image, mask_path=mask))
+    return pairs
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            if p.stem in files:
+                raise DatasetFormatError(
+                    f"{folder}: two files share the stem {p.stem!r}: {files[p.stem].name}, {p.name}"
+                )
+            files[p.stem] = p
+    return files
+
+
+def _read_stem_list(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [Path(line).stem for line in lines if line]
