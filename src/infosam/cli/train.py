@@ -1,0 +1,92 @@
+"""``infosam train``: fine-tune a SAM student with PEFT (and InfoSAM), or resume a stopped run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from . import CLIError
+
+EPILOG = """\
+examples:
+  infosam train --config configs/kvasir/adapter_infosam.yaml --set data.path=/data/polyp
+  infosam train --config my.yaml --set train.lr=1e-4 --set infosam.enabled=false --output runs/baseline
+  infosam train --resume runs/baseline
+  torchrun --nproc_per_node 2 "$(which infosam)" train --config my.yaml          (one process per GPU)
+  accelerate launch --num_processes 2 "$(which infosam)" train --config my.yaml
+
+Config options (section.option) are the fields of infosam.config.Config; every one has a one-line doc there.
+The run folder holds config.yaml, metrics.csv, tensorboard/, checkpoints/, weights/, eval/ and summary.json.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune SAM with PEFT (+ InfoSAM) or resume a run",
+        description="Fine-tune a SAM student with PEFT, taught by the frozen pretrained SAM (InfoSAM), "
+        "or train the plain PEFT baseline (--set infosam.enabled=false).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="YAML config (may `inherit` others)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one option, e.g. train.lr=1e-4 (value read as YAML; repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into an existing non-empty run folder (never deleted)"
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="DIR", help="run folder (overrides the config's output)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..train import resume_config, train
+
+    if args.resume is not None:
+        if args.config is not None or args.overrides or args.output is not None or args.overwrite:
+            raise CLIError(
+                "--resume continues a run with its saved config: it takes no --config/--set/--output/--overwrite"
+            )
+        config = resume_config(args.resume)
+    else:
+        if args.config is None:
+            raise CLIError("--config FILE.yaml is required (or --resume RUN_DIR)")
+        overrides = list(args.overrides)
+        if args.output is not None:
+            overrides.append(f"output={args.output}")
+        config = load_config(args.config, overrides)
+        _check_output(Path(config.output).expanduser(), args.overwrite)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_dir = train(
+        config, resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    print(f"run folder: {run_dir}")
+    print(f"  trained weights: {run_dir / 'weights' / 'final'}")
+    print(f"  metrics: {run_dir / 'metrics.csv'}; test results: {run_dir / 'summary.json'}")
+    return 0
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    """Fail before any work when the run folder exists and holds files (it is never deleted)."""
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise CLIError(
+            f"run folder {path} already exists and holds files; choose another --output, pass --overwrite, "
+            f"or --resume {path}"
+        )
