@@ -1,0 +1,32 @@
+"""``infosam data check PATH``: read every image/mask pair and report all problems at once."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.check import check_dataset
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = sub.add_parser(
+        "check",
+        help="read every image/mask pair and report all problems",
+        description="Read every image/mask pair of a dataset (Conv-LoRA CSV layout or images/ + masks/ folders) "
+        "and report every problem with its file: missing or unreadable files, size mismatches, empty masks, "
+        "masks that are not two-level. Exit code 1 when there are errors.",
+    )
+    check.add_argument("path", help="dataset folder")
+    check.add_argument(
+        "--split", default=None, help="CSV name (train.csv, test_Kvasir.csv) or split folder/list"
+    )
+    check.add_argument("--workers", type=int, default=None, help="reader threads (default: min(8, CPUs))")
+    check.add_argument("--limit", type=int, default=200, help="list at most this many problems (default 200)")
+    check.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    report = check_dataset(args.path, split=args.split, workers=args.workers)
+    print(report.format(limit=args.limit))
+    return 0 if report.ok else 1

@@ -1,0 +1,196 @@
+"""Prompts for SAM drawn from ground-truth masks, with explicit randomness.
+
+Coordinates are in pixels of the padded ``S x S`` model input (the resized image sits in its top-left
+``h x w`` corner): boxes ``(B, 4)`` as ``x0, y0, x1, y1`` with inclusive pixel indices (SAM's prompt encoder adds
+the half-pixel itself), points ``(B, N, 2)`` as ``x, y`` with labels ``(B, N)``: 1 foreground, 0 background,
+-1 padding (SAM's "not a point", ignored by the prompt encoder).
+
+Rules:
+
+* **Noisy box**: the mask's tight box, then each of the four coordinates moves by its own random integer offset,
+  uniform in ``[-max_shift, max_shift]`` (so both corners move by at most ``max_shift`` px per axis, and the box
+  may grow, shrink or slide). The result is clipped to the image (``[0, w-1] x [0, h-1]`` of the resized image;
+  padding is never inside a box) and ordered so that ``x0 <= x1`` and ``y0 <= y1``.
+* **Points**: foreground points are uniform over mask pixels, background points uniform over the non-mask pixels
+  of the image (padding excluded), drawn with replacement (duplicates are possible but rare and harmless).
+* **Empty masks** (nothing to prompt): the box is the whole image ``(0, 0, w-1, h-1)`` without noise, and the
+  foreground points become padding points (label -1, coordinates 0). A mask covering the whole image likewise
+  turns its background points into padding. Training refuses empty masks earlier (:mod:`infosam.data.check`).
+* **Training mix**: per batch, one draw decides: with probability ``p_box`` (0.5) every image gets a noisy box,
+  otherwise every image gets one random foreground point.
+* **Test prompts are deterministic per image**: each image's prompt comes from its own CPU generator seeded by
+  SHA-256 of ``"<seed>:<id>"``, so it does not depend on batch composition, order or the number of processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def _valid_region(masks: Tensor, input_sizes: Tensor | None) -> Tensor:
+    """``(B, 2)`` int64 ``(h, w)`` of each image's unpadded region (the whole mask when not given)."""
+    b, _, s_h, s_w = masks.shape
+    if input_sizes is None:
+        return torch.tensor([[s_h, s_w]] * b, dtype=torch.int64)
+    return torch.as_tensor(input_sizes, dtype=torch.int64).reshape(b, 2).cpu()
+
+
+def _uniform_index(n: int, k: int, generator: torch.Generator) -> Tensor:
+    """``k`` indices uniform in ``[0, n)`` drawn from ``generator`` (any device), returned on the CPU."""
+    u = torch.rand(k, generator=generator, device=generator.device, dtype=torch.float64).cpu()
+    return (u * n).long().clamp_(max=n - 1)
+
+
+def tight_box(mask: Tensor) -> Tensor | None:
+    """``(4,)`` float ``x0, y0, x1, y1`` (inclusive) of the foreground of an ``(H, W)`` mask; None when empty."""
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    if ys.numel() == 0:
+        return None
+    return torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
+
+
+def noisy_box(
+    masks: Tensor, generator: torch.Generator, *, max_shift: int = 5, input_sizes: Tensor | None = None
+) -> Tensor:
+    """Noisy boxes of a batch of masks (rules in the module doc).
+
+    Args:
+        masks: ``(B, 1, S, S)`` {0, 1}.
+        generator: source of the offsets (4 integers per image, always drawn, even for empty masks, so the
+            stream does not depend on the data).
+        max_shift: largest offset in pixels; 0 gives the tight box.
+        input_sizes: ``(B, 2)`` ``(h, w)`` valid region of each image, used for clipping (default: S x S).
+
+    Returns:
+        ``(B, 4)`` float32 on the masks' device.
+    """
+    region = _valid_region(masks, input_sizes)
+    boxes = []
+    for i in range(masks.shape[0]):
+        shift = torch.randint(
+            -max_shift, max_shift + 1, (4,), generator=generator, device=generator.device
+        ).cpu()
+        h, w = int(region[i, 0]), int(region[i, 1])
+        box = tight_box(masks[i, 0].cpu())
+        if box is None:
+            boxes.append(torch.tensor([0.0, 0.0, w - 1.0, h - 1.0]))
+            continue
+        box = box + shift.float()
+        x = box[[0, 2]].clamp(0, w - 1).sort().values
+        y = box[[1, 3]].clamp(0, h - 1).sort().values
+        boxes.append(torch.stack([x[0], y[0], x[1], y[1]]))
+    return torch.stack(boxes).to(masks.device)
+
+
+def random_points(
+    masks: Tensor,
+    n_fg: int,
+    n_bg: int,
+    generator: torch.Generator,
+    *,
+    input_sizes: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``n_fg`` foreground then ``n_bg`` background points per image (rules in the module doc).
+
+    Args:
+        masks: ``(B, 1, S, S)`` {0, 1}.
+        input_sizes: ``(B, 2)`` valid region; background points are never drawn from the padding.
+
+    Returns:
+        ``points`` ``(B, n_fg + n_bg, 2)`` float32 xy and ``point_labels`` ``(B, n_fg + n_bg)`` int64 on the
+        masks' device.
+    """
+    region = _valid_region(masks, input_sizes)
+    all_points, all_labels = [], []
+    for i in range(masks.shape[0]):
+        h, w = int(region[i, 0]), int(region[i, 1])
+        inside = masks[i, 0, :h, :w].cpu() > 0.5
+        pts, lbl = [], []
+        for want, label, where in ((n_fg, 1, inside), (n_bg, 0, ~inside)):
+            if want == 0:
+                continue
+            ys, xs = torch.nonzero(where, as_tuple=True)
+            # Always draw, so an image's stream does not depend on whether a part is empty.
+            if ys.numel() == 0:
+                _uniform_index(1, want, generator)
+                pts.append(torch.zeros(want, 2))
+                lbl.append(torch.full((want,), -1, dtype=torch.int64))
+                continue
+            idx = _uniform_index(ys.numel(), want, generator)
+            pts.append(torch.stack([xs[idx], ys[idx]], dim=1).float())
+            lbl.append(torch.full((want,), label, dtype=torch.int64))
+        all_points.append(torch.cat(pts) if pts else torch.zeros(0, 2))
+        all_labels.append(torch.cat(lbl) if lbl else torch.zeros(0, dtype=torch.int64))
+    return torch.stack(all_points).to(masks.device), torch.stack(all_labels).to(masks.device)
+
+
+def train_prompts(
+    masks: Tensor,
+    generator: torch.Generator,
+    *,
+    p_box: float = 0.5,
+    max_shift: int = 5,
+    input_sizes: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The paper's training prompts for one batch: noisy boxes with probability ``p_box``, else one fg point each.
+
+    Returns:
+        ``{"boxes": (B, 4)}`` or ``{"points": (B, 1, 2), "point_labels": (B, 1)}``.
+    """
+    use_box = bool(torch.rand(1, generator=generator, device=generator.device).item() < p_box)
+    if use_box:
+        return {"boxes": noisy_box(masks, generator, max_shift=max_shift, input_sizes=input_sizes)}
+    points, labels = random_points(masks, 1, 0, generator, input_sizes=input_sizes)
+    return {"points": points, "point_labels": labels}
+
+
+def prompt_generator(seed: int, image_id: str) -> torch.Generator:
+    """CPU generator seeded by SHA-256 of ``"<seed>:<image_id>"`` (same prompt for an image in any batch/process)."""
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return g
+
+
+def test_prompts(
+    masks: Tensor,
+    ids: Sequence[str],
+    *,
+    seed: int = 42,
+    mode: str = "box",
+    n_fg: int = 2,
+    n_bg: int = 3,
+    max_shift: int = 5,
+    input_sizes: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Deterministic evaluation prompts: ``mode="box"`` a noisy box, ``"points"`` ``n_fg`` + ``n_bg`` points.
+
+    Args:
+        masks: ``(B, 1, S, S)``; ids: the B image ids (``sample["id"]``); input_sizes: ``(B, 2)``.
+
+    Returns:
+        ``{"boxes": (B, 4)}`` or ``{"points": (B, n_fg + n_bg, 2), "point_labels": (B, n_fg + n_bg)}``.
+    """
+    if mode not in ("box", "points"):
+        raise ValueError(f"prompt mode {mode!r} is not one of ['box', 'points']")
+    if len(ids) != masks.shape[0]:
+        raise ValueError(f"got {len(ids)} ids for {masks.shape[0]} masks")
+    region = _valid_region(masks, input_sizes)
+    outs = []
+    for i, image_id in enumerate(ids):
+        g = prompt_generator(seed, image_id)
+        m = masks[i : i + 1]
+        if mode == "box":
+            outs.append(noisy_box(m, g, max_shift=max_shift, input_sizes=region[i : i + 1]))
+        else:
+            outs.append(random_points(m, n_fg, n_bg, g, input_sizes=region[i : i + 1]))
+    if mode == "box":
+        return {"boxes": torch.cat(outs)}
+    return {"points": torch.cat([p for p, _ in outs]), "point_labels": torch.cat([lb for _, lb in outs])}
+
+
+test_prompts.__test__ = False  # not a pytest test despite the name
