@@ -40,6 +40,7 @@ from .distill.entropy import all_gather_rows
 from .distill.loss import InfoSAMLoss, InfoSAMWeights
 from .distill.relation import RelationModule
 from .losses import segmentation_loss
+from .metrics import METRIC_NAMES
 from .model import build_base, build_student, build_teacher
 from .peft import PeftSpec, load_peft, save_peft
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
@@ -50,6 +51,7 @@ METRIC_FIELDS = ["step", "epoch", "loss", "seg", "relation", "distill", "infosam
 PEFT_FILE = "peft.safetensors"
 RELATION_FILE = "relation.safetensors"
 SAMPLE_LOG = "samples-rank{rank}.txt"
+LOWER_IS_BETTER = {"MAE"}
 # Seconds to pause after each optimizer step: lets tests kill a tiny run mid-way, however fast the machine.
 _STEP_DELAY = float(os.environ.get("INFOSAM_STEP_DELAY", "0") or 0)
 
@@ -489,44 +491,47 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run_dir: Path, ep
 
     e = config.eval
     student = parts.student
-    student.eval()
     try:
-        rows, summary = evaluate(
-            student,
-            test_set,
-            prompt=e.prompt,
-            compat=e.compat,
-            batch_size=e.batch_size,
-            device=parts.accelerator.device,
-        )
+        with torch.no_grad(), parts.accelerator.autocast():
+            rows, summary = evaluate(
+                student,
+                test_set,
+                prompt=e.prompt,
+                n_fg=e.n_fg,
+                n_bg=e.n_bg,
+                seed=e.seed,
+                compat=e.compat,
+                batch_size=e.batch_size,
+                device=parts.accelerator.device,
+            )
     finally:
         student.train()
     runs.write_json(
         run_dir / "eval" / f"epoch-{epoch:03d}.json", {"epoch": epoch, "summary": summary, "rows": rows}
     )
-    log.info(
-        "epoch %d test: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if _is_number(v))
-    )
+    scores = ", ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES if k in summary)
+    log.info("epoch %d test (%d images): %s", epoch, summary.get("n_images", len(rows)), scores)
     return summary
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _write_summary(config: Config, position: Position, run_dir: Path) -> None:
+    """summary.json: the reported epoch (the last evaluated one), every evaluated epoch, and the best of each."""
     evaluated = dict(sorted(position.evaluated.items()))
     best: dict[str, dict] = {}
     for epoch, summary in evaluated.items():
-        for name, value in summary.items():
-            if _is_number(value) and (name not in best or value > best[name]["value"]):
+        for name in METRIC_NAMES:
+            value = summary.get(name)
+            if value is None:
+                continue
+            old = best.get(name)
+            if old is None or (value < old["value"] if name in LOWER_IS_BETTER else value > old["value"]):
                 best[name] = {"epoch": epoch, "value": value}
     reported = max(evaluated) if evaluated else None
     runs.write_json(
         run_dir / runs.SUMMARY_FILE,
         {
             "reported_epoch": reported,
-            "reported_rule": "the last evaluated epoch (the paper evaluates the last five and reports the last)",
+            "reported_rule": "the last evaluated epoch (the paper evaluates the last five epochs, reports the last)",
             "reported": evaluated.get(reported) if reported is not None else None,
             "epochs": {str(k): v for k, v in evaluated.items()},
             "best": best,

@@ -1,0 +1,128 @@
+"""End to end: tiny SAM trains a few steps on a few image/mask pairs, writes a complete run folder, and evaluates.
+
+Also: the teacher's weights are bit-identical before and after training steps, and the plain baseline (InfoSAM
+off) goes through the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from infosam.config import load_config
+from infosam.data.formats import open_dataset
+from infosam.data.synthetic import write_synthetic_dataset
+from infosam.metrics import METRIC_NAMES
+from infosam.model import build_student, build_teacher
+from infosam.train import Trainee, batch_prompts, collate, train, train_step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _kvasir_pairs() -> list[tuple[Path, Path]]:
+    """A few real Kvasir pairs when the shared data is present, else none."""
+    root = Path(os.environ.get("INFOSAM_DATA", REPO.parent / "shared" / "data")) / "kvasir-seg"
+    if not (root / "images").is_dir():
+        return []
+    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:6]
+    pairs = [(p, next((root / "masks").glob(p.stem + ".*"), None)) for p in images]
+    return [(i, m) for i, m in pairs if m is not None]
+
+
+def _dataset(root: Path) -> Path:
+    """train/ (4 pairs) and test/ (2 pairs): real Kvasir pairs linked in, or synthetic ones."""
+    pairs = _kvasir_pairs()
+    if len(pairs) < 6:
+        write_synthetic_dataset(root / "train", 4, domain="target")
+        write_synthetic_dataset(root / "test", 2, domain="target", start=100)
+        return root
+    for split, chunk in (("train", pairs[:4]), ("test", pairs[4:6])):
+        for image, mask in chunk:
+            for kind, src in (("images", image), ("masks", mask)):
+                (root / split / kind).mkdir(parents=True, exist_ok=True)
+                (root / split / kind / src.name).symlink_to(src)
+    return root
+
+
+def _config(tmp_path: Path, *extra: str):
+    data = _dataset(tmp_path / "data")
+    base = [
+        "model.name=tiny",
+        f"data.path={data}",
+        "train.batch_size=2",
+        "train.epochs=2",
+        "train.cpu=true",
+        "eval.last_epochs=1",
+        "eval.batch_size=2",
+        f"output={tmp_path / 'run'}",
+    ]
+    return load_config(None, base + list(extra))
+
+
+def test_train_writes_a_complete_run_folder_and_evaluates(tmp_path):
+    config = _config(tmp_path)
+    run = train(config)
+    assert run == tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/latest", "eval/epoch-002.json"):
+        assert (run / name).is_file(), name
+    for name in ("weights/final", "weights/epoch-002"):
+        assert {p.name for p in (run / name).iterdir()} == {"peft.safetensors", "relation.safetensors"}
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    assert header.split(",")[:6] == ["step", "epoch", "loss", "seg", "relation", "distill"]
+    assert [r.split(",")[0] for r in rows] == ["2", "4"]  # one row per epoch end, 2 steps per epoch
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["reported_epoch"] == 2 and list(summary["epochs"]) == ["2"]
+    for name in METRIC_NAMES:
+        assert 0.0 <= summary["reported"][name] <= 1.0, name
+        assert summary["best"][name]["epoch"] == 2
+    assert len(json.loads((run / "eval/epoch-002.json").read_text())["rows"]) == 2
+
+
+def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
+    config = _config(tmp_path)
+    accelerator = Accelerator(cpu=True)
+    teacher = build_teacher(config)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student, _ = build_student(config)
+    from infosam.distill.loss import InfoSAMLoss
+    from infosam.distill.relation import RelationModule
+
+    dataset = open_dataset(config.data.path, split="train", image_size=64)
+    batch = collate([dataset[0], dataset[1]])
+    for infosam in (True, False):
+        trainee = Trainee(student, InfoSAMLoss(RelationModule(32)) if infosam else None)
+        optimizer = torch.optim.Adam([p for p in trainee.parameters() if p.requires_grad], lr=1e-3)
+        for index in range(2):
+            prompts = batch_prompts(batch, seed=0, rank=0, epoch=0, index=index)
+            terms = train_step(
+                batch,
+                prompts,
+                trainee=trainee,
+                teacher=teacher if infosam else None,
+                config=config,
+                accelerator=accelerator,
+            )
+            optimizer.step()
+            optimizer.zero_grad()
+            assert torch.isfinite(terms["loss"])
+            assert ("distill" in terms) == infosam
+    assert all(p.grad is None for p in teacher.parameters())
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(
+        torch.equal(student.state_dict()[k], before[k]) for k in ("mask_decoder.iou_token.weight",)
+    )
+
+
+def test_resume_without_checkpoint_config_fails_clearly(tmp_path):
+    from infosam.train import resume_config
+
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        resume_config(tmp_path)
