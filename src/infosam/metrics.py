@@ -1,0 +1,143 @@
+"""Evaluation metrics at each image's original resolution.
+
+From logits to a map: the ``(1, 4e, 4e)`` low-res logits are upsampled to ``S x S`` (bilinear,
+``align_corners=False``), cropped to the resized image ``h x w`` (the padding removed), resized to the original
+``H x W`` (bilinear), then turned into a map in [0, 1] by ``sigmoid`` (the correct input), or, in the
+**compatibility mode** that reproduces the paper's release, by ``clip(logits, 0, 1)``.
+
+Metrics per image (rows), then the mean over images (summary):
+
+* ``S`` S-measure (alpha 0.5), ``E_adp`` adaptive E-measure, ``E_mean`` mean E-measure, ``Fw`` weighted
+  F-measure with beta^2 = 0.3 (``py_sod_metrics.WeightedFmeasure(beta=0.3)``, whose ``beta`` is beta^2), ``MAE``:
+  computed by ``py_sod_metrics``, which takes 8-bit maps: the map is converted as ``round(255 * map)``
+  (round half to even) and the ground truth as 0/255; ``py_sod_metrics`` then min-max normalises each map
+  (MATLAB's ``mapminmax``, the standard SOD-toolbox convention) unless it is constant. As in the original MATLAB
+  code, the E-measure divides by ``N - 1`` (N pixels), so a perfect map scores ``N / (N - 1)``, a hair above 1.
+* ``IoU`` and ``Dice`` of the map thresholded at 0.5 (foreground: ``map > t``). In compatibility mode they are
+  averaged over the thresholds 0.1, 0.3, 0.5, 0.7 and 0.9 as in the release. An empty prediction of an empty
+  ground truth scores 1 (nothing to find, nothing found).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import py_sod_metrics as sod
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+THRESHOLDS = (0.5,)
+COMPAT_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+METRIC_NAMES = ("S", "E_adp", "E_mean", "Fw", "MAE", "IoU", "Dice")
+
+
+def logits_to_original(
+    low_res_logits: Tensor,
+    input_size: Sequence[int] | Tensor,
+    original_size: Sequence[int] | Tensor,
+    image_size: int,
+) -> Tensor:
+    """Logits of one image at its original resolution.
+
+    Args:
+        low_res_logits: ``(1, h', w')`` or ``(h', w')`` decoder logits of one image.
+        input_size: ``(h, w)`` resized size before padding. original_size: ``(H, W)``.
+        image_size: side S of the padded model input.
+
+    Returns:
+        ``(H, W)`` float32 logits.
+    """
+    x = low_res_logits.float().reshape(1, 1, *low_res_logits.shape[-2:])
+    h, w = (int(v) for v in input_size)
+    big_h, big_w = (int(v) for v in original_size)
+    x = F.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
+    x = x[..., :h, :w]
+    x = F.interpolate(x, (big_h, big_w), mode="bilinear", align_corners=False)
+    return x[0, 0]
+
+
+def logits_to_map(logits: Tensor, *, compat: bool = False) -> Tensor:
+    """Map in [0, 1]: ``sigmoid(logits)``, or ``clip(logits, 0, 1)`` in compatibility mode."""
+    return logits.clamp(0, 1) if compat else torch.sigmoid(logits)
+
+
+def to_uint8(prob: np.ndarray) -> np.ndarray:
+    """``round(255 * prob)`` as uint8 (values clipped to [0, 1] first)."""
+    return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def iou_dice(
+    prob: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
+) -> tuple[float, float]:
+    """Mean over ``thresholds`` of IoU and Dice of ``prob > t`` against the bool ``gt`` (both ``(H, W)``)."""
+    gt = gt.astype(bool)
+    ious, dices = [], []
+    n_gt = int(gt.sum())
+    for t in thresholds:
+        pred = prob > t
+        inter = int(np.logical_and(pred, gt).sum())
+        n_pred = int(pred.sum())
+        union = n_pred + n_gt - inter
+        ious.append(1.0 if union == 0 else inter / union)
+        dices.append(1.0 if n_pred + n_gt == 0 else 2 * inter / (n_pred + n_gt))
+    return float(np.mean(ious)), float(np.mean(dices))
+
+
+def sod_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """S-measure, adaptive and mean E-measure, weighted F-measure (beta^2 0.3) and MAE via ``py_sod_metrics``."""
+    pred8 = to_uint8(prob)
+    gt8 = gt.astype(np.uint8) * 255
+    sm, em, wfm, mae = sod.Smeasure(alpha=0.5), sod.Emeasure(), sod.WeightedFmeasure(beta=0.3), sod.MAE()
+    for metric in (sm, em, wfm, mae):
+        metric.step(pred=pred8, gt=gt8)
+    return {
+        "S": float(sm.sms[-1]),
+        "E_adp": float(em.adaptive_ems[-1]),
+        "E_mean": float(np.mean(em.changeable_ems[-1])),
+        "Fw": float(wfm.weighted_fms[-1]),
+        "MAE": float(mae.maes[-1]),
+    }
+
+
+def image_metrics(prob: np.ndarray, gt: np.ndarray, *, compat: bool = False) -> dict[str, float]:
+    """All metrics of one ``(H, W)`` map in [0, 1] against its ``(H, W)`` bool ground truth."""
+    if prob.shape != gt.shape:
+        raise ValueError(f"prediction shape {prob.shape} differs from ground-truth shape {gt.shape}")
+    scores = sod_scores(prob, gt)
+    scores["IoU"], scores["Dice"] = iou_dice(prob, gt, COMPAT_THRESHOLDS if compat else THRESHOLDS)
+    return scores
+
+
+def summarize(rows: Sequence[dict]) -> dict[str, float]:
+    """Mean over images of every metric in ``rows`` (plus ``n_images``)."""
+    summary: dict[str, float] = {"n_images": len(rows)}
+    for name in METRIC_NAMES:
+        values = [r[name] for r in rows if name in r]
+        if values:
+            summary[name] = float(np.mean(values))
+    return summary
+
+
+class MetricAccumulator:
+    """Collects per-image rows from logits; ``summary()`` gives the means.
+
+    ``add`` takes one image's low-res logits ``(1, h', w')``, its ``input_size``, ``original_size`` and
+    ``(H, W)`` bool ground truth at original resolution.
+    """
+
+    def __init__(self, image_size: int, *, compat: bool = False):
+        self.image_size = image_size
+        self.compat = compat
+        self.rows: list[dict] = []
+
+    def add(self, image_id: str, low_res_logits: Tensor, input_size, original_size, gt: np.ndarray) -> dict:
+        logits = logits_to_original(low_res_logits, input_size, original_size, self.image_size)
+        prob = logits_to_map(logits, compat=self.compat).cpu().numpy().astype(np.float64)
+        row = {"id": image_id, **image_metrics(prob, np.asarray(gt, dtype=bool), compat=self.compat)}
+        self.rows.append(row)
+        return row
+
+    def summary(self) -> dict[str, float]:
+        return summarize(self.rows)

@@ -1,0 +1,120 @@
+"""Metrics on hand-made masks whose answers are known, the logits-to-original path and the release mode."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infosam.metrics import (
+    MetricAccumulator,
+    image_metrics,
+    iou_dice,
+    logits_to_map,
+    logits_to_original,
+    summarize,
+    to_uint8,
+)
+from infosam.sam.preprocess import preprocess_mask, resize_longest_side_shape
+
+
+def gt_20x20():
+    """20 foreground pixels away from the border (the weighted F-measure's 7x7 filter pads with zeros)."""
+    gt = np.zeros((20, 20), bool)
+    gt[8:12, 7:12] = True
+    return gt
+
+
+def perfect(n_pixels):
+    # py_sod_metrics' E-measure divides by (N - 1), like the original MATLAB code: perfect is N / (N - 1).
+    e = n_pixels / (n_pixels - 1)
+    return {
+        "S": 1.0,
+        "E_adp": e,
+        "E_mean": pytest.approx(e, abs=0.01),
+        "Fw": 1.0,
+        "MAE": 0.0,
+        "IoU": 1.0,
+        "Dice": 1.0,
+    }
+
+
+def test_iou_dice_mae_by_hand():
+    gt = gt_20x20()
+    pred = np.zeros((20, 20))
+    pred[8:10, 7:12] = 1.0  # 10 of the 20 ground-truth pixels
+    pred[16:18, 0:5] = 1.0  # 10 false positives
+    m = image_metrics(pred, gt)
+    assert m["IoU"] == pytest.approx(10 / 30)
+    assert m["Dice"] == pytest.approx(2 * 10 / 40)
+    assert m["MAE"] == pytest.approx(20 / 400)
+
+
+def test_perfect_prediction_is_perfect():
+    gt = gt_20x20()
+    m = image_metrics(gt.astype(float), gt)
+    assert m == pytest.approx(perfect(gt.size))
+
+
+def test_all_background_prediction():
+    gt = gt_20x20()
+    m = image_metrics(np.zeros((20, 20)), gt)
+    assert m["IoU"] == 0 and m["Dice"] == 0 and m["Fw"] == pytest.approx(0.0, abs=1e-6)
+    assert m["MAE"] == pytest.approx(20 / 400)  # |0 - 1| on the 20 foreground pixels
+    assert m["S"] < 0.5
+    # Empty ground truth, empty prediction: nothing to find, nothing found.
+    empty = image_metrics(np.zeros((20, 20)), np.zeros((20, 20), bool))
+    assert empty["IoU"] == 1 and empty["Dice"] == 1 and empty["S"] == 1 and empty["MAE"] == 0
+
+
+def test_compat_thresholds_average():
+    gt = gt_20x20()
+    pred = gt * 0.4  # above 0.1 and 0.3 only
+    assert iou_dice(pred, gt) == (0.0, 0.0)
+    assert image_metrics(pred, gt, compat=True)["IoU"] == pytest.approx(2 / 5)
+    assert image_metrics(pred, gt, compat=True)["Dice"] == pytest.approx(2 / 5)
+
+
+def test_uint8_rounding_and_map_modes():
+    assert to_uint8(np.array([0.0, 0.5, 0.999, 1.0, 1.7, -3.0])).tolist() == [0, 128, 255, 255, 255, 0]
+    logits = torch.tensor([-2.0, 0.0, 0.5, 3.0])
+    torch.testing.assert_close(logits_to_map(logits), torch.sigmoid(logits))
+    assert logits_to_map(logits, compat=True).tolist() == [0.0, 0.0, 0.5, 1.0]
+
+
+def test_logits_to_original_crops_padding_and_resizes():
+    h_orig, w_orig = 30, 50
+    gt = np.zeros((h_orig, w_orig), bool)
+    gt[5:25, 10:35] = True
+    size = 64
+    padded = preprocess_mask(gt, size)[None]  # (1, 1, 64, 64)
+    low = F.avg_pool2d(padded, 4)  # (1, 1, 16, 16) like SAM's low-res logits
+    logits = (low[0] - 0.5) * 40
+    full = logits_to_original(logits, resize_longest_side_shape(h_orig, w_orig, size), (h_orig, w_orig), size)
+    assert full.shape == (h_orig, w_orig)
+    prob = logits_to_map(full).numpy()
+    assert iou_dice(prob, gt)[0] > 0.9
+    # Constant logits stay constant.
+    const = logits_to_original(torch.full((1, 16, 16), 2.0), (38, 64), (30, 50), size)
+    torch.testing.assert_close(const, torch.full((30, 50), 2.0))
+
+
+def test_accumulator_rows_and_summary():
+    acc = MetricAccumulator(64)
+    gt = np.ones((64, 64), bool)
+    acc.add("a", torch.full((1, 16, 16), 10.0), (64, 64), (64, 64), gt)
+    acc.add("b", torch.full((1, 16, 16), -10.0), (64, 64), (64, 64), gt)
+    assert [r["id"] for r in acc.rows] == ["a", "b"]
+    s = acc.summary()
+    assert s["n_images"] == 2 and s["IoU"] == pytest.approx(0.5)
+    assert summarize([]) == {"n_images": 0}
+
+
+def test_perfect_and_empty_on_real_kvasir(kvasir_dir):
+    from infosam.data.formats import open_dataset
+
+    ds = open_dataset(kvasir_dir, image_size=1024)
+    _, gt = ds.read_pair(3)
+    m = image_metrics(gt.astype(float), gt)
+    assert m == pytest.approx(perfect(gt.size))
+    m0 = image_metrics(np.zeros(gt.shape), gt)
+    assert m0["IoU"] == 0 and m0["Dice"] == 0 and m0["MAE"] == pytest.approx(gt.mean())
