@@ -1,0 +1,74 @@
+"""The paper's series adapters: two bottleneck adapters in each of the encoder blocks
+``first_block..depth-1``.
+
+In an adapted block, ``x = x + A_attn(attn(norm1(x)))`` then ``x = x + A_mlp(mlp(norm2(x)))``, where each
+adapter is ``A(y) = y + up(GELU(down(y)))`` with ``down: dim -> dim * ratio`` and ``up: dim * ratio -> dim``.
+The attention adapter wraps ``block.attn``, so in windowed blocks it sees the window-partitioned tensor (B *
+nW, ws, ws, dim): being applied token by token, it gives the same result as on (B, H, W, dim), and the padding
+tokens it also sees are cropped by Meta's window_unpartition afterwards. The block's LayerNorms (norm1, norm2)
+train as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from segment_anything.modeling import Sam
+from torch import nn
+
+from .base import MethodConfig, bottleneck, check_block_range, encoder_blocks, mark_trainable, replace_child
+
+
+class SeriesAdapter(nn.Module):
+    """``base_layer`` followed by a residual bottleneck: ``y = base_layer(x); return y + adapter(y)``."""
+
+    def __init__(self, base_layer: nn.Module, adapter: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., dim) -> (..., dim), whatever ``base_layer`` maps it to."""
+        y = self.base_layer(x)
+        return y + self.adapter(y)
+
+
+@dataclass(frozen=True)
+class AdapterConfig(MethodConfig):
+    """``adapter``: series bottleneck adapters after attention and after the MLP of blocks
+    first_block..depth-1.
+
+    The paper's InfoSAM student is ``"adapter+decoder"`` (ViT-B: 10,006,500 trainable parameters).
+    """
+
+    name = "adapter"
+    first_block: int = 2
+    """Index of the first adapted encoder block; every later block is adapted too (paper: 2, i.e. 2..11 on
+    ViT-B)."""
+    ratio: float = 0.25
+    """Bottleneck width relative to the encoder width (paper: 0.25, 768 -> 192)."""
+    init: Literal["zero", "torch"] = "zero"
+    """'zero': up-projection zeroed, the student starts as the pretrained SAM; 'torch': PyTorch default
+    (release)."""
+    train_norms: bool = True
+    """Also train norm1 and norm2 of the adapted blocks (paper: yes)."""
+
+    def apply(self, model: Sam) -> None:
+        blocks = list(encoder_blocks(model))
+        check_block_range(self.name, self.first_block, len(blocks))
+        if self.ratio <= 0:
+            raise ValueError(f"option adapter.ratio must be > 0, got {self.ratio}")
+        for index, _, block in blocks:
+            if index < self.first_block:
+                continue
+            dim = block.norm1.normalized_shape[0]
+            hidden = max(1, int(dim * self.ratio))
+            for child in ("attn", "mlp"):
+                wrapper = SeriesAdapter(getattr(block, child), bottleneck(dim, hidden, nn.GELU, self.init))
+                mark_trainable(wrapper.adapter)
+                replace_child(block, child, wrapper)
+            if self.train_norms:
+                mark_trainable(block.norm1)
+                mark_trainable(block.norm2)

@@ -1,0 +1,112 @@
+"""What every PEFT method shares: option validation for its config dataclass and the wrapper-injection
+helpers.
+
+A method is a config dataclass (one-line doc per field) with ``apply(model)``, which injects wrappers into SAM
+and marks trainable what the method owns. Wrappers keep the wrapped module as ``base_layer`` (the ``peft``
+library's convention), so the wrapped module's parameters move from ``<name>.<p>`` to
+``<name>.base_layer.<p>`` in the state dict: load official weights *before* applying a method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, get_args, get_origin
+
+from segment_anything.modeling import Sam
+from segment_anything.modeling.image_encoder import Block
+from torch import nn
+
+
+class MethodConfig:
+    """Mixin for the config dataclass of one PEFT method: construction from an options dict, and back."""
+
+    name: typing.ClassVar[str]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> MethodConfig:
+        """Build the config from ``{field: value}``; unknown names or ill-typed values raise ValueError."""
+        options = dict(options or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for PEFT method {cls.name!r}; "
+                f"valid options: {', '.join(fields) or '(none)'}"
+            )
+        hints = typing.get_type_hints(cls)
+        for key, value in options.items():
+            check_option_type(cls.name, key, value, hints[key])
+        return cls(**options)
+
+    def to_options(self) -> dict[str, Any]:
+        """All fields (defaults included) as a JSON-serialisable dict; ``from_options`` rebuilds the
+        config."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def apply(self, model: Sam) -> None:  # pragma: no cover - every method overrides it
+        raise NotImplementedError
+
+
+def check_option_type(method: str, key: str, value: Any, hint: Any) -> None:
+    """Raise ValueError when ``value`` does not fit the field annotation ``hint`` (simple types only)."""
+    where = f"option {method}.{key}"
+    if get_origin(hint) is Literal:
+        if value not in get_args(hint):
+            raise ValueError(f"{where} must be one of {list(get_args(hint))}, got {value!r}")
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True  # composite fields (lists, dicts) are checked by the method itself
+    if not ok:
+        raise ValueError(f"{where} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def encoder_blocks(model: Sam) -> Iterator[tuple[int, str, Block]]:
+    """Yield ``(index, qualified name, block)`` for every ViT block of the image encoder, found by walking
+    ``named_modules`` (so it also finds blocks that another method already wrapped around)."""
+    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, Block)]
+    for index, (name, block) in enumerate(blocks):
+        yield index, name, block
+
+
+def check_block_range(method: str, first_block: int, depth: int) -> None:
+    """Refuse a first adapted block outside ``0..depth-1`` (it would silently adapt nothing)."""
+    if not 0 <= first_block < depth:
+        raise ValueError(
+            f"option {method}.first_block must be in 0..{depth - 1} for this model, got {first_block}"
+        )
+
+
+def replace_child(parent: nn.Module, child_name: str, wrapper: nn.Module) -> None:
+    """Put ``wrapper`` in place of ``parent.<child_name>`` (the wrapper holds the original as
+    ``base_layer``)."""
+    setattr(parent, child_name, wrapper)
+
+
+def bottleneck(dim: int, hidden: int, activation: type[nn.Module], init: str) -> nn.Sequential:
+    """Linear(dim -> hidden) -> activation -> Linear(hidden -> dim), on the last axis of any (..., dim)
+    tensor.
+
+    ``init="zero"`` zeroes the up-projection (weight and bias), so the branch outputs exactly 0 until it
+    trains; ``init="torch"`` keeps PyTorch's default Linear initialisation for both projections.
+    """
+    branch = nn.Sequential(nn.Linear(dim, hidden), activation(), nn.Linear(hidden, dim))
+    if init == "zero":
+        nn.init.zeros_(branch[2].weight)
+        nn.init.zeros_(branch[2].bias)
+    return branch
+
+
+def mark_trainable(module: nn.Module) -> None:
+    """Let every parameter of ``module`` train."""
+    for p in module.parameters():
+        p.requires_grad_(True)

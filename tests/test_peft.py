@@ -1,0 +1,261 @@
+"""Contract tests every PEFT method must pass (the ``peft`` library's test matrix), on the tiny SAM spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from infosam.peft import (
+    METHODS,
+    apply_peft,
+    count_parameters,
+    load_peft,
+    parse_methods,
+    parse_option_assignments,
+    read_peft_spec,
+    save_peft,
+    trainable_state_dict,
+)
+from infosam.sam.build import build_sam
+
+# Every registered method alone, plus compositions (the paper's students and a three-way stack on shared modules).
+CASES = [*METHODS, "adapter+decoder", "bitfit+decoder", "lora+decoder", "adaptformer+adapter+lora"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared, loaded CPU more threads mostly wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def owns(method: str, name: str) -> bool:
+    """Whether parameter ``name`` is one that ``method`` makes trainable (what the method promises, by name)."""
+    in_blocks = name.startswith("image_encoder.blocks.")
+    block = int(name.split(".")[2]) if in_blocks else -1
+    if method == "decoder":
+        return name.startswith("mask_decoder.")
+    if method == "bitfit":
+        added = (".adapter.", ".adaptformer.", "lora_")
+        return in_blocks and name.endswith(".bias") and not any(a in name for a in added)
+    if method == "adapter":
+        return block >= 2 and (".adapter." in name or ".norm1." in name or ".norm2." in name)
+    if method == "adaptformer":
+        return ".adaptformer." in name
+    if method == "lora":
+        return "lora_" in name
+    raise AssertionError(method)
+
+
+def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 64x64 images and one xyxy box each."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, 3, 64, 64, generator=g)
+    boxes = torch.tensor([[8.0, 10.0, 40.0, 50.0], [20.0, 4.0, 60.0, 30.0]])
+    return images, boxes
+
+
+def run_sam(model, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Image encoder on the batch, then prompt encoder + mask decoder per image (all multimask outputs)."""
+    embeddings = model.image_encoder(images)
+    logits, ious = [], []
+    for b in range(images.shape[0]):
+        sparse, dense = model.prompt_encoder(points=None, boxes=boxes[b : b + 1], masks=None)
+        low_res, iou = model.mask_decoder(
+            image_embeddings=embeddings[b : b + 1],
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        logits.append(low_res)
+        ious.append(iou)
+    return {"image_embeddings": embeddings, "low_res_logits": torch.cat(logits), "iou": torch.cat(ious)}
+
+
+def train_steps(model, steps: int = 3, lr: float = 1e-2) -> None:
+    """A few Adam steps on a loss that reaches every part of the student."""
+    images, boxes = inputs()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        out = run_sam(model, images, boxes)
+        loss = out["low_res_logits"].sigmoid().mean() + out["iou"].square().mean()
+        loss = loss + out["image_embeddings"].square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("methods", CASES)
+def test_output_shapes_unchanged(tiny_sam, methods):
+    images, boxes = inputs()
+    with torch.no_grad():
+        base = run_sam(tiny_sam(), images, boxes)
+        student = tiny_sam()
+        apply_peft(student, methods, {"adapter": {"init": "torch"}} if "adapter" in methods else None)
+        out = run_sam(student, images, boxes)
+    assert out["image_embeddings"].shape == (2, 32, 8, 8)
+    assert out["low_res_logits"].shape == (2, 3, 32, 32)
+    for key in base:
+        assert out[key].shape == base[key].shape
+
+
+@pytest.mark.parametrize("methods", CASES)
+def test_only_own_parameters_train(tiny_sam, methods):
+    model = tiny_sam()
+    spec = apply_peft(model, methods)
+    names = parse_methods(methods)
+    trainable = set(trainable_state_dict(model))
+    expected = {n for n, _ in model.named_parameters() if any(owns(m, n) for m in names)}
+    assert trainable == expected
+    assert spec.methods == names
+    json.dumps(spec.to_dict())  # serialisable as promised
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_steps(model)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed <= trainable, f"frozen parameters changed: {sorted(changed - trainable)}"
+    for m in names:
+        assert any(owns(m, n) for n in changed), f"no parameter of {m!r} moved"
+    if "adapter" in names:  # zero-initialised up-projections must leave zero
+        assert any(n.endswith("attn.adapter.2.weight") for n in changed)
+
+
+@pytest.mark.parametrize("methods", CASES)
+def test_save_load_round_trip(tiny_sam, tmp_path, methods):
+    options = {"lora": {"use_rslora": True}} if "lora" in methods else None
+    student = tiny_sam(seed=3)
+    spec = apply_peft(student, methods, options)
+    train_steps(student, steps=2)
+    path = tmp_path / "student.safetensors"
+    save_peft(path, student, spec)
+    assert read_peft_spec(path) == spec
+    assert list(tmp_path.iterdir()) == [path]  # the temporary file was renamed, not left behind
+
+    fresh = tiny_sam(seed=3)
+    assert load_peft(path, fresh) == spec
+    images, boxes = inputs(seed=7)
+    with torch.no_grad():
+        a, b = run_sam(student, images, boxes), run_sam(fresh, images, boxes)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("methods", ["adapter", "adaptformer", "lora"])
+def test_zero_init_starts_as_the_pretrained_model(tiny_sam, methods):
+    images, boxes = inputs()
+    with torch.no_grad():
+        base = run_sam(tiny_sam(), images, boxes)
+        student = tiny_sam()
+        apply_peft(student, methods)
+        out = run_sam(student, images, boxes)
+    for key in base:
+        assert torch.equal(out[key], base[key]), key
+
+
+@pytest.mark.parametrize("methods", ["adapter", "adaptformer"])
+def test_torch_init_is_not_the_identity(tiny_sam, methods):
+    images, boxes = inputs()
+    with torch.no_grad():
+        base = run_sam(tiny_sam(), images, boxes)
+        student = tiny_sam()
+        apply_peft(student, methods, {methods: {"init": "torch"}})
+        out = run_sam(student, images, boxes)
+    assert not torch.allclose(out["image_embeddings"], base["image_embeddings"])
+
+
+def test_unknown_method_lists_known_ones(tiny_sam):
+    with pytest.raises(
+        ValueError, match="unknown PEFT method 'prefix'.*decoder, bitfit, adapter, adaptformer, lora"
+    ):
+        apply_peft(tiny_sam(), "adapter+prefix")
+    model = tiny_sam()
+    apply_peft(model, "decoder")
+    with pytest.raises(ValueError, match="'decoder' is already applied"):
+        apply_peft(model, "adapter")
+    with pytest.raises(ValueError, match="repeated"):
+        parse_methods(["decoder", "decoder"])
+    with pytest.raises(ValueError, match="empty"):
+        parse_methods("adapter+")
+
+
+def test_bad_options_name_the_option_and_the_valid_fields(tiny_sam):
+    with pytest.raises(ValueError, match=r"\['ratoi'\] for PEFT method 'adapter'.*first_block, ratio, init"):
+        apply_peft(tiny_sam(), "adapter", {"adapter": {"ratoi": 0.5}})
+    with pytest.raises(ValueError, match=r"adapter\.init must be one of \['zero', 'torch'\]"):
+        apply_peft(tiny_sam(), "adapter", {"adapter": {"init": "xavier"}})
+    with pytest.raises(ValueError, match=r"adapter\.first_block must be in 0\.\.3"):
+        apply_peft(tiny_sam(), "adapter", {"adapter": {"first_block": 4}})
+    with pytest.raises(ValueError, match="not applied"):
+        apply_peft(tiny_sam(), "decoder", {"lora": {"r": 8}})
+    with pytest.raises(ValueError, match=r"\['rank'\] for PEFT method 'lora'.*use_dora"):
+        apply_peft(tiny_sam(), "lora", {"lora": {"rank": 8}})
+
+
+def test_lora_passes_options_through_and_never_touches_the_decoder(tiny_sam):
+    model = tiny_sam()
+    spec = apply_peft(
+        model, "lora", {"lora": {"r": 2, "use_dora": True, "target_modules": ["qkv", "q_proj"]}}
+    )
+    assert spec.options["lora"] == {
+        "r": 2,
+        "lora_alpha": 4,
+        "target_modules": ["qkv", "q_proj"],
+        "use_dora": True,
+    }
+    names = list(trainable_state_dict(model))
+    assert names and all(n.startswith("image_encoder.") for n in names)
+    assert any("lora_magnitude_vector" in n for n in names)
+    assert model.image_encoder.blocks[0].attn.qkv.lora_A["default"].weight.shape == (2, 32)
+
+
+def test_load_errors_name_the_file(tiny_sam, tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_peft(missing, tiny_sam())
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(1)}, foreign)
+    with pytest.raises(ValueError, match="foreign.safetensors.*save_peft"):
+        load_peft(foreign, tiny_sam())
+    student = tiny_sam()
+    path = tmp_path / "s.safetensors"
+    save_peft(path, student, apply_peft(student, "adapter"))
+    with pytest.raises(ValueError, match="trained on SAM 'tiny'"):
+        with torch.device("meta"):
+            load_peft(path, build_sam("vit_b"))
+    with pytest.raises(ValueError, match="s.safetensors does not match.*missing"):
+        load_peft(path, tiny_sam(encoder_depth=5, encoder_global_attn_indexes=(1, 3)))
+
+
+def test_parse_option_assignments():
+    got = parse_option_assignments(
+        ["adapter.init=torch", "lora.r=8", "lora.use_dora=true", "lora.target_modules=[a, b]"]
+    )
+    assert got == {
+        "adapter": {"init": "torch"},
+        "lora": {"r": 8, "use_dora": True, "target_modules": ["a", "b"]},
+    }
+    with pytest.raises(ValueError, match="METHOD.OPTION=VALUE"):
+        parse_option_assignments(["init=torch"])
+
+
+def test_vit_b_parameter_counts():
+    # Built on the meta device: shapes only, so counting ViT-B costs no memory and no initialisation time.
+    with torch.device("meta"):
+        model = build_sam("vit_b")
+        apply_peft(model, "adapter+decoder")
+    table = count_parameters(model)
+    assert table["total"] == {"all": 99_652_912, "trainable": 10_006_500}
+    assert table["mask_decoder"]["trainable"] == table["mask_decoder"]["all"] == 4_058_340
+    assert table["prompt_encoder"]["trainable"] == 0
+    with torch.device("meta"):
+        model = build_sam("vit_b")
+        apply_peft(model, "lora")
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_A" in n or "lora_B" in n)
+    assert lora == 147_456 == count_parameters(model)["total"]["trainable"]
