@@ -201,3 +201,9 @@ def test_real_kvasir_samples(kvasir_dir, tmp_path):
     csv_ds = open_dataset(tmp_path, split="test_Kvasir.csv", image_size=1024)
     assert csv_ds.ids == ds.ids[:3]
     torch.testing.assert_close(csv_ds[0]["mask"], ds[0]["mask"])
+
+
+def test_sample_with_original_mask(tmp_path):
+    _, mask = make_pair(tmp_path, "a")
+    s = open_dataset(tmp_path, image_size=64).sample(0, with_original_mask=True)
+    assert s["original_mask"].dtype == torch.bool and torch.equal(s["original_mask"], torch.from_numpy(mask))

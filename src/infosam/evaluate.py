@@ -26,10 +26,7 @@ class _WithOriginalMask(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.dataset[index]
-        _, mask = self.dataset.read_pair(index)
-        sample["original_mask"] = torch.from_numpy(mask)
-        return sample
+        return self.dataset.sample(index, with_original_mask=True)
 
 
 def _collate(samples: list[dict]) -> dict:

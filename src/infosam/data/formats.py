@@ -102,10 +102,17 @@ class SegmentationDataset(Dataset):
         return image, mask
 
     def __getitem__(self, index: int) -> dict:
+        return self.sample(index)
+
+    def sample(self, index: int, *, with_original_mask: bool = False) -> dict:
+        """``ds[index]``; with ``with_original_mask`` also ``"original_mask"``: ``(H, W)`` bool tensor (for metrics
+        at original resolution; its size varies, so batches need a collate that keeps it as a list)."""
         image, mask = self.read_pair(index)
         x, (h, w) = preprocess_image(image, self.image_size)
         pair = self.pairs[index]
+        extra = {"original_mask": torch.from_numpy(mask)} if with_original_mask else {}
         return {
+            **extra,
             "image": x,
             "mask": preprocess_mask(mask, self.image_size),
             "id": pair.id,
