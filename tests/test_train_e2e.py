@@ -97,7 +97,9 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
     dataset = open_dataset(config.data.path, split="train", image_size=64)
     batch = collate([dataset[0], dataset[1]])
     for infosam in (True, False):
-        trainee = Trainee(student, InfoSAMLoss(RelationModule(32)) if infosam else None)
+        trainee = Trainee(
+            student, InfoSAMLoss(RelationModule(32)) if infosam else None, config.train.seg_loss
+        )
         optimizer = torch.optim.Adam([p for p in trainee.parameters() if p.requires_grad], lr=1e-3)
         for index in range(2):
             prompts = batch_prompts(batch, seed=0, rank=0, epoch=0, index=index)
@@ -106,7 +108,6 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
                 prompts,
                 trainee=trainee,
                 teacher=teacher if infosam else None,
-                config=config,
                 accelerator=accelerator,
             )
             optimizer.step()

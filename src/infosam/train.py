@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -57,25 +57,41 @@ _STEP_DELAY = float(os.environ.get("INFOSAM_STEP_DELAY", "0") or 0)
 
 
 class Trainee(nn.Module):
-    """Everything that trains, behind one ``forward`` so DDP sees every trainable parameter in one call.
+    """Everything with gradients behind one ``forward`` that returns the losses, so DDP sees exactly the
+    parameters that produced the loss (the IoU head, unused by the structure loss, is then simply skipped).
 
     Args:
         student: the PEFT student SAM.
         infosam: the InfoSAM loss module (owns the relation module), or ``None`` for the plain baseline.
+        seg_loss: name of the segmentation loss (:func:`infosam.losses.segmentation_loss`).
     """
 
-    def __init__(self, student: Sam, infosam: InfoSAMLoss | None) -> None:
+    def __init__(self, student: Sam, infosam: InfoSAMLoss | None, seg_loss: str = "structure") -> None:
         super().__init__()
         self.student = student
         self.infosam = infosam
+        self.seg_loss = seg_loss
 
     def forward(
-        self, images: Tensor, prompts: dict[str, Tensor], teacher: SamOutput | None
-    ) -> tuple[SamOutput, dict[str, Tensor]]:
-        """images (B, 3, S, S) -> the student's outputs and the InfoSAM terms (empty for the baseline)."""
+        self, images: Tensor, masks: Tensor, prompts: dict[str, Tensor], teacher: SamOutput | None
+    ) -> dict[str, Tensor]:
+        """images (B, 3, S, S), masks (B, 1, S, S) -> scalar terms ``loss``, ``seg`` (+ ``relation``,
+        ``distill``, ``infosam`` with InfoSAM)."""
         student = sam_forward(self.student, images, **prompts)
-        terms = self.infosam(teacher, student) if self.infosam is not None else {}
-        return student, terms
+        logits = F.interpolate(  # (B, 1, S, S): the loss is taken at the input resolution
+            student.low_res_logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False
+        )
+        seg = segmentation_loss(self.seg_loss, logits, masks, student.iou_predictions.float())
+        if self.infosam is None:
+            return {"loss": seg, "seg": seg}
+        info = self.infosam(teacher, student)  # relation module on both -> L_r, L_d
+        return {
+            "loss": seg + info["total"],
+            "seg": seg,
+            "relation": info["relation"],
+            "distill": info["distill"],
+            "infosam": info["total"],
+        }
 
 
 @dataclass
@@ -120,7 +136,6 @@ def train_step(
     *,
     trainee: nn.Module,
     teacher: Sam | None,
-    config: Config,
     accelerator: Accelerator,
     loss_scale: float = 1.0,
     cache=None,
@@ -141,21 +156,9 @@ def train_step(
         teacher_out = None
         if teacher is not None:
             teacher_out = teacher_forward(teacher, images, prompts, cache=cache, ids=batch["id"])
-        student_out, terms = trainee(images, prompts, teacher_out)
-    logits = F.interpolate(
-        student_out.low_res_logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False
-    )
-    seg = segmentation_loss(config.train.seg_loss, logits, masks, student_out.iou_predictions.float())
-    loss = seg + terms["total"] if terms else seg
-    accelerator.backward(loss * loss_scale)
-    out = {"loss": loss.detach(), "seg": seg.detach()}
-    if terms:
-        out.update(
-            relation=terms["relation"].detach(),
-            distill=terms["distill"].detach(),
-            infosam=terms["total"].detach(),
-        )
-    return out
+        terms = trainee(images, masks, prompts, teacher_out)
+    accelerator.backward(terms["loss"] * loss_scale)
+    return {k: v.detach() for k, v in terms.items()}
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -165,15 +168,23 @@ class EpochSampler(DistributedSampler):
     """This process's share of a seeded per-epoch shuffle, optionally skipping the samples already consumed.
 
     The order depends only on (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+    With ``drop_single``, a last batch that would hold one image is dropped (InfoSAM's entropies need two).
     """
 
-    skip: int = 0
+    def __init__(
+        self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, batch_size: int, drop_single: bool
+    ):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        single = drop_single and self.num_samples % batch_size == 1 and self.num_samples > 1
+        self.length = self.num_samples - int(single)
+        self.batches = math.ceil(self.length / batch_size)
+        self.skip = 0
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.skip, None)
+        return itertools.islice(super().__iter__(), self.skip, self.length)
 
     def __len__(self) -> int:
-        return max(0, self.num_samples - self.skip)
+        return max(0, self.length - self.skip)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -194,8 +205,9 @@ def make_loader(
         dataset,
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
-        shuffle=True,
         seed=config.train.seed,
+        batch_size=config.train.batch_size,
+        drop_single=config.infosam.enabled,
     )
     loader = DataLoader(
         dataset,
@@ -251,7 +263,7 @@ def _build_parts(
         weights = InfoSAMWeights(lam=i.lam, lam1=i.lam1, lam2=i.lam2)
         infosam = InfoSAMLoss(relation, weights, gather=all_gather_rows if i.global_batch else None)
         cache = _open_cache(config, teacher) if config.cache.enabled else None
-    trainee = Trainee(student, infosam)
+    trainee = Trainee(student, infosam, config.train.seg_loss)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.train.lr, weight_decay=0.0)
     # Stepped by the loop once per optimizer step (accelerate's prepared scheduler would step once per process).
@@ -330,8 +342,11 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
     train_set = open_split(config, config.data.train_split, spec_size)
     test_set = open_split(config, config.data.test_split, spec_size) if config.eval_epochs() else None
 
-    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=config.train.cpu)
-    world = accelerator.num_processes
+    # Unused parameters exist by design: the IoU head trains only under losses that use iou_predictions.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(
+        mixed_precision=config.train.precision, cpu=config.train.cpu, kwargs_handlers=[ddp]
+    )
     if not resume:
         if accelerator.is_main_process:
             runs.prepare_run_dir(run_dir, overwrite=overwrite)
@@ -340,7 +355,10 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
         if not (run_dir / runs.CONFIG_FILE).is_file():
             raise runs.RunFolderError(f"the main process did not create the run folder {run_dir}")
 
-    batches_per_epoch = math.ceil(math.ceil(len(train_set) / world) / config.train.batch_size)
+    loader, sampler = make_loader(train_set, config, accelerator)
+    if sampler.batches == 0:
+        raise ValueError(f"{config.data.path}: the training split has too few images for one batch")
+    batches_per_epoch = sampler.batches
     steps_per_epoch = math.ceil(batches_per_epoch / config.train.grad_accum)
     steps_total = steps_per_epoch * config.train.epochs
 
@@ -364,7 +382,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
     else:
         _seed_everything(config.train.seed)
 
-    _loop(config, parts, train_set, test_set, position, run_dir, steps_total, batches_per_epoch, progress)
+    _loop(config, parts, loader, sampler, test_set, position, run_dir, steps_total, progress)
     return run_dir
 
 
@@ -383,18 +401,18 @@ def _image_size(config: Config) -> int:
 def _loop(
     config: Config,
     parts: Parts,
-    train_set: Dataset,
+    loader: DataLoader,
+    sampler: EpochSampler,
     test_set: Dataset | None,
     position: Position,
     run_dir: Path,
     steps_total: int,
-    batches_per_epoch: int,
     progress: bool,
 ) -> None:
     acc = parts.accelerator
     main = acc.is_main_process
     t = config.train
-    loader, sampler = make_loader(train_set, config, acc)
+    batches_per_epoch = sampler.batches
     metrics = (
         runs.MetricsLog(run_dir / runs.METRICS_FILE, METRIC_FIELDS, resume_step=position.step)
         if main
@@ -423,7 +441,6 @@ def _loop(
                     prompts,
                     trainee=parts.trainee,
                     teacher=parts.teacher,
-                    config=config,
                     accelerator=acc,
                     loss_scale=1.0 / window_size,
                     cache=parts.cache,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from . import CLIError
@@ -72,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
         if args.output is not None:
             overrides.append(f"output={args.output}")
         config = load_config(args.config, overrides)
-        _check_output(Path(config.output).expanduser(), args.overwrite)
+        if (
+            os.environ.get("RANK", "0") == "0"
+        ):  # under torchrun/accelerate the main process creates the folder
+            _check_output(Path(config.output).expanduser(), args.overwrite)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_dir = train(
         config, resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress
