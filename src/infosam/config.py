@@ -115,6 +115,8 @@ class EvalConfig:
     """Reproduce the release's metric quirks (raw logits, thresholds averaged) instead of the correct metrics."""
     batch_size: int = 4
     """Images per evaluation batch."""
+    metrics: list[str] | None = None
+    """Metrics the paper reports for this dataset (all are computed; these lead summary.json); null = all."""
 
 
 @dataclass
@@ -377,6 +379,12 @@ def validate_config(config: Config) -> None:
         raise ConfigError(
             f"eval.n_fg and eval.n_bg must be >= 0 with at least one point; got {e.n_fg}, {e.n_bg}"
         )
+    if e.metrics is not None:
+        from .metrics import METRIC_NAMES
+
+        bad = [m for m in e.metrics if m not in METRIC_NAMES]
+        if bad:
+            raise ConfigError(f"eval.metrics: unknown metric(s) {bad}; valid: {', '.join(METRIC_NAMES)}")
     if e.batch_size < 1:
         raise ConfigError(f"eval.batch_size must be >= 1, got {e.batch_size}")
     if not config.output:

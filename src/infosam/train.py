@@ -550,6 +550,7 @@ def _write_summary(config: Config, position: Position, run_dir: Path) -> None:
             "reported_epoch": reported,
             "reported_rule": "the last evaluated epoch (the paper evaluates the last five epochs, reports the last)",
             "reported": evaluated.get(reported) if reported is not None else None,
+            "paper_metrics": config.eval.metrics or list(METRIC_NAMES),
             "epochs": {str(k): v for k, v in evaluated.items()},
             "best": best,
             "steps": position.step,

@@ -1,0 +1,47 @@
+"""Every shipped config loads and validates, and the published runs carry the paper's protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infosam.config import config_from_dict, load_config, read_yaml_tree
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RUNS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "methods" and p.name != "dataset.yaml")
+PARTS = sorted(set(CONFIGS.rglob("*.yaml")) - set(RUNS))
+DATASETS = ("camo", "isic2017", "kvasir", "leaf", "road")
+
+
+def test_one_config_per_published_run():
+    expected = {
+        f"{d}/{m}_{v}.yaml" for d in DATASETS for m in ("adapter", "lora") for v in ("infosam", "baseline")
+    }
+    assert {p.relative_to(CONFIGS).as_posix() for p in RUNS} == expected
+
+
+@pytest.mark.parametrize("path", PARTS, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_partial_configs_have_only_known_options(path):
+    config_from_dict(read_yaml_tree(path))
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_published_run_follows_the_protocol(path):
+    c = load_config(path)
+    dataset, run = path.parent.name, path.stem
+    assert c.model.name == "vit_b" and c.model.checkpoint.endswith("sam_vit_b_01ec64.pth")
+    assert (c.train.lr, c.train.min_lr, c.train.batch_size, c.train.seed) == (2e-4, 2e-5, 4, 42)
+    assert c.train.epochs == (20 if dataset == "road" else 10)
+    assert c.eval_epochs() == list(range(c.train.epochs - 4, c.train.epochs + 1))
+    assert (c.eval.prompt, c.eval.n_fg, c.eval.n_bg)[: 3 if dataset == "road" else 1] == (
+        ("points", 2, 3) if dataset == "road" else ("box",)
+    )
+    assert c.infosam.enabled == run.endswith("infosam")
+    assert (c.infosam.lam, c.infosam.lam1, c.infosam.lam2) == (1.0, 1.0, 0.5)
+    if run.startswith("adapter"):
+        assert c.peft.methods == "adapter+decoder" and c.peft.options["adapter"]["init"] == "torch"
+    else:
+        assert c.peft.methods == "lora+decoder" and c.peft.options["lora"]["r"] == 4
+    assert c.data.train_split == "train.csv" and c.data.test_split.startswith("test")
+    assert c.output == f"runs/{dataset}/{run}"
