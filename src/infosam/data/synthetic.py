@@ -115,8 +115,9 @@ def _target_pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
     base = rng.uniform(70, 130, size=3)
     background = base + 22 * stripes[..., None] + rng.normal(0, 12, size=(h, w, 3))
 
-    # Low contrast object: the background colour shifted by a small random offset, with its own fine texture.
-    offset = rng.uniform(25, 45) * rng.choice([-1.0, 1.0]) * np.ones(3) + rng.normal(0, 8, size=3)
+    # Low contrast object: the background colour brightened by a small offset (the same polarity as the source,
+    # so a source model is poor here but not hopeless), with its own fine texture.
+    offset = rng.uniform(35, 60) * np.ones(3) + rng.normal(0, 8, size=3)
     object_colour = base + offset
     foreground = object_colour + rng.normal(0, 14, size=(h, w, 3))
 
