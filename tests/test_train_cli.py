@@ -1,0 +1,63 @@
+"""`infosam train` fails before any work on bad options, naming them; the run-folder helpers are atomic."""
+
+from __future__ import annotations
+
+import pytest
+
+from infosam import runs
+from infosam.cli import main
+
+
+def _cfg(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model: {{name: tiny}}\ndata: {{path: {tmp_path}}}\noutput: {tmp_path / 'run'}\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "train.lrr=1"], "unknown option train.lrr"),
+        (["--set", "train.batch_size=1"], "train.batch_size must be >= 2 when infosam.enabled is true"),
+        (["--set", "train.lr"], "must look like section.option=value"),
+        (["--resume", "/nonexistent/run"], "--resume continues a run with its saved config"),
+    ],
+)
+def test_bad_options_fail_before_work(tmp_path, capsys, extra, message):
+    assert main(["train", "--config", _cfg(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_non_run_folder_names_it(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a run folder" in capsys.readouterr().err
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--config", "--set", "--resume", "--overwrite", "--output", "--no-progress"):
+        assert option in out
+
+
+def test_run_folder_is_never_overwritten_without_the_flag(tmp_path):
+    run = tmp_path / "run"
+    runs.prepare_run_dir(run)
+    (run / "config.yaml").write_text("x")
+    with pytest.raises(runs.RunFolderError, match=str(run)):
+        runs.prepare_run_dir(run)
+    assert runs.prepare_run_dir(run, overwrite=True) == run and (run / "config.yaml").read_text() == "x"
+
+
+def test_atomic_folder_replace_and_metrics_truncation_on_resume(tmp_path):
+    target = tmp_path / "ckpt"
+    for text in ("one", "two"):
+        runs.atomic_write(target, lambda tmp, t=text: (tmp.mkdir(), (tmp / "f").write_text(t)))
+    assert (target / "f").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    log = runs.MetricsLog(tmp_path / "m.csv", ["step", "loss"])
+    for step in (1, 2, 3):
+        log.append({"step": step, "loss": 0.5})
+    runs.MetricsLog(tmp_path / "m.csv", ["step", "loss"], resume_step=2)
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["step,loss", "1,0.5", "2,0.5"]
