@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from .metrics import METRIC_NAMES
 from .model import build_base, build_student, build_teacher
 from .peft import PeftSpec, load_peft, save_peft
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
+
+if TYPE_CHECKING:
+    from .cache import TeacherCache
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,12 @@ def batch_prompts(batch: dict, *, seed: int, rank: int, epoch: int, index: int) 
 
 
 def teacher_forward(
-    teacher: Sam, images: Tensor, prompts: dict[str, Tensor], *, cache=None, ids=None
+    teacher: Sam,
+    images: Tensor,
+    prompts: dict[str, Tensor],
+    *,
+    cache: TeacherCache | None = None,
+    ids: list[str] | None = None,
 ) -> SamOutput:
     """The frozen teacher's outputs (no grad); image embeddings come from ``cache`` when it holds all ``ids``."""
     with torch.no_grad():
@@ -126,6 +135,8 @@ def teacher_forward(
             embeddings = encode_images(teacher, images)
             if cache is not None:
                 cache.put(ids, embeddings)
+                # Read back what was stored (e.g. float16), so every epoch and a resumed run see the same values.
+                embeddings = cache.get(ids)
         embeddings = embeddings.to(images.device)
         return decode(teacher, embeddings, **prompts)
 
@@ -138,7 +149,7 @@ def train_step(
     teacher: Sam | None,
     accelerator: Accelerator,
     loss_scale: float = 1.0,
-    cache=None,
+    cache: TeacherCache | None = None,
 ) -> dict[str, Tensor]:
     """Forward and backward of one batch (gradients accumulate; the optimizer step is the caller's).
 
@@ -243,7 +254,7 @@ class Parts:
     relation: RelationModule | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    cache: object | None
+    cache: TeacherCache | None
 
 
 def _build_parts(
@@ -283,7 +294,7 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
     return RelationModule(student.spec.prompt_embed_dim)
 
 
-def _open_cache(config: Config, teacher: Sam):
+def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     from .cache import TeacherCache, teacher_fingerprint
     from .sam.build import PIXEL_MEAN, PIXEL_STD
 
@@ -472,6 +483,7 @@ def _loop(
                 _save(parts, config, position, run_dir)
         position.epoch, position.batch = epoch + 1, 0
         _end_of_epoch(config, parts, test_set, position, run_dir, epoch + 1)
+        tick = time.perf_counter()  # evaluation time is not training throughput
     if main:
         runs.atomic_write(run_dir / "weights" / "final", _write_weights(parts, config))
         _write_summary(config, position, run_dir)
