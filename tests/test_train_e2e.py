@@ -127,3 +127,38 @@ def test_resume_without_checkpoint_config_fails_clearly(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         resume_config(tmp_path)
+
+
+class _DictCache:
+    """Stand-in with TeacherCache's get/put contract: stores float16, returns float32 only when all ids are held."""
+
+    def __init__(self):
+        self.store: dict[str, torch.Tensor] = {}
+
+    def get(self, ids):
+        if not all(i in self.store for i in ids):
+            return None
+        return torch.stack([self.store[i] for i in ids]).float()
+
+    def put(self, ids, embeddings):
+        self.store.update({i: e.detach().half() for i, e in zip(ids, embeddings, strict=True)})
+
+
+def test_teacher_forward_reads_the_cache_once_filled(tmp_path, monkeypatch):
+    from infosam.train import teacher_forward
+
+    config = _config(tmp_path)
+    teacher = build_teacher(config)
+    batch = collate([open_dataset(config.data.path, split="train", image_size=64)[i] for i in (0, 1)])
+    prompts = batch_prompts(batch, seed=0, rank=0, epoch=0, index=0)
+    cache = _DictCache()
+    live = teacher_forward(teacher, batch["image"], prompts)
+    first = teacher_forward(teacher, batch["image"], prompts, cache=cache, ids=batch["id"])
+    monkeypatch.setattr(
+        teacher.image_encoder, "forward", lambda x: pytest.fail("encoder ran despite the cache")
+    )
+    second = teacher_forward(teacher, batch["image"], prompts, cache=cache, ids=batch["id"])
+    assert torch.equal(
+        first.low_res_logits, second.low_res_logits
+    )  # first use already sees the stored values
+    torch.testing.assert_close(first.image_embeddings, live.image_embeddings, atol=1e-2, rtol=1e-2)
