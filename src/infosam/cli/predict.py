@@ -1,0 +1,118 @@
+"""``infosam predict``: segment image files with a trained student (or zero-shot SAM) from a prompt."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import CLIError
+
+EPILOG = """\
+examples:
+  infosam predict runs/kvasir photo.jpg --box 120 80 560 400
+  infosam predict runs/kvasir test/images --masks test/masks --out preds
+  infosam predict --model vit_b --checkpoint sam_vit_b_01ec64.pth photo.jpg --points 300 200 1 50 40 0
+
+Prompts are in each image's original pixel coordinates. Writes OUT/masks/<stem>.png (0/255, original size) and
+OUT/overlays/<stem>.png; existing files are kept unless --overwrite.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment images with a trained student or zero-shot SAM",
+        description="Segment images with a trained student (RUN_DIR) or, with --model, zero-shot SAM.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="RUN_DIR IMAGES",
+        help="the run folder, then image files or folders (with --model: image files or folders only)",
+    )
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box prompt")
+    prompt.add_argument(
+        "--points",
+        nargs="+",
+        type=float,
+        metavar="X Y LABEL",
+        help="point prompts as triples x y label (label 1 foreground, 0 background)",
+    )
+    prompt.add_argument("--masks", type=Path, metavar="DIR", help="per image, the box of DIR/<stem>.png")
+    parser.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)"
+    )
+    parser.add_argument(
+        "--model", help="zero-shot SAM without a run folder: vit_b, vit_l, vit_h or tiny (needs --checkpoint)"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="official SAM .pth (with a run: replaces the path in its config.yaml)"
+    )
+    parser.add_argument(
+        "--weights", type=Path, help="PEFT weights file to load instead of the run's final ones"
+    )
+    parser.add_argument("--image-size", type=int, help="with --model: input side (default: the model's)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.set_defaults(func=run)
+
+
+def parse_points(values: list[float]) -> tuple[tuple[tuple[float, float], ...], tuple[int, ...]]:
+    """``[x, y, label, x, y, label, ...]`` -> (points, labels); CLIError unless triples with labels 0/1."""
+    if len(values) % 3:
+        raise CLIError(f"--points takes triples X Y LABEL; got {len(values)} number(s)")
+    triples = [values[i : i + 3] for i in range(0, len(values), 3)]
+    if any(label not in (0.0, 1.0) for _, _, label in triples):
+        raise CLIError("--points labels must be 1 (foreground) or 0 (background)")
+    return tuple((x, y) for x, y, _ in triples), tuple(int(label) for _, _, label in triples)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..predict import Prompt, load_student, load_zero_shot, predict_files
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.model is not None:
+        if args.checkpoint is None:
+            raise CLIError("--model needs --checkpoint (the official SAM weights)")
+        if args.weights is not None:
+            raise CLIError("--weights belongs to a run folder; it cannot be used with --model")
+        model = load_zero_shot(args.model, args.checkpoint, image_size=args.image_size, device=device)
+        images = args.inputs
+    else:
+        if len(args.inputs) < 2:
+            raise CLIError("give a run folder and at least one image (or use --model for zero-shot SAM)")
+        run_dir, images = Path(args.inputs[0]), args.inputs[1:]
+        if not (run_dir / "config.yaml").is_file():
+            raise CLIError(f"{run_dir} is not a run folder (no config.yaml); for zero-shot SAM use --model")
+        if args.image_size is not None:
+            raise CLIError("--image-size belongs to --model; a run's input size comes from its config")
+        model = load_student(run_dir, checkpoint=args.checkpoint, weights=args.weights, device=device)
+
+    prompt = None
+    if args.box is not None:
+        prompt = Prompt(box=tuple(args.box))
+    elif args.points is not None:
+        points, labels = parse_points(args.points)
+        prompt = Prompt(points=points, labels=labels)
+    try:
+        written = predict_files(
+            model,
+            images,
+            args.out,
+            prompt=prompt,
+            masks_dir=args.masks,
+            overwrite=args.overwrite,
+            threshold=args.threshold,
+        )
+    except FileExistsError as err:  # the dispatcher reports ValueError/FileNotFoundError; this one is ours
+        raise CLIError(str(err)) from err
+    print(f"wrote {len(written)} mask(s) to {args.out / 'masks'} and overlays to {args.out / 'overlays'}")
+    return 0

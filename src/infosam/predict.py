@@ -1,0 +1,321 @@
+"""Segment image files with a fine-tuned student (or zero-shot SAM) from prompts given in original pixels.
+
+Prompts (a box, points, or a box taken from a mask file per image) are given in each image's ORIGINAL pixel
+coordinates; they are mapped into the model's padded S x S input frame the way Meta's ``ResizeLongestSide`` maps
+them (x scaled by w/W, y by h/H, where (h, w) is the resized size). Masks come back at each image's original size.
+
+Outputs, per image ``<stem>``: ``<out>/masks/<stem>.png`` (0/255) and ``<out>/overlays/<stem>.png`` (the image
+with the mask tinted and the prompt drawn). Existing outputs are never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+from segment_anything.modeling import Sam
+
+from .config import ModelConfig
+from .metrics import logits_to_original
+from .model import build_base
+from .sam.forward import sam_forward
+from .sam.preprocess import preprocess_image, resize_longest_side_shape
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_TINT = np.array([30, 144, 255], dtype=np.float32)  # mask colour in overlays
+_BOX_COLOUR = (255, 215, 0)
+_POINT_COLOURS = {1: (0, 220, 0), 0: (230, 0, 0)}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt for one image, in that image's original pixel coordinates (x right, y down)."""
+
+    box: tuple[float, float, float, float] | None = None
+    """(x0, y0, x1, y1) with x0 < x1 and y0 < y1."""
+    points: tuple[tuple[float, float], ...] = ()
+    """(x, y) points."""
+    labels: tuple[int, ...] = field(default=())
+    """One label per point: 1 foreground, 0 background."""
+
+    def __post_init__(self) -> None:
+        if self.box is None and not self.points:
+            raise ValueError("a prompt needs a box and/or points")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError(f"box must be x0 y0 x1 y1 with x0 < x1 and y0 < y1; got {self.box}")
+        if len(self.labels) != len(self.points):
+            raise ValueError(f"{len(self.points)} point(s) need as many labels, got {len(self.labels)}")
+        if any(label not in (0, 1) for label in self.labels):
+            raise ValueError(
+                f"point labels must be 1 (foreground) or 0 (background); got {list(self.labels)}"
+            )
+
+    def check_inside(self, width: int, height: int, name: str) -> None:
+        """Raise ValueError naming ``name`` when the prompt lies outside a ``width`` x ``height`` image."""
+        coords = list(self.points) + ([self.box[:2], self.box[2:]] if self.box is not None else [])
+        for x, y in coords:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(
+                    f"prompt coordinate ({x:g}, {y:g}) lies outside {name} ({width}x{height} pixels, W x H)"
+                )
+
+
+def map_coords(coords: np.ndarray, original_size: tuple[int, int], image_size: int) -> np.ndarray:
+    """Map xy coordinates (..., 2) from an original H x W image into the padded ``image_size`` input frame."""
+    height, width = original_size
+    new_h, new_w = resize_longest_side_shape(height, width, image_size)
+    out = np.asarray(coords, dtype=np.float64).copy()
+    out[..., 0] *= new_w / width
+    out[..., 1] *= new_h / height
+    return out
+
+
+def map_prompt(prompt: Prompt, original_size: tuple[int, int], image_size: int) -> dict[str, torch.Tensor]:
+    """The prompt as :func:`infosam.sam.forward.decode` keywords for a batch of one image.
+
+    Returns ``boxes`` (1, 4) and/or ``points`` (1, N, 2) + ``point_labels`` (1, N), in input-pixel coordinates.
+    """
+    out: dict[str, torch.Tensor] = {}
+    if prompt.box is not None:
+        box = map_coords(np.reshape(prompt.box, (2, 2)), original_size, image_size).reshape(1, 4)
+        out["boxes"] = torch.as_tensor(box, dtype=torch.float32)
+    if prompt.points:
+        points = map_coords(np.asarray(prompt.points), original_size, image_size)
+        out["points"] = torch.as_tensor(points, dtype=torch.float32)[None]
+        out["point_labels"] = torch.as_tensor(prompt.labels, dtype=torch.int64)[None]
+    return out
+
+
+def box_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Tight box (x0, y0, x1, y1) of the foreground (non-zero) pixels of an (H, W) mask, pixel indices inclusive.
+
+    Raises:
+        ValueError: the mask has no foreground pixel.
+    """
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        raise ValueError("mask has no foreground pixel")
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named in ``inputs`` (files, or folders whose image files are taken in sorted order).
+
+    Raises:
+        FileNotFoundError: an input does not exist, or a folder holds no image file.
+        ValueError: two images share a stem (their outputs would collide).
+    """
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{item} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"image {item} does not exist")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise ValueError(
+                f"{seen[path.stem]} and {path} share the stem {path.stem!r}; their outputs would collide"
+            )
+        seen[path.stem] = path
+    return files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of ``path``; ValueError naming the file when it is not a readable image."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def _image_shape(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file without decoding its pixels; ValueError naming the file when unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def mask_prompt(masks_dir: Path, image_path: Path) -> Prompt:
+    """A box prompt from the mask with the same stem as ``image_path`` in ``masks_dir`` (any image suffix)."""
+    candidates = [masks_dir / f"{image_path.stem}{s}" for s in IMAGE_SUFFIXES]
+    found = [p for p in candidates if p.is_file()]
+    if not found:
+        raise FileNotFoundError(
+            f"no mask for {image_path.name} in {masks_dir} (looked for {image_path.stem}.png etc.)"
+        )
+    try:
+        with Image.open(found[0]) as image:
+            mask = np.asarray(image.convert("L")) > 0
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read mask {found[0]}: {err}") from err
+    try:
+        return Prompt(box=box_from_mask(mask))
+    except ValueError as err:
+        raise ValueError(f"mask {found[0]} is empty: no box can be derived from it") from err
+
+
+def find_student_weights(run_dir: str | Path) -> Path:
+    """The PEFT weights a run ended with: ``weights/final``, else its newest resume checkpoint, else its newest
+    evaluated epoch (``weights/epoch-*``).
+
+    Raises:
+        FileNotFoundError: the run folder holds no PEFT weights (the message lists where it looked).
+    """
+    from . import runs
+    from .train import PEFT_FILE
+
+    run_dir = Path(run_dir)
+    candidates = [run_dir / "weights" / "final" / PEFT_FILE]
+    latest = runs.latest_checkpoint(run_dir) if (run_dir / runs.CHECKPOINTS).is_dir() else None
+    if latest is not None:
+        candidates.append(latest / PEFT_FILE)
+    candidates += [p / PEFT_FILE for p in sorted((run_dir / "weights").glob("epoch-*"), reverse=True)]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{run_dir} holds no trained weights: looked for weights/final/{PEFT_FILE}, the latest checkpoint "
+        f"and weights/epoch-*/{PEFT_FILE}"
+    )
+
+
+def load_student(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> Sam:
+    """The fine-tuned student of a run, in eval mode: base SAM from the run's ``config.yaml`` (+ checkpoint),
+    then the saved PEFT weights. The relation module is a training-time device and is not loaded.
+
+    Args:
+        run_dir: the run folder written by :func:`infosam.train.train`.
+        checkpoint: base SAM weights to use instead of the path recorded in the run's config (moved files).
+        weights: a ``peft.safetensors`` to load instead of :func:`find_student_weights`'s choice.
+    """
+    from .peft import load_peft
+    from .train import resume_config
+
+    config = resume_config(run_dir)
+    if checkpoint is not None:
+        config.model.checkpoint = str(checkpoint)
+    elif config.model.checkpoint is not None and not Path(config.model.checkpoint).expanduser().is_file():
+        raise FileNotFoundError(
+            f"base SAM checkpoint {config.model.checkpoint} (model.checkpoint in {Path(run_dir) / 'config.yaml'}) "
+            "not found; pass --checkpoint with its new location"
+        )
+    model = build_base(config.model, seed=config.train.seed)
+    load_peft(Path(weights) if weights is not None else find_student_weights(run_dir), model)
+    return model.eval().to(device)
+
+
+def load_zero_shot(
+    name: str, checkpoint: str | Path, *, image_size: int | None = None, device: str | torch.device = "cpu"
+) -> Sam:
+    """Pretrained SAM ``name`` (vit_b, vit_l, vit_h, tiny) from ``checkpoint``, in eval mode, without PEFT."""
+    model = build_base(ModelConfig(name=name, checkpoint=str(checkpoint), image_size=image_size), seed=0)
+    return model.eval().to(device)
+
+
+@torch.no_grad()
+def predict_probabilities(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """Foreground probabilities (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB."""
+    device = next(model.parameters()).device
+    image_size = model.image_encoder.img_size
+    original_size = (int(image.shape[0]), int(image.shape[1]))
+    pixels, input_size = preprocess_image(image, image_size)
+    prompts = {k: v.to(device) for k, v in map_prompt(prompt, original_size, image_size).items()}
+    output = sam_forward(model, pixels[None].to(device), **prompts)
+    logits = logits_to_original(output.low_res_logits, input_size, original_size, image_size)
+    return torch.sigmoid(logits.float()).reshape(original_size).cpu().numpy()
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, prompt: Prompt, alpha: float = 0.5) -> Image.Image:
+    """``image`` (H, W, 3) with the boolean ``mask`` (H, W) tinted and the prompt drawn (box, points)."""
+    tinted = image.astype(np.float32)
+    tinted[mask] = (1 - alpha) * tinted[mask] + alpha * _TINT
+    picture = Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(max(image.shape[:2]) / 200))
+    if prompt.box is not None:
+        draw.rectangle(prompt.box, outline=_BOX_COLOUR, width=width)
+    radius = 2 * width + 1
+    for (x, y), label in zip(prompt.points, prompt.labels, strict=True):
+        draw.ellipse(
+            (x - radius, y - radius, x + radius, y + radius), outline=_POINT_COLOURS[label], width=width
+        )
+    return picture
+
+
+@dataclass
+class Prediction:
+    """The files written for one image."""
+
+    image: Path
+    mask: Path
+    overlay: Path
+    prompt: Prompt
+
+
+def predict_files(
+    model: Sam,
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    prompt: Prompt | None = None,
+    masks_dir: str | Path | None = None,
+    overwrite: bool = False,
+    threshold: float = 0.5,
+) -> list[Prediction]:
+    """Segment every image in ``images`` (files or folders) and write masks and overlays under ``out_dir``.
+
+    Exactly one of ``prompt`` (the same prompt, in original pixels, for every image) and ``masks_dir`` (a box from
+    the same-stem mask per image) must be given. Every input and output is checked before anything is written, so
+    a bad prompt or an existing output fails without leaving half a folder.
+
+    Raises:
+        FileExistsError: an output exists and ``overwrite`` is False.
+        FileNotFoundError / ValueError: unreadable inputs or prompts outside an image; the message names the file.
+    """
+    if (prompt is None) == (masks_dir is None):
+        raise ValueError("give exactly one of a prompt (box and/or points) and a masks folder")
+    out_dir = Path(out_dir)
+    paths = list_images(images)
+    jobs = []
+    for path in paths:
+        mask_path, overlay_path = (
+            out_dir / "masks" / f"{path.stem}.png",
+            out_dir / "overlays" / f"{path.stem}.png",
+        )
+        for target in (mask_path, overlay_path):
+            if target.exists() and not overwrite:
+                raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+        image_prompt = prompt if masks_dir is None else mask_prompt(Path(masks_dir), path)
+        height, width = _image_shape(path)
+        image_prompt.check_inside(width, height, str(path))
+        jobs.append(Prediction(path, mask_path, overlay_path, image_prompt))
+
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        image = read_image(job.image)
+        mask = predict_probabilities(model, image, job.prompt) > threshold
+        Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
+        overlay(image, mask, job.prompt).save(job.overlay)
+    return jobs

@@ -1,0 +1,193 @@
+"""``infosam predict``: prompts mapped from original pixels, masks at original sizes, overlays, no overwrites."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from infosam import predict as predict_module
+from infosam.cli import main
+from infosam.config import config_from_dict, save_config
+from infosam.data.synthetic import synthetic_pair
+from infosam.model import build_base
+from infosam.peft import apply_peft, save_peft
+from infosam.predict import Prompt, box_from_mask, load_student, map_coords, map_prompt, predict_files
+from infosam.sam.checkpoint import save_sam_checkpoint
+
+SIZES = [(40, 70), (90, 50), (64, 64)]  # (H, W): landscape, portrait, square
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Three synthetic images of different sizes in images/, their masks in masks/."""
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for i, size in enumerate(SIZES):
+        image, mask = synthetic_pair(i, domain="target", size=size)
+        Image.fromarray(image).save(tmp_path / "images" / f"img{i}.png")
+        Image.fromarray(mask * 255).save(tmp_path / "masks" / f"img{i}.png")
+    return tmp_path
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run folder as train() leaves it: config.yaml + PEFT weights of a tiny adapter+decoder student."""
+    run = tmp_path / "run"
+    config = config_from_dict(
+        {"model": {"name": "tiny"}, "data": {"path": str(tmp_path)}, "output": str(run)}
+    )
+    student = build_base(config.model, seed=config.train.seed)
+    spec = apply_peft(student, "adapter+decoder", {"adapter": {"init": "torch"}})
+    run.mkdir()
+    save_config(config, run / "config.yaml")
+    save_peft(run / "weights" / "final" / "peft.safetensors", student, spec)
+    return run, student.eval()
+
+
+def test_map_coords_matches_meta_resize_longest_side():
+    original = (100, 200)  # H, W -> resized to (32, 64) at S = 64
+    box = np.array([[20.0, 10.0], [180.0, 90.0]])
+    mapped = map_coords(box, original, 64)
+    np.testing.assert_allclose(mapped, [[6.4, 3.2], [57.6, 28.8]])
+    meta = ResizeLongestSide(64).apply_boxes(box.reshape(1, 4), original)
+    np.testing.assert_allclose(mapped.reshape(1, 4), meta)
+
+
+def test_map_prompt_gives_decode_keywords():
+    prompt = Prompt(box=(10, 20, 30, 40), points=((5, 6), (7, 8)), labels=(1, 0))
+    out = map_prompt(prompt, (128, 64), 64)  # scale 0.5 on both axes
+    assert torch.equal(out["boxes"], torch.tensor([[5.0, 10.0, 15.0, 20.0]]))
+    assert torch.equal(out["points"], torch.tensor([[[2.5, 3.0], [3.5, 4.0]]]))
+    assert torch.equal(out["point_labels"], torch.tensor([[1, 0]]))
+
+
+def test_prompt_validation():
+    with pytest.raises(ValueError, match="x0 < x1"):
+        Prompt(box=(10, 10, 5, 20))
+    with pytest.raises(ValueError, match="labels"):
+        Prompt(points=((1, 2),), labels=())
+    with pytest.raises(ValueError, match="needs a box"):
+        Prompt()
+    with pytest.raises(ValueError, match="outside img.png"):
+        Prompt(box=(0, 0, 80, 10)).check_inside(70, 40, "img.png")
+    assert box_from_mask(np.pad(np.ones((2, 3)), ((4, 1), (5, 2)))) == (5.0, 4.0, 7.0, 5.0)
+
+
+def test_predict_writes_masks_at_original_sizes_and_overlays(run_dir, images, tmp_path):
+    run, _ = run_dir
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["predict", *map(str, [run, images / "images"]), "--box", "5", "5", "30", "35", "--out", str(out)]
+        )
+        == 0
+    )
+    for i, (h, w) in enumerate(SIZES):
+        mask = np.asarray(Image.open(out / "masks" / f"img{i}.png"))
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        overlay = Image.open(out / "overlays" / f"img{i}.png")
+        assert overlay.size == (w, h) and overlay.mode == "RGB"
+
+
+def test_predict_passes_mapped_prompts_to_the_student(run_dir, images, tmp_path, monkeypatch):
+    """The box reaches the model in input-frame coordinates, and the student is the saved one."""
+    run, trained = run_dir
+    seen = []
+    real_forward = predict_module.sam_forward
+
+    def spy(model, pixels, **prompts):
+        seen.append(prompts)
+        return real_forward(model, pixels, **prompts)
+
+    monkeypatch.setattr(predict_module, "sam_forward", spy)
+    student = load_student(run)
+    for (name, a), b in zip(student.named_parameters(), trained.parameters(), strict=True):
+        assert torch.equal(a, b), name
+    predict_files(
+        student, [images / "images" / "img0.png"], tmp_path / "o", prompt=Prompt(box=(7, 4, 35, 20))
+    )
+    # img0 is 40 x 70 (H x W) -> 37 x 64 in the 64 x 64 input frame (Meta's rounding).
+    expected = torch.tensor([[7 * 64 / 70, 4 * 37 / 40, 35 * 64 / 70, 20 * 37 / 40]])
+    torch.testing.assert_close(seen[0]["boxes"], expected)
+
+
+def test_box_per_image_from_masks_folder(run_dir, images, tmp_path, monkeypatch):
+    run, _ = run_dir
+    boxes = []
+    monkeypatch.setattr(
+        predict_module,
+        "predict_probabilities",
+        lambda m, img, p: boxes.append(p.box) or np.zeros(img.shape[:2]),
+    )
+    student = load_student(run)
+    written = predict_files(student, [images / "images"], tmp_path / "o", masks_dir=images / "masks")
+    assert [p.image.name for p in written] == ["img0.png", "img1.png", "img2.png"]
+    for i, box in enumerate(boxes):
+        mask = np.asarray(Image.open(images / "masks" / f"img{i}.png"))
+        assert box == box_from_mask(mask)
+
+
+def test_never_overwrites_and_names_files(run_dir, images, tmp_path, capsys):
+    run, _ = run_dir
+    out = tmp_path / "out"
+    args = [
+        "predict",
+        str(run),
+        str(images / "images" / "img1.png"),
+        "--points",
+        "10",
+        "20",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    before = (out / "masks" / "img1.png").stat().st_mtime_ns
+    assert main(args) == 2
+    assert "img1.png exists" in capsys.readouterr().err
+    assert (out / "masks" / "img1.png").stat().st_mtime_ns == before
+    assert main([*args, "--overwrite"]) == 0
+
+    (images / "broken.png").write_bytes(b"not an image")
+    assert (
+        main(
+            ["predict", str(run), str(images / "broken.png"), "--box", "1", "1", "5", "5", "--out", str(out)]
+        )
+        == 2
+    )
+    assert "broken.png" in capsys.readouterr().err
+    assert (
+        main(["predict", str(run), str(images / "images" / "img0.png"), "--box", "1", "1", "69", "45"]) == 2
+    )
+    assert "img0.png" in capsys.readouterr().err  # box below the 40-pixel-high image
+    empty = tmp_path / "empty_masks"
+    empty.mkdir()
+    assert main(["predict", str(run), str(images / "images" / "img0.png"), "--masks", str(empty)]) == 2
+    assert "no mask for img0.png" in capsys.readouterr().err
+    assert main(["predict", str(run), str(images / "images"), "--points", "1", "2"]) == 2
+    assert "triples" in capsys.readouterr().err
+
+
+def test_zero_shot_model_without_run(images, tmp_path):
+    sam = build_base(config_from_dict({"model": {"name": "tiny"}}).model, seed=3)
+    checkpoint = save_sam_checkpoint(sam, tmp_path / "tiny.pth")
+    out = tmp_path / "zs"
+    args = [
+        "predict",
+        "--model",
+        "tiny",
+        "--checkpoint",
+        str(checkpoint),
+        str(images / "images"),
+        "--box",
+        "2",
+        "2",
+        "30",
+        "30",
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert main(["predict", "--model", "tiny", str(images / "images"), "--box", "2", "2", "30", "30"]) == 2
