@@ -87,3 +87,7 @@ def test_override_syntax_errors():
         apply_overrides({}, ["train.lr"])
     with pytest.raises(ConfigError, match="empty option name"):
         apply_overrides({}, ["train..lr=1"])
+
+
+def test_unquoted_no_precision_is_accepted():
+    assert load_config(None, ["data.path=/x", "train.precision=no"]).train.precision == "no"

@@ -201,7 +201,8 @@ def _check_value(name: str, tp: Any, value: Any) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{name} must be a string, got {value!r}")
+        hint = " (quote it: YAML reads yes/no/on/off as booleans)" if isinstance(value, bool) else ""
+        raise ConfigError(f"{name} must be a string, got {value!r}{hint}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -232,6 +233,8 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         if _is_dataclass_type(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, f"{prefix}{key}.")
         else:
+            if prefix == "train." and key == "precision" and value is False:
+                value = "no"  # YAML 1.1 reads an unquoted `no` as false
             kwargs[key] = _check_value(f"{prefix}{key}", tp, value)
     return cls(**kwargs)
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState, GradientState
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -393,7 +394,13 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
     else:
         _seed_everything(config.train.seed)
 
-    _loop(config, parts, loader, sampler, test_set, position, run_dir, steps_total, progress)
+    try:
+        _loop(config, parts, loader, sampler, test_set, position, run_dir, steps_total, progress)
+    finally:
+        # accelerate keeps its settings process-wide; forget them (not the process group) so a later train()
+        # in the same Python process may use another precision or device.
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
     return run_dir
 
 
