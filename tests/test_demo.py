@@ -1,0 +1,51 @@
+"""``infosam demo --quick``: every stage runs and writes its files; a demo folder is never reused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from infosam.cli import main
+from infosam.demo import QUICK, TABLE_METRICS, default_out_dir
+from infosam.sam.build import build_sam
+
+
+def test_quick_demo_writes_everything_and_refuses_reuse(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+
+    # (a) the teacher is an official-format checkpoint that loads strictly into a fresh tiny SAM
+    build_sam("tiny", checkpoint=out / "teacher" / "tiny_source.pth")
+    # (b) the fine-tuning went through train(): a run folder with its config and student weights
+    assert (out / "run" / "config.yaml").is_file()
+    assert list((out / "run").rglob("peft.safetensors"))
+    # (c) the table has every row, in the file and on screen
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0] == "| model | data | " + " | ".join(TABLE_METRICS) + " |"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["model"], r["domain"]) for r in rows] == [
+        ("teacher (tiny SAM, source-pretrained)", "source test"),
+        ("teacher zero-shot", "target test"),
+        ("InfoSAM fine-tuned (adapter+decoder)", "target test"),
+    ]
+    assert len(table) == 2 + len(rows)
+    for row, line in zip(rows, table[2:], strict=True):
+        assert line.startswith(f"| {row['model']} | {row['domain']} |") and line in printed
+        assert all(0.0 <= row[m] <= 1.01 for m in TABLE_METRICS)
+    overlays = sorted((out / "overlays").glob("*.png"))
+    assert len(overlays) == QUICK.overlays
+    strip = np.asarray(Image.open(overlays[0]))
+    assert strip.shape[1] == 4 * strip.shape[0]  # image | truth | teacher | student, square panels
+    # (d) where everything is
+    assert f"written in {out}" in printed and "results.md" in printed
+
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_default_out_dir_is_timestamped():
+    path = default_out_dir()
+    assert path.parent.name == "demo_out" and len(path.name) == len("20250101-120000")
