@@ -1,0 +1,62 @@
+"""Activation checkpointing of SAM's encoder blocks: trade one extra block forward for the block's activations.
+
+Each chosen block's forward is rebound on the instance (no wrapper module), so parameters and state-dict keys do
+not change; whatever forward the block has at that moment (Meta's, or one a PEFT method installed) is the one
+checkpointed, so call this after ``apply_peft``. Under ``torch.no_grad`` (the teacher) blocks run as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+_INNER = "_infosam_checkpointed_forward"
+_MISSING = object()
+
+
+def _checkpointed(inner: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    def forward(x: Tensor) -> Tensor:
+        if not torch.is_grad_enabled():
+            return inner(x)
+        return checkpoint(inner, x, use_reentrant=False)
+
+    return forward
+
+
+def enable_checkpointing(image_encoder: nn.Module, every: int = 1) -> int:
+    """Checkpoint every ``every``-th block (0, every, 2*every, ...) of ``image_encoder.blocks``; returns the count.
+
+    ``image_encoder`` is SAM's ``ImageEncoderViT`` (``model.image_encoder``); blocks map (B, H, W, dim) tokens to the
+    same shape. Calling it again first undoes the previous call, so ``every`` can change.
+    """
+    blocks = getattr(image_encoder, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise TypeError(
+            f"enable_checkpointing expects SAM's image encoder (with .blocks), got {type(image_encoder)}"
+        )
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"checkpointing 'every' must be an integer >= 1 (1 = every block), got {every!r}")
+    disable_checkpointing(image_encoder)
+    chosen = [block for i, block in enumerate(blocks) if i % every == 0]
+    for block in chosen:
+        # Remember an instance-level forward someone else bound (or its absence) to restore it exactly.
+        setattr(block, _INNER, block.__dict__.get("forward", _MISSING))
+        block.forward = _checkpointed(block.forward)
+    return len(chosen)
+
+
+def disable_checkpointing(image_encoder: nn.Module) -> int:
+    """Undo :func:`enable_checkpointing` on ``image_encoder``; returns how many blocks were restored."""
+    restored = 0
+    for block in getattr(image_encoder, "blocks", []):
+        if _INNER not in block.__dict__:
+            continue
+        previous = block.__dict__.pop(_INNER)
+        del block.forward
+        if previous is not _MISSING:
+            block.forward = previous
+        restored += 1
+    return restored

@@ -1,0 +1,64 @@
+"""Activation checkpointing of encoder blocks changes memory, never values: outputs and gradients stay equal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.graph import saved_tensors_hooks
+
+from infosam.peft import apply_peft
+from infosam.sam.attention import enable_fast_attention
+from infosam.sam.checkpointing import disable_checkpointing, enable_checkpointing
+
+
+def _grads(sam, x):
+    sam.zero_grad(set_to_none=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        y = sam.image_encoder(x)
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in sam.named_parameters() if p.grad is not None}
+    return y.detach(), grads, sum(saved)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_checkpointed_adapter_student_has_equal_outputs_and_gradients(tiny_sam, every):
+    sam = tiny_sam()
+    enable_fast_attention(sam)
+    apply_peft(sam, "adapter+decoder")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    keys = list(sam.state_dict())
+    ref_out, ref_grads, ref_saved = _grads(sam, x)
+    assert ref_grads, "the adapter student should have trainable encoder parameters"
+
+    assert enable_checkpointing(sam.image_encoder, every=every) == len(range(0, 4, every))
+    out, grads, saved = _grads(sam, x)
+    assert list(sam.state_dict()) == keys
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert saved < ref_saved  # the point of it: fewer activations kept for backward
+
+    assert disable_checkpointing(sam.image_encoder) == len(range(0, 4, every))
+    assert all("forward" not in b.__dict__ for b in sam.image_encoder.blocks)
+
+
+def test_no_grad_runs_blocks_directly_and_bad_every_is_refused(tiny_sam):
+    sam = tiny_sam()
+    enable_checkpointing(sam.image_encoder)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = sam.image_encoder(x)
+    disable_checkpointing(sam.image_encoder)
+    with torch.no_grad():
+        assert torch.equal(sam.image_encoder(x), y)
+    with pytest.raises(ValueError, match="every"):
+        enable_checkpointing(sam.image_encoder, every=0)
+    with pytest.raises(TypeError, match="image encoder"):
+        enable_checkpointing(sam, every=1)
