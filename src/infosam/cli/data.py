@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.check import check_dataset
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
@@ -27,6 +25,8 @@ def register(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from ..data.check import check_dataset  # imported on use: it pulls in torch
+
     report = check_dataset(args.path, split=args.split, workers=args.workers)
     print(report.format(limit=args.limit))
     return 0 if report.ok else 1

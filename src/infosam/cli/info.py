@@ -9,11 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from infosam.distill.relation import RelationModule
-from infosam.peft import apply_peft, count_parameters, parse_option_assignments
-from infosam.sam.build import build_sam
 from infosam.sam.specs import SPECS
 
 _LABELS = {
@@ -56,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Heavy imports (torch, peft) happen here, not at registration, so `infosam --help` and other commands stay fast.
+    import torch
+
+    from infosam.distill.relation import RelationModule
+    from infosam.peft import apply_peft, count_parameters, parse_option_assignments
+    from infosam.sam.build import build_sam
+
     options = parse_option_assignments(args.set_peft)
     with torch.device("meta"):
         model = build_sam(args.model)

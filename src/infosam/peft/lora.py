@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from peft import LoraConfig, inject_adapter_in_model
 from segment_anything.modeling import Sam
 
 from .base import MethodConfig, check_option_type
@@ -33,6 +32,8 @@ _RESERVED = {
 
 def lora_config_fields() -> list[str]:
     """Names of the ``peft.LoraConfig`` keywords that may be passed through as ``lora.<name>`` options."""
+    from peft import LoraConfig  # imported on use: peft takes seconds to import
+
     return sorted(f.name for f in dataclasses.fields(LoraConfig) if f.init and f.name not in _RESERVED)
 
 
@@ -86,6 +87,8 @@ class LoraMethodConfig(MethodConfig):
         }
 
     def apply(self, model: Sam) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
         config = LoraConfig(
             r=self.r, lora_alpha=self.lora_alpha, target_modules=list(self.target_modules), **self.extra
         )
