@@ -46,7 +46,7 @@ class DemoSettings:
 
     source_train: int = 256
     """Source-domain images the teacher is pretrained on."""
-    target_train: int = 48
+    target_train: int = 64
     """Target-domain images the student is fine-tuned on."""
     target_test: int = 48
     """Held-out target-domain images of the table."""
@@ -58,7 +58,7 @@ class DemoSettings:
     """Images per pretraining step."""
     pretrain_lr: float = 2e-3
     """Peak learning rate of the teacher's pretraining (one-cycle schedule)."""
-    finetune_epochs: int = 10
+    finetune_epochs: int = 20
     """Epochs of InfoSAM fine-tuning over the target training images."""
     finetune_batch: int = 4
     """Images per fine-tuning step (InfoSAM's entropies need at least 2)."""
