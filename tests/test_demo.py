@@ -49,3 +49,9 @@ def test_quick_demo_writes_everything_and_refuses_reuse(tmp_path, capsys):
 def test_default_out_dir_is_timestamped():
     path = default_out_dir()
     assert path.parent.name == "demo_out" and len(path.name) == len("20250101-120000")
+
+
+def test_threads_must_be_positive(tmp_path, capsys):
+    assert main(["demo", "--quick", "--threads", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--threads" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
