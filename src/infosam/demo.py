@@ -1,4 +1,4 @@
-"""The whole InfoSAM pipeline in about two CPU minutes, on a tiny SAM and synthetic data (``infosam demo``).
+"""The whole InfoSAM pipeline in about a minute of one CPU core, on a tiny SAM and synthetic data (``infosam demo``).
 
 1. A teacher that already segments: a tiny SAM is pretrained from scratch (all parameters, box prompts,
    structure loss) on the synthetic ``source`` domain and saved as an official-format ``.pth`` checkpoint.

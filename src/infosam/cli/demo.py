@@ -1,4 +1,4 @@
-"""``infosam demo``: the whole pipeline on a tiny SAM and synthetic data, in about two CPU minutes."""
+"""``infosam demo``: the whole pipeline on a tiny SAM and synthetic data, in about a minute of one CPU core."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from . import CLIError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="pretrain a tiny teacher, fine-tune it with InfoSAM on a shifted domain, compare (CPU, ~2 min)",
+        help="pretrain a tiny teacher, fine-tune it with InfoSAM on a shifted domain, compare (CPU, ~1 min)",
         description=(
             "Pretrain a tiny SAM on a synthetic source domain (the teacher), fine-tune an adapter+decoder student "
             "with InfoSAM on a shifted target domain through the training API, and compare zero-shot and "
