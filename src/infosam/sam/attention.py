@@ -16,15 +16,21 @@ Two ways to hand the same maths to ``torch.nn.functional.scaled_dot_product_atte
 - ``"mask"``: the bias as an additive float ``attn_mask`` of shape (B, heads, HW, HW). Still one HW x HW tensor per
   head; when the bias needs a gradient, CPU SDPA falls back to its math kernel (no saving in memory).
 
-Why ``"fold"`` is the default (measured 2026-11-26 on the shared 2-core AVX512 CPU, torch 2.14, one thread,
-process CPU time, one ViT-B global attention (dim 768, 12 heads, 64x64 tokens, batch 1), forward + backward with
-gradients for input, qkv and rel_pos; ``benchmarks/bench_attention.py``): Meta 6.1 s and 2.35 GiB peak growth;
-``mask`` 6.3 s, 2.5 GiB (math kernel); ``fold`` 7.9 s, 0.2-0.4 GiB. Forward only (no grad, the teacher): Meta 2.8 s,
-``fold`` 2.1 s, ``mask`` 1.5 s (flash kernel with a mask). Only ``fold`` removes the HW x HW memory, which is what
-lets batch 4 at 1024 fit; its price on CPU is ~1.3x time in a forward + backward (the folded head is 64 + 64 + 64
-wide instead of 64), while the teacher's no-grad forward gets faster. On GPUs the fused kernels make it faster too.
+Why ``"fold"`` is the default (``benchmarks/bench_attention.py``, 2026-11-26, shared 2-core AVX512 CPU, torch 2.14,
+one thread, process CPU time, median of 3; one ViT-B global attention: dim 768, 12 heads, 64x64 tokens, batch 1,
+random rel_pos; forward + backward with gradients for input, qkv, proj and rel_pos):
 
-Outputs equal Meta's within float32 rounding (relative 1e-5 in the tests): only the summation order differs.
+    mode   fwd+bwd   peak growth   no-grad fwd
+    Meta   5.7 s     2328 MiB      2.8 s
+    fold   7.4 s      348 MiB      2.1 s   (CPU flash kernel, forward and backward)
+    mask   5.9 s     2448 MiB      1.5 s   (math kernel when the bias needs a gradient, flash under no_grad)
+
+Only ``fold`` removes the HW x HW memory (6.7x less here), which is what lets batch 4 at 1024 fit; its price on
+CPU is ~1.3x time in forward + backward (the folded head is 64 + 64 + 64 wide instead of 64), while the teacher's
+no-grad forward gets ~1.3x faster. ``mask`` saves nothing in training on CPU. On GPUs both go to fused kernels.
+
+Outputs and gradients equal Meta's within float32 rounding (tests: 2e-5 of the largest magnitude; ViT-B-sized
+blocks measure ~4e-7): only the summation order differs.
 """
 
 from __future__ import annotations
