@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"infosam {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         # Library code raises these with messages written for users (they name the file or option).
         print(f"infosam {args.command}: error: {err}", file=sys.stderr)
         return 2
