@@ -7,7 +7,12 @@ read from the teacher cache) -> both decoders -> structure loss + InfoSAM terms 
 
 Variants: ``plain`` (Meta's attention, no cache), ``fast`` (fold attention), ``cache`` (teacher embeddings read from
 a TeacherCache filled during warm-up, as from the second epoch on), ``fast+cache``, ``fast+cache+ckpt`` (plus
-activation checkpointing of every student encoder block).
+activation checkpointing of every student encoder block), ``fast+cache+bf16`` (forward passes under bf16 autocast,
+as ``train.precision: bf16``: not the same maths, a precision trade-off, reported apart).
+
+A worker whose resident set passes ``--max-rss-gib`` stops itself and is reported as not fitting, so a variant that
+needs more memory than the machine has is a table row instead of a machine brought down by swapping or the OOM
+killer.
 
 Peak memory: CPU = peak resident set (VmHWM, reset through /proc/self/clear_refs, else a 2 ms sampler) minus the
 resident set after building the models; CUDA = torch.cuda.max_memory_allocated minus the allocation after building.
@@ -30,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-VARIANTS = ("plain", "fast", "cache", "fast+cache", "fast+cache+ckpt")
+VARIANTS = ("plain", "fast", "cache", "fast+cache", "fast+cache+ckpt", "fast+cache+bf16")
 PARTS = ("student_encoder", "teacher_encoder", "decoders", "losses", "backward", "optimizer")
 
 
@@ -43,6 +48,23 @@ def _status_mib(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+class _RSSGuard:
+    """Stop this worker (exit code 3, a JSON error line) as soon as its resident set passes ``limit_mib``."""
+
+    def __init__(self, limit_mib: float) -> None:
+        self.limit = limit_mib
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            rss = _status_mib("VmRSS")
+            if rss > self.limit:
+                print(json.dumps({"error": f"does not fit: resident set passed {self.limit / 1024:.0f} GiB"}))
+                sys.stdout.flush()
+                os._exit(3)
+            time.sleep(0.02)
 
 
 class _PeakRSS:
@@ -116,6 +138,7 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
         "masks": masks.to(device),
         "boxes": boxes,
         "ids": [f"img{i}" for i in range(batch)],
+        "bf16": "bf16" in variant,
     }
     return teacher, student, relation, optimizer, cache, batch_data
 
@@ -130,6 +153,8 @@ def _step(parts, clock) -> dict[str, float]:
 
     teacher, student, relation, optimizer, cache, b = parts
     times: dict[str, float] = {}
+    autocast = torch.autocast(b["images"].device.type, dtype=torch.bfloat16, enabled=b["bf16"])
+    autocast.__enter__()
     t = clock()
     student_embeddings = encode_images(student, b["images"])
     times["student_encoder"], t = clock() - t, clock()
@@ -151,6 +176,7 @@ def _step(parts, clock) -> dict[str, float]:
     if b["images"].shape[0] >= 2:
         loss = loss + infosam_terms(relation, teacher_out, student_out)["total"]
     times["losses"], t = clock() - t, clock()
+    autocast.__exit__(None, None, None)
     loss.backward()
     times["backward"], t = clock() - t, clock()
     optimizer.step()
@@ -159,9 +185,13 @@ def _step(parts, clock) -> dict[str, float]:
     return times
 
 
-def run_variant(preset: str, batch: int, variant: str, device: str, steps: int, warmup: int) -> dict:
+def run_variant(
+    preset: str, batch: int, variant: str, device: str, steps: int, warmup: int, max_rss_gib: float
+) -> dict:
     """Build, warm up and time one variant in this process; returns medians (s) and peak memory (MiB)."""
     import torch
+
+    _RSSGuard(max_rss_gib * 1024)
 
     cuda = device.startswith("cuda")
 
@@ -199,12 +229,14 @@ def run_variant(preset: str, batch: int, variant: str, device: str, steps: int, 
 
 def _run_in_subprocess(args: argparse.Namespace, preset: str, batch: int, variant: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", preset, str(batch), variant, "--device", args.device]
-    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--max-rss-gib", str(args.max_rss_gib)]
     env = dict(os.environ)
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode == 3 and proc.stdout.strip():
+        return json.loads(proc.stdout.strip().splitlines()[-1])
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -261,13 +293,22 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads of each worker (default: 1 on CPU, where shared cores make OpenMP barriers spin for "
         "seconds and timings meaningless; pass the core count on a machine of your own)",
     )
+    parser.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=20.0,
+        help="stop a variant whose resident set passes this many GiB and report it as not fitting (CPU)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("PRESET", "BATCH", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup < 1 and any("cache" in v for v in args.variants):
         parser.error("--warmup must be >= 1 for cache variants (the warm-up fills the cache)")
     if args.worker:
         preset, batch, variant = args.worker
-        print(json.dumps(run_variant(preset, int(batch), variant, args.device, args.steps, args.warmup)))
+        result = run_variant(
+            preset, int(batch), variant, args.device, args.steps, args.warmup, args.max_rss_gib
+        )
+        print(json.dumps(result))
         return 0
     rows = []
     started = time.perf_counter()

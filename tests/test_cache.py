@@ -115,3 +115,14 @@ def test_files_appear_atomically(tmp_path, monkeypatch):
         cache.put(["b"], _embeddings(1))
     assert cache.get(["b"]) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["manifest.json", cache.path("a").name])
+
+
+def test_get_under_bf16_autocast_returns_float32(tmp_path):
+    """Training with precision bf16 reads the cache inside autocast; float16 rows must still come back as float32."""
+    cache = TeacherCache(tmp_path, _fingerprint())
+    x = torch.randn(2, 32, 8, 8)
+    cache.put(["a", "b"], x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cache.get(["a", "b"])
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, x, rtol=2**-10, atol=1e-7)

@@ -100,7 +100,8 @@ class TeacherCache:
         paths = [self.path(i) for i in ids]
         if not paths or not all(p.exists() for p in paths):
             return None
-        return torch.stack([self._read(p, i) for p, i in zip(paths, ids, strict=True)]).float()
+        # Upcast each row before stacking: under CPU bf16 autocast, stacking float16 tensors raises.
+        return torch.stack([self._read(p, i).float() for p, i in zip(paths, ids, strict=True)])
 
     def put(self, ids: Sequence[str], image_embeddings: Tensor) -> None:
         """Store image_embeddings (B, C, h, w), row b under ``ids[b]``; each file appears atomically."""
