@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 PRECISIONS = ("no", "fp16", "bf16")
+ATTENTIONS = ("fold", "mask", "meta")
 SEG_LOSSES = ("structure", "structure_release", "focal_dice_iou")
 EVAL_PROMPTS = ("box", "points")
 
@@ -29,6 +30,9 @@ class ModelConfig:
     """Official SAM weights (e.g. sam_vit_b_01ec64.pth); null = random initialisation (tests only)."""
     image_size: int | None = None
     """Override of the spec's input side (1024 for ViT-B/L/H, 64 for tiny); null = the spec's."""
+    attention: str = "fold"
+    """Encoder attention: fold (fused SDPA, rel-pos bias folded in, no HW x HW matrix), mask (SDPA with the bias as
+    a mask) or meta (Meta's original). All three compute the same function up to float rounding."""
 
 
 @dataclass
@@ -79,6 +83,8 @@ class TrainConfig:
     """Write a metrics.csv / TensorBoard row every this many optimizer steps."""
     cpu: bool = False
     """Train on the CPU even when an accelerator is present."""
+    activation_checkpointing: bool = False
+    """Recompute the student's encoder activations in backward instead of keeping them (less memory, more time)."""
 
 
 @dataclass
@@ -338,6 +344,7 @@ def validate_config(config: Config) -> None:
     from .sam.specs import SPECS
 
     _choice("model.name", config.model.name, tuple(SPECS))
+    _choice("model.attention", config.model.attention, ATTENTIONS)
     if config.model.image_size is not None and config.model.image_size < 16:
         raise ConfigError(f"model.image_size must be >= 16 or null, got {config.model.image_size}")
     _validate_peft(config.peft)
