@@ -300,7 +300,9 @@ def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     from .sam.build import PIXEL_MEAN, PIXEL_STD
 
     preprocessing = {"image_size": teacher.spec.image_size, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
-    fingerprint = teacher_fingerprint(teacher.spec, config.model.checkpoint, preprocessing)
+    # Without a checkpoint the teacher is random: fingerprint its weights so two such teachers never share a cache.
+    model = teacher if config.model.checkpoint is None else None
+    fingerprint = teacher_fingerprint(teacher.spec, config.model.checkpoint, preprocessing, model=model)
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
 
 
