@@ -91,3 +91,26 @@ def test_override_syntax_errors():
 
 def test_unquoted_no_precision_is_accepted():
     assert load_config(None, ["data.path=/x", "train.precision=no"]).train.precision == "no"
+
+
+def test_every_option_is_documented_in_train_help(capsys):
+    import dataclasses
+
+    from infosam.cli import main
+    from infosam.config import Config, option_docs
+
+    expected = []
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        if dataclasses.is_dataclass(value):
+            expected += [f"{section.name}.{f.name}" for f in dataclasses.fields(value)]
+        else:
+            expected.append(section.name)
+    rows = option_docs()
+    assert [key for key, _, _ in rows] == expected
+    assert all(doc for _, _, doc in rows), [key for key, _, doc in rows if not doc]
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in expected:
+        assert f"  {key} [" in out, key

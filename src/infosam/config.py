@@ -408,3 +408,41 @@ def _validate_peft(peft: PeftConfig) -> None:
         resolve_configs(peft.methods, peft.options)
     except ValueError as err:
         raise ConfigError(f"peft.methods / peft.options: {err}") from err
+
+
+# --------------------------------------------------------------------------------------------- documentation
+
+
+def option_docs() -> list[tuple[str, Any, str]]:
+    """Every ``section.option`` with its default and its one-line doc (read from this module's field docstrings),
+    in declaration order; used by ``infosam train --help``."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(inspect.getmodule(option_docs)))
+    docs: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        body, fields = node.body, {}
+        for stmt, nxt in zip(body, body[1:], strict=False):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                    fields[stmt.target.id] = " ".join(str(nxt.value.value).split())
+        docs[node.name] = fields
+    rows = []
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        value = getattr(defaults, section.name)
+        if not dataclasses.is_dataclass(value):
+            rows.append((section.name, value, docs["Config"].get(section.name, "")))
+            continue
+        for f in dataclasses.fields(value):
+            rows.append(
+                (
+                    f"{section.name}.{f.name}",
+                    getattr(value, f.name),
+                    docs[type(value).__name__].get(f.name, ""),
+                )
+            )
+    return rows

@@ -17,9 +17,16 @@ examples:
   torchrun --nproc_per_node 2 "$(which infosam)" train --config my.yaml          (one process per GPU)
   accelerate launch --num_processes 2 "$(which infosam)" train --config my.yaml
 
-Config options (section.option) are the fields of infosam.config.Config; every one has a one-line doc there.
 The run folder holds config.yaml, metrics.csv, tensorboard/, checkpoints/, weights/, eval/ and summary.json.
+
+config options (--set section.option=VALUE or in the YAML file; default in brackets):
 """
+
+
+def _options_help() -> str:
+    from ..config import option_docs
+
+    return "\n".join(f"  {key} [{default}]\n      {doc}" for key, default, doc in option_docs())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune SAM with PEFT (+ InfoSAM) or resume a run",
         description="Fine-tune a SAM student with PEFT, taught by the frozen pretrained SAM (InfoSAM), "
         "or train the plain PEFT baseline (--set infosam.enabled=false).",
-        epilog=EPILOG,
+        epilog=EPILOG + _options_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="YAML config (may `inherit` others)")
