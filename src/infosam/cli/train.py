@@ -38,7 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG + _options_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="YAML config (may `inherit` others)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="YAML config (may `inherit` others); without it, the defaults below plus --set",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -74,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
             )
         config = resume_config(args.resume)
     else:
-        if args.config is None:
-            raise CLIError("--config FILE.yaml is required (or --resume RUN_DIR)")
         overrides = list(args.overrides)
         if args.output is not None:
             overrides.append(f"output={args.output}")
@@ -88,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
     run_dir = train(
         config, resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress
     )
-    print(f"run folder: {run_dir}")
-    print(f"  trained weights: {run_dir / 'weights' / 'final'}")
-    print(f"  metrics: {run_dir / 'metrics.csv'}; test results: {run_dir / 'summary.json'}")
+    if os.environ.get("RANK", "0") == "0":  # one report, not one per process
+        print(f"run folder: {run_dir}")
+        print(f"  trained weights: {run_dir / 'weights' / 'final'}")
+        print(f"  metrics: {run_dir / 'metrics.csv'}; test results: {run_dir / 'summary.json'}")
     return 0
 
 
