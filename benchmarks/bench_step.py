@@ -315,8 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     for preset in args.presets:
         for batch in args.batches:
             for variant in args.variants:
-                rows.append((preset, batch, variant, _run_in_subprocess(args, preset, batch, variant)))
-                print(f"done {preset} b{batch} {variant}", file=sys.stderr, flush=True)
+                result = _run_in_subprocess(args, preset, batch, variant)
+                rows.append((preset, batch, variant, result))
+                # One JSON line per finished variant, so a long run stopped early still leaves its results.
+                print(
+                    json.dumps({"preset": preset, "batch": batch, "variant": variant, **result}),
+                    file=sys.stderr,
+                )
+                sys.stderr.flush()
     print(_table(rows))
     print(
         f"\n{args.device}, {os.cpu_count()} logical CPUs, {time.strftime('%Y-%m-%d')}, "
