@@ -11,27 +11,12 @@ import torch
 
 from infosam.distill.loss import InfoSAMLoss, InfoSAMWeights, distill_loss, infosam_terms
 from infosam.distill.relation import RelationModule
+from numpy_reference import relation_rows
 
 C = 8
 
 
 # ---- an independent float64 NumPy implementation of method.md sections 2-4 ----
-def _np_layer_norm(x, w, b, eps=1e-5):
-    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * w + b
-
-
-def _np_relation(p, emb, tok):
-    b, c = emb.shape[:2]
-    z_i = _np_layer_norm(
-        emb.reshape(b, c, -1).transpose(0, 2, 1), p["norm_image.weight"], p["norm_image.bias"]
-    )
-    z_m = _np_layer_norm(tok, p["norm_token.weight"], p["norm_token.bias"])
-    q = z_m @ p["query.weight"].T + p["query.bias"]
-    k = z_i @ p["key.weight"].T + p["key.bias"]
-    r = (q @ k.transpose(0, 2, 1) / math.sqrt(c) + z_m @ z_i.transpose(0, 2, 1))[:, 0, :]
-    return r / np.linalg.norm(r, axis=1, keepdims=True)
-
-
 def _np_gram(x):
     x = x.reshape(x.shape[0], -1)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -44,7 +29,7 @@ def _np_log2_fro2(a):
 
 
 def _np_terms(p, t_emb, t_tok, s_emb, s_tok):
-    r_t, r_s = _np_relation(p, t_emb, t_tok), _np_relation(p, s_emb, s_tok)
+    r_t, r_s = relation_rows(p, t_emb, t_tok), relation_rows(p, s_emb, s_tok)
     g_i, g_m, g_rt, g_rs = _np_gram(t_emb), _np_gram(t_tok), _np_gram(r_t), _np_gram(r_s)
     g_imr = g_i * g_m * g_rt
     g_imr = g_imr / np.trace(g_imr)

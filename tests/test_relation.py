@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from infosam.distill.relation import RelationModule
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = x.var(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+from numpy_reference import relation_rows
 
 
 def reference_relation(
     module: RelationModule, image_embeddings: np.ndarray, mask_tokens: np.ndarray
 ) -> np.ndarray:
-    """NumPy float64 relation rows, written from the formula of method.md section 2."""
-    p = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
-    b, c = image_embeddings.shape[:2]
-    z_i = _layer_norm(
-        image_embeddings.reshape(b, c, -1).transpose(0, 2, 1), p["norm_image.weight"], p["norm_image.bias"]
-    )
-    z_m = _layer_norm(mask_tokens, p["norm_token.weight"], p["norm_token.bias"])
-    q = z_m @ p["query.weight"].T + p["query.bias"]
-    k = z_i @ p["key.weight"].T + p["key.bias"]
-    r = (q @ k.transpose(0, 2, 1) / math.sqrt(c) + z_m @ z_i.transpose(0, 2, 1))[:, 0, :]
-    return r / np.linalg.norm(r, axis=1, keepdims=True)
+    """NumPy float64 relation rows of ``module``'s parameters."""
+    params = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
+    return relation_rows(params, image_embeddings, mask_tokens)
 
 
 def _randomised(dim: int, seed: int = 0) -> RelationModule:
