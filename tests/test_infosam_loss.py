@@ -219,6 +219,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             dist.all_reduce(g)
             g /= world
         torch.save({"total": terms["total"].detach(), "grads": grads}, f"{out_dir}/rank{rank}.pt")
+        # Both processes leave together: tearing gloo down while the peer is still in a collective aborted
+        # a worker now and then ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
