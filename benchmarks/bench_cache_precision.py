@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from infosam.distill.relation import RelationModule
     from infosam.peft import apply_peft
     from infosam.sam.attention import enable_fast_attention
-    from infosam.sam.build import PIXEL_MEAN, PIXEL_STD, build_sam
+    from infosam.sam.build import build_sam
     from infosam.sam.forward import decode, encode_images
+    from infosam.sam.transforms import get_transform
 
     started = time.perf_counter()
     torch.manual_seed(0)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         exact = encode_images(teacher, images)
         student_out = decode(student, encode_images(student, images), boxes=boxes)
-        prep = {"image_size": args.image_size, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
+        prep = get_transform(teacher.spec).fingerprint()
         fingerprint = teacher_fingerprint(teacher.spec, args.checkpoint, prep, model=teacher)
         ids = [f"image{i}" for i in range(args.batch)]
         results = {}

@@ -10,11 +10,10 @@ from infosam.metrics import (
     image_metrics,
     iou_dice,
     logits_to_map,
-    logits_to_original,
     summarize,
     to_uint8,
 )
-from infosam.sam.preprocess import preprocess_mask, resize_longest_side_shape
+from infosam.sam.transforms import MetaSamTransform
 
 
 def gt_20x20():
@@ -85,24 +84,24 @@ def test_logits_to_original_crops_padding_and_resizes():
     h_orig, w_orig = 30, 50
     gt = np.zeros((h_orig, w_orig), bool)
     gt[5:25, 10:35] = True
-    size = 64
-    padded = preprocess_mask(gt, size)[None]  # (1, 1, 64, 64)
+    transform = MetaSamTransform(64)
+    padded = transform.mask(gt)[None]  # (1, 1, 64, 64)
     low = F.avg_pool2d(padded, 4)  # (1, 1, 16, 16) like SAM's low-res logits
-    logits = (low[0] - 0.5) * 40
-    full = logits_to_original(logits, resize_longest_side_shape(h_orig, w_orig, size), (h_orig, w_orig), size)
+    logits = (low - 0.5) * 40
+    full = transform.postprocess(logits, transform.input_shape(h_orig, w_orig), (h_orig, w_orig))[0, 0]
     assert full.shape == (h_orig, w_orig)
     prob = logits_to_map(full).numpy()
     assert iou_dice(prob, gt)[0] > 0.9
     # Constant logits stay constant.
-    const = logits_to_original(torch.full((1, 16, 16), 2.0), (38, 64), (30, 50), size)
-    torch.testing.assert_close(const, torch.full((30, 50), 2.0))
+    const = transform.postprocess(torch.full((1, 1, 16, 16), 2.0), (38, 64), (30, 50))
+    torch.testing.assert_close(const, torch.full((1, 1, 30, 50), 2.0))
 
 
 def test_accumulator_rows_and_summary():
-    acc = MetricAccumulator(64)
+    acc = MetricAccumulator()
     gt = np.ones((64, 64), bool)
-    acc.add("a", torch.full((1, 16, 16), 10.0), (64, 64), (64, 64), gt)
-    acc.add("b", torch.full((1, 16, 16), -10.0), (64, 64), (64, 64), gt)
+    acc.add("a", torch.full((64, 64), 10.0), gt)
+    acc.add("b", torch.full((64, 64), -10.0), gt)
     assert [r["id"] for r in acc.rows] == ["a", "b"]
     s = acc.summary()
     assert s["n_images"] == 2 and s["IoU"] == pytest.approx(0.5)

@@ -6,16 +6,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from infosam import predict as predict_module
 from infosam.cli import main
-from infosam.config import config_from_dict, save_config
+from infosam.config import config_from_dict
+from infosam.data.prompts import tight_box
 from infosam.data.synthetic import synthetic_pair
 from infosam.model import build_base
-from infosam.peft import apply_peft, save_peft
-from infosam.predict import Prompt, box_from_mask, load_student, map_coords, map_prompt, predict_files
+from infosam.peft import apply_peft
+from infosam.predict import Prompt, map_prompt, predict_files
+from infosam.runs import RunDir, load_run
 from infosam.sam.checkpoint import save_sam_checkpoint
+from infosam.sam.transforms import MetaSamTransform
+
+
+def box_from_mask(mask):
+    return tuple(tight_box(mask).tolist())
+
 
 SIZES = [(40, 70), (90, 50), (64, 64)]  # (H, W): landscape, portrait, square
 
@@ -35,30 +42,20 @@ def images(tmp_path):
 @pytest.fixture
 def run_dir(tmp_path):
     """A run folder as train() leaves it: config.yaml + PEFT weights of a tiny adapter+decoder student."""
-    run = tmp_path / "run"
+    run = RunDir(tmp_path / "run").create()
     config = config_from_dict(
-        {"model": {"name": "tiny"}, "data": {"path": str(tmp_path)}, "output": str(run)}
+        {"model": {"name": "tiny"}, "data": {"path": str(tmp_path)}, "output": str(run.path)}
     )
     student = build_base(config.model, seed=config.train.seed)
     spec = apply_peft(student, "adapter+decoder", {"adapter": {"init": "torch"}})
-    run.mkdir()
-    save_config(config, run / "config.yaml")
-    save_peft(run / "weights" / "final" / "peft.safetensors", student, spec)
-    return run, student.eval()
-
-
-def test_map_coords_matches_meta_resize_longest_side():
-    original = (100, 200)  # H, W -> resized to (32, 64) at S = 64
-    box = np.array([[20.0, 10.0], [180.0, 90.0]])
-    mapped = map_coords(box, original, 64)
-    np.testing.assert_allclose(mapped, [[6.4, 3.2], [57.6, 28.8]])
-    meta = ResizeLongestSide(64).apply_boxes(box.reshape(1, 4), original)
-    np.testing.assert_allclose(mapped.reshape(1, 4), meta)
+    run.write_config(config)
+    run.save_weights(student, spec)
+    return run.path, student.eval()
 
 
 def test_map_prompt_gives_decode_keywords():
     prompt = Prompt(box=(10, 20, 30, 40), points=((5, 6), (7, 8)), labels=(1, 0))
-    out = map_prompt(prompt, (128, 64), 64)  # scale 0.5 on both axes
+    out = map_prompt(prompt, (128, 64), MetaSamTransform(64))  # scale 0.5 on both axes
     assert torch.equal(out["boxes"], torch.tensor([[5.0, 10.0, 15.0, 20.0]]))
     assert torch.equal(out["points"], torch.tensor([[[2.5, 3.0], [3.5, 4.0]]]))
     assert torch.equal(out["point_labels"], torch.tensor([[1, 0]]))
@@ -103,7 +100,7 @@ def test_predict_passes_mapped_prompts_to_the_student(run_dir, images, tmp_path,
         return real_forward(model, pixels, **prompts)
 
     monkeypatch.setattr(predict_module, "sam_forward", spy)
-    student = load_student(run)
+    _, student = load_run(run)
     for (name, a), b in zip(student.named_parameters(), trained.parameters(), strict=True):
         assert torch.equal(a, b), name
     predict_files(
@@ -122,7 +119,7 @@ def test_box_per_image_from_masks_folder(run_dir, images, tmp_path, monkeypatch)
         "predict_probabilities",
         lambda m, img, p: boxes.append(p.box) or np.zeros(img.shape[:2]),
     )
-    student = load_student(run)
+    _, student = load_run(run)
     written = predict_files(student, [images / "images"], tmp_path / "o", masks_dir=images / "masks")
     assert [p.image.name for p in written] == ["img0.png", "img1.png", "img2.png"]
     for i, box in enumerate(boxes):
@@ -191,3 +188,43 @@ def test_zero_shot_model_without_run(images, tmp_path):
     assert main([*args, "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["img0.png", "img1.png", "img2.png"]
     assert main(["predict", "--model", "tiny", str(images / "images"), "--box", "2", "2", "30", "30"]) == 2
+
+
+def test_exif_rotated_jpeg_predict_sees_what_the_dataset_sees(run_dir, tmp_path, monkeypatch):
+    """A phone JPEG stored sideways (EXIF orientation 6) with its mask drawn on the stored pixels: prediction and
+    the dataset read identical upright pixels, the same mask and so the same box."""
+    from infosam.data.formats import open_dataset
+
+    run, _ = run_dir
+    root = tmp_path / "phone"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    stored, mask = synthetic_pair(0, domain="target", size=(40, 70))  # stored H x W = 40 x 70
+    mask[:, :20] = 0  # an off-centre object, so a wrong orientation moves the box
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: upright 70 x 40
+    Image.fromarray(stored).save(root / "images" / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(mask * 255).save(root / "masks" / "phone.png")
+
+    seen = []
+    real_forward = predict_module.sam_forward
+
+    def spy(model, pixels, **prompts):
+        seen.append((pixels, prompts))
+        return real_forward(model, pixels, **prompts)
+
+    monkeypatch.setattr(predict_module, "sam_forward", spy)
+    _, student = load_run(run)
+    (job,) = predict_files(student, [root / "images"], tmp_path / "out", masks_dir=root / "masks")
+
+    dataset = open_dataset(root, transform=MetaSamTransform(64))
+    sample = dataset[0]
+    image, truth = dataset.read_pair(0)
+    assert image.shape[:2] == (70, 40)  # the dataset turned it upright
+    pixels, prompts = seen[0]
+    assert torch.equal(pixels[0], sample["image"])
+    assert job.prompt.box == box_from_mask(truth)
+    expected = MetaSamTransform(64).boxes(torch.tensor([job.prompt.box]), (70, 40))
+    torch.testing.assert_close(prompts["boxes"], expected)
+    written = np.asarray(Image.open(job.mask))
+    assert written.shape == (70, 40)

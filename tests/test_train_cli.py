@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from infosam import runs
 from infosam.cli import main
@@ -61,3 +62,32 @@ def test_atomic_folder_replace_and_metrics_truncation_on_resume(tmp_path):
         log.append({"step": step, "loss": 0.5})
     runs.MetricsLog(tmp_path / "m.csv", ["step", "loss"], resume_step=2)
     assert (tmp_path / "m.csv").read_text().splitlines() == ["step,loss", "1,0.5", "2,0.5"]
+
+
+def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
+    from infosam.config import config_from_dict
+    from infosam.model import build_base
+    from infosam.peft import apply_peft
+
+    run = runs.RunDir(tmp_path / "run")
+    assert not run.is_run()
+    assert run.weights_dir() == run.path / "weights" / "final"
+    assert run.weights_dir(3) == run.path / "weights" / "epoch-003"
+    assert run.evaluation_file(10) == run.path / "eval" / "epoch-010.json"
+    assert run.sample_log(1) == run.path / "samples-rank1.txt"
+    config = config_from_dict({"model": {"name": "tiny"}, "data": {"path": "x"}, "output": "elsewhere"})
+    student = build_base(config.model, seed=config.train.seed)  # what load_run rebuilds the base from
+    spec = apply_peft(student, "decoder")
+    run.create().write_config(config)
+    with pytest.raises(FileNotFoundError, match="holds no trained weights"):
+        run.student_weights()
+    run.save_weights(student, spec, epoch=2)
+    assert run.student_weights() == run.weights_dir(2) / "peft.safetensors"
+    run.save_weights(student, spec)
+    assert run.student_weights() == run.weights_dir() / "peft.safetensors"
+
+    loaded_config, loaded = runs.load_run(run.path)
+    assert loaded_config.output == str(run.path) and loaded_config.model.name == "tiny"
+    assert not loaded.training
+    for (name, a), b in zip(loaded.named_parameters(), student.parameters(), strict=True):
+        assert torch.equal(a, b), name

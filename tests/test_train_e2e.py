@@ -123,10 +123,12 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
 
 
 def test_resume_without_checkpoint_config_fails_clearly(tmp_path):
-    from infosam.train import resume_config
+    from infosam.runs import RunDir, load_run
 
     with pytest.raises(FileNotFoundError, match="not a run folder"):
-        resume_config(tmp_path)
+        RunDir(tmp_path).read_config()
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        load_run(tmp_path)
 
 
 class _DictCache:

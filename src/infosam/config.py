@@ -325,10 +325,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
+def config_to_yaml(config: Config) -> str:
+    """The resolved config as YAML text (loadable by :func:`load_config`)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+
+
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (loadable by :func:`load_config`)."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-    Path(path).write_text(text, encoding="utf-8")
+    Path(path).write_text(config_to_yaml(config), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------- validation

@@ -26,14 +26,18 @@ from torch import Tensor
 
 from .config import config_from_dict, validate_config
 from .data.formats import open_dataset
-from .data.prompts import noisy_box
+from .data.prompts import noisy_box, tight_box
+from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
 from .losses import segmentation_loss
 from .model import build_base
-from .predict import Prompt, box_from_mask, load_student, overlay, predict_probabilities, read_image
+from .predict import Prompt, overlay, predict_probabilities
+from .runs import load_run
 from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
+from .sam.specs import get_spec
+from .sam.transforms import get_transform
 from .train import train
 
 TABLE_METRICS = ("S", "E_adp", "IoU", "Dice")
@@ -144,7 +148,7 @@ def run_demo(
     say(f"[2/4] teacher pretrained on the source domain -> {checkpoint} ({seconds['pretrain_teacher']} s)")
 
     run_dir = train(finetune_config(data["target"], checkpoint, out / "run", settings))
-    student = load_student(run_dir)
+    _, student = load_run(run_dir)
     lap("finetune")
     say(f"[3/4] InfoSAM fine-tuning on the target domain -> {run_dir} ({seconds['finetune']} s)")
 
@@ -181,7 +185,7 @@ def make_data(root: Path, settings: DemoSettings) -> dict[str, Path]:
 
 def _load_all(folder: Path) -> tuple[Tensor, Tensor]:
     """Every pair of a folder dataset as SAM inputs: images (N, 3, S, S) and masks (N, 1, S, S)."""
-    dataset = open_dataset(folder, image_size=IMAGE_SIZE)
+    dataset = open_dataset(folder, transform=get_transform(get_spec("tiny")))
     samples = [dataset[i] for i in range(len(dataset))]
     return torch.stack([s["image"] for s in samples]), torch.stack([s["mask"] for s in samples])
 
@@ -241,8 +245,9 @@ def finetune_config(target: Path, checkpoint: Path, run_dir: Path, settings: Dem
 
 def score(teacher: Sam, student: Sam, data: dict[str, Path], settings: DemoSettings) -> list[dict]:
     """Table rows: the teacher on source (sanity) and target (zero-shot), the student on target."""
-    source_test = open_dataset(data["source_test"], image_size=IMAGE_SIZE)
-    target_test = open_dataset(data["target"], split="test", image_size=IMAGE_SIZE)
+    transform = get_transform(student.spec)
+    source_test = open_dataset(data["source_test"], transform=transform)
+    target_test = open_dataset(data["target"], split="test", transform=transform)
     runs = [
         ("teacher (tiny SAM, source-pretrained)", "source test", teacher, source_test),
         ("teacher zero-shot", "target test", teacher, target_test),
@@ -272,9 +277,9 @@ def write_overlays(teacher: Sam, student: Sam, test_dir: Path, out: Path, count:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for image_path in sorted((test_dir / "images").glob("*.png"))[:count]:
-        image = read_image(image_path)
-        truth = np.asarray(Image.open(test_dir / "masks" / image_path.name).convert("L")) > 0
-        prompt = Prompt(box=box_from_mask(truth))
+        image, info = read_image(image_path)
+        truth = read_mask(test_dir / "masks" / image_path.name, info)
+        prompt = Prompt(box=tuple(tight_box(truth).tolist()))
         panels = [Image.fromarray(image), overlay(image, truth, prompt)]
         for model in (teacher, student):
             panels.append(overlay(image, predict_probabilities(model, image, prompt) > 0.5, prompt))

@@ -12,6 +12,7 @@ from .data.formats import SegmentationDataset
 from .data.prompts import test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import sam_forward
+from .sam.transforms import get_transform
 
 PROMPT_MODES = ("box", "points")
 
@@ -57,7 +58,8 @@ def evaluate(
 
     Args:
         model: a SAM (``infosam.sam.build.build_sam``, possibly with PEFT); put in eval mode here.
-        dataset: a :class:`SegmentationDataset` whose ``image_size`` equals the model's input size.
+        dataset: a :class:`SegmentationDataset` made with the model's transform
+            (``open_dataset(..., transform=get_transform(model.spec))``).
         prompt: ``"box"`` (noisy box, seeded per image) or ``"points"`` (``n_fg`` foreground + ``n_bg`` background).
         seed: prompt seed (the prompt of an image depends only on ``seed`` and its id).
         compat: reproduce the release's table (clipped logits, IoU/Dice over five thresholds); see
@@ -70,13 +72,15 @@ def evaluate(
     """
     if prompt not in PROMPT_MODES:
         raise ValueError(f"prompt {prompt!r} is not one of {list(PROMPT_MODES)}")
-    model_size = model.image_encoder.img_size
-    if dataset.image_size != model_size:
+    transform = get_transform(model.spec)
+    if dataset.image_size != transform.image_size:
         raise ValueError(
-            f"dataset image_size {dataset.image_size} differs from the model's input size {model_size}"
+            f"dataset image_size {dataset.image_size} differs from the model's input size {transform.image_size}"
         )
+    if dataset.transform != transform:
+        raise ValueError(f"dataset transform {dataset.transform} differs from the model's {transform}")
     model.eval().to(device)
-    scores = MetricAccumulator(model_size, compat=compat)
+    scores = MetricAccumulator(compat=compat)
     loader = DataLoader(
         _WithOriginalMask(dataset),
         batch_size=batch_size,
@@ -98,13 +102,10 @@ def evaluate(
         prompts = {k: v.to(device) for k, v in prompts.items()}
         out = sam_forward(model, batch["image"].to(device), **prompts)
         for i, image_id in enumerate(batch["id"]):
-            scores.add(
-                image_id,
-                out.low_res_logits[i],
-                batch["input_size"][i],
-                batch["original_size"][i],
-                np.asarray(batch["original_mask"][i]),
+            logits = transform.postprocess(
+                out.low_res_logits[i : i + 1], batch["input_size"][i], batch["original_size"][i]
             )
+            scores.add(image_id, logits[0, 0], np.asarray(batch["original_mask"][i]))
         done += len(batch["id"])
         if on_batch is not None:
             on_batch(done, len(dataset))

@@ -1,8 +1,8 @@
 """Evaluation metrics at each image's original resolution.
 
-From logits to a map: the ``(1, 4e, 4e)`` low-res logits are upsampled to ``S x S`` (bilinear,
-``align_corners=False``), cropped to the resized image ``h x w`` (the padding removed), resized to the original
-``H x W`` (bilinear), then turned into a map in [0, 1] by ``sigmoid`` (the correct input), or, in the
+From logits to a map: the model's transform brings the low-res logits back to the original ``H x W``
+(:meth:`infosam.sam.transforms.SamTransform.postprocess`: for SAM, bilinear up to ``S x S``, crop the padding,
+bilinear to ``H x W``); they become a map in [0, 1] by ``sigmoid`` (the correct input), or, in the
 **compatibility mode** that reproduces the paper's release, by ``clip(logits, 0, 1)``.
 
 Metrics per image (rows), then the mean over images (summary):
@@ -20,42 +20,18 @@ Metrics per image (rows), then the mean over images (summary):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import py_sod_metrics as sod
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 THRESHOLDS = (0.5,)
 COMPAT_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 METRIC_NAMES = ("S", "E_adp", "E_mean", "Fw", "MAE", "IoU", "Dice")
-
-
-def logits_to_original(
-    low_res_logits: Tensor,
-    input_size: Sequence[int] | Tensor,
-    original_size: Sequence[int] | Tensor,
-    image_size: int,
-) -> Tensor:
-    """Logits of one image at its original resolution.
-
-    Args:
-        low_res_logits: ``(1, h', w')`` or ``(h', w')`` decoder logits of one image.
-        input_size: ``(h, w)`` resized size before padding. original_size: ``(H, W)``.
-        image_size: side S of the padded model input.
-
-    Returns:
-        ``(H, W)`` float32 logits.
-    """
-    x = low_res_logits.float().reshape(1, 1, *low_res_logits.shape[-2:])
-    h, w = (int(v) for v in input_size)
-    big_h, big_w = (int(v) for v in original_size)
-    x = F.interpolate(x, (image_size, image_size), mode="bilinear", align_corners=False)
-    x = x[..., :h, :w]
-    x = F.interpolate(x, (big_h, big_w), mode="bilinear", align_corners=False)
-    return x[0, 0]
+LOWER_IS_BETTER = frozenset({"MAE"})
+"""Metrics where a smaller value is better (all others: larger is better)."""
 
 
 def logits_to_map(logits: Tensor, *, compat: bool = False) -> Tensor:
@@ -120,21 +96,36 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
     return summary
 
 
-class MetricAccumulator:
-    """Collects per-image rows from logits; ``summary()`` gives the means.
+def is_better(name: str, value: float, than: float) -> bool:
+    """Whether ``value`` of metric ``name`` beats ``than`` (smaller for :data:`LOWER_IS_BETTER`, else larger)."""
+    return value < than if name in LOWER_IS_BETTER else value > than
 
-    ``add`` takes one image's low-res logits ``(1, h', w')``, its ``input_size``, ``original_size`` and
-    ``(H, W)`` bool ground truth at original resolution.
+
+def best_of(summaries: Mapping[int, Mapping[str, float]]) -> dict[str, dict]:
+    """The best value of each metric over several evaluations, keyed by e.g. epoch: ``{name: {"epoch": k,
+    "value": v}}`` (the first such key wins ties; metrics absent from every summary are left out)."""
+    best: dict[str, dict] = {}
+    for key, summary in sorted(summaries.items()):
+        for name in METRIC_NAMES:
+            value = summary.get(name)
+            if value is not None and (name not in best or is_better(name, value, best[name]["value"])):
+                best[name] = {"epoch": key, "value": value}
+    return best
+
+
+class MetricAccumulator:
+    """Collects per-image rows from logits at original resolution; ``summary()`` gives the means.
+
+    ``add`` takes one image's ``(H, W)`` logits (e.g. from the model's transform's ``postprocess``) and its
+    ``(H, W)`` bool ground truth.
     """
 
-    def __init__(self, image_size: int, *, compat: bool = False):
-        self.image_size = image_size
+    def __init__(self, *, compat: bool = False):
         self.compat = compat
         self.rows: list[dict] = []
 
-    def add(self, image_id: str, low_res_logits: Tensor, input_size, original_size, gt: np.ndarray) -> dict:
-        logits = logits_to_original(low_res_logits, input_size, original_size, self.image_size)
-        prob = logits_to_map(logits, compat=self.compat).cpu().numpy().astype(np.float64)
+    def add(self, image_id: str, logits: Tensor, gt: np.ndarray) -> dict:
+        prob = logits_to_map(logits.float(), compat=self.compat).cpu().numpy().astype(np.float64)
         row = {"id": image_id, **image_metrics(prob, np.asarray(gt, dtype=bool), compat=self.compat)}
         self.rows.append(row)
         return row

@@ -1,8 +1,10 @@
 """Segment image files with a fine-tuned student (or zero-shot SAM) from prompts given in original pixels.
 
 Prompts (a box, points, or a box taken from a mask file per image) are given in each image's ORIGINAL pixel
-coordinates; they are mapped into the model's padded S x S input frame the way Meta's ``ResizeLongestSide`` maps
-them (x scaled by w/W, y by h/H, where (h, w) is the resized size). Masks come back at each image's original size.
+coordinates of the upright image; images and masks are read by :mod:`infosam.data.reading` (EXIF orientation
+applied, masks binarised by its one rule) exactly as for training and evaluation, and the model's transform
+(:func:`infosam.sam.transforms.get_transform`) maps image and prompt into its input frame and the logits back.
+Masks come back at each image's original (upright) size.
 
 Outputs, per image ``<stem>``: ``<out>/masks/<stem>.png`` (0/255) and ``<out>/overlays/<stem>.png`` (the image
 with the mask tinted and the prompt drawn). Existing outputs are never overwritten unless asked.
@@ -16,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from segment_anything.modeling import Sam
 
 from .config import ModelConfig
-from .metrics import logits_to_original
+from .data.prompts import tight_box
+from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask, upright_shape
 from .model import build_base
 from .sam.forward import sam_forward
-from .sam.preprocess import preprocess_image, resize_longest_side_shape
+from .sam.transforms import SamTransform, get_transform
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _TINT = np.array([30, 144, 255], dtype=np.float32)  # mask colour in overlays
 _BOX_COLOUR = (255, 215, 0)
 _POINT_COLOURS = {1: (0, 220, 0), 0: (230, 0, 0)}
@@ -66,42 +68,22 @@ class Prompt:
                 )
 
 
-def map_coords(coords: np.ndarray, original_size: tuple[int, int], image_size: int) -> np.ndarray:
-    """Map xy coordinates (..., 2) from an original H x W image into the padded ``image_size`` input frame."""
-    height, width = original_size
-    new_h, new_w = resize_longest_side_shape(height, width, image_size)
-    out = np.asarray(coords, dtype=np.float64).copy()
-    out[..., 0] *= new_w / width
-    out[..., 1] *= new_h / height
-    return out
-
-
-def map_prompt(prompt: Prompt, original_size: tuple[int, int], image_size: int) -> dict[str, torch.Tensor]:
+def map_prompt(
+    prompt: Prompt, original_size: tuple[int, int], transform: SamTransform
+) -> dict[str, torch.Tensor]:
     """The prompt as :func:`infosam.sam.forward.decode` keywords for a batch of one image.
 
     Returns ``boxes`` (1, 4) and/or ``points`` (1, N, 2) + ``point_labels`` (1, N), in input-pixel coordinates.
     """
     out: dict[str, torch.Tensor] = {}
     if prompt.box is not None:
-        box = map_coords(np.reshape(prompt.box, (2, 2)), original_size, image_size).reshape(1, 4)
+        box = transform.boxes(np.asarray(prompt.box, dtype=np.float64)[None], original_size)
         out["boxes"] = torch.as_tensor(box, dtype=torch.float32)
     if prompt.points:
-        points = map_coords(np.asarray(prompt.points), original_size, image_size)
+        points = transform.coords(np.asarray(prompt.points, dtype=np.float64), original_size)
         out["points"] = torch.as_tensor(points, dtype=torch.float32)[None]
         out["point_labels"] = torch.as_tensor(prompt.labels, dtype=torch.int64)[None]
     return out
-
-
-def box_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """Tight box (x0, y0, x1, y1) of the foreground (non-zero) pixels of an (H, W) mask, pixel indices inclusive.
-
-    Raises:
-        ValueError: the mask has no foreground pixel.
-    """
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        raise ValueError("mask has no foreground pixel")
-    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -114,9 +96,9 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise FileNotFoundError(f"{item} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
+                raise FileNotFoundError(f"{item} holds no image file ({', '.join(IMAGE_EXTENSIONS)})")
             files.extend(found)
         elif item.is_file():
             files.append(item)
@@ -132,97 +114,21 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of ``path``; ValueError naming the file when it is not a readable image."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-
-
-def _image_shape(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file without decoding its pixels; ValueError naming the file when unreadable."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-
-
 def mask_prompt(masks_dir: Path, image_path: Path) -> Prompt:
-    """A box prompt from the mask with the same stem as ``image_path`` in ``masks_dir`` (any image suffix)."""
-    candidates = [masks_dir / f"{image_path.stem}{s}" for s in IMAGE_SUFFIXES]
+    """A box prompt from the mask with the same stem as ``image_path`` in ``masks_dir`` (any image suffix): the
+    tight box of the mask read and oriented as a dataset reads it (:func:`infosam.data.reading.read_mask`)."""
+    candidates = [masks_dir / f"{image_path.stem}{s}" for s in IMAGE_EXTENSIONS]
     found = [p for p in candidates if p.is_file()]
     if not found:
         raise FileNotFoundError(
             f"no mask for {image_path.name} in {masks_dir} (looked for {image_path.stem}.png etc.)"
         )
-    try:
-        with Image.open(found[0]) as image:
-            mask = np.asarray(image.convert("L")) > 0
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read mask {found[0]}: {err}") from err
-    try:
-        return Prompt(box=box_from_mask(mask))
-    except ValueError as err:
-        raise ValueError(f"mask {found[0]} is empty: no box can be derived from it") from err
-
-
-def find_student_weights(run_dir: str | Path) -> Path:
-    """The PEFT weights a run ended with: ``weights/final``, else its newest resume checkpoint, else its newest
-    evaluated epoch (``weights/epoch-*``).
-
-    Raises:
-        FileNotFoundError: the run folder holds no PEFT weights (the message lists where it looked).
-    """
-    from . import runs
-    from .train import PEFT_FILE
-
-    run_dir = Path(run_dir)
-    candidates = [run_dir / "weights" / "final" / PEFT_FILE]
-    latest = runs.latest_checkpoint(run_dir) if (run_dir / runs.CHECKPOINTS).is_dir() else None
-    if latest is not None:
-        candidates.append(latest / PEFT_FILE)
-    candidates += [p / PEFT_FILE for p in sorted((run_dir / "weights").glob("epoch-*"), reverse=True)]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"{run_dir} holds no trained weights: looked for weights/final/{PEFT_FILE}, the latest checkpoint "
-        f"and weights/epoch-*/{PEFT_FILE}"
-    )
-
-
-def load_student(
-    run_dir: str | Path,
-    *,
-    checkpoint: str | Path | None = None,
-    weights: str | Path | None = None,
-    device: str | torch.device = "cpu",
-) -> Sam:
-    """The fine-tuned student of a run, in eval mode: base SAM from the run's ``config.yaml`` (+ checkpoint),
-    then the saved PEFT weights. The relation module is a training-time device and is not loaded.
-
-    Args:
-        run_dir: the run folder written by :func:`infosam.train.train`.
-        checkpoint: base SAM weights to use instead of the path recorded in the run's config (moved files).
-        weights: a ``peft.safetensors`` to load instead of :func:`find_student_weights`'s choice.
-    """
-    from .peft import load_peft
-    from .train import resume_config
-
-    config = resume_config(run_dir)
-    if checkpoint is not None:
-        config.model.checkpoint = str(checkpoint)
-    elif config.model.checkpoint is not None and not Path(config.model.checkpoint).expanduser().is_file():
-        raise FileNotFoundError(
-            f"base SAM checkpoint {config.model.checkpoint} (model.checkpoint in {Path(run_dir) / 'config.yaml'}) "
-            "not found; pass --checkpoint with its new location"
-        )
-    model = build_base(config.model, seed=config.train.seed)
-    load_peft(Path(weights) if weights is not None else find_student_weights(run_dir), model)
-    return model.eval().to(device)
+    image, image_info = open_image(image_path)
+    image.close()
+    box = tight_box(read_mask(found[0], image_info))
+    if box is None:
+        raise ValueError(f"mask {found[0]} is empty: no box can be derived from it")
+    return Prompt(box=tuple(box.tolist()))
 
 
 def load_zero_shot(
@@ -235,14 +141,15 @@ def load_zero_shot(
 
 @torch.no_grad()
 def predict_probabilities(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
-    """Foreground probabilities (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB."""
+    """Foreground probabilities (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB (upright,
+    as :func:`infosam.data.reading.read_image` returns it)."""
     device = next(model.parameters()).device
-    image_size = model.image_encoder.img_size
+    transform = get_transform(model.spec)
     original_size = (int(image.shape[0]), int(image.shape[1]))
-    pixels, input_size = preprocess_image(image, image_size)
-    prompts = {k: v.to(device) for k, v in map_prompt(prompt, original_size, image_size).items()}
+    pixels, input_size = transform.image(image)
+    prompts = {k: v.to(device) for k, v in map_prompt(prompt, original_size, transform).items()}
     output = sam_forward(model, pixels[None].to(device), **prompts)
-    logits = logits_to_original(output.low_res_logits, input_size, original_size, image_size)
+    logits = transform.postprocess(output.low_res_logits, input_size, original_size)
     return torch.sigmoid(logits.float()).reshape(original_size).cpu().numpy()
 
 
@@ -307,14 +214,14 @@ def predict_files(
             if target.exists() and not overwrite:
                 raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
         image_prompt = prompt if masks_dir is None else mask_prompt(Path(masks_dir), path)
-        height, width = _image_shape(path)
+        height, width = upright_shape(path)
         image_prompt.check_inside(width, height, str(path))
         jobs.append(Prediction(path, mask_path, overlay_path, image_prompt))
 
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     for job in jobs:
-        image = read_image(job.image)
+        image, _ = read_image(job.image)
         mask = predict_probabilities(model, image, job.prompt) > threshold
         Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
         overlay(image, mask, job.prompt).save(job.overlay)

@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import runs
-from .config import Config, load_config, save_config
+from .config import Config
 from .data.check import validate_dataset
 from .data.formats import open_dataset
 from .data.prompts import train_prompts
@@ -44,8 +44,10 @@ from .distill.relation import RelationModule
 from .losses import segmentation_loss
 from .metrics import METRIC_NAMES
 from .model import build_base, build_student, build_teacher
-from .peft import PeftSpec, load_peft, save_peft
+from .peft import PeftSpec, load_peft
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
+from .sam.specs import SamSpec, get_spec
+from .sam.transforms import SamTransform, get_transform
 
 if TYPE_CHECKING:
     from .cache import TeacherCache
@@ -53,9 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["step", "epoch", "loss", "seg", "relation", "distill", "infosam", "lr", "images_per_s"]
-PEFT_FILE = "peft.safetensors"
-RELATION_FILE = "relation.safetensors"
-SAMPLE_LOG = "samples-rank{rank}.txt"
 LOWER_IS_BETTER = {"MAE"}
 # Seconds to pause after each optimizer step: lets tests kill a tiny run mid-way, however fast the machine.
 _STEP_DELAY = float(os.environ.get("INFOSAM_STEP_DELAY", "0") or 0)
@@ -233,9 +232,9 @@ def make_loader(
     return loader, sampler
 
 
-def open_split(config: Config, split: str, image_size: int) -> Dataset:
+def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
     """Open and validate ``split`` of ``config.data.path``; refuses bad pairs unless ``data.skip_bad_pairs``."""
-    dataset = open_dataset(config.data.path, split=split, image_size=image_size)
+    dataset = open_dataset(config.data.path, split=split, transform=transform)
     dataset, _ = validate_dataset(dataset, skip_bad=config.data.skip_bad_pairs)
     return dataset
 
@@ -265,7 +264,7 @@ def _build_parts(
         student, peft_spec = build_student(config)
     else:
         student = build_base(config.model, seed=config.train.seed)
-        peft_spec = load_peft(checkpoint / PEFT_FILE, student)
+        peft_spec = load_peft(runs.peft_file(checkpoint), student)
     student.train()
     teacher, relation, infosam, cache = None, None, None, None
     if config.infosam.enabled:
@@ -290,30 +289,24 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
     if config.infosam.frozen_relation is not None:
         return RelationModule.load(config.infosam.frozen_relation, frozen=True)
     if checkpoint is not None:
-        return RelationModule.load(checkpoint / RELATION_FILE, frozen=False)
+        return RelationModule.load(runs.relation_file(checkpoint), frozen=False)
     torch.manual_seed(config.train.seed)
     return RelationModule(student.spec.prompt_embed_dim)
 
 
 def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     from .cache import TeacherCache, teacher_fingerprint
-    from .sam.build import PIXEL_MEAN, PIXEL_STD
 
-    preprocessing = {"image_size": teacher.spec.image_size, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
+    preprocessing = get_transform(teacher.spec).fingerprint()
     # Without a checkpoint the teacher is random: fingerprint its weights so two such teachers never share a cache.
     model = teacher if config.model.checkpoint is None else None
     fingerprint = teacher_fingerprint(teacher.spec, config.model.checkpoint, preprocessing, model=model)
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
 
 
-def _write_weights(parts: Parts, config: Config) -> Callable[[Path], None]:
-    def write(folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_peft(folder / PEFT_FILE, parts.student, parts.peft_spec)
-        if parts.relation is not None and config.infosam.frozen_relation is None:
-            parts.relation.save(folder / RELATION_FILE)
-
-    return write
+def _trained_relation(parts: Parts, config: Config) -> RelationModule | None:
+    """The relation module when it trains (saved with the weights); a frozen loaded one is not saved again."""
+    return parts.relation if config.infosam.frozen_relation is None else None
 
 
 def _resume_state(parts: Parts, position: Position) -> dict:
@@ -328,16 +321,6 @@ def _resume_state(parts: Parts, position: Position) -> dict:
     }
 
 
-def resume_config(run_dir: str | Path) -> Config:
-    """The config a run was started with (its ``config.yaml``), pointed at ``run_dir``."""
-    run_dir = Path(run_dir).expanduser()
-    if not (run_dir / runs.CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {run_dir / runs.CONFIG_FILE} is missing")
-    config = load_config(run_dir / runs.CONFIG_FILE)
-    config.output = str(run_dir)
-    return config
-
-
 def train(config: Config, *, resume: bool = False, overwrite: bool = False, progress: bool = False) -> Path:
     """Train the student described by ``config``; returns the run folder (``config.output``).
 
@@ -347,14 +330,15 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
         overwrite: write into an existing non-empty run folder (never deleted).
         progress: show a tqdm progress bar on the main process.
     """
-    run_dir = Path(config.output).expanduser()
-    checkpoint = runs.latest_checkpoint(run_dir) if resume else None
-    if resume and not (run_dir / runs.CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"cannot resume: {run_dir / runs.CONFIG_FILE} is missing")
+    run = runs.RunDir(config.output)
+    run_dir = run.path
+    if resume and not run.is_run():
+        raise FileNotFoundError(f"cannot resume: {run.config_file} is missing")
+    checkpoint = run.latest_checkpoint() if resume else None
 
-    spec_size = _image_size(config)
-    train_set = open_split(config, config.data.train_split, spec_size)
-    test_set = open_split(config, config.data.test_split, spec_size) if config.eval_epochs() else None
+    transform = get_transform(_spec(config))
+    train_set = open_split(config, config.data.train_split, transform)
+    test_set = open_split(config, config.data.test_split, transform) if config.eval_epochs() else None
 
     # Unused parameters exist by design: the IoU head trains only under losses that use iou_predictions.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -363,10 +347,10 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
     )
     if not resume:
         if accelerator.is_main_process:
-            runs.prepare_run_dir(run_dir, overwrite=overwrite)
-            save_config(config, run_dir / runs.CONFIG_FILE)
+            run.create(overwrite=overwrite)
+            run.write_config(config)
         accelerator.wait_for_everyone()
-        if not (run_dir / runs.CONFIG_FILE).is_file():
+        if not run.is_run():
             raise runs.RunFolderError(f"the main process did not create the run folder {run_dir}")
 
     loader, sampler = make_loader(train_set, config, accelerator)
@@ -379,7 +363,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
     position = Position()
     parts = _build_parts(config, accelerator, steps_total, checkpoint)
     if checkpoint is not None:
-        state = runs.load_state(checkpoint)
+        state = run.load_state(checkpoint)
         parts.optimizer.load_state_dict(state["optimizer"])
         parts.scheduler.load_state_dict(state["scheduler"])
         runs.set_rng_state(state["rng"])
@@ -412,10 +396,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _image_size(config: Config) -> int:
-    from .sam.specs import get_spec
-
-    return config.model.image_size or get_spec(config.model.name).image_size
+def _spec(config: Config) -> SamSpec:
+    overrides = {} if config.model.image_size is None else {"image_size": config.model.image_size}
+    return get_spec(config.model.name, **overrides)
 
 
 def _loop(
@@ -433,11 +416,7 @@ def _loop(
     main = acc.is_main_process
     t = config.train
     batches_per_epoch = sampler.batches
-    metrics = (
-        runs.MetricsLog(run_dir / runs.METRICS_FILE, METRIC_FIELDS, resume_step=position.step)
-        if main
-        else None
-    )
+    metrics = runs.RunDir(run_dir).metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None
     writer = _tensorboard(run_dir, position.step) if main else None
     bar = _progress_bar(steps_total, position.step) if progress and main else None
     window: list[dict[str, Tensor]] = []
@@ -494,9 +473,10 @@ def _loop(
         _end_of_epoch(config, parts, test_set, position, run_dir, epoch + 1)
         tick = time.perf_counter()  # evaluation time is not training throughput
     if main:
-        runs.atomic_write(run_dir / "weights" / "final", _write_weights(parts, config))
+        run = runs.RunDir(run_dir)
+        run.save_weights(parts.student, parts.peft_spec, _trained_relation(parts, config))
         _write_summary(config, position, run_dir)
-        log.info("run folder: %s (weights in %s)", run_dir, run_dir / "weights" / "final")
+        log.info("run folder: %s (weights in %s)", run_dir, run.weights_dir())
     if writer is not None:
         writer.close()
     if bar is not None:
@@ -507,8 +487,12 @@ def _loop(
 
 def _save(parts: Parts, config: Config, position: Position, run_dir: Path) -> None:
     if parts.accelerator.is_main_process:
-        runs.save_checkpoint(
-            run_dir, position.step, _write_weights(parts, config), _resume_state(parts, position)
+        runs.RunDir(run_dir).save_checkpoint(
+            position.step,
+            parts.student,
+            parts.peft_spec,
+            _trained_relation(parts, config),
+            _resume_state(parts, position),
         )
     parts.accelerator.wait_for_everyone()
 
@@ -518,7 +502,9 @@ def _end_of_epoch(
 ) -> None:
     acc = parts.accelerator
     if epoch in config.eval_epochs() and acc.is_main_process:
-        runs.atomic_write(run_dir / "weights" / f"epoch-{epoch:03d}", _write_weights(parts, config))
+        runs.RunDir(run_dir).save_weights(
+            parts.student, parts.peft_spec, _trained_relation(parts, config), epoch=epoch
+        )
         position.evaluated[epoch] = _evaluate(config, parts, test_set, run_dir, epoch)
     acc.wait_for_everyone()
     _save(parts, config, position, run_dir)
@@ -544,9 +530,7 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run_dir: Path, ep
             )
     finally:
         student.train()
-    runs.write_json(
-        run_dir / "eval" / f"epoch-{epoch:03d}.json", {"epoch": epoch, "summary": summary, "rows": rows}
-    )
+    runs.RunDir(run_dir).write_evaluation(epoch, summary, rows)
     scores = ", ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES if k in summary)
     log.info("epoch %d test (%d images): %s", epoch, summary.get("n_images", len(rows)), scores)
     return summary
@@ -565,8 +549,7 @@ def _write_summary(config: Config, position: Position, run_dir: Path) -> None:
             if old is None or (value < old["value"] if name in LOWER_IS_BETTER else value > old["value"]):
                 best[name] = {"epoch": epoch, "value": value}
     reported = max(evaluated) if evaluated else None
-    runs.write_json(
-        run_dir / runs.SUMMARY_FILE,
+    runs.RunDir(run_dir).write_summary(
         {
             "reported_epoch": reported,
             "reported_rule": "the last evaluated epoch (the paper evaluates the last five epochs, reports the last)",
@@ -600,7 +583,7 @@ def _tensorboard(run_dir: Path, step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     # purge_step drops events a killed run wrote after its last checkpoint.
-    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=step or None)
+    return SummaryWriter(str(runs.RunDir(run_dir).tensorboard_dir), purge_step=step or None)
 
 
 def _write_tensorboard(writer, row: dict) -> None:
@@ -618,5 +601,4 @@ def _progress_bar(total: int, done: int):
 
 def _log_samples(run_dir: Path, rank: int, epoch: int, index: int, ids: list[str]) -> None:
     """Append the sample ids of a batch to ``samples-rank<r>.txt`` (shows which process saw what)."""
-    with open(run_dir / SAMPLE_LOG.format(rank=rank), "a", encoding="utf-8") as f:
-        f.write(f"{epoch + 1}\t{index}\t{' '.join(ids)}\n")
+    runs.RunDir(run_dir).log_samples(rank, epoch, index, ids)

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..sam.attention import enable_fast_attention
     from ..sam.build import build_sam
+    from ..sam.transforms import get_transform
 
     out = Path(args.out)
     targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = build_sam(args.model, checkpoint=args.checkpoint)
     enable_fast_attention(model)  # same function as Meta's attention, faster without gradients
-    dataset = open_dataset(args.data, split=args.split, image_size=model.image_encoder.img_size)
+    dataset = open_dataset(args.data, split=args.split, transform=get_transform(model.spec))
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)

@@ -76,7 +76,8 @@ def parse_points(values: list[float]) -> tuple[tuple[tuple[float, float], ...], 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..predict import Prompt, load_student, load_zero_shot, predict_files
+    from ..predict import Prompt, load_zero_shot, predict_files
+    from ..runs import RunDir, load_run
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.model is not None:
@@ -89,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         if len(args.inputs) < 2:
             raise CLIError("give a run folder and at least one image (or use --model for zero-shot SAM)")
-        run_dir, images = Path(args.inputs[0]), args.inputs[1:]
-        if not (run_dir / "config.yaml").is_file():
-            raise CLIError(f"{run_dir} is not a run folder (no config.yaml); for zero-shot SAM use --model")
+        run, images = RunDir(args.inputs[0]), args.inputs[1:]
+        if not run.is_run():
+            raise CLIError(f"{run.path} is not a run folder (no config.yaml); for zero-shot SAM use --model")
         if args.image_size is not None:
             raise CLIError("--image-size belongs to --model; a run's input size comes from its config")
-        model = load_student(run_dir, checkpoint=args.checkpoint, weights=args.weights, device=device)
+        _, model = load_run(run, checkpoint=args.checkpoint, weights=args.weights, device=device)
 
     prompt = None
     if args.box is not None:

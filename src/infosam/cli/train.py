@@ -70,14 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..train import resume_config, train
+    from ..runs import RunDir
+    from ..train import train
 
     if args.resume is not None:
         if args.config is not None or args.overrides or args.output is not None or args.overwrite:
             raise CLIError(
                 "--resume continues a run with its saved config: it takes no --config/--set/--output/--overwrite"
             )
-        config = resume_config(args.resume)
+        config = RunDir(args.resume).read_config()
     else:
         overrides = list(args.overrides)
         if args.output is not None:
@@ -92,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
         config, resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress
     )
     if os.environ.get("RANK", "0") == "0":  # one report, not one per process
-        print(f"run folder: {run_dir}")
-        print(f"  trained weights: {run_dir / 'weights' / 'final'}")
-        print(f"  metrics: {run_dir / 'metrics.csv'}; test results: {run_dir / 'summary.json'}")
+        run = RunDir(run_dir)
+        print(f"run folder: {run.path}")
+        print(f"  trained weights: {run.weights_dir()}")
+        print(f"  metrics: {run.metrics_file}; test results: {run.summary_file}")
     return 0
 
 

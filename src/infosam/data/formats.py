@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..sam.preprocess import preprocess_image, preprocess_mask
-from .reading import read_image, read_mask
+from ..sam.transforms import SamTransform, make_transform
+from .reading import IMAGE_EXTENSIONS, read_image, read_mask
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CSV_COLUMNS = ("image", "label")
 
 LAYOUT_HELP = (
@@ -51,9 +50,11 @@ class Pair:
 
 
 class SegmentationDataset(Dataset):
-    """Image/mask pairs as SAM inputs; ``ds[i]`` is a dict:
+    """Image/mask pairs as model inputs, made by ``transform`` (the model's
+    :func:`~infosam.sam.transforms.get_transform`; default Meta's SAM transform at ``image_size``, 1024 when
+    neither is given). ``ds[i]`` is a dict:
 
-    * ``image``: ``(3, S, S)`` float32, SAM-normalised and zero-padded (S = ``image_size``)
+    * ``image``: ``(3, S, S)`` float32, normalised and zero-padded (S = ``image_size``)
     * ``mask``: ``(1, S, S)`` float32 in {0, 1}, resized nearest and zero-padded like the image
     * ``id``: str, image path relative to the dataset root
     * ``original_size``: ``(2,)`` int64 ``(H, W)`` of the upright image
@@ -62,12 +63,23 @@ class SegmentationDataset(Dataset):
     """
 
     def __init__(
-        self, root: str | Path, pairs: list[Pair], *, image_size: int = 1024, split: str | None = None
+        self,
+        root: str | Path,
+        pairs: list[Pair],
+        *,
+        image_size: int | None = None,
+        split: str | None = None,
+        transform: SamTransform | None = None,
     ):
         self.root = Path(root)
         self.pairs = list(pairs)
-        self.image_size = int(image_size)
         self.split = split
+        self.transform = _transform(transform, image_size)
+
+    @property
+    def image_size(self) -> int:
+        """Side S of the square model input."""
+        return self.transform.image_size
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -82,7 +94,7 @@ class SegmentationDataset(Dataset):
     def subset(self, indices: list[int]) -> SegmentationDataset:
         """The same dataset restricted to ``indices`` (in that order)."""
         return SegmentationDataset(
-            self.root, [self.pairs[i] for i in indices], image_size=self.image_size, split=self.split
+            self.root, [self.pairs[i] for i in indices], split=self.split, transform=self.transform
         )
 
     def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,13 +120,13 @@ class SegmentationDataset(Dataset):
         """``ds[index]``; with ``with_original_mask`` also ``"original_mask"``: ``(H, W)`` bool tensor (for metrics
         at original resolution; its size varies, so batches need a collate that keeps it as a list)."""
         image, mask = self.read_pair(index)
-        x, (h, w) = preprocess_image(image, self.image_size)
+        x, (h, w) = self.transform.image(image)
         pair = self.pairs[index]
         extra = {"original_mask": torch.from_numpy(mask)} if with_original_mask else {}
         return {
             **extra,
             "image": x,
-            "mask": preprocess_mask(mask, self.image_size),
+            "mask": self.transform.mask(mask),
             "id": pair.id,
             "original_size": torch.tensor(image.shape[:2], dtype=torch.int64),
             "input_size": torch.tensor((h, w), dtype=torch.int64),
@@ -137,10 +149,25 @@ def detect_format(root: str | Path) -> str:
     raise DatasetFormatError(f"{root}: no CSV files and no images/ + masks/ folders; {LAYOUT_HELP}")
 
 
+def _transform(transform: SamTransform | None, image_size: int | None) -> SamTransform:
+    if transform is None:
+        return make_transform("sam", 1024 if image_size is None else image_size)
+    if image_size is not None and image_size != transform.image_size:
+        raise ValueError(f"image_size {image_size} differs from the transform's {transform.image_size}")
+    return transform
+
+
 def open_dataset(
-    root: str | Path, *, split: str | None = None, image_size: int = 1024
+    root: str | Path,
+    *,
+    split: str | None = None,
+    image_size: int | None = None,
+    transform: SamTransform | None = None,
 ) -> SegmentationDataset:
     """Open the dataset at ``root`` (layout detected, see the module doc) for ``split``.
+
+    Samples are made by ``transform`` (pass ``get_transform(model.spec)`` of the model they feed); without one,
+    Meta's SAM transform at ``image_size`` (default 1024).
 
     Only lists the pairs (cheap); files are read per sample. Missing counterparts are kept in ``pairs`` with a
     ``None`` path so that :func:`infosam.data.check.check_dataset` can report them all at once.
@@ -148,7 +175,7 @@ def open_dataset(
     root = Path(root)
     fmt = detect_format(root)
     pairs = list_csv_pairs(root, split) if fmt == "csv" else list_folder_pairs(root, split)
-    return SegmentationDataset(root, pairs, image_size=image_size, split=split)
+    return SegmentationDataset(root, pairs, split=split, transform=_transform(transform, image_size))
 
 
 def resolve_csv(root: Path, split: str | None) -> Path:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,8 +46,11 @@ def _uniform_index(n: int, k: int, generator: torch.Generator) -> Tensor:
     return (u * n).long().clamp_(max=n - 1)
 
 
-def tight_box(mask: Tensor) -> Tensor | None:
-    """``(4,)`` float ``x0, y0, x1, y1`` (inclusive) of the foreground of an ``(H, W)`` mask; None when empty."""
+def tight_box(mask: Tensor | np.ndarray) -> Tensor | None:
+    """``(4,)`` float32 ``x0, y0, x1, y1`` (inclusive pixel indices) of the foreground (``> 0.5``) of an ``(H, W)``
+    mask (tensor or array, bool, {0, 1} or 0/255); None when it has no foreground pixel. The one tight-box rule
+    of the package (training, evaluation and prediction prompts)."""
+    mask = mask if isinstance(mask, Tensor) else torch.from_numpy(np.array(mask))
     ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
     if ys.numel() == 0:
         return None

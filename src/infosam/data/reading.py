@@ -1,6 +1,6 @@
-"""Reading one image or mask file into the form every dataset format hands on.
+"""Reading one image or mask file: the one reader behind datasets, prediction, evaluation and the demo.
 
-Rules (the same for training, evaluation and ``infosam data check``):
+Rules (the same for training, evaluation, ``infosam predict``, the demo and ``infosam data check``):
 
 * **Images** become ``(H, W, 3)`` uint8 RGB, upright: the EXIF orientation is applied
   (``PIL.ImageOps.exif_transpose``). Grayscale is repeated to three channels, palette images are expanded,
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes (lower case) read as images or masks wherever a folder is listed."""
 EXIF_ORIENTATION = 0x0112
 # EXIF orientations 5-8 include a 90 degree turn: width and height swap.
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -120,6 +122,14 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     img, info = open_image(path)
     load_pixels(img, path)
     return to_rgb_uint8(_transpose_for(img, info.orientation)), info
+
+
+def upright_shape(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of the upright image (EXIF orientation applied) from the header only, without decoding pixels."""
+    img, info = open_image(path)
+    img.close()
+    width, height = info.upright_size
+    return height, width
 
 
 def read_mask(path: str | Path, image_info: ImageInfo | None = None) -> np.ndarray:

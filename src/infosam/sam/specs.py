@@ -45,6 +45,8 @@ class SamSpec:
     """Hidden width of the IoU prediction MLP."""
     mask_in_chans: int = 16
     """Hidden channels of the prompt encoder's mask-input downscaler."""
+    transform: str = "sam"
+    """Pre/post-processing family (a key of :data:`infosam.sam.transforms.TRANSFORMS`)."""
 
     @property
     def embedding_size(self) -> int:

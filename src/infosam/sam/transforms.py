@@ -1,0 +1,164 @@
+"""A SAM family's pre- and post-processing in one place: image -> model input, mask -> target, prompt
+coordinates -> input pixels, low-res logits -> logits at the original size.
+
+One :class:`SamTransform` subclass per model family, registered in :data:`TRANSFORMS` under the name a
+:class:`~infosam.sam.specs.SamSpec` gives in its ``transform`` field; :func:`get_transform` hands every reader of
+images (datasets, prediction, evaluation, the demo) the transform of the model it feeds, so a new family plugs in
+by registering one class.
+
+``"sam"`` (:class:`MetaSamTransform`) is exactly what Meta's ``SamPredictor`` does: ``ResizeLongestSide`` (PIL
+bilinear resize of the uint8 image, new size ``int(side * S / max(H, W) + 0.5)``), normalisation by SAM's pixel
+mean/std, zero padding bottom/right to ``S x S``; the logits go back through ``Sam.postprocess_masks`` (bilinear
+up to ``S x S``, crop the padding, bilinear to ``H x W``). Masks get the same resize (nearest) and zero padding.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .build import PIXEL_MEAN, PIXEL_STD
+
+if TYPE_CHECKING:
+    from .specs import SamSpec
+
+
+class SamTransform:
+    """Pre/post-processing of one model family at one input side ``image_size`` (S).
+
+    Subclasses set :attr:`family` and implement :meth:`input_shape`, :meth:`image` and :meth:`fingerprint`;
+    masks, coordinates and logits follow from the resized size unless a family needs otherwise.
+    """
+
+    family: ClassVar[str] = ""
+    """Registry key (``SamSpec.transform``)."""
+
+    def __init__(self, image_size: int) -> None:
+        if int(image_size) < 1:
+            raise ValueError(f"transform image_size must be >= 1, got {image_size}")
+        self.image_size = int(image_size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(image_size={self.image_size})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SamTransform) and self.fingerprint() == other.fingerprint()
+
+    def __hash__(self) -> int:
+        return hash((self.family, self.image_size))
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)``: the size an ``height x width`` image is resized to before padding."""
+        raise NotImplementedError
+
+    def image(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
+        """``(H, W, 3)`` uint8 RGB -> ``((3, S, S)`` float32 model input, ``(h, w)`` its unpadded region)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict:
+        """Everything that determines the model input (family, size, interpolation, normalisation, version):
+        two transforms with equal fingerprints feed a model identical pixels (used by the teacher cache)."""
+        raise NotImplementedError
+
+    def mask(self, mask: np.ndarray) -> Tensor:
+        """``(H, W)`` {0, 1} (or bool) mask -> ``(1, S, S)`` float32 {0, 1}: resized like the image (nearest),
+        zero-padded bottom/right."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+        h, w = self.input_shape(*mask.shape)
+        pil = Image.fromarray((mask > 0).astype(np.uint8))
+        resized = np.asarray(pil.resize((w, h), Image.Resampling.NEAREST))
+        out = torch.zeros(1, self.image_size, self.image_size, dtype=torch.float32)
+        out[0, :h, :w] = torch.from_numpy(resized.astype(np.float32))
+        return out
+
+    def coords(self, xy: np.ndarray | Tensor, original_size: tuple[int, int]) -> np.ndarray | Tensor:
+        """``(..., 2)`` x, y in original pixels -> input pixels (x scaled by w / W, y by h / H).
+
+        Returns float64 NumPy for NumPy input, a float tensor for tensor input.
+        """
+        height, width = (int(v) for v in original_size)
+        h, w = self.input_shape(height, width)
+        if isinstance(xy, Tensor):
+            scale = torch.tensor([w / width, h / height], dtype=torch.float64)
+            return (xy.double() * scale).to(xy.dtype if xy.is_floating_point() else torch.float32)
+        return np.asarray(xy, dtype=np.float64) * np.array([w / width, h / height])
+
+    def boxes(self, boxes: np.ndarray | Tensor, original_size: tuple[int, int]) -> np.ndarray | Tensor:
+        """``(..., 4)`` x0, y0, x1, y1 in original pixels -> input pixels."""
+        shape = tuple(boxes.shape)
+        return self.coords(boxes.reshape(*shape[:-1], 2, 2), original_size).reshape(shape)
+
+    def postprocess(
+        self,
+        low_res_logits: Tensor,
+        input_size: tuple[int, int] | Tensor,
+        original_size: tuple[int, int] | Tensor,
+    ) -> Tensor:
+        """``(B, 1, l, l)`` decoder logits -> ``(B, 1, H, W)`` float32 logits at the original size: bilinear up to
+        ``S x S``, crop the unpadded ``h x w``, bilinear to ``H x W`` (Meta's ``Sam.postprocess_masks``)."""
+        if low_res_logits.ndim != 4:
+            raise ValueError(f"expected (B, 1, l, l) logits, got shape {tuple(low_res_logits.shape)}")
+        h, w = (int(v) for v in input_size)
+        big_h, big_w = (int(v) for v in original_size)
+        x = F.interpolate(
+            low_res_logits.float(), (self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        return F.interpolate(x[..., :h, :w], (big_h, big_w), mode="bilinear", align_corners=False)
+
+
+class MetaSamTransform(SamTransform):
+    """Meta's SAM preprocessing (``ResizeLongestSide`` + ``Sam.preprocess``); see the module doc."""
+
+    family = "sam"
+    VERSION = 1
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Same rounding as Meta's ``ResizeLongestSide.get_preprocess_shape``: ``int(side * scale + 0.5)``."""
+        scale = self.image_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def image(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+            )
+        h, w = self.input_shape(image.shape[0], image.shape[1])
+        resized = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+        x = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float()
+        mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+        x = (x - mean) / std
+        return F.pad(x, (0, self.image_size - w, 0, self.image_size - h)), (h, w)
+
+    def fingerprint(self) -> dict:
+        return {
+            "family": self.family,
+            "image_size": self.image_size,
+            "interpolation": "PIL bilinear on uint8 (mask: nearest), longest side, int(x * s + 0.5)",
+            "normalisation": {"pixel_mean": list(PIXEL_MEAN), "pixel_std": list(PIXEL_STD)},
+            "padding": "zeros, bottom/right",
+            "version": self.VERSION,
+        }
+
+
+TRANSFORMS: dict[str, type[SamTransform]] = {"sam": MetaSamTransform}
+"""Transform classes by family name (the values ``SamSpec.transform`` may take)."""
+
+
+def make_transform(family: str, image_size: int) -> SamTransform:
+    """The transform of ``family`` at input side ``image_size``; ValueError listing the families otherwise."""
+    if family not in TRANSFORMS:
+        raise ValueError(f"unknown SAM transform {family!r}; known transforms: {', '.join(TRANSFORMS)}")
+    return TRANSFORMS[family](image_size)
+
+
+def get_transform(spec: SamSpec) -> SamTransform:
+    """The transform a model built from ``spec`` expects (``spec.transform`` at ``spec.image_size``)."""
+    return make_transform(spec.transform, spec.image_size)
