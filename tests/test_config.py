@@ -62,6 +62,15 @@ def test_resolved_config_round_trips(tmp_path):
         (["train.seg_loss=dice"], "train.seg_loss must be one of structure"),
         (["data.path=''"], "data.path is required"),
         (["infosam.frozen_relation=/no/such.safetensors"], "infosam.frozen_relation: file not found"),
+        (["train.lr=inf"], "train.lr must be a finite number, got 'inf'"),
+        (["train.lr=.inf"], "train.lr must be a finite number, got inf"),
+        (["train.min_lr=nan"], "train.min_lr must be a finite number, got 'nan'"),
+        (["train.grad_clip=-.inf"], "train.grad_clip must be a finite number"),
+        (["infosam.lam=.nan"], "infosam.lam must be a finite number"),
+        (["infosam.lam2=-1"], "infosam.lam2 must be a number >= 0, got -1.0"),
+        (["model.attention=flash"], "model.attention must be one of fold, mask, meta"),
+        (["eval.prompt=mask"], "eval.prompt must be one of box, points"),
+        (["peft.methods=lora", "peft.options={lora: {rank: 4}}"], "['rank'] for PEFT method 'lora'"),
     ],
 )
 def test_invalid_options_are_named(overrides, message):
@@ -114,3 +123,35 @@ def test_every_option_is_documented_in_train_help(capsys):
     out = capsys.readouterr().out
     for key in expected:
         assert f"  {key} [" in out, key
+
+
+def test_sections_check_themselves_with_their_owners_choices():
+    from infosam.config import EvalConfig, InfoSAMConfig, ModelConfig, PeftConfig, TrainConfig
+    from infosam.data.prompts import PROMPT_MODES
+    from infosam.distill.loss import InfoSAMWeights
+    from infosam.losses import SEGMENTATION_LOSSES
+    from infosam.sam.specs import SPECS
+
+    for name in SPECS:
+        assert ModelConfig(name=name).name == name
+    for loss in SEGMENTATION_LOSSES:
+        assert TrainConfig(seg_loss=loss).seg_loss == loss
+    for mode in PROMPT_MODES:
+        assert EvalConfig(prompt=mode).prompt == mode
+    with pytest.raises(ConfigError, match=re.escape("train.lr must be > 0, got 0.0")):
+        TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+        TrainConfig(epochs="3")
+    assert TrainConfig(lr="2e-4").lr == 2e-4  # YAML 1.1 reads 2e-4 as a string
+    with pytest.raises(ConfigError, match=r"peft\.methods / peft\.options: unknown PEFT method 'dora'"):
+        PeftConfig(methods="dora")
+    assert PeftConfig(methods="lora", options={"lora": {"r": 8}}).options == {"lora": {"r": 8}}
+    weights = InfoSAMConfig(lam=2.0, lam1=0.5, lam2=0.25).weights
+    assert weights == InfoSAMWeights(lam=2.0, lam1=0.5, lam2=0.25)
+
+
+def test_validate_catches_fields_set_after_construction():
+    config = load_config(None, ["data.path=/x"])
+    config.train.lr = float("inf")
+    with pytest.raises(ConfigError, match="train.lr must be a finite number"):
+        config.validate()

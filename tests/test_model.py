@@ -7,7 +7,7 @@ import torch
 from segment_anything.modeling.image_encoder import Attention
 
 from infosam.config import ConfigError, load_config
-from infosam.model import build_student, build_teacher
+from infosam.model import build_base, make_student, make_teacher
 from infosam.sam.attention import FastAttention
 from infosam.sam.forward import sam_forward
 
@@ -16,6 +16,26 @@ BOXES = torch.tensor([[8.0, 8.0, 40.0, 48.0], [4.0, 10.0, 60.0, 30.0]])
 
 def _config(*overrides: str):
     return load_config(None, ["model.name=tiny", "data.path=unused", *overrides])
+
+
+def _base(config):
+    m = config.model
+    return build_base(m.name, checkpoint=m.checkpoint, attention=m.attention, seed=config.train.seed)
+
+
+def build_teacher(config):
+    return make_teacher(_base(config))
+
+
+def build_student(config):
+    student = _base(config)
+    spec = make_student(
+        student,
+        config.peft.methods,
+        config.peft.options,
+        activation_checkpointing=config.train.activation_checkpointing,
+    )
+    return student, spec
 
 
 def _attention_classes(model) -> set[type]:

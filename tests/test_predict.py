@@ -46,7 +46,7 @@ def run_dir(tmp_path):
     config = config_from_dict(
         {"model": {"name": "tiny"}, "data": {"path": str(tmp_path)}, "output": str(run.path)}
     )
-    student = build_base(config.model, seed=config.train.seed)
+    student = build_base("tiny", seed=config.train.seed)
     spec = apply_peft(student, "adapter+decoder", {"adapter": {"init": "torch"}})
     run.write_config(config)
     run.save_weights(student, spec)
@@ -169,7 +169,7 @@ def test_never_overwrites_and_names_files(run_dir, images, tmp_path, capsys):
 
 
 def test_zero_shot_model_without_run(images, tmp_path):
-    sam = build_base(config_from_dict({"model": {"name": "tiny"}}).model, seed=3)
+    sam = build_base("tiny", seed=3)
     checkpoint = save_sam_checkpoint(sam, tmp_path / "tiny.pth")
     out = tmp_path / "zs"
     args = [

@@ -76,7 +76,7 @@ def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     assert run.evaluation_file(10) == run.path / "eval" / "epoch-010.json"
     assert run.sample_log(1) == run.path / "samples-rank1.txt"
     config = config_from_dict({"model": {"name": "tiny"}, "data": {"path": "x"}, "output": "elsewhere"})
-    student = build_base(config.model, seed=config.train.seed)  # what load_run rebuilds the base from
+    student = build_base("tiny", seed=config.train.seed)  # what load_run rebuilds the base from
     spec = apply_peft(student, "decoder")
     run.create().write_config(config)
     with pytest.raises(FileNotFoundError, match="holds no trained weights"):

@@ -18,7 +18,7 @@ from infosam.config import load_config
 from infosam.data.formats import open_dataset
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.metrics import METRIC_NAMES
-from infosam.model import build_student, build_teacher
+from infosam.model import build_base, make_student, make_teacher
 from infosam.train import Trainee, batch_prompts, collate, train, train_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +47,15 @@ def _dataset(root: Path) -> Path:
                 (root / split / kind).mkdir(parents=True, exist_ok=True)
                 (root / split / kind / src.name).symlink_to(src)
     return root
+
+
+def build_teacher(config):
+    return make_teacher(build_base(config.model.name, seed=config.train.seed))
+
+
+def build_student(config):
+    student = build_base(config.model.name, seed=config.train.seed)
+    return student, make_student(student, config.peft.methods, config.peft.options)
 
 
 def _config(tmp_path: Path, *extra: str):

@@ -3,27 +3,60 @@
 A config file is YAML whose top-level keys are the sections below. A file may start from others with
 ``inherit: base.yaml`` (or a list), paths relative to the file; later files and the file itself win, key by key.
 Overrides use dotted keys (``train.lr=1e-4``), values parsed as YAML scalars.
+
+Every section checks its own options when it is made (types by :func:`infosam.options.check_value`, ranges and
+choices in ``check``, the choices read from the registries that own them: SAM specs, attention modes, PEFT
+methods, segmentation losses, prompt modes, metrics); :meth:`Config.validate` adds what spans sections or touches
+files. Every error is a :class:`ConfigError` naming the option.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from .options import OptionError, check_value, parse_assignment, set_dotted
+
 PRECISIONS = ("no", "fp16", "bf16")
-ATTENTIONS = ("fold", "mask", "meta")
-SEG_LOSSES = ("structure", "structure_release", "focal_dice_iou")
-EVAL_PROMPTS = ("box", "points")
+
+ConfigError = OptionError
+"""An invalid configuration; the message names the option and the valid choices."""
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _at_least(section: object, prefix: str, names: tuple[str, ...], low: float) -> None:
+    for name in names:
+        if getattr(section, name) < low:
+            raise ConfigError(f"{prefix}.{name} must be >= {low}, got {getattr(section, name)}")
+
+
+class _Section:
+    """A config section: types are checked and converted field by field, then :meth:`check` runs."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            name = f"{self.section}.{f.name}"
+            setattr(self, f.name, check_value(name, hints[f.name], getattr(self, f.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Ranges and choices of this section's options (types are already right)."""
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     name: str = "vit_b"
     """SAM variant: vit_b, vit_l, vit_h or tiny (tests and the demo)."""
     checkpoint: str | None = None
@@ -34,17 +67,38 @@ class ModelConfig:
     """Encoder attention: fold (fused SDPA, rel-pos bias folded in, no HW x HW matrix), mask (SDPA with the bias as
     a mask) or meta (Meta's original). All three compute the same function up to float rounding."""
 
+    section: ClassVar[str] = "model"
+
+    def check(self) -> None:
+        from .sam.attention import MODES
+        from .sam.specs import SPECS
+
+        _choice("model.name", self.name, tuple(SPECS))
+        _choice("model.attention", self.attention, (*MODES, "meta"))
+        if self.image_size is not None and self.image_size < 16:
+            raise ConfigError(f"model.image_size must be >= 16 or null, got {self.image_size}")
+
 
 @dataclass
-class PeftConfig:
+class PeftConfig(_Section):
     methods: str = "adapter+decoder"
     """PEFT methods joined by '+': decoder, bitfit, adapter, adaptformer, lora (the paper's student: adapter+decoder)."""
     options: dict[str, dict] = field(default_factory=dict)
-    """Per-method options, e.g. {adapter: {init: torch}, lora: {rank: 4}}."""
+    """Per-method options, e.g. {adapter: {init: torch}, lora: {r: 8}}."""
+
+    section: ClassVar[str] = "peft"
+
+    def check(self) -> None:
+        from .peft import resolve_configs
+
+        try:
+            resolve_configs(self.methods, self.options)
+        except ValueError as err:
+            raise ConfigError(f"peft.methods / peft.options: {err}") from err
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     path: str = ""
     """Dataset folder: a Conv-LoRA CSV folder or an images/ + masks/ folder (required)."""
     train_split: str = "train"
@@ -54,9 +108,11 @@ class DataConfig:
     skip_bad_pairs: bool = False
     """Skip unreadable or mismatched image/mask pairs (with a warning) instead of refusing to train."""
 
+    section: ClassVar[str] = "data"
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     lr: float = 2e-4
     """Adam learning rate at the start (no weight decay)."""
     min_lr: float = 2e-5
@@ -86,9 +142,32 @@ class TrainConfig:
     activation_checkpointing: bool = False
     """Recompute the student's encoder activations in backward instead of keeping them (less memory, more time)."""
 
+    section: ClassVar[str] = "train"
+
+    def __post_init__(self) -> None:
+        if self.precision is False:
+            self.precision = "no"  # YAML 1.1 reads an unquoted `no` as false
+        super().__post_init__()
+
+    def check(self) -> None:
+        from .losses import SEGMENTATION_LOSSES
+
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"train.min_lr must be between 0 and train.lr ({self.lr}), got {self.min_lr}")
+        _at_least(
+            self, "train", ("batch_size", "epochs", "grad_accum", "save_every_steps", "log_every_steps"), 1
+        )
+        _at_least(self, "train", ("num_workers",), 0)
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
+        _choice("train.precision", self.precision, PRECISIONS)
+        _choice("train.seg_loss", self.seg_loss, SEGMENTATION_LOSSES)
+
 
 @dataclass
-class InfoSAMConfig:
+class InfoSAMConfig(_Section):
     enabled: bool = True
     """Add the InfoSAM objectives (off = the plain PEFT baseline, same code path)."""
     lam: float = 1.0
@@ -102,9 +181,24 @@ class InfoSAMConfig:
     frozen_relation: str | None = None
     """Load this trained relation module and keep it frozen (InfoSAM-T); null = train a fresh one."""
 
+    section: ClassVar[str] = "infosam"
+
+    @property
+    def weights(self):
+        """The term weights as :class:`infosam.distill.InfoSAMWeights` (which owns their rules)."""
+        from .distill.loss import InfoSAMWeights
+
+        return InfoSAMWeights(lam=self.lam, lam1=self.lam1, lam2=self.lam2)
+
+    def check(self) -> None:
+        try:
+            _ = self.weights  # InfoSAMWeights owns the rules of its values
+        except ValueError as err:
+            raise ConfigError(str(err).replace("InfoSAMWeights.", "infosam.")) from err
+
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Section):
     last_epochs: int = 5
     """Evaluate on the test split after each of the last this many epochs (the paper: 5)."""
     epochs: list[int] | None = None
@@ -124,13 +218,33 @@ class EvalConfig:
     metrics: list[str] | None = None
     """Metrics the paper reports for this dataset (all are computed; these lead summary.json); null = all."""
 
+    section: ClassVar[str] = "eval"
+
+    def check(self) -> None:
+        from .data.prompts import PROMPT_MODES
+        from .metrics import METRIC_NAMES
+
+        _choice("eval.prompt", self.prompt, PROMPT_MODES)
+        _at_least(self, "eval", ("last_epochs",), 0)
+        if self.prompt == "points" and (self.n_fg < 0 or self.n_bg < 0 or self.n_fg + self.n_bg < 1):
+            raise ConfigError(
+                f"eval.n_fg and eval.n_bg must be >= 0 with at least one point; got {self.n_fg}, {self.n_bg}"
+            )
+        if self.metrics is not None:
+            bad = [m for m in self.metrics if m not in METRIC_NAMES]
+            if bad:
+                raise ConfigError(f"eval.metrics: unknown metric(s) {bad}; valid: {', '.join(METRIC_NAMES)}")
+        _at_least(self, "eval", ("batch_size",), 1)
+
 
 @dataclass
-class CacheConfig:
+class CacheConfig(_Section):
     enabled: bool = False
     """Read the teacher's image embeddings from a cache (filled on first use) instead of running its encoder."""
     dir: str = "~/.cache/infosam/teacher"
     """Folder of the teacher cache; a stale cache (other weights or preprocessing) is refused."""
+
+    section: ClassVar[str] = "cache"
 
 
 @dataclass
@@ -159,9 +273,31 @@ class Config:
         first = max(1, self.train.epochs - self.eval.last_epochs + 1)
         return list(range(first, self.train.epochs + 1)) if self.eval.last_epochs > 0 else []
 
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names the option and the valid choices."""
+    def validate(self) -> None:
+        """Check every section again (fields may have been set since) and what spans sections or touches files;
+        raise :class:`ConfigError` naming the option."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Section):
+                value.__post_init__()
+        if not self.data.path:
+            raise ConfigError(
+                "data.path is required: the dataset folder (Conv-LoRA CSV folder or images/ + masks/)"
+            )
+        t, i, e = self.train, self.infosam, self.eval
+        if i.enabled and t.batch_size < 2:
+            raise ConfigError(
+                f"train.batch_size must be >= 2 when infosam.enabled is true (its entropies run over the batch); "
+                f"got {t.batch_size}"
+            )
+        if i.frozen_relation is not None and not Path(i.frozen_relation).expanduser().is_file():
+            raise ConfigError(f"infosam.frozen_relation: file not found: {i.frozen_relation}")
+        if e.epochs is not None:
+            bad = [n for n in e.epochs if not 1 <= n <= t.epochs]
+            if bad:
+                raise ConfigError(f"eval.epochs must lie in 1..train.epochs ({t.epochs}); got {bad}")
+        if not self.output:
+            raise ConfigError("output must name the run folder")
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -171,58 +307,8 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _check_value(name: str, tp: Any, value: Any) -> Any:
-    """Return ``value`` converted to annotation ``tp`` or raise :class:`ConfigError` naming ``name``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_value(name, arg, value)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{name}: invalid value {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads '2e-4' (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        hint = " (quote it: YAML reads yes/no/on/off as booleans)" if isinstance(value, bool) else ""
-        raise ConfigError(f"{name} must be a string, got {value!r}{hint}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, got {value!r}")
-        return [_check_value(f"{name}[{i}]", item, v) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping, got {value!r}")
-        return {str(k): (dict(v) if isinstance(v, dict) else v) for k, v in value.items()}
-    raise TypeError(f"unsupported config annotation {tp!r} for {name}")  # pragma: no cover
-
-
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a nested dict, refusing unknown keys and wrong types."""
+    """Instantiate dataclass ``cls`` from a nested dict, refusing unknown keys (sections check their values)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -238,15 +324,16 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         tp = hints[key]
         if _is_dataclass_type(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, f"{prefix}{key}.")
+        elif issubclass(cls, _Section):
+            kwargs[key] = value  # the section checks it
         else:
-            if prefix == "train." and key == "precision" and value is False:
-                value = "no"  # YAML 1.1 reads an unquoted `no` as false
-            kwargs[key] = _check_value(f"{prefix}{key}", tp, value)
+            kwargs[key] = check_value(f"{prefix}{key}", tp, value)
     return cls(**kwargs)
 
 
 def config_from_dict(data: dict) -> Config:
-    """Build a :class:`Config` from a nested dict (missing keys take their defaults), without validation."""
+    """Build a :class:`Config` from a nested dict (missing keys take their defaults); each section checks its own
+    options, but what spans sections (:meth:`Config.validate`, e.g. the required ``data.path``) is not checked."""
     return _build(Config, data)
 
 
@@ -293,26 +380,9 @@ def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a nested dict."""
-    data = dict(data)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.option=value (e.g. train.lr=1e-4)")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r}: empty option name")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
-        parts = key.split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
+        parts, value = parse_assignment(item)
+        data = set_dotted(data, parts, value)
     return data
 
 
@@ -321,7 +391,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = read_yaml_tree(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
     config = config_from_dict(data)
-    validate_config(config)
+    config.validate()
     return config
 
 
@@ -335,83 +405,9 @@ def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(config_to_yaml(config), encoding="utf-8")
 
 
-# --------------------------------------------------------------------------------------------- validation
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
 def validate_config(config: Config) -> None:
-    """Check every option's range and the options' consistency; raise :class:`ConfigError` naming the option."""
-    from .sam.specs import SPECS
-
-    _choice("model.name", config.model.name, tuple(SPECS))
-    _choice("model.attention", config.model.attention, ATTENTIONS)
-    if config.model.image_size is not None and config.model.image_size < 16:
-        raise ConfigError(f"model.image_size must be >= 16 or null, got {config.model.image_size}")
-    _validate_peft(config.peft)
-    if not config.data.path:
-        raise ConfigError(
-            "data.path is required: the dataset folder (Conv-LoRA CSV folder or images/ + masks/)"
-        )
-    t = config.train
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
-    if not 0 <= t.min_lr <= t.lr:
-        raise ConfigError(f"train.min_lr must be between 0 and train.lr ({t.lr}), got {t.min_lr}")
-    for name in ("batch_size", "epochs", "grad_accum", "save_every_steps", "log_every_steps"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
-    if t.num_workers < 0:
-        raise ConfigError(f"train.num_workers must be >= 0, got {t.num_workers}")
-    if t.grad_clip is not None and t.grad_clip <= 0:
-        raise ConfigError(f"train.grad_clip must be > 0 or null, got {t.grad_clip}")
-    _choice("train.precision", t.precision, PRECISIONS)
-    _choice("train.seg_loss", t.seg_loss, SEG_LOSSES)
-    i = config.infosam
-    if i.enabled and t.batch_size < 2:
-        raise ConfigError(
-            f"train.batch_size must be >= 2 when infosam.enabled is true (its entropies run over the batch); "
-            f"got {t.batch_size}"
-        )
-    for name in ("lam", "lam1", "lam2"):
-        if getattr(i, name) < 0:
-            raise ConfigError(f"infosam.{name} must be >= 0, got {getattr(i, name)}")
-    if i.frozen_relation is not None and not Path(i.frozen_relation).expanduser().is_file():
-        raise ConfigError(f"infosam.frozen_relation: file not found: {i.frozen_relation}")
-    e = config.eval
-    _choice("eval.prompt", e.prompt, EVAL_PROMPTS)
-    if e.last_epochs < 0:
-        raise ConfigError(f"eval.last_epochs must be >= 0, got {e.last_epochs}")
-    if e.epochs is not None:
-        bad = [n for n in e.epochs if not 1 <= n <= t.epochs]
-        if bad:
-            raise ConfigError(f"eval.epochs must lie in 1..train.epochs ({t.epochs}); got {bad}")
-    if e.prompt == "points" and (e.n_fg < 0 or e.n_bg < 0 or e.n_fg + e.n_bg < 1):
-        raise ConfigError(
-            f"eval.n_fg and eval.n_bg must be >= 0 with at least one point; got {e.n_fg}, {e.n_bg}"
-        )
-    if e.metrics is not None:
-        from .metrics import METRIC_NAMES
-
-        bad = [m for m in e.metrics if m not in METRIC_NAMES]
-        if bad:
-            raise ConfigError(f"eval.metrics: unknown metric(s) {bad}; valid: {', '.join(METRIC_NAMES)}")
-    if e.batch_size < 1:
-        raise ConfigError(f"eval.batch_size must be >= 1, got {e.batch_size}")
-    if not config.output:
-        raise ConfigError("output must name the run folder")
-
-
-def _validate_peft(peft: PeftConfig) -> None:
-    from .peft import resolve_configs
-
-    try:
-        resolve_configs(peft.methods, peft.options)
-    except ValueError as err:
-        raise ConfigError(f"peft.methods / peft.options: {err}") from err
+    """:meth:`Config.validate` (kept as a function for callers that hold a config from elsewhere)."""
+    config.validate()
 
 
 # --------------------------------------------------------------------------------------------- documentation
@@ -435,18 +431,16 @@ def option_docs() -> list[tuple[str, Any, str]]:
                     fields[stmt.target.id] = " ".join(str(nxt.value.value).split())
         docs[node.name] = fields
     rows = []
-    defaults = Config()
+    hints = typing.get_type_hints(Config)
     for section in dataclasses.fields(Config):
-        value = getattr(defaults, section.name)
-        if not dataclasses.is_dataclass(value):
-            rows.append((section.name, value, docs["Config"].get(section.name, "")))
+        cls = hints[section.name]
+        if not _is_dataclass_type(cls):
+            rows.append((section.name, _default(section), docs["Config"].get(section.name, "")))
             continue
-        for f in dataclasses.fields(value):
-            rows.append(
-                (
-                    f"{section.name}.{f.name}",
-                    getattr(value, f.name),
-                    docs[type(value).__name__].get(f.name, ""),
-                )
-            )
+        for f in dataclasses.fields(cls):  # defaults read from the fields: no section is built (no imports)
+            rows.append((f"{section.name}.{f.name}", _default(f), docs[cls.__name__].get(f.name, "")))
     return rows
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default

@@ -24,7 +24,7 @@ from PIL import Image
 from segment_anything.modeling import Sam
 from torch import Tensor
 
-from .config import config_from_dict, validate_config
+from .config import config_from_dict
 from .data.formats import open_dataset
 from .data.prompts import noisy_box, tight_box
 from .data.reading import read_image, read_mask
@@ -194,7 +194,7 @@ def pretrain_teacher(source: Path, settings: DemoSettings) -> Sam:
     """A tiny SAM trained from scratch, all parameters, on box prompts of the source domain (the demo's stand-in
     for Meta's pretraining). Returns it in eval mode."""
     images, masks = _load_all(source)
-    model = build_base(config_from_dict({"model": {"name": "tiny"}}).model, seed=settings.seed)
+    model = build_base("tiny", seed=settings.seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.pretrain_lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -239,7 +239,7 @@ def finetune_config(target: Path, checkpoint: Path, run_dir: Path, settings: Dem
             "output": str(run_dir),
         }
     )
-    validate_config(config)
+    config.validate()
     return config
 
 

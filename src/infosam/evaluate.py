@@ -9,12 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
-from .data.prompts import test_prompts
+from .data.prompts import PROMPT_MODES, test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import sam_forward
 from .sam.transforms import get_transform
-
-PROMPT_MODES = ("box", "points")
 
 
 class _WithOriginalMask(Dataset):

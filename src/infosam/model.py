@@ -1,5 +1,6 @@
-"""Assembly of teacher and student from a config: build_sam -> load_checkpoint -> fast attention -> apply_peft
-(-> activation checkpointing of the student's encoder blocks, when asked).
+"""Assembly of teacher and student: build_base (build_sam -> load_checkpoint -> fast attention) is the one door to
+a pretrained SAM; make_teacher freezes one, make_student applies PEFT (-> activation checkpointing of the
+encoder blocks, when asked).
 
 Teacher and student are built the same way from the same seed, so without a checkpoint (tests) they still start
 from identical weights; they differ only in PEFT, gradients and eval mode.
@@ -7,38 +8,60 @@ from identical weights; they differ only in PEFT, gradients and eval mode.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 from segment_anything.modeling import Sam
 
-from .config import Config, ModelConfig
 from .peft import PeftSpec, apply_peft
 from .sam.attention import enable_fast_attention
 from .sam.checkpointing import enable_checkpointing
 
 
-def build_base(model: ModelConfig, *, seed: int) -> Sam:
-    """The pretrained SAM of ``model`` (random weights from ``seed`` when it names no checkpoint)."""
+def build_base(
+    name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    image_size: int | None = None,
+    attention: str = "fold",
+    seed: int = 0,
+) -> Sam:
+    """The pretrained SAM ``name`` (vit_b, vit_l, vit_h, tiny), in eval mode.
+
+    Args:
+        checkpoint: official SAM weights; ``None`` keeps the random initialisation drawn from ``seed``.
+        image_size: input side S instead of the spec's (1024 for ViT-B/L/H, 64 for tiny).
+        attention: encoder attention, ``"fold"``/``"mask"`` (:mod:`infosam.sam.attention`) or ``"meta"``.
+        seed: seeds the random initialisation of whatever the checkpoint does not cover.
+    """
     from .sam.build import build_sam
 
-    overrides = {} if model.image_size is None else {"image_size": model.image_size}
-    torch.manual_seed(seed)  # fixes the random initialisation of whatever the checkpoint does not cover
-    sam = build_sam(model.name, checkpoint=model.checkpoint, **overrides)
-    if model.attention != "meta":
-        enable_fast_attention(sam, mode=model.attention)
+    overrides = {} if image_size is None else {"image_size": image_size}
+    torch.manual_seed(seed)
+    sam = build_sam(name, checkpoint=checkpoint, **overrides)
+    if attention != "meta":
+        enable_fast_attention(sam, mode=attention)
     return sam
 
 
-def build_teacher(config: Config) -> Sam:
-    """The frozen teacher: pretrained SAM in eval mode, no parameter requires a gradient."""
-    teacher = build_base(config.model, seed=config.train.seed)
-    teacher.requires_grad_(False)
-    return teacher.eval()
+def make_teacher(base: Sam) -> Sam:
+    """The frozen teacher: ``base`` in eval mode, no parameter requires a gradient."""
+    base.requires_grad_(False)
+    return base.eval()
 
 
-def build_student(config: Config) -> tuple[Sam, PeftSpec]:
-    """The student: the same pretrained SAM with ``config.peft`` applied (only PEFT parameters train)."""
-    student = build_base(config.model, seed=config.train.seed)
-    spec = apply_peft(student, config.peft.methods, config.peft.options)
-    if config.train.activation_checkpointing:  # after PEFT: it checkpoints the blocks' forward as wrapped
-        enable_checkpointing(student.image_encoder)
-    return student, spec
+def make_student(
+    base: Sam,
+    methods: str,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    activation_checkpointing: bool = False,
+) -> PeftSpec:
+    """Turn ``base`` into the student in place: PEFT ``methods`` applied (only their parameters train), then
+    activation checkpointing of the encoder blocks if asked. Returns the applied :class:`PeftSpec`."""
+    spec = apply_peft(base, methods, options)
+    if activation_checkpointing:  # after PEFT: it checkpoints the blocks' forward as wrapped
+        enable_checkpointing(base.image_encoder)
+    return spec

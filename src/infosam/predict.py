@@ -21,7 +21,6 @@ import torch
 from PIL import Image, ImageDraw
 from segment_anything.modeling import Sam
 
-from .config import ModelConfig
 from .data.prompts import tight_box
 from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask, upright_shape
 from .model import build_base
@@ -135,7 +134,7 @@ def load_zero_shot(
     name: str, checkpoint: str | Path, *, image_size: int | None = None, device: str | torch.device = "cpu"
 ) -> Sam:
     """Pretrained SAM ``name`` (vit_b, vit_l, vit_h, tiny) from ``checkpoint``, in eval mode, without PEFT."""
-    model = build_base(ModelConfig(name=name, checkpoint=str(checkpoint), image_size=image_size), seed=0)
+    model = build_base(name, checkpoint=checkpoint, image_size=image_size)
     return model.eval().to(device)
 
 

@@ -449,6 +449,13 @@ def load_run(
             f"base SAM checkpoint {config.model.checkpoint} (model.checkpoint in {run.config_file}) not found; "
             "pass --checkpoint with its new location"
         )
-    model = build_base(config.model, seed=config.train.seed)
+    m = config.model
+    model = build_base(
+        m.name,
+        checkpoint=m.checkpoint,
+        image_size=m.image_size,
+        attention=m.attention,
+        seed=config.train.seed,
+    )
     load_peft(Path(weights) if weights is not None else run.student_weights(), model)
     return config, model.eval().to(device)

@@ -39,12 +39,13 @@ from .data.check import validate_dataset
 from .data.formats import open_dataset
 from .data.prompts import train_prompts
 from .distill.entropy import all_gather_rows
-from .distill.loss import InfoSAMLoss, InfoSAMWeights
+from .distill.loss import InfoSAMLoss
 from .distill.relation import RelationModule
 from .losses import segmentation_loss
 from .metrics import METRIC_NAMES
-from .model import build_base, build_student, build_teacher
+from .model import build_base, make_student, make_teacher
 from .peft import PeftSpec, load_peft
+from .sam.checkpointing import enable_checkpointing
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
 from .sam.specs import SamSpec, get_spec
 from .sam.transforms import SamTransform, get_transform
@@ -260,19 +261,25 @@ class Parts:
 def _build_parts(
     config: Config, accelerator: Accelerator, steps_total: int, checkpoint: Path | None
 ) -> Parts:
+    student = _base(config)
     if checkpoint is None:
-        student, peft_spec = build_student(config)
+        peft_spec = make_student(
+            student,
+            config.peft.methods,
+            config.peft.options,
+            activation_checkpointing=config.train.activation_checkpointing,
+        )
     else:
-        student = build_base(config.model, seed=config.train.seed)
         peft_spec = load_peft(runs.peft_file(checkpoint), student)
+        if config.train.activation_checkpointing:
+            enable_checkpointing(student.image_encoder)
     student.train()
     teacher, relation, infosam, cache = None, None, None, None
     if config.infosam.enabled:
-        teacher = build_teacher(config).to(accelerator.device)
+        teacher = make_teacher(_base(config)).to(accelerator.device)
         relation = _build_relation(config, student, checkpoint)
         i = config.infosam
-        weights = InfoSAMWeights(lam=i.lam, lam1=i.lam1, lam2=i.lam2)
-        infosam = InfoSAMLoss(relation, weights, gather=all_gather_rows if i.global_batch else None)
+        infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
         cache = _open_cache(config, teacher) if config.cache.enabled else None
     trainee = Trainee(student, infosam, config.train.seg_loss)
     params = [p for p in trainee.parameters() if p.requires_grad]
@@ -283,6 +290,17 @@ def _build_parts(
     )
     trainee, optimizer = accelerator.prepare(trainee, optimizer)
     return Parts(accelerator, teacher, trainee, student, peft_spec, relation, optimizer, scheduler, cache)
+
+
+def _base(config: Config) -> Sam:
+    m = config.model
+    return build_base(
+        m.name,
+        checkpoint=m.checkpoint,
+        image_size=m.image_size,
+        attention=m.attention,
+        seed=config.train.seed,
+    )
 
 
 def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> RelationModule:

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+PROMPT_MODES = ("box", "points")
+"""Test prompt modes: a noisy box, or foreground + background points."""
+
 
 def _valid_region(masks: Tensor, input_sizes: Tensor | None) -> Tensor:
     """``(B, 2)`` int64 ``(h, w)`` of each image's unpadded region (the whole mask when not given)."""
@@ -179,8 +182,8 @@ def test_prompts(
     Returns:
         ``{"boxes": (B, 4)}`` or ``{"points": (B, n_fg + n_bg, 2), "point_labels": (B, n_fg + n_bg)}``.
     """
-    if mode not in ("box", "points"):
-        raise ValueError(f"prompt mode {mode!r} is not one of ['box', 'points']")
+    if mode not in PROMPT_MODES:
+        raise ValueError(f"prompt mode {mode!r} is not one of {list(PROMPT_MODES)}")
     if len(ids) != masks.shape[0]:
         raise ValueError(f"got {len(ids)} ids for {masks.shape[0]} masks")
     region = _valid_region(masks, input_sizes)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
+
+from ..options import check_value
 
 
 class MethodConfig:
@@ -36,9 +38,8 @@ class MethodConfig:
                 f"valid options: {', '.join(fields) or '(none)'}"
             )
         hints = typing.get_type_hints(cls)
-        for key, value in options.items():
-            check_option_type(cls.name, key, value, hints[key])
-        return cls(**options)
+        checked = {k: check_value(f"option {cls.name}.{k}", hints[k], v) for k, v in options.items()}
+        return cls(**checked)
 
     def to_options(self) -> dict[str, Any]:
         """All fields (defaults included) as a JSON-serialisable dict; ``from_options`` rebuilds the
@@ -47,27 +48,6 @@ class MethodConfig:
 
     def apply(self, model: Sam) -> None:  # pragma: no cover - every method overrides it
         raise NotImplementedError
-
-
-def check_option_type(method: str, key: str, value: Any, hint: Any) -> None:
-    """Raise ValueError when ``value`` does not fit the field annotation ``hint`` (simple types only)."""
-    where = f"option {method}.{key}"
-    if get_origin(hint) is Literal:
-        if value not in get_args(hint):
-            raise ValueError(f"{where} must be one of {list(get_args(hint))}, got {value!r}")
-        return
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif hint is str:
-        ok = isinstance(value, str)
-    else:
-        ok = True  # composite fields (lists, dicts) are checked by the method itself
-    if not ok:
-        raise ValueError(f"{where} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 def encoder_blocks(model: Sam) -> Iterator[tuple[int, str, Block]]:

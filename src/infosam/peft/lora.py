@@ -16,7 +16,8 @@ from typing import Any
 
 from segment_anything.modeling import Sam
 
-from .base import MethodConfig, check_option_type
+from ..options import check_value
+from .base import MethodConfig
 
 # LoraConfig fields that make no sense here: the model type is fixed and peft's bookkeeping is ours.
 _RESERVED = {
@@ -71,7 +72,7 @@ class LoraMethodConfig(MethodConfig):
             )
         for key in ("r", "lora_alpha"):
             if key in options:
-                check_option_type("lora", key, options[key], int)
+                options[key] = check_value(f"option lora.{key}", int, options[key])
         targets = options.pop("target_modules", cls.target_modules)
         if isinstance(targets, str):
             targets = (targets,)

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from segment_anything.modeling import Sam
 
+from ..options import OptionError, parse_assignment, set_dotted
 from .adapter import AdapterConfig
 from .adaptformer import AdaptFormerConfig
 from .base import MethodConfig
@@ -115,13 +115,11 @@ def parse_option_assignments(assignments: Sequence[str]) -> dict[str, dict[str, 
     Values are read as YAML scalars/lists (``8`` -> int, ``0.5`` -> float, ``true`` -> bool, ``[qkv, proj]``
     -> list).
     """
+    form = "METHOD.OPTION=VALUE, e.g. adapter.init=torch"
     out: dict[str, dict[str, Any]] = {}
     for item in assignments:
-        key, sep, raw = item.partition("=")
-        method, dot, option = key.strip().partition(".")
-        if not sep or not dot or not method or not option:
-            raise ValueError(
-                f"PEFT option {item!r} must look like METHOD.OPTION=VALUE, e.g. adapter.init=torch"
-            )
-        out.setdefault(method, {})[option] = yaml.safe_load(raw) if raw.strip() else ""
+        parts, value = parse_assignment(item, what="PEFT option", form=form)
+        if len(parts) != 2:
+            raise OptionError(f"PEFT option {item!r} must look like {form}")
+        out = set_dotted(out, parts, value)
     return out
