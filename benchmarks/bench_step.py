@@ -1,9 +1,10 @@
 """Time one InfoSAM training step and its parts, and its peak memory, for attention/cache/checkpointing variants.
 
-Each (preset, batch, variant) runs in its own fresh subprocess so peak memories never mix. A step is built from the
-library's pieces, in the order of ``infosam.train.train_step``: student encoder -> teacher encoder (no grad, or a
-read from the teacher cache) -> both decoders -> structure loss + InfoSAM terms -> backward -> Adam step. Student =
-"adapter+decoder" (the paper's InfoSAM student). Weights are random (timing does not depend on them).
+Each (preset, batch, variant) runs in its own fresh subprocess so peak memories never mix. A step is timed phase by
+phase with the phases of ``infosam.step.train_step`` itself: teacher (``teacher_forward``: encoder under no grad, or
+the teacher cache, then its decoder) -> student (``sam_forward``) -> losses (``step_losses``: structure loss +
+InfoSAM terms) -> backward -> ``optimizer_step`` (Adam). Student = "adapter+decoder" (the paper's InfoSAM student).
+Weights are random (timing does not depend on them).
 
 Variants: ``plain`` (Meta's attention, no cache), ``fast`` (fold attention), ``cache`` (teacher embeddings read from
 a TeacherCache filled during warm-up, as from the second epoch on), ``fast+cache``, ``fast+cache+ckpt`` (plus
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 
 VARIANTS = ("plain", "fast", "cache", "fast+cache", "fast+cache+ckpt", "fast+cache+bf16")
-PARTS = ("student_encoder", "teacher_encoder", "decoders", "losses", "backward", "optimizer")
+PARTS = ("teacher", "student", "losses", "backward", "optimizer")
 
 
 # --------------------------------------------------------------------------------------------- memory probes
@@ -100,31 +101,24 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     import torch
 
     from infosam.cache import TeacherCache, teacher_fingerprint
+    from infosam.distill.loss import InfoSAMLoss
     from infosam.distill.relation import RelationModule
-    from infosam.peft import apply_peft
-    from infosam.sam.attention import enable_fast_attention
-    from infosam.sam.build import PIXEL_MEAN, PIXEL_STD, build_sam
-    from infosam.sam.checkpointing import enable_checkpointing
+    from infosam.model import build_base, make_student, make_teacher
+    from infosam.sam.transforms import get_transform
 
     name, _, size = preset.partition("@")
-    overrides = {"image_size": int(size)} if size else {}
-    torch.manual_seed(0)
-    teacher = build_sam(name, **overrides).to(device).requires_grad_(False).eval()
-    torch.manual_seed(0)
-    student = build_sam(name, **overrides).to(device)
-    if "fast" in variant:
-        enable_fast_attention(teacher)
-        enable_fast_attention(student)
-    apply_peft(student, "adapter+decoder")
-    if "ckpt" in variant:
-        enable_checkpointing(student.image_encoder)
+    base = {"image_size": int(size) if size else None, "attention": "fold" if "fast" in variant else "meta"}
+    teacher = make_teacher(build_base(name, **base, seed=0)).to(device)
+    student = build_base(name, **base, seed=0).to(device)
+    make_student(student, "adapter+decoder", activation_checkpointing="ckpt" in variant)
     spec = student.spec
     relation = RelationModule(spec.prompt_embed_dim).to(device)
+    infosam = InfoSAMLoss(relation) if batch >= 2 else None
     params = [p for p in student.parameters() if p.requires_grad] + list(relation.parameters())
     optimizer = torch.optim.Adam(params, lr=2e-4)
     cache = None
     if "cache" in variant:
-        prep = {"image_size": spec.image_size, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
+        prep = get_transform(spec).fingerprint()
         cache = TeacherCache(cache_dir, teacher_fingerprint(spec, None, prep))
 
     g = torch.Generator().manual_seed(0)
@@ -140,47 +134,29 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
         "ids": [f"img{i}" for i in range(batch)],
         "bf16": "bf16" in variant,
     }
-    return teacher, student, relation, optimizer, cache, batch_data
+    return teacher, student, infosam, optimizer, cache, batch_data
 
 
 def _step(parts, clock) -> dict[str, float]:
     import torch
-    import torch.nn.functional as F
 
-    from infosam.distill.loss import infosam_terms
-    from infosam.losses import segmentation_loss
-    from infosam.sam.forward import decode, encode_images
+    from infosam.sam.forward import sam_forward
+    from infosam.step import optimizer_step, step_losses, teacher_forward
 
-    teacher, student, relation, optimizer, cache, b = parts
+    teacher, student, infosam, optimizer, cache, b = parts
+    prompts = {"boxes": b["boxes"]}
     times: dict[str, float] = {}
-    autocast = torch.autocast(b["images"].device.type, dtype=torch.bfloat16, enabled=b["bf16"])
-    autocast.__enter__()
     t = clock()
-    student_embeddings = encode_images(student, b["images"])
-    times["student_encoder"], t = clock() - t, clock()
-    with torch.no_grad():
-        teacher_embeddings = cache.get(b["ids"]) if cache is not None else None
-        if teacher_embeddings is None:
-            teacher_embeddings = encode_images(teacher, b["images"])
-            if cache is not None:
-                cache.put(b["ids"], teacher_embeddings)
-        teacher_embeddings = teacher_embeddings.to(b["images"].device)
-    times["teacher_encoder"], t = clock() - t, clock()
-    student_out = decode(student, student_embeddings, boxes=b["boxes"])
-    with torch.no_grad():
-        teacher_out = decode(teacher, teacher_embeddings, boxes=b["boxes"])
-    times["decoders"], t = clock() - t, clock()
-    size = b["images"].shape[-1]
-    logits = F.interpolate(student_out.low_res_logits, (size, size), mode="bilinear", align_corners=False)
-    loss = segmentation_loss("structure", logits, b["masks"])
-    if b["images"].shape[0] >= 2:
-        loss = loss + infosam_terms(relation, teacher_out, student_out)["total"]
-    times["losses"], t = clock() - t, clock()
-    autocast.__exit__(None, None, None)
-    loss.backward()
+    with torch.autocast(b["images"].device.type, dtype=torch.bfloat16, enabled=b["bf16"]):
+        teacher_out = teacher_forward(teacher, b["images"], prompts, cache=cache, ids=b["ids"])
+        times["teacher"], t = clock() - t, clock()
+        student_out = sam_forward(student, b["images"], **prompts)
+        times["student"], t = clock() - t, clock()
+        terms = step_losses(student_out, teacher_out, b["masks"], infosam=infosam)
+        times["losses"], t = clock() - t, clock()
+    terms["loss"].backward()
     times["backward"], t = clock() - t, clock()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer_step(optimizer, None)
     times["optimizer"] = clock() - t
     return times
 

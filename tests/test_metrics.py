@@ -117,3 +117,18 @@ def test_perfect_and_empty_on_real_kvasir(kvasir_dir):
     assert m == pytest.approx(perfect(gt.size))
     m0 = image_metrics(np.zeros(gt.shape), gt)
     assert m0["IoU"] == 0 and m0["Dice"] == 0 and m0["MAE"] == pytest.approx(gt.mean())
+
+
+def test_best_of_prefers_lower_mae_and_higher_others():
+    from infosam.metrics import LOWER_IS_BETTER, best_of
+
+    assert LOWER_IS_BETTER == {"MAE"}
+    summaries = {
+        3: {"IoU": 0.5, "MAE": 0.2, "S": 0.7},
+        4: {"IoU": 0.6, "MAE": 0.3},
+        5: {"IoU": 0.6, "MAE": 0.1},
+    }
+    best = best_of(summaries)
+    assert best["IoU"] == {"epoch": 4, "value": 0.6}  # ties keep the earlier epoch
+    assert best["MAE"] == {"epoch": 5, "value": 0.1}
+    assert best["S"] == {"epoch": 3, "value": 0.7} and "Dice" not in best

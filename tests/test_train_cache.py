@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-import infosam.train as train_module
+import infosam.step as step_module
 from infosam.config import load_config
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.train import train
@@ -29,13 +29,13 @@ def _losses(run) -> list[dict[str, float]]:
 def count_teacher_encodes(monkeypatch):
     """Counts the teacher encoder calls of the training step (the student encodes through sam_forward)."""
     calls = []
-    original = train_module.encode_images
+    original = step_module.encode_images
 
     def counting(model, images):
         calls.append(images.shape[0])
         return original(model, images)
 
-    monkeypatch.setattr(train_module, "encode_images", counting)
+    monkeypatch.setattr(step_module, "encode_images", counting)
     return calls
 
 

@@ -22,7 +22,7 @@ def test_two_processes_share_one_run_folder_and_split_the_data(tmp_path):
         "train", "--no-progress", "--output", str(run), "--config", str(tmp_path / "empty.yaml"),
         "--set", "model.name=tiny", "--set", f"data.path={data}", "--set", "train.cpu=true",
         "--set", "train.batch_size=2", "--set", "train.epochs=1", "--set", "train.log_every_steps=1",
-        "--set", "infosam.global_batch=true", "--set", "eval.last_epochs=1",
+        "--set", "infosam.global_batch=true", "--set", "eval.last_epochs=1", "--set", "train.log_samples=true",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, env=env, capture_output=True, timeout=600, cwd=tmp_path)

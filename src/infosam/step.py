@@ -1,0 +1,182 @@
+"""One InfoSAM training step, and its phases for whoever needs them apart (the step benchmark, the demo).
+
+A step: batch -> train prompts -> teacher (no grad; its image embeddings from the teacher cache when filled) ->
+student -> losses (segmentation on logits upsampled to the input size; with InfoSAM, the relation module on both
+-> L_r, L_d) -> backward -> optimizer step when the accumulation window closes. With ``teacher=None`` the same step
+trains the plain PEFT baseline.
+
+Prompts depend only on (seed, process, epoch, batch index), so a resumed run draws the same prompts as an
+uninterrupted one and every process its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from segment_anything.modeling import Sam
+from torch import Tensor, nn
+
+from .data.prompts import train_prompts
+from .distill.loss import InfoSAMLoss
+from .losses import segmentation_loss
+from .sam.forward import SamOutput, decode, encode_images, sam_forward
+
+if TYPE_CHECKING:
+    from .cache import TeacherCache
+
+
+# --------------------------------------------------------------------------------------------- phases
+
+
+def batch_prompts(batch: dict, *, seed: int, rank: int, epoch: int, index: int) -> dict[str, Tensor]:
+    """Train prompts for ``batch["mask"]`` (B, 1, S, S) from a generator seeded by (seed, process, epoch, batch
+    index): ``boxes`` (B, 4), or ``points`` (B, 1, 2) + ``point_labels`` (B, 1), in input pixels."""
+    state = np.random.SeedSequence([seed, rank, epoch, index]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+    return train_prompts(batch["mask"], generator, input_sizes=batch["input_size"])
+
+
+def teacher_forward(
+    teacher: Sam,
+    images: Tensor,
+    prompts: dict[str, Tensor],
+    *,
+    cache: TeacherCache | None = None,
+    ids: list[str] | None = None,
+) -> SamOutput:
+    """The frozen teacher's outputs for images (B, 3, S, S) without gradients; its image embeddings come from
+    ``cache`` when it holds every id of ``ids``, else they are computed, stored and read back (so every epoch
+    and a resumed run see the stored values, e.g. float16-rounded)."""
+    with torch.no_grad():
+        embeddings = cache.get(ids) if cache is not None else None
+        if embeddings is None:
+            embeddings = encode_images(teacher, images)
+            if cache is not None:
+                cache.put(ids, embeddings)
+                embeddings = cache.get(ids)
+        return decode(teacher, embeddings.to(images.device), **prompts)
+
+
+def step_losses(
+    student: SamOutput,
+    teacher: SamOutput | None,
+    masks: Tensor,
+    *,
+    seg_loss: str = "structure",
+    infosam: InfoSAMLoss | None = None,
+) -> dict[str, Tensor]:
+    """Scalar loss terms of one batch: ``loss``, ``seg`` and, with ``infosam``, ``relation``, ``distill``,
+    ``infosam``. The segmentation loss is taken on the student's logits upsampled to the masks' (B, 1, S, S)."""
+    logits = F.interpolate(
+        student.low_res_logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
+    )
+    seg = segmentation_loss(seg_loss, logits, masks, student.iou_predictions.float())
+    if infosam is None:
+        return {"loss": seg, "seg": seg}
+    info = infosam(teacher, student)  # relation module on both -> L_r, L_d
+    return {
+        "loss": seg + info["total"],
+        "seg": seg,
+        "relation": info["relation"],
+        "distill": info["distill"],
+        "infosam": info["total"],
+    }
+
+
+class Trainee(nn.Module):
+    """Everything with gradients behind one ``forward`` (student -> losses), so DDP sees exactly the parameters
+    that produced the loss (the IoU head, unused by the structure loss, is then simply skipped).
+
+    Args:
+        student: the PEFT student SAM.
+        infosam: the InfoSAM loss module (owns the relation module), or ``None`` for the plain baseline.
+        seg_loss: name of the segmentation loss (:func:`infosam.losses.segmentation_loss`).
+    """
+
+    def __init__(self, student: Sam, infosam: InfoSAMLoss | None, seg_loss: str = "structure") -> None:
+        super().__init__()
+        self.student = student
+        self.infosam = infosam
+        self.seg_loss = seg_loss
+
+    def forward(
+        self, images: Tensor, masks: Tensor, prompts: dict[str, Tensor], teacher: SamOutput | None
+    ) -> dict[str, Tensor]:
+        """images (B, 3, S, S), masks (B, 1, S, S) -> the loss terms of :func:`step_losses`."""
+        student = sam_forward(self.student, images, **prompts)
+        return step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    accelerator: Accelerator | None = None,
+    parameters: list[nn.Parameter] | None = None,
+    grad_clip: float | None = None,
+) -> None:
+    """Clip the gradient norm of ``parameters`` to ``grad_clip`` (if set), step the optimizer, clear the
+    gradients, step the scheduler (once per optimizer step)."""
+    if grad_clip is not None:
+        clip = accelerator.clip_grad_norm_ if accelerator is not None else nn.utils.clip_grad_norm_
+        clip(parameters, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+
+
+# --------------------------------------------------------------------------------------------- the step
+
+
+@dataclass
+class StepParts:
+    """What a step works with, built once per run."""
+
+    accelerator: Accelerator
+    trainee: nn.Module
+    """The (possibly DDP-wrapped) :class:`Trainee`."""
+    teacher: Sam | None
+    """The frozen teacher, or ``None`` for the plain baseline."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    cache: TeacherCache | None = None
+    seed: int = 42
+    """Seed of the train prompts."""
+    grad_clip: float | None = None
+
+
+def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window: int, sync: bool) -> dict:
+    """One batch: forward, backward, and the optimizer step when ``sync`` closes the accumulation window.
+
+    Args:
+        batch: ``image`` (B, 3, S, S), ``mask`` (B, 1, S, S), ``input_size`` (B, 2), ``id`` (B strings).
+        epoch, index: 0-based epoch and batch index (they seed the prompts).
+        window: batches in this accumulation window (the loss is divided by it).
+        sync: the last batch of the window: gradients are synchronised and the optimizer steps.
+    Returns:
+        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``.
+    """
+    acc = parts.accelerator
+    prompts = batch_prompts(batch, seed=parts.seed, rank=acc.process_index, epoch=epoch, index=index)
+    prompts = {k: v.to(acc.device) for k, v in prompts.items()}
+    images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
+    with contextlib.nullcontext() if sync else acc.no_sync(parts.trainee):
+        with acc.autocast():
+            teacher = None
+            if parts.teacher is not None:
+                teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache, ids=batch["id"])
+            terms = parts.trainee(images, masks, prompts, teacher)  # student -> losses
+        acc.backward(terms["loss"] * (1.0 / window))
+    if sync:
+        params = list(parts.trainee.parameters())
+        optimizer_step(
+            parts.optimizer, parts.scheduler, accelerator=acc, parameters=params, grad_clip=parts.grad_clip
+        )
+    return {k: v.detach() for k, v in terms.items()}
