@@ -3,10 +3,11 @@
 With ``G_i, G_m, G_rt, G_rs`` the trace-normalised Gram matrices (over the batch) of the teacher's image
 embeddings, the teacher's mask token, and the relation rows of teacher and student:
 
-- relation compression ``L_r = -log2 ||G_rt||_F^2 + log2 ||G_imr||_F^2``, ``G_imr = (G_i o G_m o G_rt) / tr(.)``;
-  gradient reaches only the relation module (the teacher's features are detached here);
-- relation distillation ``L_d = -I(r_t; r_s) = log2 ||G_rt||_F^2 + log2 ||G_rs||_F^2 - log2 ||G_ts||_F^2``,
-  ``G_ts = (G_rt o G_rs) / tr(.)``; gradient reaches the relation module and the student;
+- relation compression ``L_r = S(G_rt) - S(G_i, G_m, G_rt)`` (``= -log2 ||G_rt||_F^2 + log2 ||G_imr||_F^2`` with
+  ``G_imr = (G_i o G_m o G_rt) / tr(.)``): ``I(z_i, z_m; r_t)`` up to a constant; gradient reaches only the
+  relation module (the teacher's features are detached here);
+- relation distillation ``L_d = -I(r_t; r_s) = -(S(G_rt) + S(G_rs) - S(G_rt, G_rs))``; gradient reaches the
+  relation module and the student;
 - ``total = lam * (lam1 * L_r + lam2 * L_d)``.
 """
 
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
-from .entropy import Gather, gram_matrix, hadamard_normalized, log2_frobenius_sq
+from .entropy import Gather, gram_matrix, joint_entropy, mutual_information, renyi2
 from .relation import RelationModule
 
 
@@ -49,7 +50,7 @@ class InfoSAMWeights:
 def relation_loss(
     image_embeddings: Tensor, mask_tokens: Tensor, relation_rows: Tensor, *, gather: Gather | None = None
 ) -> Tensor:
-    """``L_r = -log2 ||G_rt||_F^2 + log2 ||G_imr||_F^2`` (scalar, bits): ``I(z_i, z_m; r_t)`` up to a constant.
+    """``L_r = S(G_rt) - S(G_i, G_m, G_rt)`` (scalar, bits): ``I(z_i, z_m; r_t)`` up to a constant.
 
     Args:
         image_embeddings: ``(B, C, h, w)`` teacher image embeddings (used as given: detach them first).
@@ -61,11 +62,11 @@ def relation_loss(
     _check_batch(g_r)
     g_i = gram_matrix(image_embeddings, gather=gather)
     g_m = gram_matrix(mask_tokens, gather=gather)
-    return -log2_frobenius_sq(g_r) + log2_frobenius_sq(hadamard_normalized(g_i, g_m, g_r))
+    return renyi2(g_r) - joint_entropy(g_i, g_m, g_r)
 
 
 def distill_loss(teacher_rows: Tensor, student_rows: Tensor, *, gather: Gather | None = None) -> Tensor:
-    """``L_d = -I(r_t; r_s) = log2 ||G_rt||^2 + log2 ||G_rs||^2 - log2 ||G_ts||^2`` (scalar, bits).
+    """``L_d = -I(r_t; r_s)`` (scalar, bits), the mutual information of the two relation Gram matrices.
 
     Args:
         teacher_rows: ``(B, HW)`` teacher relation rows ``r_t``.
@@ -75,7 +76,7 @@ def distill_loss(teacher_rows: Tensor, student_rows: Tensor, *, gather: Gather |
     g_t = gram_matrix(teacher_rows, gather=gather)
     _check_batch(g_t)
     g_s = gram_matrix(student_rows, gather=gather)
-    return log2_frobenius_sq(g_t) + log2_frobenius_sq(g_s) - log2_frobenius_sq(hadamard_normalized(g_t, g_s))
+    return -mutual_information(g_t, g_s)
 
 
 def infosam_terms(
