@@ -134,6 +134,43 @@ class TeacherCache:
         return sum(1 for _ in self.directory.glob("*" + SUFFIX))
 
 
+def cache_info(directory: str | Path) -> dict:
+    """What a cache folder holds: ``images`` (count), ``bytes``, ``storage_dtype``, ``fingerprint`` (the manifest's
+    description of the teacher).
+
+    Raises:
+        NotACacheError: the folder holds no cache manifest.
+    """
+    directory = Path(directory).expanduser()
+    manifest = _read_manifest(directory)
+    files = list(directory.glob("*" + SUFFIX))
+    return {
+        "images": len(files),
+        "bytes": sum(f.stat().st_size for f in files),
+        "storage_dtype": manifest.get("storage_dtype"),
+        "fingerprint": manifest.get("fingerprint", {}),
+    }
+
+
+class NotACacheError(FileNotFoundError):
+    """A folder given as a teacher cache holds no cache manifest."""
+
+
+def _read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise NotACacheError(f"{directory} is not a teacher cache (no {MANIFEST})")
+    return json.loads(path.read_text())
+
+
+def clear_teacher_cache(directory: str | Path) -> int:
+    """:func:`clear_cache` on a folder that is a teacher cache (:class:`NotACacheError` otherwise, so that an
+    arbitrary folder is never emptied by mistake)."""
+    directory = Path(directory).expanduser()
+    _read_manifest(directory)
+    return clear_cache(directory)
+
+
 def clear_cache(directory: str | Path) -> int:
     """Delete the cache files (manifest and embeddings, nothing else) in ``directory``; returns how many."""
     directory = Path(directory)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,3 +119,92 @@ def evaluate(
         "compat": compat,
     }
     return scores.rows, summary
+
+
+# --------------------------------------------------------------------------------------------- evaluation folders
+
+PER_IMAGE_FILE = "per_image.csv"
+SUMMARY_FILE = "summary.json"
+
+
+def evaluation_files(out_dir: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """``(per_image.csv, summary.json)`` in ``out_dir``; FileExistsError naming them when they exist and
+    ``overwrite`` is False (checked before any work)."""
+    out = Path(out_dir)
+    targets = (out / PER_IMAGE_FILE, out / SUMMARY_FILE)
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)"
+        )
+    return targets
+
+
+def write_evaluation(
+    out_dir: str | Path, rows: list[dict], summary: dict, *, overwrite: bool = False
+) -> None:
+    """Write per-image metrics (CSV: id, then the metric names) and the summary (JSON) into ``out_dir``."""
+    per_image, summary_file = evaluation_files(out_dir, overwrite=overwrite)
+    per_image.parent.mkdir(parents=True, exist_ok=True)
+    with open(per_image, "w", newline="", encoding="utf-8") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    summary_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def evaluate_sam(
+    name: str,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    split: str | None = None,
+    overwrite: bool = False,
+    prompt: str = "box",
+    n_fg: int = 2,
+    n_bg: int = 3,
+    seed: int = 42,
+    compat: bool = False,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Score pretrained SAM ``name`` (e.g. the paper's "SAM zero-shot" row) on ``split`` of the dataset at
+    ``data`` with :func:`evaluate`, and write ``per_image.csv`` and ``summary.json`` into ``out_dir``.
+
+    Returns the summary (with ``model``, ``checkpoint``, ``data`` and ``split`` added).
+    Raises:
+        FileExistsError: an output exists and ``overwrite`` is False (before any work).
+        ValueError: no ``checkpoint`` for a model other than the tiny test model.
+    """
+    from .data.formats import open_dataset
+    from .model import build_base
+
+    evaluation_files(out_dir, overwrite=overwrite)
+    if checkpoint is None and name != "tiny":
+        raise ValueError(
+            f"--checkpoint is required for --model {name} (random weights make no sense to score)"
+        )
+    model = build_base(name, checkpoint=checkpoint)  # fast attention: the same function, faster
+    dataset = open_dataset(data, split=split, transform=get_transform(model.spec))
+    rows, summary = evaluate(
+        model,
+        dataset,
+        prompt=prompt,
+        n_fg=n_fg,
+        n_bg=n_bg,
+        seed=seed,
+        compat=compat,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        on_batch=on_batch,
+    )
+    summary.update(
+        model=name, checkpoint=None if checkpoint is None else str(checkpoint), data=str(data), split=split
+    )
+    write_evaluation(out_dir, rows, summary, overwrite=overwrite)
+    return summary

@@ -225,3 +225,42 @@ def predict_files(
         Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
         overlay(image, mask, job.prompt).save(job.overlay)
     return jobs
+
+
+def predict(
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    model_name: str | None = None,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    prompt: Prompt | None = None,
+    masks_dir: str | Path | None = None,
+    overwrite: bool = False,
+    threshold: float = 0.5,
+) -> list[Prediction]:
+    """Load a model and :func:`predict_files` with it: the student of ``run_dir`` (:func:`infosam.runs.load_run`,
+    ``checkpoint`` replacing its base SAM's path, ``weights`` its PEFT weights), or zero-shot SAM ``model_name``
+    from ``checkpoint`` (:func:`load_zero_shot`). Exactly one of ``run_dir`` and ``model_name``."""
+    from .runs import load_run
+
+    if (run_dir is None) == (model_name is None):
+        raise ValueError("give exactly one of a run folder and a SAM model name")
+    if model_name is not None:
+        if checkpoint is None:
+            raise ValueError("a zero-shot SAM needs its checkpoint (the official SAM weights)")
+        if weights is not None:
+            raise ValueError("PEFT weights belong to a run folder; they cannot be used with a SAM model name")
+        model = load_zero_shot(model_name, checkpoint, image_size=image_size, device=device)
+    else:
+        if image_size is not None:
+            raise ValueError(
+                "image_size belongs to a SAM model name; a run's input size comes from its config"
+            )
+        _, model = load_run(run_dir, checkpoint=checkpoint, weights=weights, device=device)
+    return predict_files(
+        model, images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
+    )

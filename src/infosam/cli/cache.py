@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-from . import CLIError
 
 
 def register(subparsers) -> None:
@@ -28,26 +25,16 @@ def register(subparsers) -> None:
     clear.set_defaults(func=run_clear)
 
 
-def _manifest(directory: str) -> dict:
-    from ..cache import MANIFEST
-
-    path = Path(directory).expanduser() / MANIFEST
-    if not path.is_file():
-        raise CLIError(f"{directory} is not a teacher cache (no {MANIFEST})")
-    return json.loads(path.read_text())
-
-
 def run_info(args: argparse.Namespace) -> int:
-    from ..cache import SUFFIX
+    from ..cache import cache_info
 
-    manifest = _manifest(args.directory)
-    files = list(Path(args.directory).expanduser().glob("*" + SUFFIX))
-    fp = manifest.get("fingerprint", {})
+    info = cache_info(args.directory)
+    fp = info["fingerprint"]
     spec = fp.get("spec") or {}
     weights = fp.get("weights") or {}
     print(f"teacher cache {args.directory}")
-    print(f"  images: {len(files)} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
-    print(f"  storage dtype: {manifest.get('storage_dtype')}")
+    print(f"  images: {info['images']} ({info['bytes'] / 2**20:.1f} MiB)")
+    print(f"  storage dtype: {info['storage_dtype']}")
     print(f"  model: {spec.get('name')} at {spec.get('image_size')} px, compute dtype {fp.get('dtype')}")
     print(f"  weights: {json.dumps(weights) if weights else 'unknown (random initialisation)'}")
     print(f"  preprocessing: {json.dumps(fp.get('preprocessing'))}")
@@ -55,8 +42,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    from ..cache import clear_cache
+    from ..cache import clear_teacher_cache
 
-    _manifest(args.directory)  # refuse folders that are not caches
-    print(f"removed {clear_cache(Path(args.directory).expanduser())} files from {args.directory}")
+    print(f"removed {clear_teacher_cache(args.directory)} files from {args.directory}")
     return 0

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
 from . import CLIError
-
-PER_IMAGE_FILE = "per_image.csv"
-SUMMARY_FILE = "summary.json"
 
 
 def register(subparsers) -> None:
@@ -48,59 +43,36 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.formats import open_dataset
-    from ..evaluate import evaluate
-    from ..model import build_base
-    from ..sam.transforms import get_transform
-
-    out = Path(args.out)
-    targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise CLIError(f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)")
-    if args.checkpoint is None and args.model != "tiny":
-        raise CLIError(
-            f"--checkpoint is required for --model {args.model} (random weights make no sense to score)"
-        )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_base(args.model, checkpoint=args.checkpoint)  # fast attention: same function, faster
-    dataset = open_dataset(args.data, split=args.split, transform=get_transform(model.spec))
+    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_sam
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
 
-    rows, summary = evaluate(
-        model,
-        dataset,
-        prompt=args.prompt,
-        n_fg=args.points[0],
-        n_bg=args.points[1],
-        seed=args.seed,
-        compat=args.compat,
-        batch_size=args.batch_size,
-        device=device,
-        num_workers=args.workers,
-        on_batch=progress,
-    )
+    try:
+        summary = evaluate_sam(
+            args.model,
+            args.data,
+            args.out,
+            checkpoint=args.checkpoint,
+            split=args.split,
+            overwrite=args.overwrite,
+            prompt=args.prompt,
+            n_fg=args.points[0],
+            n_bg=args.points[1],
+            seed=args.seed,
+            compat=args.compat,
+            batch_size=args.batch_size,
+            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            num_workers=args.workers,
+            on_batch=progress,
+        )
+    except FileExistsError as err:
+        raise CLIError(str(err)) from err
     print(file=sys.stderr)
-    summary.update(model=args.model, checkpoint=args.checkpoint, data=str(args.data), split=args.split)
-    out.mkdir(parents=True, exist_ok=True)
-    write_rows(out / PER_IMAGE_FILE, rows)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(format_summary(summary))
-    print(f"wrote {targets[0]} and {targets[1]}")
+    out = Path(args.out)
+    print(f"wrote {out / PER_IMAGE_FILE} and {out / SUMMARY_FILE}")
     return 0
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Per-image metrics as CSV (one row per image, columns id then the metric names)."""
-    if not rows:
-        path.write_text("", encoding="utf-8")
-        return
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def format_summary(summary: dict) -> str:

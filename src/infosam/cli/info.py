@@ -52,36 +52,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports (torch, peft) happen here, not at registration, so `infosam --help` and other commands stay fast.
-    import torch
+    from infosam.peft import parse_option_assignments
+    from infosam.peft.count import student_parameters
 
-    from infosam.distill.relation import RelationModule
-    from infosam.peft import apply_peft, count_parameters, parse_option_assignments
-    from infosam.sam.build import build_sam
-
-    options = parse_option_assignments(args.set_peft)
-    with torch.device("meta"):
-        model = build_sam(args.model)
-        spec = apply_peft(model, args.peft, options)
-        relation = RelationModule(model.spec.prompt_embed_dim)
-    table = count_parameters(model)
-    relation_count = sum(p.numel() for p in relation.parameters())
+    info = student_parameters(args.model, args.peft, parse_option_assignments(args.set_peft))
+    table, relation_count = info["parameters"], info["relation_module"]
     if args.json:
-        out = {
-            "model": args.model,
-            "peft": spec.to_dict(),
-            "parameters": table,
-            "relation_module": relation_count,
-        }
+        out = {k: info[k] for k in ("model", "peft", "parameters", "relation_module")}
         print(json.dumps(out, indent=2))
         return 0
-    print(f"SAM {args.model}, PEFT {spec.name}")
-    for method, opts in spec.options.items():
+    peft = info["peft"]
+    print(f"SAM {args.model}, PEFT {'+'.join(peft['methods'])}")
+    for method, opts in peft["options"].items():
         if opts:
             print(f"  {method}: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
     print(f"{'part':<18}{'all':>14}{'trainable':>14}")
     for key, label in _LABELS.items():
         print(f"{label:<18}{table[key]['all']:>14,}{table[key]['trainable']:>14,}")
-    c = model.spec.prompt_embed_dim
+    c = info["prompt_embed_dim"]
     print(
         f"{'relation module':<18}{relation_count:>14,}{relation_count:>14,}  (C={c}; trains, dropped at inference)"
     )

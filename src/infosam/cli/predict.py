@@ -76,27 +76,22 @@ def parse_points(values: list[float]) -> tuple[tuple[tuple[float, float], ...], 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..predict import Prompt, load_zero_shot, predict_files
-    from ..runs import RunDir, load_run
+    from ..predict import Prompt, predict
+    from ..runs import RunDir
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.model is not None:
-        if args.checkpoint is None:
-            raise CLIError("--model needs --checkpoint (the official SAM weights)")
-        if args.weights is not None:
-            raise CLIError("--weights belongs to a run folder; it cannot be used with --model")
-        model = load_zero_shot(args.model, args.checkpoint, image_size=args.image_size, device=device)
-        images = args.inputs
-    else:
+    run_dir, images = None, args.inputs
+    if args.model is None:
         if len(args.inputs) < 2:
             raise CLIError("give a run folder and at least one image (or use --model for zero-shot SAM)")
-        run, images = RunDir(args.inputs[0]), args.inputs[1:]
-        if not run.is_run():
-            raise CLIError(f"{run.path} is not a run folder (no config.yaml); for zero-shot SAM use --model")
-        if args.image_size is not None:
-            raise CLIError("--image-size belongs to --model; a run's input size comes from its config")
-        _, model = load_run(run, checkpoint=args.checkpoint, weights=args.weights, device=device)
-
+        run_dir, images = args.inputs[0], args.inputs[1:]
+        if not RunDir(run_dir).is_run():
+            raise CLIError(f"{run_dir} is not a run folder (no config.yaml); for zero-shot SAM use --model")
+    elif args.checkpoint is None:
+        raise CLIError("--model needs --checkpoint (the official SAM weights)")
+    elif args.weights is not None:
+        raise CLIError("--weights belongs to a run folder; it cannot be used with --model")
+    if run_dir is not None and args.image_size is not None:
+        raise CLIError("--image-size belongs to --model; a run's input size comes from its config")
     prompt = None
     if args.box is not None:
         prompt = Prompt(box=tuple(args.box))
@@ -104,10 +99,15 @@ def run(args: argparse.Namespace) -> int:
         points, labels = parse_points(args.points)
         prompt = Prompt(points=points, labels=labels)
     try:
-        written = predict_files(
-            model,
+        written = predict(
             images,
             args.out,
+            run_dir=run_dir,
+            model_name=args.model,
+            checkpoint=args.checkpoint,
+            weights=args.weights,
+            image_size=args.image_size,
+            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
             prompt=prompt,
             masks_dir=args.masks,
             overwrite=args.overwrite,

@@ -25,3 +25,29 @@ def count_parameters(model: Sam) -> dict[str, dict[str, int]]:
         "trainable": sum(p.numel() for p in params if p.requires_grad),
     }
     return table
+
+
+def student_parameters(model: str, methods: str, options: dict | None = None) -> dict:
+    """Parameter counts of SAM ``model`` with PEFT ``methods`` applied, built on PyTorch's ``meta`` device (shapes
+    only: no memory, no initialisation, no checkpoint).
+
+    Returns ``{"model", "peft" (the applied spec as a dict), "parameters" (:func:`count_parameters`),
+    "relation_module" (parameters of InfoSAM's relation module), "prompt_embed_dim"}``.
+    """
+    import torch
+
+    from ..distill.relation import RelationModule
+    from ..sam.build import build_sam
+    from .registry import apply_peft
+
+    with torch.device("meta"):
+        sam = build_sam(model)
+        spec = apply_peft(sam, methods, options)
+        relation = RelationModule(sam.spec.prompt_embed_dim)
+    return {
+        "model": model,
+        "peft": spec.to_dict(),
+        "parameters": count_parameters(sam),
+        "relation_module": sum(p.numel() for p in relation.parameters()),
+        "prompt_embed_dim": sam.spec.prompt_embed_dim,
+    }
