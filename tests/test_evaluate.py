@@ -37,8 +37,20 @@ def run_cli(argv):
     return args.func(args)
 
 
-def test_evaluate_rows_summary_and_batch_independence(tiny_sam, tiny_dataset):
+def test_evaluate_rows_summary_and_batch_independence(tiny_sam, tiny_dataset, monkeypatch):
+    import infosam.evaluate as evaluate_module
+
     sam = tiny_sam()
+    assert all(p.requires_grad for p in sam.parameters())
+    tracked = []
+    real_forward = evaluate_module.sam_forward
+
+    def spy(model, images, **prompts):
+        out = real_forward(model, images, **prompts)
+        tracked.append(out.low_res_logits.requires_grad)
+        return out
+
+    monkeypatch.setattr(evaluate_module, "sam_forward", spy)
     ds = open_dataset(tiny_dataset, image_size=64)
     rows, summary = evaluate(sam, ds, prompt="box", batch_size=1)
     assert [r["id"] for r in rows] == ds.ids
@@ -50,7 +62,8 @@ def test_evaluate_rows_summary_and_batch_independence(tiny_sam, tiny_dataset):
     rows3, _ = evaluate(sam, ds, prompt="box", batch_size=3)  # prompts do not depend on the batch
     for a, b in zip(rows, rows3, strict=True):
         assert a == pytest.approx(b, abs=1e-4)
-    assert all(p.grad is None for p in sam.parameters())
+    assert tracked and not any(tracked)  # evaluation builds no autograd graph, though the weights accept one
+    assert not sam.training
 
 
 def test_evaluate_points_compat_and_size_check(tiny_sam, tiny_dataset):

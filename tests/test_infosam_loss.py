@@ -177,20 +177,19 @@ def test_weights_are_validated(field, value):
 def test_tiny_sam_teacher_gets_no_gradient(tiny_sam):
     forward = pytest.importorskip("infosam.sam.forward")
     teacher, student = tiny_sam(seed=0), tiny_sam(seed=0)
-    teacher.requires_grad_(False)
-    student.requires_grad_(False)
-    student.mask_decoder.requires_grad_(True)
     student.train()
     size = student.image_encoder.img_size
     images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[4.0, 4.0, 40.0, 40.0], [10.0, 8.0, 60.0, 50.0]])
-    with torch.no_grad():
-        t_out = forward.sam_forward(teacher, images, boxes=boxes)
+    # No torch.no_grad and every teacher parameter accepts a gradient: only infosam_terms' own detaching of the
+    # teacher's features keeps the teacher's gradients at None.
+    t_out = forward.sam_forward(teacher, images, boxes=boxes)
     s_out = forward.sam_forward(student, images, boxes=boxes)
     relation = RelationModule(s_out.mask_tokens.shape[-1])
     infosam_terms(relation, t_out, s_out)["total"].backward()
     assert all(p.grad is None for p in teacher.parameters())
-    assert all(p.grad is None for p in student.image_encoder.parameters())
+    encoder_grads = [p.grad for p in student.image_encoder.parameters()]  # L_d reaches the student's encoder
+    assert any(g is not None and g.abs().sum() > 0 for g in encoder_grads)
     decoder_grads = [p.grad for p in student.mask_decoder.transformer.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in decoder_grads)
     assert all(p.grad is not None for p in relation.parameters())

@@ -120,32 +120,26 @@ def test_gradients_reach_encoder_and_decoder(tiny_sam):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_mask_token_is_hs_index_one_and_hooks_removed(tiny_sam):
+def test_mask_token_rebuilds_the_logits_and_hooks_are_removed(tiny_sam):
+    """The captured token is the one the single mask is made from: Meta's decoder turns it into the logits through
+    output_hypernetworks_mlps[0] and the upscaled image embedding, so doing that by hand must give the logits."""
     model = tiny_sam(seed=5)
-    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    boxes = torch.tensor([[5.0, 6.0, 50.0, 40.0]])
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    boxes = torch.tensor([[5.0, 6.0, 50.0, 40.0], [12.0, 3.0, 60.0, 30.0]])
+    upscaled = []
+    handle = model.mask_decoder.output_upscaling.register_forward_hook(
+        lambda _m, _i, out: upscaled.append(out)
+    )
     before = _hooks(model)
     with torch.no_grad():
         out = sam_forward(model, images, boxes=boxes)
         assert _hooks(model) == before
-
-        # What a hook on Meta's own decoder call sees, written independently of forward.py.
-        seen = {}
-
-        def keep_hs(_module, _inputs, output):
-            seen["hs"] = output[0]
-
-        handle = model.mask_decoder.transformer.register_forward_hook(keep_hs)
-        sparse, dense = model.prompt_encoder(points=None, boxes=boxes, masks=None)
-        model.mask_decoder(
-            image_embeddings=encode_images(model, images),
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
         handle.remove()
-    torch.testing.assert_close(out.mask_tokens, seen["hs"][:, 1:2])
+        for b in range(2):
+            embedding = upscaled[b]  # (1, C', 4h, 4w), one decoder call per image
+            weights = model.mask_decoder.output_hypernetworks_mlps[0](out.mask_tokens[b])  # (1, C')
+            rebuilt = (weights @ embedding.flatten(2)).view(1, *embedding.shape[-2:])
+            torch.testing.assert_close(rebuilt, out.low_res_logits[b], rtol=1e-5, atol=1e-5)
 
 
 def test_hook_removed_when_decoder_fails(tiny_sam):

@@ -7,7 +7,6 @@ off) goes through the same step.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -23,26 +22,18 @@ from infosam.model import build_base, make_student, make_teacher
 from infosam.step import StepParts, Trainee, batch_prompts, train_step
 from infosam.train import train
 
-REPO = Path(__file__).resolve().parents[1]
+
+def _synthetic(root: Path) -> Path:
+    """train/ (4 pairs) and test/ (2 pairs) of synthetic target-domain images."""
+    write_synthetic_dataset(root / "train", 4, domain="target")
+    write_synthetic_dataset(root / "test", 2, domain="target", start=100)
+    return root
 
 
-def _kvasir_pairs() -> list[tuple[Path, Path]]:
-    """A few real Kvasir pairs when the shared data is present, else none."""
-    root = Path(os.environ.get("INFOSAM_DATA", REPO.parent / "shared" / "data")) / "kvasir-seg"
-    if not (root / "images").is_dir():
-        return []
-    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:6]
-    pairs = [(p, next((root / "masks").glob(p.stem + ".*"), None)) for p in images]
-    return [(i, m) for i, m in pairs if m is not None]
-
-
-def _dataset(root: Path) -> Path:
-    """train/ (4 pairs) and test/ (2 pairs): real Kvasir pairs linked in, or synthetic ones."""
-    pairs = _kvasir_pairs()
-    if len(pairs) < 6:
-        write_synthetic_dataset(root / "train", 4, domain="target")
-        write_synthetic_dataset(root / "test", 2, domain="target", start=100)
-        return root
+def _kvasir(root: Path, kvasir_dir: Path) -> Path:
+    """train/ (4 pairs) and test/ (2 pairs): the first six real Kvasir pairs, linked in (never copied)."""
+    images = sorted(p for p in (kvasir_dir / "images").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:6]
+    pairs = [(p, next((kvasir_dir / "masks").glob(p.stem + ".*"))) for p in images]
     for split, chunk in (("train", pairs[:4]), ("test", pairs[4:6])):
         for image, mask in chunk:
             for kind, src in (("images", image), ("masks", mask)):
@@ -60,8 +51,8 @@ def build_student(config):
     return student, make_student(student, config.peft.methods, config.peft.options)
 
 
-def _config(tmp_path: Path, *extra: str):
-    data = _dataset(tmp_path / "data")
+def _config(tmp_path: Path, *extra: str, data: Path | None = None):
+    data = data if data is not None else _synthetic(tmp_path / "data")
     base = [
         "model.name=tiny",
         f"data.path={data}",
@@ -76,8 +67,14 @@ def _config(tmp_path: Path, *extra: str):
 
 
 def test_train_writes_a_complete_run_folder_and_evaluates(tmp_path):
-    config = _config(tmp_path)
-    run = train(config)
+    _check_complete_run(train(_config(tmp_path)), tmp_path)
+
+
+def test_train_on_real_kvasir_pairs(tmp_path, kvasir_dir):
+    _check_complete_run(train(_config(tmp_path, data=_kvasir(tmp_path / "data", kvasir_dir))), tmp_path)
+
+
+def _check_complete_run(run: Path, tmp_path: Path) -> None:
     assert run == tmp_path / "run"
     for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/latest", "eval/epoch-002.json"):
         assert (run / name).is_file(), name
@@ -100,6 +97,7 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
     config = _config(tmp_path)
     accelerator = Accelerator(cpu=True)
     teacher = build_teacher(config)
+    teacher.requires_grad_(True)  # accepts gradients: only the step itself may keep it out of autograd
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student, _ = build_student(config)
     from infosam.distill.loss import InfoSAMLoss
@@ -118,6 +116,11 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
             terms = train_step(parts, batch, epoch=0, index=index, window=1, sync=True)
             assert torch.isfinite(terms["loss"])
             assert ("distill" in terms) == infosam
+    assert all(p.grad is None for p in teacher.parameters())
+    from infosam.step import teacher_forward
+
+    out = teacher_forward(teacher, batch["image"], batch_prompts(batch, seed=0, rank=0, epoch=0, index=0))
+    assert not out.image_embeddings.requires_grad and not out.low_res_logits.requires_grad
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(
