@@ -103,8 +103,9 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     from infosam.distill.relation import RelationModule
     from infosam.peft import apply_peft
     from infosam.sam.attention import enable_fast_attention
-    from infosam.sam.build import PIXEL_MEAN, PIXEL_STD, build_sam
+    from infosam.sam.build import build_sam
     from infosam.sam.checkpointing import enable_checkpointing
+    from infosam.sam.preprocess import preprocessing_fingerprint
 
     name, _, size = preset.partition("@")
     overrides = {"image_size": int(size)} if size else {}
@@ -124,8 +125,9 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     optimizer = torch.optim.Adam(params, lr=2e-4)
     cache = None
     if "cache" in variant:
-        prep = {"image_size": spec.image_size, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
-        cache = TeacherCache(cache_dir, teacher_fingerprint(spec, None, prep))
+        prep = preprocessing_fingerprint(spec.image_size)
+        precision = "bf16" if "bf16" in variant else "no"
+        cache = TeacherCache(cache_dir, teacher_fingerprint(spec, None, prep, precision=precision))
 
     g = torch.Generator().manual_seed(0)
     s = spec.image_size
@@ -137,7 +139,6 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
         "images": images,
         "masks": masks.to(device),
         "boxes": boxes,
-        "ids": [f"img{i}" for i in range(batch)],
         "bf16": "bf16" in variant,
     }
     return teacher, student, relation, optimizer, cache, batch_data
@@ -159,11 +160,12 @@ def _step(parts, clock) -> dict[str, float]:
     student_embeddings = encode_images(student, b["images"])
     times["student_encoder"], t = clock() - t, clock()
     with torch.no_grad():
-        teacher_embeddings = cache.get(b["ids"]) if cache is not None else None
+        keys = cache.keys(b["images"]) if cache is not None else None  # content hashing is part of the cost
+        teacher_embeddings = cache.get(keys) if cache is not None else None
         if teacher_embeddings is None:
             teacher_embeddings = encode_images(teacher, b["images"])
             if cache is not None:
-                cache.put(b["ids"], teacher_embeddings)
+                cache.put(keys, teacher_embeddings)
         teacher_embeddings = teacher_embeddings.to(b["images"].device)
     times["teacher_encoder"], t = clock() - t, clock()
     student_out = decode(student, student_embeddings, boxes=b["boxes"])

@@ -127,17 +127,18 @@ def teacher_forward(
     prompts: dict[str, Tensor],
     *,
     cache: TeacherCache | None = None,
-    ids: list[str] | None = None,
 ) -> SamOutput:
-    """The frozen teacher's outputs (no grad); image embeddings come from ``cache`` when it holds all ``ids``."""
+    """The frozen teacher's outputs (no grad); image embeddings come from ``cache`` when it holds all ``images``
+    (keyed by their content)."""
     with torch.no_grad():
-        embeddings = cache.get(ids) if cache is not None else None
+        keys = cache.keys(images) if cache is not None else None
+        embeddings = cache.get(keys) if cache is not None else None
         if embeddings is None:
             embeddings = encode_images(teacher, images)
             if cache is not None:
-                cache.put(ids, embeddings)
+                cache.put(keys, embeddings)
                 # Read back what was stored (e.g. float16), so every epoch and a resumed run see the same values.
-                embeddings = cache.get(ids)
+                embeddings = cache.get(keys)
         embeddings = embeddings.to(images.device)
         return decode(teacher, embeddings, **prompts)
 
@@ -167,7 +168,7 @@ def train_step(
     with accelerator.autocast():
         teacher_out = None
         if teacher is not None:
-            teacher_out = teacher_forward(teacher, images, prompts, cache=cache, ids=batch["id"])
+            teacher_out = teacher_forward(teacher, images, prompts, cache=cache)
         terms = trainee(images, masks, prompts, teacher_out)
     accelerator.backward(terms["loss"] * loss_scale)
     return {k: v.detach() for k, v in terms.items()}
@@ -297,12 +298,14 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
 
 def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     from .cache import TeacherCache, teacher_fingerprint
-    from .sam.build import PIXEL_MEAN, PIXEL_STD
+    from .sam.preprocess import preprocessing_fingerprint
 
-    preprocessing = {"image_size": teacher.spec.image_size, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
+    preprocessing = preprocessing_fingerprint(teacher.spec.image_size)
     # Without a checkpoint the teacher is random: fingerprint its weights so two such teachers never share a cache.
     model = teacher if config.model.checkpoint is None else None
-    fingerprint = teacher_fingerprint(teacher.spec, config.model.checkpoint, preprocessing, model=model)
+    fingerprint = teacher_fingerprint(
+        teacher.spec, config.model.checkpoint, preprocessing, precision=config.train.precision, model=model
+    )
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
 
 

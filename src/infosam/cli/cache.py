@@ -22,41 +22,51 @@ def register(subparsers) -> None:
     clear = sub.add_parser(
         "clear",
         help="delete the cache's files",
-        description="Delete the manifest and embedding files of a teacher cache (other files are left alone).",
+        description="Delete the files a cache's manifest owns (its entries, temporaries and the manifest); every other "
+        "file in the folder is left alone.",
     )
     clear.add_argument("directory", help="cache folder (train config: cache.dir)")
     clear.set_defaults(func=run_clear)
 
 
 def _manifest(directory: str) -> dict:
-    from ..cache import MANIFEST
+    from ..cache import CacheFolderError, read_manifest
 
-    path = Path(directory).expanduser() / MANIFEST
-    if not path.is_file():
-        raise CLIError(f"{directory} is not a teacher cache (no {MANIFEST})")
-    return json.loads(path.read_text())
+    try:
+        return read_manifest(Path(directory).expanduser())
+    except CacheFolderError as err:
+        raise CLIError(str(err)) from None
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..cache import SUFFIX
+    from ..cache import entry_files
 
     manifest = _manifest(args.directory)
-    files = list(Path(args.directory).expanduser().glob("*" + SUFFIX))
+    files = entry_files(Path(args.directory).expanduser())
     fp = manifest.get("fingerprint", {})
     spec = fp.get("spec") or {}
     weights = fp.get("weights") or {}
-    print(f"teacher cache {args.directory}")
-    print(f"  images: {len(files)} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
+    precision = fp.get("precision", fp.get("dtype"))
+    print(
+        f"cache {args.directory} ({manifest.get('kind', 'teacher image embeddings')}, format {manifest.get('format')})"
+    )
+    print(f"  entries: {len(files)} ({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
     print(f"  storage dtype: {manifest.get('storage_dtype')}")
-    print(f"  model: {spec.get('name')} at {spec.get('image_size')} px, compute dtype {fp.get('dtype')}")
+    print(f"  model: {spec.get('name')} at {spec.get('image_size')} px, computed in {precision}")
     print(f"  weights: {json.dumps(weights) if weights else 'unknown (random initialisation)'}")
     print(f"  preprocessing: {json.dumps(fp.get('preprocessing'))}")
     return 0
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    from ..cache import clear_cache
+    from ..cache import CacheFolderError, clear_cache
 
-    _manifest(args.directory)  # refuse folders that are not caches
-    print(f"removed {clear_cache(Path(args.directory).expanduser())} files from {args.directory}")
+    directory = Path(args.directory).expanduser()
+    try:
+        removed = clear_cache(directory)
+    except CacheFolderError as err:  # refuse folders that are not caches: nothing is deleted
+        raise CLIError(str(err)) from None
+    left = sum(1 for _ in directory.iterdir())
+    kept = f"; {left} other files left alone" if left else ""
+    print(f"removed {removed} cache files from {args.directory}{kept}")
     return 0

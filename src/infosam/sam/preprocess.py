@@ -14,6 +14,25 @@ from PIL import Image
 
 from .build import PIXEL_MEAN, PIXEL_STD
 
+TRANSFORM_VERSION = 1
+"""Bump when :func:`preprocess_image` changes what it outputs: caches of model outputs then miss instead of serving
+results computed from the old inputs."""
+
+
+def preprocessing_fingerprint(image_size: int) -> dict:
+    """What :func:`preprocess_image` does, as a JSON-able dict for cache fingerprints (family, size, resize rule,
+    interpolation, normalisation, padding, version)."""
+    return {
+        "family": "sam",
+        "version": TRANSFORM_VERSION,
+        "image_size": int(image_size),
+        "resize": "longest side to image_size, int(side * scale + 0.5)",
+        "interpolation": "PIL bilinear on uint8 RGB",
+        "normalisation": {"mean": list(PIXEL_MEAN), "std": list(PIXEL_STD)},
+        "padding": "zeros, bottom/right, after normalisation",
+        "dtype": "float32",
+    }
+
 
 def resize_longest_side_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
     """Size ``(h, w)`` after scaling ``(height, width)`` so that the longest side is ``image_size``.
