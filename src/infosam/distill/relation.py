@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .entropy import _no_autocast
+
 _FORMAT = "infosam-relation"
 
 
@@ -40,7 +42,8 @@ class RelationModule(nn.Module):
             image_embeddings: ``(B, C, h, w)`` SAM image embeddings.
             mask_tokens: ``(B, 1, C)`` single-mask output token (``(B, C)`` is accepted too).
         Returns:
-            ``(B, h*w)``, each row of unit L2 norm.
+            ``(B, h*w)`` float32 (float64 for a float64 module), each row of unit L2 norm; computed with autocast
+            off whatever the input dtype or an enclosing ``torch.autocast``.
         """
         if image_embeddings.dim() != 4 or image_embeddings.shape[1] != self.dim:
             raise ValueError(
@@ -52,11 +55,15 @@ class RelationModule(nn.Module):
         b = image_embeddings.shape[0]
         if mask_tokens.shape != (b, 1, self.dim):
             raise ValueError(f"mask_tokens must be ({b}, 1, {self.dim}), got {tuple(mask_tokens.shape)}")
-        z_i = self.norm_image(image_embeddings.flatten(2).transpose(1, 2))  # (B, HW, C)
-        z_m = self.norm_token(mask_tokens)  # (B, 1, C)
-        scores = self.query(z_m) @ self.key(z_i).transpose(1, 2) / math.sqrt(self.dim)
-        scores = scores + z_m @ z_i.transpose(1, 2)  # (B, 1, HW)
-        return F.normalize(scores.squeeze(1), p=2.0, dim=1)
+        # Always float32 (float64 for a float64 module), autocast off: under bf16 autocast the rows lose enough
+        # precision to move L_r by up to ~1e-2 relative (4e-2 seen in training), and they feed log-entropies.
+        dtype = torch.float64 if self.query.weight.dtype == torch.float64 else torch.float32
+        with _no_autocast(image_embeddings):
+            z_i = self.norm_image(image_embeddings.to(dtype).flatten(2).transpose(1, 2))  # (B, HW, C)
+            z_m = self.norm_token(mask_tokens.to(dtype))  # (B, 1, C)
+            scores = self.query(z_m) @ self.key(z_i).transpose(1, 2) / math.sqrt(self.dim)
+            scores = scores + z_m @ z_i.transpose(1, 2)  # (B, 1, HW)
+            return F.normalize(scores.squeeze(1), p=2.0, dim=1)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
