@@ -118,3 +118,19 @@ def test_perfect_and_empty_on_real_kvasir(kvasir_dir):
     assert m == pytest.approx(perfect(gt.size))
     m0 = image_metrics(np.zeros(gt.shape), gt)
     assert m0["IoU"] == 0 and m0["Dice"] == 0 and m0["MAE"] == pytest.approx(gt.mean())
+
+
+def test_iou_dice_threshold_logits_at_zero_not_float32_sigmoid():
+    """Logits in (0, 6e-8) are foreground (SAM's ``logits > 0``); float32 sigmoid rounds them to 0.5 exactly."""
+    gt = np.zeros((64, 64), bool)
+    gt[:, :32] = True
+    logits = torch.full((1, 16, 16), -1e-8)
+    logits[..., :8] = 1e-8
+    acc = MetricAccumulator(64)
+    row = acc.add("tiny", logits, (64, 64), (64, 64), gt)
+    assert row["IoU"] == 1.0 and row["Dice"] == 1.0
+    # The release-compatible mode keeps its own rule (clipped logits over five thresholds): 1e-8 is background.
+    compat = MetricAccumulator(64, compat=True).add("tiny", logits, (64, 64), (64, 64), gt)
+    assert compat["IoU"] == 0.0
+    with pytest.raises(ValueError, match="foreground shape"):
+        image_metrics(np.zeros((4, 4)), np.zeros((4, 4), bool), foreground=np.zeros((3, 4), bool))

@@ -31,7 +31,7 @@ from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
 from .losses import segmentation_loss
 from .model import build_base
-from .predict import Prompt, box_from_mask, load_student, overlay, predict_probabilities, read_image
+from .predict import Prompt, box_from_mask, load_student, overlay, predict_logits, read_image
 from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
 from .train import train
@@ -277,7 +277,7 @@ def write_overlays(teacher: Sam, student: Sam, test_dir: Path, out: Path, count:
         prompt = Prompt(box=box_from_mask(truth))
         panels = [Image.fromarray(image), overlay(image, truth, prompt)]
         for model in (teacher, student):
-            panels.append(overlay(image, predict_probabilities(model, image, prompt) > 0.5, prompt))
+            panels.append(overlay(image, predict_logits(model, image, prompt) > 0, prompt))
         strip = np.concatenate([np.asarray(p) for p in panels], axis=1)
         path = out / image_path.name
         Image.fromarray(strip).resize(
