@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
 from .data.prompts import test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import sam_forward
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 PROMPT_MODES = ("box", "points")
 
@@ -117,3 +123,157 @@ def evaluate(
         "compat": compat,
     }
     return scores.rows, summary
+
+
+# --------------------------------------------------------------------------------------------- any model, any data
+
+PER_IMAGE_FILE = "per_image.csv"
+SUMMARY_FILE = "summary.json"
+
+
+def load_model(
+    source: str | Path | ModelConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[Sam, dict]:
+    """The model ``source`` names, in eval mode, and a description of it for summaries.
+
+    Args:
+        source: a run folder (its trained student), a SAM spec name (``vit_b``, ``tiny``, ...: zero-shot SAM) or a
+            :class:`~infosam.config.ModelConfig`.
+        checkpoint: base SAM weights (for a spec name: required unless ``tiny``; for a run: overrides the path
+            recorded in its config).
+        weights: for a run, a ``peft.safetensors`` to load instead of the run's newest.
+        seed: initialisation seed of weights no checkpoint covers (random ``tiny`` models in tests).
+    """
+    from .config import ModelConfig
+    from .model import build_base
+
+    if isinstance(source, ModelConfig):
+        model = build_base(source, seed=seed)
+        return model.eval().to(device), {"model": source.name, "checkpoint": source.checkpoint}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        from .predict import load_student
+        from .runview import read_run
+
+        record = read_run(path)
+        model = load_student(path, checkpoint=checkpoint, weights=weights, device=device)
+        return model, {
+            "run": str(path),
+            "weights": str(weights) if weights is not None else None,
+            "model": record.config.model.name,
+            "checkpoint": str(checkpoint) if checkpoint is not None else record.config.model.checkpoint,
+        }
+    from .sam.specs import SPECS
+
+    if str(source) not in SPECS:
+        raise FileNotFoundError(f"{source} is neither a run folder nor a SAM model name ({', '.join(SPECS)})")
+    if checkpoint is None and str(source) != "tiny":
+        raise ValueError(
+            f"a checkpoint is required for model {source} (random weights make no sense to score)"
+        )
+    config = ModelConfig(name=str(source), checkpoint=None if checkpoint is None else str(checkpoint))
+    model = build_base(config, seed=seed)
+    return model.eval().to(device), {"model": config.name, "checkpoint": config.checkpoint}
+
+
+def evaluate_run(
+    source: str | Path | ModelConfig,
+    data: str | Path,
+    split: str | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    prompt: str | None = None,
+    n_fg: int | None = None,
+    n_bg: int | None = None,
+    seed: int | None = None,
+    compat: bool | None = None,
+    batch_size: int | None = None,
+    model_seed: int = 0,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict], dict]:
+    """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
+
+    Prompt settings left ``None`` take the run's ``eval`` section (for a run) or the defaults of :func:`evaluate`,
+    so a run scored here on its own test split matches what training logged. See :func:`load_model` for
+    ``source``, ``checkpoint``, ``weights`` and ``model_seed``.
+
+    Returns:
+        ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split.
+    """
+    from .config import EvalConfig
+    from .data.formats import open_dataset
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, described = load_model(
+        source, checkpoint=checkpoint, weights=weights, seed=model_seed, device=device
+    )
+    e = EvalConfig()
+    if described.get("run") is not None:
+        from .runview import read_run
+
+        e = read_run(described["run"]).config.eval
+    dataset = open_dataset(data, split=split, image_size=model.image_encoder.img_size)
+    rows, summary = evaluate(
+        model,
+        dataset,
+        prompt=e.prompt if prompt is None else prompt,
+        n_fg=e.n_fg if n_fg is None else n_fg,
+        n_bg=e.n_bg if n_bg is None else n_bg,
+        seed=e.seed if seed is None else seed,
+        compat=e.compat if compat is None else compat,
+        batch_size=e.batch_size if batch_size is None else batch_size,
+        device=device,
+        num_workers=num_workers,
+        on_batch=on_batch,
+    )
+    summary.update(described, data=str(data), split=split)
+    return rows, summary
+
+
+def write_evaluation(
+    out_dir: str | Path, rows: list[dict], summary: dict, *, overwrite: bool = False
+) -> Path:
+    """Write ``per_image.csv`` (one row per image: id, then the metrics) and ``summary.json`` into ``out_dir``,
+    each atomically; refuses to replace existing ones unless ``overwrite``. Returns ``out_dir``."""
+    import csv
+    import io
+    import json
+
+    from .runs import atomic_write_text
+
+    out = Path(out_dir)
+    targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(targets[0], text.getvalue())
+    atomic_write_text(targets[1], json.dumps(summary, indent=2) + "\n")
+    return out
+
+
+def read_evaluation(out_dir: str | Path) -> tuple[list[dict], dict]:
+    """Read back what :func:`write_evaluation` wrote: per-image rows (metrics as floats) and the summary."""
+    import csv
+    import json
+
+    out = Path(out_dir)
+    with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
+        rows = [{k: (v if k == "id" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    return rows, json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))

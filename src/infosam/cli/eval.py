@@ -1,43 +1,55 @@
-"""``infosam eval``: score a SAM on a dataset with deterministic test prompts (e.g. the "SAM zero-shot" row)."""
+"""``infosam eval``: score a trained run's student, or zero-shot SAM, on a dataset with deterministic test prompts."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
 from . import CLIError
 
-PER_IMAGE_FILE = "per_image.csv"
-SUMMARY_FILE = "summary.json"
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate SAM on a dataset",
-        description="Evaluate SAM on a dataset with deterministic prompts; writes per_image.csv and summary.json.",
+        help="evaluate a trained run or zero-shot SAM on a dataset",
+        description=(
+            "Evaluate the student of a run folder (RUN_DIR), or zero-shot SAM (--model, --checkpoint), on a "
+            "dataset with deterministic prompts; writes per_image.csv and summary.json. Prompt settings not "
+            "given take the run's eval section (or the defaults for zero-shot SAM)."
+        ),
     )
-    p.add_argument("--model", default="vit_b", help="SAM spec: vit_b, vit_l, vit_h, tiny (default vit_b)")
-    p.add_argument("--checkpoint", default=None, help="official SAM weights, e.g. sam_vit_b_01ec64.pth")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN_DIR", help="run folder of a trained student")
+    p.add_argument(
+        "--model", default="vit_b", help="zero-shot SAM spec: vit_b, vit_l, vit_h, tiny (default vit_b)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="official SAM weights (zero-shot), or the base weights' new location for a run whose files moved",
+    )
+    p.add_argument("--weights", default=None, help="a run's peft.safetensors to use instead of its newest")
     p.add_argument("--data", required=True, help="dataset folder (Conv-LoRA CSV layout or images/ + masks/)")
-    p.add_argument("--split", default=None, help="CSV name (test_Kvasir.csv) or split folder/list")
-    p.add_argument("--prompt", choices=["box", "points"], default="box", help="test prompt (default box)")
+    p.add_argument(
+        "--split", default=None, help="CSV name (test_Kvasir.csv), split folder/list or split file"
+    )
+    p.add_argument("--prompt", choices=["box", "points"], default=None, help="test prompt (default box)")
     p.add_argument(
         "--points",
         nargs=2,
         type=int,
-        default=[2, 3],
+        default=None,
         metavar=("N_FG", "N_BG"),
         help="points per image (default 2 3)",
     )
-    p.add_argument("--seed", type=int, default=42, help="prompt seed (default 42)")
+    p.add_argument("--seed", type=int, default=None, help="prompt seed (default 42)")
     p.add_argument(
-        "--compat", action="store_true", help="reproduce the release's metrics (clipped logits, 5 thresholds)"
+        "--compat",
+        action="store_true",
+        default=None,
+        help="reproduce the release's metrics (clipped logits, 5 thresholds)",
     )
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output folder")
@@ -46,62 +58,41 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data.formats import open_dataset
-    from ..evaluate import evaluate
-    from ..sam.attention import enable_fast_attention
-    from ..sam.build import build_sam
+    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_run, write_evaluation
 
     out = Path(args.out)
-    targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]
-    existing = [str(t) for t in targets if t.exists()]
+    existing = [str(out / n) for n in (PER_IMAGE_FILE, SUMMARY_FILE) if (out / n).exists()]
     if existing and not args.overwrite:
         raise CLIError(f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)")
-    if args.checkpoint is None and args.model != "tiny":
-        raise CLIError(
-            f"--checkpoint is required for --model {args.model} (random weights make no sense to score)"
-        )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_sam(args.model, checkpoint=args.checkpoint)
-    enable_fast_attention(model)  # same function as Meta's attention, faster without gradients
-    dataset = open_dataset(args.data, split=args.split, image_size=model.image_encoder.img_size)
+    if args.run is None and args.weights is not None:
+        raise CLIError("--weights needs a RUN_DIR (the run whose base model they belong to)")
+    if args.run is not None and not Path(args.run).is_dir():
+        raise CLIError(f"RUN_DIR {args.run} is not a folder")
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
 
-    rows, summary = evaluate(
-        model,
-        dataset,
+    rows, summary = evaluate_run(
+        args.run if args.run is not None else args.model,
+        args.data,
+        args.split,
+        checkpoint=args.checkpoint,
+        weights=args.weights,
         prompt=args.prompt,
-        n_fg=args.points[0],
-        n_bg=args.points[1],
+        n_fg=None if args.points is None else args.points[0],
+        n_bg=None if args.points is None else args.points[1],
         seed=args.seed,
         compat=args.compat,
         batch_size=args.batch_size,
-        device=device,
+        device=args.device,
         num_workers=args.workers,
         on_batch=progress,
     )
     print(file=sys.stderr)
-    summary.update(model=args.model, checkpoint=args.checkpoint, data=str(args.data), split=args.split)
-    out.mkdir(parents=True, exist_ok=True)
-    write_rows(out / PER_IMAGE_FILE, rows)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_evaluation(out, rows, summary, overwrite=args.overwrite)
     print(format_summary(summary))
-    print(f"wrote {targets[0]} and {targets[1]}")
+    print(f"wrote {out / PER_IMAGE_FILE} and {out / SUMMARY_FILE}")
     return 0
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Per-image metrics as CSV (one row per image, columns id then the metric names)."""
-    if not rows:
-        path.write_text("", encoding="utf-8")
-        return
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def format_summary(summary: dict) -> str:
