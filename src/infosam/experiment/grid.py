@@ -149,8 +149,11 @@ def _name_ok(where: str, name: str) -> None:
         )
 
 
-def load_grid(path: str | Path) -> Grid:
-    """Read and check a grid file (see the module doc); raises :class:`GridError` naming the bad key."""
+def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
+    """Read and check a grid file (see the module doc); raises :class:`GridError` naming the bad key.
+
+    Relative paths in it are taken relative to ``root`` (default: the grid file's folder; an experiment folder's
+    copy of its grid is read with the original file's folder)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
@@ -161,7 +164,7 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(data, dict):
         raise GridError(f"{path}: a grid must be a YAML mapping")
     _unknown(str(path), data, _GRID_KEYS)
-    here = path.parent
+    here = Path(root).expanduser().resolve() if root is not None else path.parent
     seeds = data.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise GridError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")

@@ -3,6 +3,7 @@
 Layout of an experiment folder::
 
     grid.yaml                             copy of the grid file last run here
+    experiment.json                       where the original grid file was (its relative paths start there)
     splits/<dataset>/<part>-train.csv     the exact images of every split (image,label relative to the dataset)
     splits/<dataset>/<part>-test.csv
     splits/<dataset>/heldout.csv          the dataset's held-out images (its retention set for other datasets)
@@ -49,6 +50,19 @@ from .grid import (
 log = logging.getLogger(__name__)
 
 CELL_FILE = "cell.json"
+GRID_COPY = "grid.yaml"
+EXPERIMENT_FILE = "experiment.json"
+
+
+def load_experiment_grid(exp_dir: str | Path) -> Grid:
+    """The grid an experiment folder was last run with (its copy, relative paths as in the original)."""
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / EXPERIMENT_FILE).is_file():
+        raise FileNotFoundError(
+            f"{exp_dir} is not an experiment folder: {exp_dir / EXPERIMENT_FILE} is missing"
+        )
+    info = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+    return load_grid(exp_dir / GRID_COPY, root=info["grid_root"])
 
 
 @dataclass
@@ -93,7 +107,8 @@ def run_experiment(
     exp_dir = Path(out if out is not None else Path("runs") / "experiments" / grid.path.stem).expanduser()
     exp_dir = exp_dir.resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(grid.path, exp_dir / "grid.yaml")
+    shutil.copyfile(grid.path, exp_dir / GRID_COPY)
+    write_json(exp_dir / EXPERIMENT_FILE, {"grid": str(grid.path), "grid_root": str(grid.path.parent)})
     splits_dir = exp_dir / "splits"
     _write_splits(grid, splits_dir)
     todo = cells(grid)
