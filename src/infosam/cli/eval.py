@@ -60,14 +60,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_run, write_evaluation
 
+    if args.run is not None and not Path(args.run).is_dir():
+        raise CLIError(f"RUN_DIR {args.run} is not a folder")
     out = Path(args.out)
     existing = [str(out / n) for n in (PER_IMAGE_FILE, SUMMARY_FILE) if (out / n).exists()]
     if existing and not args.overwrite:
         raise CLIError(f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)")
     if args.run is None and args.weights is not None:
         raise CLIError("--weights needs a RUN_DIR (the run whose base model they belong to)")
-    if args.run is not None and not Path(args.run).is_dir():
-        raise CLIError(f"RUN_DIR {args.run} is not a folder")
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
