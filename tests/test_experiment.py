@@ -216,3 +216,20 @@ def test_cli_eval_of_a_run_folder(tmp_path, capsys):
     assert [r["id"] for r in same] == [r["id"] for r in rows]
     assert run_cli(["eval", str(tmp_path / "nope"), "--data", str(data), "--out", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_litemedsam_grid_splits_on_the_real_data(kvasir_dir, leaf_dir, monkeypatch):
+    """The committed grid: 126 cells; leaf 5 x 20 test images covering all 100; Kvasir's held-out 200 shared by
+    both sizes, its 50 training images inside its 200, none of them tested."""
+    assert kvasir_dir.parent == leaf_dir.parent
+    monkeypatch.setenv("INFOSAM_DATA", str(kvasir_dir.parent))
+    grid = load_grid(Path(__file__).resolve().parents[1] / "experiments" / "litemedsam" / "grid.yaml")
+    assert len(cells(grid)) == 126 and grid.datasets["leaf"].retention == ["kvasir-50"]
+    leaf = make_splits(grid.datasets["leaf"])
+    assert sorted(sum((leaf[f"fold{k}of5-test"] for k in range(1, 6)), [])) == leaf["heldout"]
+    assert {len(leaf[f"fold{k}of5-train"]) for k in range(1, 6)} == {80}
+    small, large = make_splits(grid.datasets["kvasir-50"]), make_splits(grid.datasets["kvasir-200"])
+    assert small["heldout"] == large["heldout"] and len(small["heldout"]) == 200
+    assert set(small["train50-train"]) < set(large["train200-train"])
+    assert not set(large["train200-train"]) & set(large["heldout"])

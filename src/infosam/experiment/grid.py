@@ -7,7 +7,7 @@ A grid is YAML (paths relative to the grid file)::
     seeds: [0, 1, 2]                 # train.seed of the cells
     datasets:
       leaf:
-        path: /data/leaf-disease     # a dataset folder (images/ + masks/ or Conv-LoRA CSVs)
+        path: /data/leaf-disease     # a dataset folder (images/ + masks/ or Conv-LoRA CSVs); $VARS expand
         source_split: null           # optional: the split listing its images (CSV layouts: e.g. train.csv)
         folds: 5                     # k-fold: every image is tested once per seed ...
         split_seed: 0                # ... the shuffle of the images before splitting (fixed)
@@ -38,6 +38,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,9 +178,12 @@ def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
         if not isinstance(entry, dict) or "path" not in entry:
             raise GridError(f"{where} must be a mapping with at least a path")
         _unknown(where, entry, _DATASET_KEYS)
+        raw = os.path.expandvars(str(entry["path"]))
+        if "$" in raw:
+            raise GridError(f"{where}.path: {entry['path']!r} names an environment variable that is not set")
         d = DatasetEntry(
             name=str(name),
-            path=(here / str(entry["path"])).expanduser(),
+            path=here / Path(raw).expanduser(),
             source_split=entry.get("source_split"),
             folds=entry.get("folds"),
             test=entry.get("test"),
@@ -400,10 +404,13 @@ def model_config(grid: Grid, cell: Cell):
 
 
 def config_hash(config: Config, experiment_dir: Path) -> str:
-    """A hash of everything in ``config`` that shapes the run: the output path is left out and split files are
-    named relative to the experiment folder, so a moved experiment keeps its hashes."""
+    """A hash of everything in ``config`` that shapes the run. Left out: the output path and the dataset folder
+    (the experiment's split lists, checked separately, pin the images by their paths inside it); split files are
+    named relative to the experiment folder. So an experiment moved, or continued on a machine whose data lives
+    elsewhere, keeps its hashes."""
     data = config_to_dict(config)
     data.pop("output", None)
+    data["data"].pop("path", None)
     for key in ("train_split", "test_split"):
         path = Path(data["data"][key])
         if path.is_relative_to(experiment_dir):

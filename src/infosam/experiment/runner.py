@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from ..runs import atomic_write_text, write_json
 from .grid import (
@@ -107,7 +107,7 @@ def run_experiment(
     exp_dir = Path(out if out is not None else Path("runs") / "experiments" / grid.path.stem).expanduser()
     exp_dir = exp_dir.resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(grid.path, exp_dir / GRID_COPY)
+    _write_grid_copy(grid, exp_dir / GRID_COPY)
     write_json(exp_dir / EXPERIMENT_FILE, {"grid": str(grid.path), "grid_root": str(grid.path.parent)})
     splits_dir = exp_dir / "splits"
     _write_splits(grid, splits_dir)
@@ -130,6 +130,21 @@ def run_experiment(
 
 
 # --------------------------------------------------------------------------------------------- splits + teacher
+
+
+def _write_grid_copy(grid: Grid, path: Path) -> None:
+    """The grid file as run, with every path made absolute (and variables expanded), so the report reads the
+    same datasets and configs wherever it is started."""
+    data = yaml.safe_load(grid.path.read_text(encoding="utf-8"))
+    if grid.base is not None:
+        data["base"] = str(grid.base.resolve())
+    for name, d in grid.datasets.items():
+        data["datasets"][name]["path"] = str(d.path.resolve())
+    for name, arm in grid.arms.items():
+        if arm.config is not None:
+            data["arms"][name]["config"] = str(arm.config.resolve())
+    header = f"# copy of {grid.path} as run here, paths made absolute\n"
+    atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False))
 
 
 def _write_splits(grid: Grid, splits_dir: Path) -> None:
