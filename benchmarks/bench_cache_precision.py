@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args(argv)
 
-    from infosam.cache import TeacherCache, teacher_fingerprint
+    from infosam.cache import TeacherCache, content_keys, teacher_fingerprint
     from infosam.data.prompts import tight_box
     from infosam.distill.loss import infosam_terms
     from infosam.distill.relation import RelationModule
@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         exact = encode_images(teacher, images)
         student_out = decode(student, encode_images(student, images), boxes=boxes)
         prep = get_transform(teacher.spec).fingerprint()
-        fingerprint = teacher_fingerprint(teacher.spec, args.checkpoint, prep, model=teacher)
-        ids = [f"image{i}" for i in range(args.batch)]
+        fingerprint = teacher_fingerprint(teacher.spec, args.checkpoint, prep, precision="no", model=teacher)
+        keys = content_keys(images)
         results = {}
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             with tempfile.TemporaryDirectory() as d:
                 cache = TeacherCache(d, fingerprint, dtype=dtype)
-                cache.put(ids, exact)
-                emb = cache.get(ids)
+                cache.put(keys, exact)
+                emb = cache.get(keys)
             out = decode(teacher, emb, boxes=boxes)
             terms = infosam_terms(relation, out, student_out)
             results[str(dtype).removeprefix("torch.")] = (emb, out, terms)

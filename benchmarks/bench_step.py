@@ -119,7 +119,8 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     cache = None
     if "cache" in variant:
         prep = get_transform(spec).fingerprint()
-        cache = TeacherCache(cache_dir, teacher_fingerprint(spec, None, prep))
+        precision = "bf16" if "bf16" in variant else "no"
+        cache = TeacherCache(cache_dir, teacher_fingerprint(spec, None, prep, precision=precision))
 
     g = torch.Generator().manual_seed(0)
     s = spec.image_size
@@ -131,7 +132,6 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
         "images": images,
         "masks": masks.to(device),
         "boxes": boxes,
-        "ids": [f"img{i}" for i in range(batch)],
         "bf16": "bf16" in variant,
     }
     return teacher, student, infosam, optimizer, cache, batch_data
@@ -148,7 +148,7 @@ def _step(parts, clock) -> dict[str, float]:
     times: dict[str, float] = {}
     t = clock()
     with torch.autocast(b["images"].device.type, dtype=torch.bfloat16, enabled=b["bf16"]):
-        teacher_out = teacher_forward(teacher, b["images"], prompts, cache=cache, ids=b["ids"])
+        teacher_out = teacher_forward(teacher, b["images"], prompts, cache=cache)  # content hashing included
         times["teacher"], t = clock() - t, clock()
         student_out = sam_forward(student, b["images"], **prompts)
         times["student"], t = clock() - t, clock()

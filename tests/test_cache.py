@@ -1,4 +1,5 @@
-"""Teacher cache: hits and misses, refusal of a stale teacher, atomic files, float16 round trip."""
+"""Content-addressed caches: keys from content, hits and misses, refusal of another fingerprint/precision/folder,
+atomic files, clearing only what the manifest owns, float16 round trip."""
 
 from __future__ import annotations
 
@@ -7,100 +8,226 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from infosam.cache import CacheMismatchError, TeacherCache, clear_cache, teacher_fingerprint
-from infosam.sam.build import PIXEL_MEAN, PIXEL_STD
+from infosam.cache import (
+    CacheFolderError,
+    CacheMismatchError,
+    TeacherCache,
+    TensorStore,
+    cache_files,
+    clear_cache,
+    content_keys,
+    precision_name,
+    teacher_fingerprint,
+)
 from infosam.sam.specs import get_spec
+from infosam.sam.transforms import MetaSamTransform
 
-PREP = {"image_size": 64, "pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD}
+PREP = MetaSamTransform(64).fingerprint()
 
 
-def _fingerprint(**overrides):
-    return teacher_fingerprint(get_spec("tiny", **overrides), None, PREP)
+def _fingerprint(precision="no", prep=PREP, **overrides):
+    return teacher_fingerprint(get_spec("tiny", **overrides), None, prep, precision=precision)
 
 
 def _embeddings(b: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(b, 32, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-def test_miss_then_hit_only_when_all_ids_present(tmp_path):
+def _images(b: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_content_keys_follow_bytes_dtype_and_shape():
+    x = _images(3)
+    keys = content_keys(x)
+    assert len(keys) == 3 and len(set(keys)) == 3 and all(len(k) == 64 for k in keys)
+    assert content_keys(x.clone()) == keys  # the same content is the same key, whatever the tensor object
+    assert content_keys(x[[2, 0]]) == [keys[2], keys[0]]
+    y = x.clone()
+    y[1, 0, 5, 5] = torch.nextafter(y[1, 0, 5, 5], torch.tensor(1e9))  # one value, one ulp
+    assert content_keys(y) == [keys[0], content_keys(y)[1], keys[2]] and content_keys(y)[1] != keys[1]
+    assert content_keys(x.double())[0] != keys[0]  # same values, other dtype
+    assert content_keys(x.reshape(3, 3, 32, 128))[0] != keys[0]  # same bytes, other shape
+    assert content_keys(x.bfloat16())[0] == content_keys(x.bfloat16())[0]  # dtypes NumPy lacks work too
+
+
+def test_miss_then_hit_only_when_all_keys_present(tmp_path):
     cache = TeacherCache(tmp_path, _fingerprint())
-    ids = ["images/a.jpg", "images/b c.jpg"]
-    assert cache.get(ids) is None
+    images = _images(2)
+    keys = cache.keys(images)
+    assert cache.get(keys) is None
     emb = _embeddings(2)
-    cache.put(ids, emb)
-    got = cache.get(ids)
+    cache.put(keys, emb)
+    got = cache.get(keys)
     assert got.dtype == torch.float32 and got.shape == (2, 32, 8, 8)
     assert torch.equal(got, emb.half().float())
-    assert torch.equal(cache.get(ids[::-1]), got.flip(0))
-    assert cache.get([ids[0], "images/missing.jpg"]) is None
+    assert torch.equal(cache.get(keys[::-1]), got.flip(0))
+    assert cache.get([keys[0], cache.keys(_images(1, seed=5))[0]]) is None
     assert len(cache) == 2
     # A second handle on the same folder (another epoch, process or run) sees the same files.
-    assert torch.equal(TeacherCache(tmp_path, _fingerprint()).get(ids), got)
+    assert torch.equal(TeacherCache(tmp_path, _fingerprint()).get(keys), got)
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        cache.get(["images/a.jpg"])  # a file name is not a key
 
 
 def test_float16_round_trip_within_half_precision(tmp_path):
     emb = _embeddings(3, seed=1) * 3
+    keys = content_keys(_images(3))
     cache = TeacherCache(tmp_path, _fingerprint())
-    cache.put(["a", "b", "c"], emb)
-    got = cache.get(["a", "b", "c"])
+    cache.put(keys, emb)
+    got = cache.get(keys)
     # Round to nearest: relative error <= 2^-11 for normal numbers, absolute <= 2^-25 below 2^-14.
     assert ((got - emb).abs() <= emb.abs() * 2**-11 + 2**-25).all()
     exact = TeacherCache(tmp_path / "f32", _fingerprint(), dtype=torch.float32)
-    exact.put(["a", "b", "c"], emb)
-    assert torch.equal(exact.get(["a", "b", "c"]), emb)
+    exact.put(keys, emb)
+    assert torch.equal(exact.get(keys), emb)
     with pytest.raises(ValueError, match="float16's range"):
-        cache.put(["big"], torch.full((1, 32, 8, 8), 1e5))
+        cache.put(keys[:1], torch.full((1, 32, 8, 8), 1e5))
 
 
-def test_other_teacher_is_refused_and_clear_is_explicit(tmp_path):
+def test_other_teacher_precision_or_preprocessing_is_refused_and_clear_is_explicit(tmp_path):
+    keys = content_keys(_images(1))
     cache = TeacherCache(tmp_path, _fingerprint())
-    cache.put(["a"], _embeddings(1))
+    cache.put(keys, _embeddings(1))
     with pytest.raises(CacheMismatchError, match=r"spec\.image_size.*clear"):
         TeacherCache(tmp_path, _fingerprint(image_size=72))
     with pytest.raises(CacheMismatchError, match="storage_dtype"):
         TeacherCache(tmp_path, _fingerprint(), dtype=torch.float32)
-    assert torch.equal(TeacherCache(tmp_path, _fingerprint()).get(["a"]), cache.get(["a"]))  # left intact
+    with pytest.raises(CacheMismatchError, match=r"fingerprint\.precision"):
+        TeacherCache(tmp_path, _fingerprint(precision="bf16"))
+    with pytest.raises(CacheMismatchError, match=r"preprocessing\.interpolation"):
+        TeacherCache(tmp_path, _fingerprint(prep={**PREP, "interpolation": "PIL bicubic on uint8 RGB"}))
+    assert torch.equal(TeacherCache(tmp_path, _fingerprint()).get(keys), cache.get(keys))  # left intact
     other = TeacherCache(tmp_path, _fingerprint(image_size=72), clear=True)
-    assert other.get(["a"]) is None and len(other) == 0
-    (tmp_path / "notes.txt").write_text("not ours")
-    assert clear_cache(tmp_path) == 1 and (tmp_path / "notes.txt").exists()
+    assert other.get(keys) is None and len(other) == 0
 
 
-def test_fingerprint_covers_weights_preprocessing_and_dtype(tmp_path, tiny_sam):
+def test_precision_names():
+    assert precision_name("no") == precision_name(None) == precision_name(torch.float32) == "float32"
+    assert precision_name("bf16") == precision_name(torch.bfloat16) == "bfloat16"
+    assert precision_name("fp16") == "float16"
+    with pytest.raises(ValueError, match="no, fp16, bf16"):
+        precision_name("fp8")
+    assert _fingerprint("bf16")["precision"] == "bfloat16" != _fingerprint()["precision"]
+
+
+def test_fingerprint_covers_weights_preprocessing_and_precision(tmp_path, tiny_sam):
     ckpt = tmp_path / "w.pth"
     ckpt.write_bytes(b"weights one")
-    base = teacher_fingerprint(get_spec("tiny"), ckpt, PREP)
+    base = teacher_fingerprint(get_spec("tiny"), ckpt, PREP, precision="no")
     assert json.loads(json.dumps(base)) == base
     assert base["weights"]["size"] == 11 and len(base["weights"]["sha256"]) == 64
+    assert base["preprocessing"]["interpolation"] and base["preprocessing"]["version"] >= 1
     ckpt.write_bytes(b"weights two")  # same size, other content
-    assert teacher_fingerprint(get_spec("tiny"), ckpt, PREP) != base
+    assert teacher_fingerprint(get_spec("tiny"), ckpt, PREP, precision="no") != base
+    other_prep = MetaSamTransform(72).fingerprint()
     assert (
-        teacher_fingerprint(get_spec("tiny"), ckpt, {**PREP, "pixel_std": (1, 1, 1)})["preprocessing"]
+        teacher_fingerprint(get_spec("tiny"), ckpt, other_prep, precision="no")["preprocessing"]
         != (base["preprocessing"])
     )
-    assert (
-        teacher_fingerprint(get_spec("tiny"), None, PREP, dtype=torch.bfloat16)["dtype"] == "torch.bfloat16"
-    )
-    seeded = [teacher_fingerprint(get_spec("tiny"), None, PREP, model=tiny_sam(seed=s)) for s in (0, 0, 1)]
+    seeded = [
+        teacher_fingerprint(get_spec("tiny"), None, PREP, precision="no", model=tiny_sam(seed=s))
+        for s in (0, 0, 1)
+    ]
     assert seeded[0] == seeded[1] != seeded[2]
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        teacher_fingerprint(get_spec("tiny"), tmp_path / "missing.pth", PREP)
+        teacher_fingerprint(get_spec("tiny"), tmp_path / "missing.pth", PREP, precision="no")
+    with pytest.raises(ValueError, match="preprocessing"):
+        teacher_fingerprint(get_spec("tiny"), None, {}, precision="no")
+
+
+def test_non_empty_folder_without_manifest_is_refused_and_a_file_too(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CacheFolderError, match=r"not empty .*notes\.txt.*cache\.dir"):
+        TeacherCache(tmp_path, _fingerprint())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CacheFolderError, match="is a file"):
+        TeacherCache(tmp_path / "file", _fingerprint())
+    TeacherCache(tmp_path / "new" / "deeper", _fingerprint())  # a missing folder is created
+    # A folder that already is this cache may hold the user's own files beside it.
+    (tmp_path / "new" / "deeper" / "readme.txt").write_text("mine")
+    TeacherCache(tmp_path / "new" / "deeper", _fingerprint())
+
+
+def test_clear_deletes_only_the_files_the_manifest_owns(tmp_path):
+    cache = TeacherCache(tmp_path, _fingerprint())
+    keys = content_keys(_images(2))
+    cache.put(keys, _embeddings(2))
+    # The user's files: a weights file, a text file, and even a file named like an entry that is not ours.
+    save_file({"w": torch.ones(2)}, str(tmp_path / "my_trained_weights.safetensors"))
+    save_file({"w": torch.ones(2)}, str(tmp_path / ("0" * 64 + ".safetensors")))
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / ".tmp-other-tool").write_text("not ours either")
+    owned = {p.name for p in cache_files(tmp_path)}
+    assert owned == {cache.path(k).name for k in keys} | {"manifest.json"}
+    assert clear_cache(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".tmp-other-tool", "0" * 64 + ".safetensors", "my_trained_weights.safetensors", "notes.txt"]
+    )
+    with pytest.raises(CacheFolderError, match="not an infosam cache"):
+        clear_cache(tmp_path)  # no manifest any more: refused, nothing deleted
+    assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_clear_handles_a_format_1_cache(tmp_path):
+    """Caches written before content keys (format 1: files named by a hash of the image id) can still be cleared."""
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": 1, "fingerprint": {}, "storage_dtype": "float16"})
+    )
+    save_file(
+        {"image_embeddings": torch.zeros(2)}, str(tmp_path / ("a" * 32 + ".safetensors")), {"id": "x.png"}
+    )
+    save_file({"w": torch.zeros(2)}, str(tmp_path / ("b" * 32 + ".safetensors")))  # no id: not an entry
+    with pytest.raises(CacheMismatchError, match="format"):
+        TeacherCache(tmp_path, _fingerprint())
+    assert clear_cache(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["b" * 32 + ".safetensors"]
+
+
+def test_foreign_and_damaged_entries(tmp_path):
+    keys = content_keys(_images(1))
+    a = TeacherCache(tmp_path / "a", _fingerprint())
+    b = TeacherCache(tmp_path / "b", _fingerprint(precision="bf16"))
+    a.put(keys, _embeddings(1))
+    os.replace(a.path(keys[0]), b.path(keys[0]))  # an entry copied by hand into another cache
+    with pytest.raises(CacheMismatchError, match="does not belong to this cache"):
+        b.get(keys)
+    b.path(keys[0]).write_bytes(b"\x00" * 10)  # damaged on disk: a miss, recomputed and rewritten
+    assert b.get(keys) is None
+    b.put(keys, _embeddings(1))
+    assert b.get(keys) is not None
+
+
+def test_tensor_store_holds_several_named_tensors(tmp_path):
+    store = TensorStore(tmp_path, "student-prefix", {"blocks": 2}, dtype=torch.float32)
+    keys = content_keys(_images(2))
+    tensors = {"hidden": torch.randn(2, 4, 4, 8), "size": torch.tensor([[5, 7], [6, 8]])}
+    store.put_tensors(keys, tensors)
+    got = store.get_tensors(keys)
+    assert torch.equal(got["hidden"], tensors["hidden"]) and torch.equal(got["size"], tensors["size"])
+    assert got["size"].dtype == torch.int64
+    with pytest.raises(CacheMismatchError, match="kind"):
+        TensorStore(tmp_path, "preprocessed-input", {"blocks": 2}, dtype=torch.float32)
+    with pytest.raises(ValueError, match="B = 2"):
+        store.put_tensors(keys, {"hidden": torch.randn(3, 4)})
 
 
 def test_files_appear_atomically(tmp_path, monkeypatch):
     cache = TeacherCache(tmp_path, _fingerprint())
+    key_a, key_b = content_keys(_images(2))
     seen = []
     real_replace = os.replace
 
     def spy(src, dst):
         # Just before the move: the final name is absent and the temporary file is already complete.
-        seen.append((os.path.exists(dst), cache.get(["a"]), load_file(src)["image_embeddings"].shape))
+        seen.append((os.path.exists(dst), cache.get([key_a]), load_file(src)["image_embeddings"].shape))
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy)
-    cache.put(["a"], _embeddings(1))
+    cache.put([key_a], _embeddings(1))
     assert seen == [(False, None, (32, 8, 8))]
     monkeypatch.setattr(os, "replace", real_replace)
 
@@ -112,17 +239,33 @@ def test_files_appear_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr("infosam.cache.save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        cache.put(["b"], _embeddings(1))
-    assert cache.get(["b"]) is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["manifest.json", cache.path("a").name])
+        cache.put([key_b], _embeddings(1))
+    assert cache.get([key_b]) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["manifest.json", cache.path(key_a).name])
+
+
+def test_manifest_creation_race_keeps_the_first(tmp_path, monkeypatch):
+    """Two processes opening one new folder: the manifest is created once (os.link); the second handle checks it."""
+    TeacherCache(tmp_path, _fingerprint())
+    manifest = (tmp_path / "manifest.json").read_text()
+    # The loser of a race sees the manifest appear between its check and its link.
+    monkeypatch.setattr(
+        "pathlib.Path.exists", lambda self: False if self.name == "manifest.json" else os.path.exists(self)
+    )
+    monkeypatch.setattr("pathlib.Path.iterdir", lambda self: iter([]))
+    TeacherCache(tmp_path, _fingerprint())  # same fingerprint: accepted
+    with pytest.raises(CacheMismatchError, match="just created by another process"):
+        TeacherCache(tmp_path, _fingerprint(precision="bf16"))
+    assert (tmp_path / "manifest.json").read_text() == manifest
 
 
 def test_get_under_bf16_autocast_returns_float32(tmp_path):
     """Training with precision bf16 reads the cache inside autocast; float16 rows must still come back as float32."""
-    cache = TeacherCache(tmp_path, _fingerprint())
+    cache = TeacherCache(tmp_path, _fingerprint("bf16"))
+    keys = content_keys(_images(2))
     x = torch.randn(2, 32, 8, 8)
-    cache.put(["a", "b"], x)
+    cache.put(keys, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = cache.get(["a", "b"])
+        got = cache.get(keys)
     assert got.dtype == torch.float32
     assert torch.allclose(got, x, rtol=2**-10, atol=1e-7)

@@ -11,8 +11,12 @@ import torch.nn.functional as F
 from infosam.losses import (
     SEGMENTATION_LOSSES,
     dice_loss,
+    dice_loss_release,
+    focal_dice_iou_release,
     focal_loss,
+    focal_loss_release,
     iou_mse_loss,
+    iou_mse_loss_release,
     mask_iou,
     segmentation_loss,
     structure_loss,
@@ -130,7 +134,12 @@ def test_dispatcher():
         segmentation_loss("focal_dice_iou", logits, y)
     with pytest.raises(ValueError, match="unknown segmentation loss 'bce'; choose one of structure, "):
         segmentation_loss("bce", logits, y)
-    assert SEGMENTATION_LOSSES == ("structure", "structure_release", "focal_dice_iou")
+    assert SEGMENTATION_LOSSES == (
+        "structure",
+        "structure_release",
+        "focal_dice_iou",
+        "focal_dice_iou_release",
+    )
     with pytest.raises(ValueError, match=r"\(B, 1, S, S\)"):
         structure_loss(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
 
@@ -139,3 +148,52 @@ def test_structure_loss_gradient_is_finite():
     logits = torch.randn(2, 1, S, S, requires_grad=True)
     structure_loss(logits, _half_target(2)).backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def _two_by_two():
+    """Two images of 1 x 2 pixels: probabilities (0.5, 0.75) and (0.25, 0.5), targets (1, 0) and (0, 1)."""
+    ln3 = math.log(3.0)
+    logits = torch.tensor([[[[0.0, ln3]]], [[[-ln3, 0.0]]]])
+    target = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 1.0]]]])
+    return logits, target
+
+
+def test_release_focal_dice_iou_by_hand():
+    logits, y = _two_by_two()
+    iou_pred = torch.tensor([[0.5], [0.2]])
+    # Focal per pixel: fg alpha (1-p)^2 (-ln p); bg (1-alpha) p^2 (-ln(1-p)); alpha = 0.25; over N = 4 pixels.
+    fg = 0.25 * 0.5**2 * -math.log(0.5)  # twice: p = 0.5 on both foreground pixels
+    bg = 0.75 * 0.75**2 * -math.log(0.25) + 0.75 * 0.25**2 * -math.log(0.75)
+    focal = (2 * fg + bg) / 4
+    assert focal_loss_release(logits, y).item() == pytest.approx(focal, rel=1e-6)
+    assert focal_loss(logits, y).item() == pytest.approx(focal, rel=1e-6)  # same where p is not saturated
+    # Dice over the whole batch: sum(p y) = 1, sum(p) = 2, sum(y) = 2 -> 1 - 3/5. Per image (ours) differs.
+    assert dice_loss_release(logits, y).item() == pytest.approx(0.4, rel=1e-6)
+    per_image = ((1 - 2 / 3.25) + (1 - 2 / 2.75)) / 2
+    assert dice_loss(logits, y).item() == pytest.approx(per_image, rel=1e-6)
+    # One soft IoU of the batch: I = 1, U = 2 + 2 - 1 = 3; MSE against (0.5, 0.2).
+    iou = (1 + 1e-7) / (3 + 1e-7)
+    iou_term = ((iou - 0.5) ** 2 + (iou - 0.2) ** 2) / 2
+    assert iou_mse_loss_release(iou_pred, logits, y).item() == pytest.approx(iou_term, rel=1e-5)
+    total = 20 * focal + 0.4 + iou_term
+    assert focal_dice_iou_release(logits, y, iou_pred).item() == pytest.approx(total, rel=1e-6)
+    assert segmentation_loss("focal_dice_iou_release", logits, y, iou_pred).item() == pytest.approx(
+        total, rel=1e-6
+    )
+    ours = segmentation_loss("focal_dice_iou", logits, y, iou_pred).item()
+    assert abs(ours - total) > 2  # the two are different losses (mostly the focal weight 20)
+    with pytest.raises(ValueError, match="needs iou_pred"):
+        segmentation_loss("focal_dice_iou_release", logits, y)
+
+
+def test_release_focal_saturates_and_iou_term_reaches_the_logits():
+    # A confidently wrong background pixel: sigmoid(40) is 1.0 in float32, so the release pays -ln(1e-12) * 0.75.
+    wrong = torch.full((1, 1, 1, 1), 40.0)
+    bg = torch.zeros(1, 1, 1, 1)
+    assert focal_loss_release(wrong, bg).item() == pytest.approx(0.75 * -math.log(1e-12), rel=1e-6)
+    assert focal_loss(wrong, bg).item() == pytest.approx(0.75 * 40.0, rel=1e-6)  # BCE on logits keeps growing
+    logits, y = _two_by_two()
+    logits.requires_grad_(True)
+    iou_mse_loss_release(torch.tensor([[0.5], [0.2]]), logits, y).backward()
+    assert logits.grad.abs().sum() > 0  # not detached, unlike iou_mse_loss:
+    assert not iou_mse_loss(torch.tensor([[0.5], [0.2]]), logits, y).requires_grad

@@ -132,3 +132,19 @@ def test_best_of_prefers_lower_mae_and_higher_others():
     assert best["IoU"] == {"epoch": 4, "value": 0.6}  # ties keep the earlier epoch
     assert best["MAE"] == {"epoch": 5, "value": 0.1}
     assert best["S"] == {"epoch": 3, "value": 0.7} and "Dice" not in best
+
+
+def test_iou_dice_threshold_logits_at_zero_not_float32_sigmoid():
+    """Logits in (0, 6e-8) are foreground (SAM's ``logits > 0``); float32 sigmoid rounds them to 0.5 exactly."""
+    gt = np.zeros((64, 64), bool)
+    gt[:, :32] = True
+    logits = torch.full((64, 64), -1e-8)
+    logits[..., :32] = 1e-8
+    acc = MetricAccumulator()
+    row = acc.add("tiny", logits, gt)
+    assert row["IoU"] == 1.0 and row["Dice"] == 1.0
+    # The release-compatible mode keeps its own rule (clipped logits over five thresholds): 1e-8 is background.
+    compat = MetricAccumulator(compat=True).add("tiny", logits, gt)
+    assert compat["IoU"] == 0.0
+    with pytest.raises(ValueError, match="foreground shape"):
+        image_metrics(np.zeros((4, 4)), np.zeros((4, 4), bool), foreground=np.zeros((3, 4), bool))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -116,12 +118,12 @@ def test_box_per_image_from_masks_folder(run_dir, images, tmp_path, monkeypatch)
     boxes = []
     monkeypatch.setattr(
         predict_module,
-        "predict_probabilities",
+        "predict_logits",
         lambda m, img, p: boxes.append(p.box) or np.zeros(img.shape[:2]),
     )
     _, student = load_run(run)
     written = predict_files(student, [images / "images"], tmp_path / "o", masks_dir=images / "masks")
-    assert [p.image.name for p in written] == ["img0.png", "img1.png", "img2.png"]
+    assert [p.image.name for p in written] == ["img0.png", "img1.png", "img2.png"] and len(boxes) == 3
     for i, box in enumerate(boxes):
         mask = np.asarray(Image.open(images / "masks" / f"img{i}.png"))
         assert box == box_from_mask(mask)
@@ -228,3 +230,36 @@ def test_exif_rotated_jpeg_predict_sees_what_the_dataset_sees(run_dir, tmp_path,
     torch.testing.assert_close(prompts["boxes"], expected)
     written = np.asarray(Image.open(job.mask))
     assert written.shape == (70, 40)
+
+
+def test_masks_threshold_logits_not_float32_probabilities(run_dir, images, tmp_path, monkeypatch):
+    """A logit of 1e-8 is foreground (SAM: logits > 0), though float32 sigmoid(1e-8) rounds to exactly 0.5."""
+    assert torch.sigmoid(torch.tensor(1e-8)).item() == 0.5  # why sigmoid(x) > 0.5 is the wrong test
+    run, _ = run_dir
+    _, student = load_run(run)
+
+    def tiny_positive_logits(model, pixels, **prompts):
+        return SimpleNamespace(low_res_logits=torch.full((1, 1, 16, 16), 1e-8))
+
+    monkeypatch.setattr(predict_module, "sam_forward", tiny_positive_logits)
+    (written,) = predict_files(
+        student, [images / "images" / "img2.png"], tmp_path / "o", prompt=Prompt(box=(1, 1, 9, 9))
+    )
+    assert (np.asarray(Image.open(written.mask)) == 255).all()
+    assert (
+        predict_module.predict_probabilities(student, np.zeros((8, 8, 3), np.uint8), Prompt(box=(1, 1, 5, 5)))
+        == 0.5
+    ).all()
+    for t in (0.3, 0.5, 0.9):
+        cut = predict_module.probability_to_logit(t)
+        assert torch.sigmoid(torch.tensor(cut, dtype=torch.float64)).item() == pytest.approx(t, abs=1e-15)
+    assert predict_module.probability_to_logit(0.5) == 0.0
+    with pytest.raises(ValueError, match="threshold must be a probability strictly between 0 and 1, got 1.0"):
+        predict_files(
+            student,
+            [images / "images" / "img2.png"],
+            tmp_path / "p",
+            prompt=Prompt(box=(1, 1, 9, 9)),
+            threshold=1.0,
+        )
+    assert not (tmp_path / "p").exists()

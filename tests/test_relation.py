@@ -96,3 +96,76 @@ def test_load_errors_name_the_file(tmp_path):
     save_file({"query.weight": torch.zeros(4, 4)}, str(partial))
     with pytest.raises(ValueError, match="partial.safetensors does not match"):
         RelationModule.load(partial)
+
+
+def _release_state(dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A synthetic relation state dict in the InfoSAM release's layout (its names, its shapes)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name in ("query_proj", "key_proj"):
+        state[f"{name}.weight"] = torch.randn(dim, dim, generator=g) / dim**0.5
+        state[f"{name}.bias"] = 0.1 * torch.randn(dim, generator=g)
+    for name in ("layer_norm_feat", "layer_norm_mask"):
+        state[f"{name}.weight"] = 1 + 0.2 * torch.randn(dim, generator=g)
+        state[f"{name}.bias"] = 0.2 * torch.randn(dim, generator=g)
+    return state
+
+
+def _release_semantics(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """What each release tensor does, in the reference's terms: layer_norm_feat normalises the image embeddings,
+    layer_norm_mask the mask token; query_proj projects the token, key_proj the image positions."""
+    to_ours = {"layer_norm_feat": "norm_image", "layer_norm_mask": "norm_token", "query_proj": "query"}
+    to_ours["key_proj"] = "key"
+    return {f"{to_ours[k.split('.')[0]]}.{k.split('.')[1]}": v.double().numpy() for k, v in state.items()}
+
+
+def test_release_weights_load_by_name_for_the_frozen_relation(tmp_path):
+    from infosam.distill.relation import remap_release_state
+
+    state = _release_state(16)
+    remapped = remap_release_state(state)
+    assert sorted(remapped) == sorted(RelationModule(16).state_dict())
+    # The release writes {"relation_model": state, "relation_optimizer": ..., ...} with torch.save.
+    path = tmp_path / "10.pth"
+    torch.save(
+        {
+            "relation_model": state,
+            "relation_optimizer": {"state": {}, "param_groups": []},
+            "relation_epoch": 9,
+        },
+        path,
+    )
+    module = RelationModule.load(path)  # what infosam.frozen_relation=<path> does
+    assert module.dim == 16 and not module.training and not any(p.requires_grad for p in module.parameters())
+    g = torch.Generator().manual_seed(1)
+    emb, tok = torch.randn(2, 16, 3, 4, generator=g), torch.randn(2, 1, 16, generator=g)
+    expected = relation_rows(_release_semantics(state), emb.double().numpy(), tok.double().numpy())
+    np.testing.assert_allclose(module(emb, tok).double().numpy(), expected, atol=1e-5)
+    bare = tmp_path / "bare.pth"
+    torch.save(state, bare)  # a bare state dict in the release's names works too
+    assert torch.equal(RelationModule.load(bare)(emb, tok), module(emb, tok))
+
+
+def test_release_weights_wrong_shape_or_keys_are_refused_by_name(tmp_path):
+    from infosam.distill.relation import remap_release_state
+
+    state = _release_state(16)
+    bad = {**state, "layer_norm_mask.bias": torch.zeros(8)}
+    with pytest.raises(ValueError, match=r"layer_norm_mask\.bias has shape \(8,\), expected \(16,\)"):
+        remap_release_state(bad)
+    with pytest.raises(ValueError, match=r"key_proj\.weight has shape \(16, 8\), expected \(16, 16\)"):
+        remap_release_state({**state, "key_proj.weight": torch.zeros(16, 8)})
+    with pytest.raises(ValueError, match=r"missing keys \['key_proj\.bias'\].*unexpected keys \['scale'\]"):
+        remap_release_state(
+            {**{k: v for k, v in state.items() if k != "key_proj.bias"}, "scale": torch.ones(1)}
+        )
+    path = tmp_path / "bad.pth"
+    torch.save({"relation_model": bad}, path)
+    with pytest.raises(ValueError, match=r"bad\.pth: layer_norm_mask\.bias has shape"):
+        RelationModule.load(path)
+    torch.save({"relation_model": state}, path)
+    with pytest.raises(ValueError, match=r"dim=16, but dim=8"):
+        RelationModule.load(path, dim=8)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"bad\.pth is truncated or corrupt"):
+        RelationModule.load(path)

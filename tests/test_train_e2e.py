@@ -13,6 +13,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from infosam.cache import content_keys
 from infosam.config import load_config
 from infosam.data.formats import open_dataset
 from infosam.data.loading import collate
@@ -138,18 +139,22 @@ def test_resume_without_checkpoint_config_fails_clearly(tmp_path):
 
 
 class _DictCache:
-    """Stand-in with TeacherCache's get/put contract: stores float16, returns float32 only when all ids are held."""
+    """Stand-in with TeacherCache's keys/get/put contract: keys from content, stores float16, returns float32 only
+    when all keys are held."""
 
     def __init__(self):
         self.store: dict[str, torch.Tensor] = {}
 
-    def get(self, ids):
-        if not all(i in self.store for i in ids):
-            return None
-        return torch.stack([self.store[i] for i in ids]).float()
+    def keys(self, images):
+        return content_keys(images)
 
-    def put(self, ids, embeddings):
-        self.store.update({i: e.detach().half() for i, e in zip(ids, embeddings, strict=True)})
+    def get(self, keys):
+        if not all(k in self.store for k in keys):
+            return None
+        return torch.stack([self.store[k] for k in keys]).float()
+
+    def put(self, keys, embeddings):
+        self.store.update({k: e.detach().half() for k, e in zip(keys, embeddings, strict=True)})
 
 
 def test_teacher_forward_reads_the_cache_once_filled(tmp_path, monkeypatch):
@@ -161,11 +166,11 @@ def test_teacher_forward_reads_the_cache_once_filled(tmp_path, monkeypatch):
     prompts = batch_prompts(batch, seed=0, rank=0, epoch=0, index=0)
     cache = _DictCache()
     live = teacher_forward(teacher, batch["image"], prompts)
-    first = teacher_forward(teacher, batch["image"], prompts, cache=cache, ids=batch["id"])
+    first = teacher_forward(teacher, batch["image"], prompts, cache=cache)
     monkeypatch.setattr(
         teacher.image_encoder, "forward", lambda x: pytest.fail("encoder ran despite the cache")
     )
-    second = teacher_forward(teacher, batch["image"], prompts, cache=cache, ids=batch["id"])
+    second = teacher_forward(teacher, batch["image"], prompts, cache=cache)
     assert torch.equal(
         first.low_res_logits, second.low_res_logits
     )  # first use already sees the stored values

@@ -132,7 +132,8 @@ class TrainConfig(_Section):
     num_workers: int = 0
     """DataLoader worker processes."""
     seg_loss: str = "structure"
-    """Segmentation loss: structure (paper), structure_release (release's plain-mean BCE) or focal_dice_iou."""
+    """Segmentation loss: structure (paper), structure_release (release's plain-mean BCE), focal_dice_iou (ours,
+    weights 1:1:1) or focal_dice_iou_release (the release's: focal x 20, batch-wide dice and soft IoU)."""
     save_every_steps: int = 100
     """Write a resume checkpoint every this many optimizer steps (and at every epoch end)."""
     log_every_steps: int = 10

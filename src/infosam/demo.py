@@ -31,7 +31,7 @@ from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
 from .model import build_base
-from .predict import Prompt, overlay, predict_probabilities
+from .predict import Prompt, overlay, predict_logits
 from .runs import load_run
 from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
@@ -276,7 +276,7 @@ def write_overlays(teacher: Sam, student: Sam, test_dir: Path, out: Path, count:
         prompt = Prompt(box=tuple(tight_box(truth).tolist()))
         panels = [Image.fromarray(image), overlay(image, truth, prompt)]
         for model in (teacher, student):
-            panels.append(overlay(image, predict_probabilities(model, image, prompt) > 0.5, prompt))
+            panels.append(overlay(image, predict_logits(model, image, prompt) > 0, prompt))
         strip = np.concatenate([np.asarray(p) for p in panels], axis=1)
         path = out / image_path.name
         Image.fromarray(strip).resize(

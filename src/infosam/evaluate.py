@@ -6,9 +6,11 @@ import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
@@ -16,6 +18,9 @@ from .data.prompts import PROMPT_MODES, test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import sam_forward
 from .sam.transforms import get_transform
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 
 class _WithOriginalMask(Dataset):
@@ -121,90 +126,175 @@ def evaluate(
     return scores.rows, summary
 
 
-# --------------------------------------------------------------------------------------------- evaluation folders
+# --------------------------------------------------------------------------------------------- any model, any data
 
 PER_IMAGE_FILE = "per_image.csv"
 SUMMARY_FILE = "summary.json"
 
 
-def evaluation_files(out_dir: str | Path, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """``(per_image.csv, summary.json)`` in ``out_dir``; FileExistsError naming them when they exist and
-    ``overwrite`` is False (checked before any work)."""
+def load_model(
+    source: str | Path | ModelConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[Sam, dict]:
+    """The model ``source`` names, in eval mode, and a description of it for summaries.
+
+    Args:
+        source: a run folder (its trained student), a SAM spec name (``vit_b``, ``tiny``, ...: zero-shot SAM) or a
+            :class:`~infosam.config.ModelConfig`.
+        checkpoint: base SAM weights (for a spec name: required unless ``tiny``; for a run: overrides the path
+            recorded in its config).
+        weights: for a run, a ``peft.safetensors`` to load instead of the run's newest.
+        seed: initialisation seed of weights no checkpoint covers (random ``tiny`` models in tests).
+    """
+    from .config import ModelConfig
+    from .model import build_base
+
+    if isinstance(source, ModelConfig):
+        m = source
+        model = build_base(
+            m.name, checkpoint=m.checkpoint, image_size=m.image_size, attention=m.attention, seed=seed
+        )
+        return model.eval().to(device), {"model": source.name, "checkpoint": source.checkpoint}
+    path = Path(source).expanduser()
+    if path.is_dir():
+        from .runs import load_run
+
+        config, model = load_run(path, checkpoint=checkpoint, weights=weights, device=device)
+        return model, {
+            "run": str(path),
+            "weights": str(weights) if weights is not None else None,
+            "model": config.model.name,
+            "checkpoint": str(checkpoint) if checkpoint is not None else config.model.checkpoint,
+        }
+    from .sam.specs import SPECS
+
+    if str(source) not in SPECS:
+        raise FileNotFoundError(f"{source} is neither a run folder nor a SAM model name ({', '.join(SPECS)})")
+    if checkpoint is None and str(source) != "tiny":
+        raise ValueError(
+            f"a checkpoint is required for model {source} (random weights make no sense to score)"
+        )
+    model = build_base(str(source), checkpoint=checkpoint, seed=seed)  # fast attention: same function, faster
+    described = {"model": str(source), "checkpoint": None if checkpoint is None else str(checkpoint)}
+    return model.eval().to(device), described
+
+
+def evaluate_run(
+    source: str | Path | ModelConfig,
+    data: str | Path,
+    split: str | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    prompt: str | None = None,
+    n_fg: int | None = None,
+    n_bg: int | None = None,
+    seed: int | None = None,
+    compat: bool | None = None,
+    batch_size: int | None = None,
+    model_seed: int = 0,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[list[dict], dict]:
+    """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
+
+    Prompt settings left ``None`` take the run's ``eval`` section (for a run) or the defaults of :func:`evaluate`,
+    so a run scored here on its own test split matches what training logged. See :func:`load_model` for
+    ``source``, ``checkpoint``, ``weights`` and ``model_seed``.
+
+    Returns:
+        ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split.
+    """
+    from .config import EvalConfig
+    from .data.formats import open_dataset
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, described = load_model(
+        source, checkpoint=checkpoint, weights=weights, seed=model_seed, device=device
+    )
+    e = EvalConfig()
+    if described.get("run") is not None:
+        from .runs import RunDir
+
+        e = RunDir(described["run"]).read_config().eval
+    dataset = open_dataset(data, split=split, transform=get_transform(model.spec))
+    rows, summary = evaluate(
+        model,
+        dataset,
+        prompt=e.prompt if prompt is None else prompt,
+        n_fg=e.n_fg if n_fg is None else n_fg,
+        n_bg=e.n_bg if n_bg is None else n_bg,
+        seed=e.seed if seed is None else seed,
+        compat=e.compat if compat is None else compat,
+        batch_size=e.batch_size if batch_size is None else batch_size,
+        device=device,
+        num_workers=num_workers,
+        on_batch=on_batch,
+    )
+    summary.update(described, data=str(data), split=split)
+    return rows, summary
+
+
+def write_evaluation(
+    out_dir: str | Path, rows: list[dict], summary: dict, *, overwrite: bool = False
+) -> Path:
+    """Write ``per_image.csv`` (one row per image: id, then the metrics) and ``summary.json`` into ``out_dir``,
+    each atomically; refuses to replace existing ones unless ``overwrite``. Returns ``out_dir``."""
+    import io
+
+    from .runs import atomic_write_text
+
     out = Path(out_dir)
-    targets = (out / PER_IMAGE_FILE, out / SUMMARY_FILE)
+    targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(
             f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)"
         )
-    return targets
+    out.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(targets[0], text.getvalue())
+    atomic_write_text(targets[1], json.dumps(summary, indent=2) + "\n")
+    return out
 
 
-def write_evaluation(
-    out_dir: str | Path, rows: list[dict], summary: dict, *, overwrite: bool = False
-) -> None:
-    """Write per-image metrics (CSV: id, then the metric names) and the summary (JSON) into ``out_dir``."""
-    per_image, summary_file = evaluation_files(out_dir, overwrite=overwrite)
-    per_image.parent.mkdir(parents=True, exist_ok=True)
-    with open(per_image, "w", newline="", encoding="utf-8") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    summary_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+def read_evaluation(out_dir: str | Path) -> tuple[list[dict], dict]:
+    """Read back what :func:`write_evaluation` wrote: per-image rows (metrics as floats) and the summary."""
+
+    out = Path(out_dir)
+    with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
+        rows = [{k: (v if k == "id" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    return rows, json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
-def evaluate_sam(
-    name: str,
+def evaluate_to_folder(
+    source: str | Path | ModelConfig,
     data: str | Path,
+    split: str | None,
     out_dir: str | Path,
     *,
-    checkpoint: str | Path | None = None,
-    split: str | None = None,
     overwrite: bool = False,
-    prompt: str = "box",
-    n_fg: int = 2,
-    n_bg: int = 3,
-    seed: int = 42,
-    compat: bool = False,
-    batch_size: int = 1,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-    on_batch: Callable[[int, int], None] | None = None,
+    **options,
 ) -> dict:
-    """Score pretrained SAM ``name`` (e.g. the paper's "SAM zero-shot" row) on ``split`` of the dataset at
-    ``data`` with :func:`evaluate`, and write ``per_image.csv`` and ``summary.json`` into ``out_dir``.
-
-    Returns the summary (with ``model``, ``checkpoint``, ``data`` and ``split`` added).
-    Raises:
-        FileExistsError: an output exists and ``overwrite`` is False (before any work).
-        ValueError: no ``checkpoint`` for a model other than the tiny test model.
-    """
-    from .data.formats import open_dataset
-    from .model import build_base
-
-    evaluation_files(out_dir, overwrite=overwrite)
-    if checkpoint is None and name != "tiny":
-        raise ValueError(
-            f"--checkpoint is required for --model {name} (random weights make no sense to score)"
+    """:func:`evaluate_run` then :func:`write_evaluation` into ``out_dir`` (``per_image.csv`` + ``summary.json``);
+    existing outputs are refused before any work unless ``overwrite``. ``options`` are :func:`evaluate_run`'s
+    keywords. Returns the summary."""
+    out = Path(out_dir)
+    existing = [str(out / n) for n in (PER_IMAGE_FILE, SUMMARY_FILE) if (out / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)"
         )
-    model = build_base(name, checkpoint=checkpoint)  # fast attention: the same function, faster
-    dataset = open_dataset(data, split=split, transform=get_transform(model.spec))
-    rows, summary = evaluate(
-        model,
-        dataset,
-        prompt=prompt,
-        n_fg=n_fg,
-        n_bg=n_bg,
-        seed=seed,
-        compat=compat,
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        on_batch=on_batch,
-    )
-    summary.update(
-        model=name, checkpoint=None if checkpoint is None else str(checkpoint), data=str(data), split=split
-    )
-    write_evaluation(out_dir, rows, summary, overwrite=overwrite)
+    rows, summary = evaluate_run(source, data, split, **options)
+    write_evaluation(out, rows, summary, overwrite=overwrite)
     return summary

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SEGMENTATION_LOSSES = ("structure", "structure_release", "focal_dice_iou")
+SEGMENTATION_LOSSES = ("structure", "structure_release", "focal_dice_iou", "focal_dice_iou_release")
 """Names accepted by :func:`segmentation_loss`."""
 
 
@@ -122,12 +122,75 @@ def iou_mse_loss(iou_pred: Tensor, logits: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(iou_pred.float().reshape(-1), actual)
 
 
+def focal_loss_release(
+    logits: Tensor, target: Tensor, *, gamma: float = 2.0, alpha: float = 0.25, eps: float = 1e-12
+) -> Tensor:
+    """The release's focal loss: like :func:`focal_loss`, but with logs of probabilities, ``log(p + eps)`` and
+    ``log(1 - p + eps)``, instead of BCE on logits (scalar).
+
+    ``(sum_fg alpha (1 - p)^gamma (-log(p + eps)) + sum_bg (1 - alpha) p^gamma (-log(1 - p + eps))) / (N + eps)`` over
+    all ``N`` pixels of the batch. It equals :func:`focal_loss` up to ``eps`` while ``p`` is not rounded to 0 or 1;
+    beyond about |logit| 17 (float32) a confidently wrong pixel costs ``-log(eps)`` (27.6 times its weight) however
+    large its logit, where :func:`focal_loss` keeps growing with the logit.
+    """
+    _check_pair(logits, target)
+    prob = torch.sigmoid(logits.float())
+    target = target.float()
+    fg = alpha * target * (1 - prob) ** gamma * -torch.log(prob + eps)
+    bg = (1 - alpha) * (1 - target) * prob**gamma * -torch.log(1 - prob + eps)
+    return (fg.sum() + bg.sum()) / (target.numel() + eps)
+
+
+def dice_loss_release(logits: Tensor, target: Tensor, *, smooth: float = 1.0) -> Tensor:
+    """The release's dice loss: one soft dice over all pixels of the whole batch (not per image), scalar:
+    ``1 - (2 sum(p y) + smooth) / (sum(p) + sum(y) + smooth)``."""
+    _check_pair(logits, target)
+    prob, target = torch.sigmoid(logits.float()), target.float()
+    return 1 - (2 * (prob * target).sum() + smooth) / (prob.sum() + target.sum() + smooth)
+
+
+def iou_mse_loss_release(iou_pred: Tensor, logits: Tensor, target: Tensor, *, eps: float = 1e-7) -> Tensor:
+    """The release's IoU-head loss: mean over the B predictions of ``(iou - iou_pred)^2`` where ``iou`` is ONE soft
+    IoU of the whole batch, ``(sum(p y) + eps) / (sum(p) + sum(y) - sum(p y) + eps)`` with ``p = sigmoid(logits)``
+    (not per image, not thresholded, and not detached: its gradient reaches the mask logits too). Scalar."""
+    _check_pair(logits, target)
+    prob, target = torch.sigmoid(logits.float()), target.float()
+    inter = (prob * target).sum()
+    iou = (inter + eps) / (prob.sum() + target.sum() - inter + eps)
+    if iou_pred.numel() != logits.shape[0]:
+        raise ValueError(
+            f"iou_pred must hold one value per image ({logits.shape[0]}), got {tuple(iou_pred.shape)}"
+        )
+    return ((iou - iou_pred.float().reshape(-1)) ** 2).mean()
+
+
+def focal_dice_iou_release(
+    logits: Tensor, target: Tensor, iou_pred: Tensor, *, focal_weight: float = 20.0, iou_weight: float = 1.0
+) -> Tensor:
+    """The release's ``FocalDiceloss_IoULoss`` (its option ``--gt_loss``), scalar:
+    ``20 * focal_loss_release + dice_loss_release + 1 * iou_mse_loss_release``.
+
+    It differs from :func:`segmentation_loss` ``"focal_dice_iou"`` (``focal + dice + iou_mse``, weights 1, 1, 1) in
+    four ways: the focal weight 20 (the 20:1 focal:dice ratio SAM was trained with); focal from ``log(p + eps)``
+    (:func:`focal_loss_release`); dice over the whole batch instead of per image; and the IoU head regressed on the
+    batch's single soft IoU, with gradient into the logits, instead of each image's thresholded IoU.
+    """
+    return (
+        focal_weight * focal_loss_release(logits, target)
+        + dice_loss_release(logits, target)
+        + iou_weight * iou_mse_loss_release(iou_pred, logits, target)
+    )
+
+
 def segmentation_loss(name: str, logits: Tensor, target: Tensor, iou_pred: Tensor | None = None) -> Tensor:
     """The segmentation loss called ``name`` (scalar).
 
     - ``"structure"``: :func:`structure_loss` (weighted BCE + weighted IoU), as the paper describes;
     - ``"structure_release"``: the same with the release's plain mean BCE;
-    - ``"focal_dice_iou"``: ``focal + dice + iou_mse`` with weights 1, 1, 1 (needs ``iou_pred``).
+    - ``"focal_dice_iou"``: this project's ``focal + dice + iou_mse`` with weights 1, 1, 1, each per image where it
+      matters (dice per image, IoU target = each image's thresholded IoU, no gradient through it); needs ``iou_pred``;
+    - ``"focal_dice_iou_release"``: the release's version, :func:`focal_dice_iou_release` (focal weighted by 20,
+      batch-wide dice and soft IoU); needs ``iou_pred``.
 
     ``iou_pred`` is ignored by the structure losses.
     """
@@ -139,6 +202,10 @@ def segmentation_loss(name: str, logits: Tensor, target: Tensor, iou_pred: Tenso
         if iou_pred is None:
             raise ValueError("segmentation loss 'focal_dice_iou' needs iou_pred (B, 1)")
         return focal_loss(logits, target) + dice_loss(logits, target) + iou_mse_loss(iou_pred, logits, target)
+    if name == "focal_dice_iou_release":
+        if iou_pred is None:
+            raise ValueError("segmentation loss 'focal_dice_iou_release' needs iou_pred (B, 1)")
+        return focal_dice_iou_release(logits, target, iou_pred)
     raise ValueError(f"unknown segmentation loss {name!r}; choose one of {', '.join(SEGMENTATION_LOSSES)}")
 
 

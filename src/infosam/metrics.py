@@ -13,9 +13,11 @@ Metrics per image (rows), then the mean over images (summary):
   (round half to even) and the ground truth as 0/255; ``py_sod_metrics`` then min-max normalises each map
   (MATLAB's ``mapminmax``, the standard SOD-toolbox convention) unless it is constant. As in the original MATLAB
   code, the E-measure divides by ``N - 1`` (N pixels), so a perfect map scores ``N / (N - 1)``, a hair above 1.
-* ``IoU`` and ``Dice`` of the map thresholded at 0.5 (foreground: ``map > t``). In compatibility mode they are
-  averaged over the thresholds 0.1, 0.3, 0.5, 0.7 and 0.9 as in the release. An empty prediction of an empty
-  ground truth scores 1 (nothing to find, nothing found).
+* ``IoU`` and ``Dice`` of the mask ``logits > 0``, SAM's own threshold. That is ``sigmoid(logits) > 0.5`` in exact
+  arithmetic, but not in float32, where ``sigmoid`` rounds every logit in (0, 6e-8) to exactly 0.5 and so turns
+  those pixels into background; masks are therefore never binarised from the map. In compatibility mode they are
+  averaged over the thresholds 0.1, 0.3, 0.5, 0.7 and 0.9 of the clipped map (``map > t``) as in the release. An
+  empty prediction of an empty ground truth scores 1 (nothing to find, nothing found).
 """
 
 from __future__ import annotations
@@ -44,21 +46,25 @@ def to_uint8(prob: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def binary_iou_dice(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """IoU and Dice of the bool mask ``pred`` against the bool ``gt`` (both ``(H, W)``); two empty masks score 1."""
+    pred, gt = pred.astype(bool), gt.astype(bool)
+    inter = int(np.logical_and(pred, gt).sum())
+    n_pred, n_gt = int(pred.sum()), int(gt.sum())
+    union = n_pred + n_gt - inter
+    return (1.0 if union == 0 else inter / union), (
+        1.0 if n_pred + n_gt == 0 else 2 * inter / (n_pred + n_gt)
+    )
+
+
 def iou_dice(
     prob: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
 ) -> tuple[float, float]:
-    """Mean over ``thresholds`` of IoU and Dice of ``prob > t`` against the bool ``gt`` (both ``(H, W)``)."""
-    gt = gt.astype(bool)
-    ious, dices = [], []
-    n_gt = int(gt.sum())
-    for t in thresholds:
-        pred = prob > t
-        inter = int(np.logical_and(pred, gt).sum())
-        n_pred = int(pred.sum())
-        union = n_pred + n_gt - inter
-        ious.append(1.0 if union == 0 else inter / union)
-        dices.append(1.0 if n_pred + n_gt == 0 else 2 * inter / (n_pred + n_gt))
-    return float(np.mean(ious)), float(np.mean(dices))
+    """Mean over ``thresholds`` of IoU and Dice of ``prob > t`` against the bool ``gt`` (both ``(H, W)``).
+
+    For a sigmoid map prefer :func:`binary_iou_dice` of ``logits > 0`` (see the module docstring)."""
+    scores = [binary_iou_dice(prob > t, gt) for t in thresholds]
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
 def sod_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -77,12 +83,26 @@ def sod_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     }
 
 
-def image_metrics(prob: np.ndarray, gt: np.ndarray, *, compat: bool = False) -> dict[str, float]:
-    """All metrics of one ``(H, W)`` map in [0, 1] against its ``(H, W)`` bool ground truth."""
+def image_metrics(
+    prob: np.ndarray, gt: np.ndarray, *, compat: bool = False, foreground: np.ndarray | None = None
+) -> dict[str, float]:
+    """All metrics of one ``(H, W)`` map in [0, 1] against its ``(H, W)`` bool ground truth.
+
+    Args:
+        foreground: the predicted ``(H, W)`` bool mask that IoU and Dice score, i.e. ``logits > 0``; ``None``
+            thresholds ``prob`` instead (at 0.5, or the release's five thresholds with ``compat``).
+    """
     if prob.shape != gt.shape:
         raise ValueError(f"prediction shape {prob.shape} differs from ground-truth shape {gt.shape}")
     scores = sod_scores(prob, gt)
-    scores["IoU"], scores["Dice"] = iou_dice(prob, gt, COMPAT_THRESHOLDS if compat else THRESHOLDS)
+    if foreground is not None and not compat:
+        if foreground.shape != gt.shape:
+            raise ValueError(
+                f"foreground shape {foreground.shape} differs from ground-truth shape {gt.shape}"
+            )
+        scores["IoU"], scores["Dice"] = binary_iou_dice(foreground, gt)
+    else:
+        scores["IoU"], scores["Dice"] = iou_dice(prob, gt, COMPAT_THRESHOLDS if compat else THRESHOLDS)
     return scores
 
 
@@ -125,8 +145,11 @@ class MetricAccumulator:
         self.rows: list[dict] = []
 
     def add(self, image_id: str, logits: Tensor, gt: np.ndarray) -> dict:
-        prob = logits_to_map(logits.float(), compat=self.compat).cpu().numpy().astype(np.float64)
-        row = {"id": image_id, **image_metrics(prob, np.asarray(gt, dtype=bool), compat=self.compat)}
+        logits = logits.float()
+        prob = logits_to_map(logits, compat=self.compat).cpu().numpy().astype(np.float64)
+        foreground = None if self.compat else (logits > 0).cpu().numpy()
+        scores = image_metrics(prob, np.asarray(gt, dtype=bool), compat=self.compat, foreground=foreground)
+        row = {"id": image_id, **scores}
         self.rows.append(row)
         return row
 

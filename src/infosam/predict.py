@@ -12,6 +12,7 @@ with the mask tinted and the prompt drawn). Existing outputs are never overwritt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,9 @@ def load_zero_shot(
 
 
 @torch.no_grad()
-def predict_probabilities(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
-    """Foreground probabilities (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB (upright,
-    as :func:`infosam.data.reading.read_image` returns it)."""
+def predict_logits(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """Mask logits (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB (upright, as
+    :func:`infosam.data.reading.read_image` returns it); ``> 0`` is the mask."""
     device = next(model.parameters()).device
     transform = get_transform(model.spec)
     original_size = (int(image.shape[0]), int(image.shape[1]))
@@ -149,7 +150,24 @@ def predict_probabilities(model: Sam, image: np.ndarray, prompt: Prompt) -> np.n
     prompts = {k: v.to(device) for k, v in map_prompt(prompt, original_size, transform).items()}
     output = sam_forward(model, pixels[None].to(device), **prompts)
     logits = transform.postprocess(output.low_res_logits, input_size, original_size)
-    return torch.sigmoid(logits.float()).reshape(original_size).cpu().numpy()
+    return logits.float().reshape(original_size).cpu().numpy()
+
+
+def predict_probabilities(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """Foreground probabilities (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB (for display:
+    binarise :func:`predict_logits` instead, see :func:`probability_to_logit`)."""
+    return torch.sigmoid(torch.from_numpy(predict_logits(model, image, prompt))).numpy()
+
+
+def probability_to_logit(threshold: float) -> float:
+    """The logit ``log(t / (1 - t))`` of a probability threshold ``t`` in (0, 1); exactly 0 for 0.5.
+
+    Masks are ``logits > probability_to_logit(t)``: thresholding ``sigmoid(logits) > t`` in float32 instead loses
+    logits in (0, 6e-8) at t = 0.5 (their sigmoid rounds to 0.5) and saturates near 0 and 1.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be a probability strictly between 0 and 1, got {threshold}")
+    return 0.0 if threshold == 0.5 else math.log(threshold) - math.log1p(-threshold)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, prompt: Prompt, alpha: float = 0.5) -> Image.Image:
@@ -199,6 +217,7 @@ def predict_files(
         FileExistsError: an output exists and ``overwrite`` is False.
         FileNotFoundError / ValueError: unreadable inputs or prompts outside an image; the message names the file.
     """
+    cut = probability_to_logit(threshold)  # masks are logits > cut (exactly 0 for 0.5, as SAM does)
     if (prompt is None) == (masks_dir is None):
         raise ValueError("give exactly one of a prompt (box and/or points) and a masks folder")
     out_dir = Path(out_dir)
@@ -221,7 +240,7 @@ def predict_files(
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     for job in jobs:
         image, _ = read_image(job.image)
-        mask = predict_probabilities(model, image, job.prompt) > threshold
+        mask = predict_logits(model, image, job.prompt) > cut
         Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
         overlay(image, mask, job.prompt).save(job.overlay)
     return jobs

@@ -398,7 +398,27 @@ class RunDir:
             f"checkpoint and {WEIGHTS}/epoch-*/{PEFT_FILE}"
         )
 
+    def epoch_weights(self) -> dict[int, Path]:
+        """PEFT weights files after each evaluated epoch, by 1-based epoch."""
+        found = sorted((self.path / WEIGHTS).glob(f"epoch-*/{PEFT_FILE}"))
+        return {int(p.parent.name.split("-")[1]): p for p in found}
+
+    def is_finished(self) -> bool:
+        """Training ended: the final weights and the summary are written."""
+        return peft_file(self.weights_dir()).is_file() and self.summary_file.is_file()
+
+    def is_resumable(self) -> bool:
+        """A resume checkpoint exists (an interrupted run continues from it)."""
+        return (self.checkpoints_dir / LATEST).is_file()
+
     # ----- logs and results
+
+    def evaluations(self) -> dict[int, dict]:
+        """The run's own test-split summaries, by 1-based epoch (from ``eval/epoch-*.json``)."""
+        out = {}
+        for p in sorted((self.path / EVAL).glob("epoch-*.json")):
+            out[int(p.stem.split("-")[1])] = json.loads(p.read_text(encoding="utf-8"))["summary"]
+        return out
 
     def metrics_log(self, fields: list[str], *, resume_step: int | None = None) -> MetricsLog:
         """The run's ``metrics.csv`` (rows past ``resume_step`` dropped when resuming)."""

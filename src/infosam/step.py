@@ -48,18 +48,18 @@ def teacher_forward(
     prompts: dict[str, Tensor],
     *,
     cache: TeacherCache | None = None,
-    ids: list[str] | None = None,
 ) -> SamOutput:
     """The frozen teacher's outputs for images (B, 3, S, S) without gradients; its image embeddings come from
-    ``cache`` when it holds every id of ``ids``, else they are computed, stored and read back (so every epoch
-    and a resumed run see the stored values, e.g. float16-rounded)."""
+    ``cache`` when it holds all ``images`` (keyed by their content), else they are computed, stored and read back
+    (so every epoch and a resumed run see the stored values, e.g. float16-rounded)."""
     with torch.no_grad():
-        embeddings = cache.get(ids) if cache is not None else None
+        keys = cache.keys(images) if cache is not None else None
+        embeddings = cache.get(keys) if cache is not None else None
         if embeddings is None:
             embeddings = encode_images(teacher, images)
             if cache is not None:
-                cache.put(ids, embeddings)
-                embeddings = cache.get(ids)
+                cache.put(keys, embeddings)
+                embeddings = cache.get(keys)
         return decode(teacher, embeddings.to(images.device), **prompts)
 
 
@@ -171,7 +171,7 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
         with acc.autocast():
             teacher = None
             if parts.teacher is not None:
-                teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache, ids=batch["id"])
+                teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache)
             terms = parts.trainee(images, masks, prompts, teacher)  # student -> losses
         acc.backward(terms["loss"] * (1.0 / window))
     if sync:

@@ -143,7 +143,9 @@ def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     preprocessing = get_transform(teacher.spec).fingerprint()
     # Without a checkpoint the teacher is random: fingerprint its weights so two such teachers never share a cache.
     model = teacher if config.model.checkpoint is None else None
-    fingerprint = teacher_fingerprint(teacher.spec, config.model.checkpoint, preprocessing, model=model)
+    fingerprint = teacher_fingerprint(
+        teacher.spec, config.model.checkpoint, preprocessing, precision=config.train.precision, model=model
+    )
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from . import CLIError
 
 
 def register(subparsers) -> None:
@@ -19,30 +22,44 @@ def register(subparsers) -> None:
     clear = sub.add_parser(
         "clear",
         help="delete the cache's files",
-        description="Delete the manifest and embedding files of a teacher cache (other files are left alone).",
+        description="Delete the files a cache's manifest owns (its entries, temporaries and the manifest); every other "
+        "file in the folder is left alone.",
     )
     clear.add_argument("directory", help="cache folder (train config: cache.dir)")
     clear.set_defaults(func=run_clear)
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..cache import cache_info
+    from ..cache import CacheFolderError, cache_info
 
-    info = cache_info(args.directory)
-    fp = info["fingerprint"]
+    try:
+        info = cache_info(args.directory)
+    except CacheFolderError as err:
+        raise CLIError(str(err)) from None
+    fp = info.get("fingerprint", {})
     spec = fp.get("spec") or {}
     weights = fp.get("weights") or {}
-    print(f"teacher cache {args.directory}")
-    print(f"  images: {info['images']} ({info['bytes'] / 2**20:.1f} MiB)")
-    print(f"  storage dtype: {info['storage_dtype']}")
-    print(f"  model: {spec.get('name')} at {spec.get('image_size')} px, compute dtype {fp.get('dtype')}")
+    precision = fp.get("precision", fp.get("dtype"))
+    print(
+        f"cache {args.directory} ({info.get('kind', 'teacher image embeddings')}, format {info.get('format')})"
+    )
+    print(f"  entries: {info['entries']} ({info['bytes'] / 2**20:.1f} MiB)")
+    print(f"  storage dtype: {info.get('storage_dtype')}")
+    print(f"  model: {spec.get('name')} at {spec.get('image_size')} px, computed in {precision}")
     print(f"  weights: {json.dumps(weights) if weights else 'unknown (random initialisation)'}")
     print(f"  preprocessing: {json.dumps(fp.get('preprocessing'))}")
     return 0
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    from ..cache import clear_teacher_cache
+    from ..cache import CacheFolderError, clear_cache
 
-    print(f"removed {clear_teacher_cache(args.directory)} files from {args.directory}")
+    directory = Path(args.directory).expanduser()
+    try:
+        removed = clear_cache(directory)
+    except CacheFolderError as err:  # refuse folders that are not caches: nothing is deleted
+        raise CLIError(str(err)) from None
+    left = sum(1 for _ in directory.iterdir())
+    kept = f"; {left} other files left alone" if left else ""
+    print(f"removed {removed} cache files from {args.directory}{kept}")
     return 0

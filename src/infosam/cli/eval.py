@@ -1,4 +1,4 @@
-"""``infosam eval``: score a SAM on a dataset with deterministic test prompts (e.g. the "SAM zero-shot" row)."""
+"""``infosam eval``: score a trained run's student, or zero-shot SAM, on a dataset with deterministic test prompts."""
 
 from __future__ import annotations
 
@@ -12,27 +12,44 @@ from . import CLIError
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate SAM on a dataset",
-        description="Evaluate SAM on a dataset with deterministic prompts; writes per_image.csv and summary.json.",
+        help="evaluate a trained run or zero-shot SAM on a dataset",
+        description=(
+            "Evaluate the student of a run folder (RUN_DIR), or zero-shot SAM (--model, --checkpoint), on a "
+            "dataset with deterministic prompts; writes per_image.csv and summary.json. Prompt settings not "
+            "given take the run's eval section (or the defaults for zero-shot SAM)."
+        ),
     )
-    p.add_argument("--model", default="vit_b", help="SAM spec: vit_b, vit_l, vit_h, tiny (default vit_b)")
-    p.add_argument("--checkpoint", default=None, help="official SAM weights, e.g. sam_vit_b_01ec64.pth")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN_DIR", help="run folder of a trained student")
+    p.add_argument(
+        "--model", default="vit_b", help="zero-shot SAM spec: vit_b, vit_l, vit_h, tiny (default vit_b)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="official SAM weights (zero-shot), or the base weights' new location for a run whose files moved",
+    )
+    p.add_argument("--weights", default=None, help="a run's peft.safetensors to use instead of its newest")
     p.add_argument("--data", required=True, help="dataset folder (Conv-LoRA CSV layout or images/ + masks/)")
-    p.add_argument("--split", default=None, help="CSV name (test_Kvasir.csv) or split folder/list")
-    p.add_argument("--prompt", choices=["box", "points"], default="box", help="test prompt (default box)")
+    p.add_argument(
+        "--split", default=None, help="CSV name (test_Kvasir.csv), split folder/list or split file"
+    )
+    p.add_argument("--prompt", choices=["box", "points"], default=None, help="test prompt (default box)")
     p.add_argument(
         "--points",
         nargs=2,
         type=int,
-        default=[2, 3],
+        default=None,
         metavar=("N_FG", "N_BG"),
         help="points per image (default 2 3)",
     )
-    p.add_argument("--seed", type=int, default=42, help="prompt seed (default 42)")
+    p.add_argument("--seed", type=int, default=None, help="prompt seed (default 42)")
     p.add_argument(
-        "--compat", action="store_true", help="reproduce the release's metrics (clipped logits, 5 thresholds)"
+        "--compat",
+        action="store_true",
+        default=None,
+        help="reproduce the release's metrics (clipped logits, 5 thresholds)",
     )
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output folder")
@@ -41,28 +58,33 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_to_folder
 
-    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_sam
+    if args.run is not None and not Path(args.run).is_dir():
+        raise CLIError(f"RUN_DIR {args.run} is not a folder")
+    if args.run is None and args.weights is not None:
+        raise CLIError("--weights needs a RUN_DIR (the run whose base model they belong to)")
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
 
+    out = Path(args.out)
     try:
-        summary = evaluate_sam(
-            args.model,
+        summary = evaluate_to_folder(
+            args.run if args.run is not None else args.model,
             args.data,
-            args.out,
-            checkpoint=args.checkpoint,
-            split=args.split,
+            args.split,
+            out,
             overwrite=args.overwrite,
+            checkpoint=args.checkpoint,
+            weights=args.weights,
             prompt=args.prompt,
-            n_fg=args.points[0],
-            n_bg=args.points[1],
+            n_fg=None if args.points is None else args.points[0],
+            n_bg=None if args.points is None else args.points[1],
             seed=args.seed,
             compat=args.compat,
             batch_size=args.batch_size,
-            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            device=args.device,
             num_workers=args.workers,
             on_batch=progress,
         )
@@ -70,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     print(file=sys.stderr)
     print(format_summary(summary))
-    out = Path(args.out)
     print(f"wrote {out / PER_IMAGE_FILE} and {out / SUMMARY_FILE}")
     return 0
 

@@ -55,7 +55,12 @@ def register(subparsers) -> None:
         "--weights", type=Path, help="PEFT weights file to load instead of the run's final ones"
     )
     parser.add_argument("--image-size", type=int, help="with --model: input side (default: the model's)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="foreground probability threshold t: a pixel is foreground when its logit > log(t / (1 - t)), 0 for 0.5 as in SAM",
+    )
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )

@@ -9,6 +9,9 @@ Layouts recognised by :func:`open_dataset` (``root`` is the folder given):
   (``images/a.jpg`` + ``masks/a.png``). With ``split=None`` (or ``"all"``) the whole folder is used; a split
   named ``s`` is ``root/s/images`` + ``root/s/masks`` if that folder exists, else a list file ``root/s.txt``
   (one stem per line, ``#`` comments) selecting pairs from ``root/images`` and ``root/masks``.
+* **A split file anywhere**: ``split`` may also be the path of an existing ``.txt`` stem list (folder layout) or
+  ``.csv`` file (columns ``image`` and ``label`` relative to ``root``, either layout) outside ``root``, e.g. the
+  explicit splits an experiment writes into its own folder so that the dataset folder is never written to.
 
 Every sample's ``id`` is the image path relative to ``root`` in POSIX form (stable across machines and
 processes; the teacher-embedding cache is keyed by it).
@@ -174,7 +177,18 @@ def open_dataset(
     """
     root = Path(root)
     fmt = detect_format(root)
-    pairs = list_csv_pairs(root, split) if fmt == "csv" else list_folder_pairs(root, split)
+    split_file = _split_file(split)
+    if split_file is not None and split_file.suffix.lower() == ".csv":
+        pairs = _read_csv_pairs(root, split_file)
+    elif split_file is not None:
+        if fmt != "folders":
+            raise DatasetFormatError(
+                f"{split_file}: a stem list needs an images/ + masks/ dataset, but {root} is a CSV dataset; "
+                "give a .csv split file instead"
+            )
+        pairs = _folder_pairs(root, root, _read_stem_list(split_file))
+    else:
+        pairs = list_csv_pairs(root, split) if fmt == "csv" else list_folder_pairs(root, split)
     return SegmentationDataset(root, pairs, split=split, transform=_transform(transform, image_size))
 
 
@@ -193,9 +207,25 @@ def resolve_csv(root: Path, split: str | None) -> Path:
     raise DatasetFormatError(f"{root}: split {split!r} not found; choose one of {available}")
 
 
+def _split_file(split: str | None) -> Path | None:
+    """``split`` as a split file path (``.txt`` or ``.csv``, containing a folder separator or absolute), when it
+    names an existing file; ``None`` for a split name. A path-like split that does not exist is an error."""
+    if split is None or not split.lower().endswith((".txt", ".csv")):
+        return None
+    path = Path(split).expanduser()
+    if not (path.is_absolute() or len(path.parts) > 1):
+        return None  # a bare name: a split inside the dataset folder
+    if not path.is_file():
+        raise DatasetFormatError(f"split file not found: {path}")
+    return path
+
+
 def list_csv_pairs(root: Path, split: str | None) -> list[Pair]:
     """Pairs listed by the split's CSV (columns ``image``, ``label``; paths relative to ``root``)."""
-    csv_path = resolve_csv(root, split)
+    return _read_csv_pairs(root, resolve_csv(root, split))
+
+
+def _read_csv_pairs(root: Path, csv_path: Path) -> list[Pair]:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -232,6 +262,10 @@ def list_folder_pairs(root: Path, split: str | None) -> list[Pair]:
                 f"{root}: split {split!r} not found (no {split}/images + {split}/masks, no {split}.txt); "
                 f"available: {choices or ['all']}"
             )
+    return _folder_pairs(root, base, stems)
+
+
+def _folder_pairs(root: Path, base: Path, stems: list[str] | None) -> list[Pair]:
     if not (base / "images").is_dir() or not (base / "masks").is_dir():
         raise DatasetFormatError(f"{base}: images/ or masks/ missing; {LAYOUT_HELP}")
     images = _files_by_stem(base / "images")

@@ -1,0 +1,46 @@
+"""``infosam experiment``: run (or continue) a grid of training runs and score them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "experiment",
+        help="run a grid of training runs (datasets x arms x seeds x splits) and score them",
+        description=(
+            "Run every cell of GRID.yaml as an ordinary training run, then score its student on its test split "
+            "and on the retention datasets, and the zero-shot teacher once per split. Re-running skips finished "
+            "cells and resumes a half-finished one. The grid format is documented in infosam.experiment.grid."
+        ),
+    )
+    p.add_argument("grid", metavar="GRID.yaml", help="grid file")
+    p.add_argument("--out", default=None, help="experiment folder (default runs/experiments/<grid name>)")
+    p.add_argument("--progress", action="store_true", help="show each run's step progress bar")
+    p.set_defaults(func=run)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..experiment import run_experiment
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def progress(p) -> None:
+        what = "already done" if p.skipped else f"done in {_duration(p.seconds)}"
+        left = "" if p.eta_seconds is None else f", about {_duration(p.eta_seconds)} left"
+        print(f"[{p.done}/{p.total}] {p.cell.name}: {what}{left}", file=sys.stderr, flush=True)
+
+    out = run_experiment(args.grid, args.out, on_progress=progress, train_progress=args.progress)
+    print(f"experiment folder: {out}\nreport: infosam report {out}")
+    return 0

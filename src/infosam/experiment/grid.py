@@ -1,0 +1,419 @@
+"""The grid file of ``infosam experiment``: which runs make an experiment, and the splits they train and test on.
+
+A grid is YAML (paths relative to the grid file)::
+
+    base: ../../configs/base.yaml    # optional: the config every cell starts from
+    set: [train.epochs=10]           # optional: overrides for every cell
+    seeds: [0, 1, 2]                 # train.seed of the cells
+    datasets:
+      leaf:
+        path: /data/leaf-disease     # a dataset folder (images/ + masks/ or Conv-LoRA CSVs); $VARS expand
+        source_split: null           # optional: the split listing its images (CSV layouts: e.g. train.csv)
+        folds: 5                     # k-fold: every image is tested once per seed ...
+        split_seed: 0                # ... the shuffle of the images before splitting (fixed)
+        retention: [kvasir]          # after training, also score the held-out images of these datasets
+        set: [eval.metrics=[IoU, Dice]]   # optional: overrides for this dataset's cells and evaluations
+      kvasir:
+        path: /data/kvasir-seg
+        test: 200                    # a fixed held-out test part (count, or a fraction < 1) ...
+        train: [50, 200]             # ... and training sets drawn from the rest (nested: 50 is a prefix of 200)
+        retention: [leaf]
+      extra:
+        path: /data/other
+        target: false                # evaluation only: a retention set, never trained on
+    arms:
+      adapter: {config: arms/adapter.yaml, set: [infosam.enabled=false]}
+      adapter-infosam: {config: arms/adapter.yaml, baseline: adapter}   # paired with its plain baseline
+
+One cell per (target dataset, split part, arm, seed): the part is a fold (``fold1of5``) or a training size
+(``train50``). A dataset's held-out images (its retention set for others) are all its images for k-fold and
+evaluation-only sets, its test part otherwise. Every split is written as a CSV list (``image``, ``label``
+relative to the dataset folder) into the experiment folder, so the exact images of every run stay on record.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..config import (
+    Config,
+    _deep_merge,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    read_yaml_tree,
+    validate_config,
+)
+
+
+class GridError(ValueError):
+    """An invalid grid file, or an experiment folder that does not match its grid; the message says which."""
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    path: Path
+    source_split: str | None = None
+    folds: int | None = None
+    test: float | None = None
+    train: list[float] = field(default_factory=list)
+    split_seed: int = 0
+    retention: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    target: bool = True
+
+
+@dataclass
+class Arm:
+    name: str
+    config: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    baseline: str | None = None
+
+
+@dataclass
+class Grid:
+    path: Path
+    base: Path | None
+    overrides: list[str]
+    seeds: list[int]
+    datasets: dict[str, DatasetEntry]
+    arms: dict[str, Arm]
+    metrics: list[str]
+    """Metrics the report's tables lead with."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid."""
+
+    dataset: str
+    part: str
+    """``fold<k>of<n>`` or ``train<n>``."""
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.part}/{self.arm}/seed-{self.seed}"
+
+    @property
+    def regime(self) -> str:
+        """The setting the report pools over: every fold of a k-fold split is one regime (``5fold``)."""
+        return self.part.split("of")[1] + "fold" if self.part.startswith("fold") else self.part
+
+
+_GRID_KEYS = {"base", "set", "seeds", "datasets", "arms", "report"}
+_DATASET_KEYS = {
+    "path",
+    "source_split",
+    "folds",
+    "test",
+    "train",
+    "split_seed",
+    "retention",
+    "set",
+    "target",
+}
+_ARM_KEYS = {"config", "set", "baseline"}
+
+
+def _strings(where: str, value) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise GridError(f"{where} must be a list of strings (section.option=value), got {value!r}")
+    return list(value)
+
+
+def _unknown(where: str, data: dict, allowed: set[str]) -> None:
+    bad = sorted(set(data) - allowed)
+    if bad:
+        raise GridError(f"{where}: unknown key(s) {bad}; valid keys: {sorted(allowed)}")
+
+
+def _name_ok(where: str, name: str) -> None:
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise GridError(
+            f"{where}: name {name!r} must be non-empty, without '/', '\\', spaces or a leading dot"
+        )
+
+
+def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
+    """Read and check a grid file (see the module doc); raises :class:`GridError` naming the bad key.
+
+    Relative paths in it are taken relative to ``root`` (default: the grid file's folder; an experiment folder's
+    copy of its grid is read with the original file's folder)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise GridError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise GridError(f"{path}: a grid must be a YAML mapping")
+    _unknown(str(path), data, _GRID_KEYS)
+    here = Path(root).expanduser().resolve() if root is not None else path.parent
+    seeds = data.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise GridError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise GridError(f"{path}: seeds repeat: {seeds}")
+    datasets = {}
+    for name, entry in (data.get("datasets") or {}).items():
+        where = f"{path}: datasets.{name}"
+        _name_ok(where, str(name))
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise GridError(f"{where} must be a mapping with at least a path")
+        _unknown(where, entry, _DATASET_KEYS)
+        raw = os.path.expandvars(str(entry["path"]))
+        if "$" in raw:
+            raise GridError(f"{where}.path: {entry['path']!r} names an environment variable that is not set")
+        d = DatasetEntry(
+            name=str(name),
+            path=here / Path(raw).expanduser(),
+            source_split=entry.get("source_split"),
+            folds=entry.get("folds"),
+            test=entry.get("test"),
+            train=list(entry.get("train") or []),
+            split_seed=int(entry.get("split_seed", 0)),
+            retention=_strings(f"{where}.retention", entry.get("retention")),
+            overrides=_strings(f"{where}.set", entry.get("set")),
+            target=bool(entry.get("target", True)),
+        )
+        if d.target and (d.folds is None) == (d.test is None):
+            raise GridError(f"{where}: give exactly one of folds (k-fold) and test (a held-out part)")
+        if d.folds is not None and (not isinstance(d.folds, int) or d.folds < 2):
+            raise GridError(f"{where}.folds must be an integer >= 2, got {d.folds!r}")
+        if d.folds is not None and d.train:
+            raise GridError(f"{where}: train sizes go with a test part, not with folds")
+        for key, value in [("test", d.test)] + [("train", v) for v in d.train]:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise GridError(
+                    f"{where}.{key}: a count >= 1 or a fraction in (0, 1) is expected, got {value!r}"
+                )
+        datasets[d.name] = d
+    if not any(d.target for d in datasets.values()):
+        raise GridError(f"{path}: datasets must hold at least one target dataset (folds or test)")
+    for d in datasets.values():
+        for other in d.retention:
+            if other not in datasets:
+                raise GridError(
+                    f"{path}: datasets.{d.name}.retention names {other!r}, not a dataset of the grid"
+                )
+            if other == d.name:
+                raise GridError(f"{path}: datasets.{d.name}.retention names the dataset itself")
+    arms = {}
+    for name, entry in (data.get("arms") or {}).items():
+        where = f"{path}: arms.{name}"
+        _name_ok(where, str(name))
+        entry = entry or {}
+        if not isinstance(entry, dict):
+            raise GridError(f"{where} must be a mapping (config, set, baseline)")
+        _unknown(where, entry, _ARM_KEYS)
+        config = entry.get("config")
+        arms[str(name)] = Arm(
+            name=str(name),
+            config=None if config is None else here / str(config),
+            overrides=_strings(f"{where}.set", entry.get("set")),
+            baseline=entry.get("baseline"),
+        )
+    if not arms:
+        raise GridError(f"{path}: arms must name at least one arm")
+    for arm in arms.values():
+        if arm.baseline is not None and arm.baseline not in arms:
+            raise GridError(
+                f"{path}: arms.{arm.name}.baseline names {arm.baseline!r}, not an arm of the grid"
+            )
+    report = data.get("report") or {}
+    metrics = report.get("metrics", ["Dice", "IoU"])
+    from ..metrics import METRIC_NAMES
+
+    bad = [m for m in metrics if m not in METRIC_NAMES]
+    if bad:
+        raise GridError(f"{path}: report.metrics: unknown {bad}; valid: {list(METRIC_NAMES)}")
+    base = data.get("base")
+    return Grid(
+        path=path,
+        base=None if base is None else here / str(base),
+        overrides=_strings(f"{path}: set", data.get("set")),
+        seeds=list(seeds),
+        datasets=datasets,
+        arms=arms,
+        metrics=list(metrics),
+    )
+
+
+def cells(grid: Grid) -> list[Cell]:
+    """Every cell of the grid, dataset by dataset, part by part, seed by seed, arm by arm (so the arms of one
+    seed finish together and paired comparisons become available early)."""
+    out = []
+    for d in grid.datasets.values():
+        if not d.target:
+            continue
+        parts = (
+            [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
+            if d.folds is not None
+            else [f"train{_label(v)}" for v in (d.train or [1.0])]
+        )
+        for part in parts:
+            for seed in grid.seeds:
+                for arm in grid.arms:
+                    out.append(Cell(d.name, part, arm, seed))
+    return out
+
+
+def _label(value: float) -> str:
+    return str(int(value)) if value >= 1 else f"{value:g}".replace(".", "p")
+
+
+# --------------------------------------------------------------------------------------------- splits
+
+
+def _count(value: float, n: int, where: str) -> int:
+    k = int(value) if value >= 1 else int(round(value * n))
+    if not 1 <= k <= n:
+        raise GridError(f"{where}: {value} selects {k} of {n} images; 1..{n} are possible")
+    return k
+
+
+def list_images(d: DatasetEntry) -> list[tuple[str, str]]:
+    """``(image, label)`` paths relative to the dataset folder, sorted by image path."""
+    from ..data.formats import open_dataset
+
+    dataset = open_dataset(d.path, split=d.source_split, image_size=16)
+    pairs = []
+    for p in dataset.pairs:
+        if p.image_path is None or p.mask_path is None:
+            raise GridError(f"{d.path}: {p.id} lacks its image or mask; run `infosam data check {d.path}`")
+        pairs.append(
+            (p.image_path.relative_to(d.path).as_posix(), p.mask_path.relative_to(d.path).as_posix())
+        )
+    return sorted(pairs)
+
+
+def make_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
+    """The split lists of a dataset: ``heldout`` and, for a target, ``<part>-train`` / ``<part>-test`` per part.
+
+    The images are shuffled once by ``split_seed``; folds are contiguous slices of that order, the test part is its
+    head, and training sets are prefixes of the rest (so a smaller one is a subset of a larger one).
+    """
+    pairs = list_images(d)
+    n = len(pairs)
+    order = [pairs[i] for i in np.random.default_rng(d.split_seed).permutation(n)]
+    splits: dict[str, list[tuple[str, str]]] = {}
+    where = f"datasets.{d.name}"
+    if d.folds is not None:
+        if n < d.folds:
+            raise GridError(
+                f"{where}.folds: {d.folds} folds need at least {d.folds} images, {d.path} has {n}"
+            )
+        bounds = np.linspace(0, n, d.folds + 1).round().astype(int)
+        for k in range(d.folds):
+            test = order[bounds[k] : bounds[k + 1]]
+            train = order[: bounds[k]] + order[bounds[k + 1] :]
+            splits[f"fold{k + 1}of{d.folds}-train"] = sorted(train)
+            splits[f"fold{k + 1}of{d.folds}-test"] = sorted(test)
+        splits["heldout"] = sorted(pairs)
+    elif d.test is not None:
+        k = _count(d.test, n, f"{where}.test")
+        test, rest = order[:k], order[k:]
+        splits["heldout"] = sorted(test)
+        if d.target:
+            for value in d.train or [1.0]:
+                m = _count(value, len(rest), f"{where}.train")
+                part = f"train{_label(value)}"
+                splits[f"{part}-train"] = sorted(rest[:m])
+                splits[f"{part}-test"] = sorted(test)
+    else:
+        splits["heldout"] = sorted(pairs)
+    return splits
+
+
+def split_text(pairs: list[tuple[str, str]]) -> str:
+    """A split list as CSV text (``image,label`` header, one pair per line)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["image", "label"])
+    writer.writerows(pairs)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- cell configs
+
+
+def _tree(grid: Grid, arm: Arm | None, d: DatasetEntry) -> dict:
+    data: dict = read_yaml_tree(grid.base) if grid.base is not None else {}
+    data = apply_overrides(data, grid.overrides)
+    if arm is not None and arm.config is not None:
+        data = _deep_merge(data, read_yaml_tree(arm.config))
+    data = apply_overrides(data, d.overrides)
+    if arm is not None:
+        data = apply_overrides(data, arm.overrides)
+    return data
+
+
+def cell_config(grid: Grid, cell: Cell, splits_dir: Path, run_dir: Path) -> Config:
+    """The resolved config of ``cell``: base, grid overrides, arm file, dataset overrides, arm overrides, then the
+    cell's own data, seed and output. Raises :class:`GridError` naming the cell when it is invalid."""
+    d = grid.datasets[cell.dataset]
+    data = _tree(grid, grid.arms[cell.arm], d)
+    data = copy.deepcopy(data)
+    data.setdefault("data", {})
+    data["data"].update(
+        path=str(d.path),
+        train_split=str(splits_dir / d.name / f"{cell.part}-train.csv"),
+        test_split=str(splits_dir / d.name / f"{cell.part}-test.csv"),
+    )
+    data.setdefault("train", {})["seed"] = cell.seed
+    data["output"] = str(run_dir)
+    try:
+        config = config_from_dict(data)
+        validate_config(config)
+    except ValueError as err:
+        raise GridError(f"cell {cell.name}: {err}") from err
+    return config
+
+
+def eval_config(grid: Grid, dataset: str):
+    """The ``eval`` settings used to score any model on ``dataset`` (base, grid and dataset overrides: arms do not
+    change how a dataset is scored, so every arm and the teacher are scored alike)."""
+    data = _tree(grid, None, grid.datasets[dataset])
+    data = {"eval": data.get("eval") or {}, "data": {"path": "-"}}
+    return config_from_dict(data).eval
+
+
+def model_config(grid: Grid, cell: Cell):
+    """The model section of a cell (the teacher it is taught by)."""
+    data = _tree(grid, grid.arms[cell.arm], grid.datasets[cell.dataset])
+    return config_from_dict({"model": data.get("model") or {}}).model
+
+
+def config_hash(config: Config, experiment_dir: Path) -> str:
+    """A hash of everything in ``config`` that shapes the run. Left out: the output path and the dataset folder
+    (the experiment's split lists, checked separately, pin the images by their paths inside it); split files are
+    named relative to the experiment folder. So an experiment moved, or continued on a machine whose data lives
+    elsewhere, keeps its hashes."""
+    data = config_to_dict(config)
+    data.pop("output", None)
+    data["data"].pop("path", None)
+    for key in ("train_split", "test_split"):
+        path = Path(data["data"][key])
+        if path.is_relative_to(experiment_dir):
+            data["data"][key] = path.relative_to(experiment_dir).as_posix()
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

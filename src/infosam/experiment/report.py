@@ -1,0 +1,505 @@
+"""``infosam report``: tables, paired statistics and figures from an experiment folder.
+
+Writes into ``<exp>/report/`` (or another folder):
+
+- ``report.md``: mean +- std over seeds per arm and metric (folds pooled: each image counted once per seed), the
+  paired differences InfoSAM minus its baseline with 95% hierarchical-bootstrap intervals and sign agreement over
+  seeds, retention relative to the zero-shot teacher, and links to the figures;
+- ``scores.csv`` (per arm and seed), ``summary.csv`` (per arm), ``paired.csv``, ``retention.csv``;
+- ``figures/curves-<dataset>-<regime>.png``: target and retention scores per evaluated epoch;
+- ``figures/relation-<dataset>-<regime>.png``: relation maps of teacher and student for a few test images.
+
+The statistics are the pure functions of :mod:`infosam.stats`; this module only gathers the numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import stats
+from ..metrics import METRIC_NAMES
+from .grid import Cell, Grid, cells, model_config
+from .runner import CELL_FILE, cell_dir, load_experiment_grid, teacher_dir
+
+TEACHER = "teacher (zero-shot)"
+LOWER_IS_BETTER = {"MAE"}
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    sets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """Per scored set (``test``, ``retention-<dataset>``): ``{image id: {metric: value}}``."""
+    curves: dict[str, dict[int, tuple[dict, int]]] = field(default_factory=dict)
+    """Per set: ``{epoch: (summary, n_images)}``."""
+
+
+def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
+    from ..evaluate import read_evaluation
+
+    rows, _ = read_evaluation(path)
+    return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in rows}
+
+
+def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
+    """The finished cells' per-image scores and curves, and the number of cells in the grid."""
+    from ..runview import read_run
+
+    todo = cells(grid)
+    results = []
+    for cell in todo:
+        folder = cell_dir(exp_dir, cell)
+        info_path = folder / CELL_FILE
+        if (
+            not info_path.is_file()
+            or json.loads(info_path.read_text(encoding="utf-8")).get("status") != "done"
+        ):
+            continue
+        result = CellResult(cell)
+        names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
+        record = read_run(folder / "run")
+        for name in names:
+            if not (folder / "eval" / name / "summary.json").is_file():
+                continue
+            result.sets[name] = _rows_by_id(folder / "eval" / name)
+            curve: dict[int, tuple[dict, int]] = {}
+            if name == "test":
+                for epoch, summary in record.epoch_evals.items():
+                    curve[epoch] = (summary, int(summary.get("n_images", 0)))
+            else:
+                for path in sorted((folder / "eval" / name).glob("epoch-*/summary.json")):
+                    summary = json.loads(path.read_text(encoding="utf-8"))
+                    curve[int(path.parent.name.split("-")[1])] = (summary, int(summary["n_images"]))
+                final = json.loads((folder / "eval" / name / "summary.json").read_text(encoding="utf-8"))
+                curve[record.config.train.epochs] = (final, int(final["n_images"]))
+            result.curves[name] = curve
+        results.append(result)
+    return results, len(todo)
+
+
+def _teacher_rows(exp_dir: Path, dataset: str, split: str) -> dict[str, dict[str, float]] | None:
+    path = teacher_dir(exp_dir, dataset, split)
+    return _rows_by_id(path) if (path / "summary.json").is_file() else None
+
+
+def _set_source(cell: Cell, name: str) -> tuple[str, str]:
+    """(dataset, split) a scored set of a cell comes from."""
+    if name == "test":
+        return cell.dataset, f"{cell.part}-test"
+    return name.removeprefix("retention-"), "heldout"
+
+
+# --------------------------------------------------------------------------------------------- the numbers
+
+
+def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
+    """One row per (dataset, regime, set, arm, seed): each metric's mean over the seed's images (parts pooled)."""
+    pooled: dict[tuple, dict[str, dict[str, float]]] = defaultdict(dict)
+    parts: dict[tuple, set] = defaultdict(set)
+    for r in results:
+        for name, rows in r.sets.items():
+            key = (r.cell.dataset, r.cell.regime, name, r.cell.arm, r.cell.seed)
+            # Retention sets are the same images in every part: average over parts per image.
+            for image_id, values in rows.items():
+                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == "test" else image_id, [])
+                pooled[key][f"{r.cell.part}|{image_id}" if name == "test" else image_id].append(values)
+            parts[key].add(r.cell.part)
+    out = []
+    for key, images in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        row = dict(zip(("dataset", "regime", "set", "arm", "seed"), key, strict=True))
+        row.update(n_images=len(images), n_parts=len(parts[key]))
+        for m in metrics:
+            row[m] = float(np.mean([np.mean([v[m] for v in vs]) for vs in images.values()]))
+        out.append(row)
+    return out
+
+
+def teacher_scores(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:
+    """The zero-shot teacher's mean per (dataset, regime, set), over the same images the students were scored on."""
+    seen: dict[tuple, dict[str, dict[str, float]]] = {}
+    for r in results:
+        for name in r.sets:
+            key = (r.cell.dataset, r.cell.regime, name)
+            dataset, split = _set_source(r.cell, name)
+            rows = _teacher_rows(exp_dir, dataset, split)
+            if rows is None:
+                continue
+            bucket = seen.setdefault(key, {})
+            for image_id, values in rows.items():
+                bucket[f"{r.cell.part}|{image_id}" if name == "test" else image_id] = values
+    out = []
+    for key, images in sorted(seen.items()):
+        row = dict(zip(("dataset", "regime", "set"), key, strict=True))
+        row.update(arm=TEACHER, seed="", n_images=len(images))
+        for m in metrics:
+            row[m] = float(np.mean([v[m] for v in images.values()]))
+        out.append(row)
+    return out
+
+
+def arm_summary(rows: list[dict], metrics: list[str]) -> list[dict]:
+    """Mean +- std over seeds per (dataset, regime, set, arm)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
+    out = []
+    for key, group in groups.items():
+        row = dict(zip(("dataset", "regime", "set", "arm"), key, strict=True))
+        row["n_seeds"] = len(group)
+        for m in metrics:
+            mean, std = stats.mean_std([g[m] for g in group])
+            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+        out.append(row)
+    return out
+
+
+def paired_table(
+    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = 2000
+) -> list[dict]:
+    """InfoSAM arm minus its baseline per (dataset, regime, set, metric): hierarchical-bootstrap CI over images
+    within (seed, part), per-seed means and how many seeds agree in sign."""
+    by_key = {(r.cell.dataset, r.cell.part, r.cell.arm, r.cell.seed): r for r in results}
+    out = []
+    for arm in grid.arms.values():
+        if arm.baseline is None:
+            continue
+        settings: dict[tuple, dict[str, dict[int, list[tuple[str, CellResult, CellResult]]]]] = {}
+        for r in results:
+            if r.cell.arm != arm.name:
+                continue
+            base = by_key.get((r.cell.dataset, r.cell.part, arm.baseline, r.cell.seed))
+            if base is None:
+                continue
+            for name in r.sets:
+                if name not in base.sets:
+                    continue
+                setting = settings.setdefault((r.cell.dataset, r.cell.regime, name), {})
+                setting.setdefault(r.cell.seed, []).append((r.cell.part, r, base))
+        for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
+            for m in metrics:
+                groups: dict[int, list[np.ndarray]] = {}
+                for seed, pairs in sorted(seeds.items()):
+                    diffs = []
+                    for part, treated, base in pairs:
+                        where = f"{dataset}/{part}/{name} seed {seed}"
+                        t = {i: v[m] for i, v in treated.sets[name].items()}
+                        b = {i: v[m] for i, v in base.sets[name].items()}
+                        diffs.append(stats.paired_differences(t, b, name=where))
+                    if name != "test":  # retention: the same images in every part; average over parts first
+                        diffs = [np.mean(diffs, axis=0)]
+                    groups[seed] = diffs
+                ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
+                per_seed = stats.seed_means(groups)
+                agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "regime": regime,
+                        "set": name,
+                        "arm": arm.name,
+                        "baseline": arm.baseline,
+                        "metric": m,
+                        "difference": ci.estimate,
+                        "ci_low": ci.low,
+                        "ci_high": ci.high,
+                        "seeds_agree": agree,
+                        "n_seeds": total,
+                        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
+                        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
+                    }
+                )
+    return out
+
+
+def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -> list[dict]:
+    """Score on each retention set relative to the zero-shot teacher's on the same images, mean +- std over
+    seeds per (dataset, regime, set, arm)."""
+    ref = {(t["dataset"], t["regime"], t["set"]): t for t in teacher}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["set"].startswith("retention-"):
+            groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
+    out = []
+    for key, group in sorted(groups.items()):
+        t = ref.get(key[:3])
+        if t is None:
+            continue
+        row = dict(zip(("dataset", "regime", "set", "arm"), key, strict=True))
+        row["n_seeds"] = len(group)
+        for m in metrics:
+            mean, std = stats.mean_std([stats.relative(g[m], t[m]) for g in group])
+            row[f"{m}_teacher"] = t[m]
+            row[f"{m}_relative_mean"], row[f"{m}_relative_std"] = mean, std
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pct(metric: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if metric in LOWER_IS_BETTER else f"{100 * value:.1f}"
+
+
+def _pm(metric: str, mean: float, std: float) -> str:
+    return _pct(metric, mean) + ("" if math.isnan(std) else f" ± {_pct(metric, std)}")
+
+
+def _points(metric: str, value: float) -> str:
+    return f"{value:+.4f}" if metric in LOWER_IS_BETTER else f"{100 * value:+.2f}"
+
+
+def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: int = 2000) -> Path:
+    """Write the report of the experiment folder ``exp_dir`` into ``out`` (default ``<exp_dir>/report``)."""
+    exp_dir = Path(exp_dir).expanduser().resolve()
+    grid = load_experiment_grid(exp_dir)
+    out = Path(out) if out is not None else exp_dir / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    results, total = collect(exp_dir, grid)
+    metrics = list(METRIC_NAMES)
+    rows = seed_scores(results, metrics)
+    teacher = teacher_scores(exp_dir, results, metrics)
+    summary = arm_summary(rows, metrics)
+    paired = paired_table(results, grid, grid.metrics, n_boot=n_boot)
+    retention = retention_table(rows, teacher, grid.metrics)
+    _write_csv(out / "scores.csv", teacher + rows)
+    _write_csv(out / "summary.csv", summary)
+    _write_csv(out / "paired.csv", paired)
+    _write_csv(out / "retention.csv", retention)
+    figures = _curve_figures(results, teacher, grid, out / "figures")
+    figures += _relation_figures(results, grid, exp_dir, out / "figures")
+    text = _markdown(grid, exp_dir, len(results), total, summary, teacher, paired, retention, figures, n_boot)
+    (out / "report.md").write_text(text, encoding="utf-8")
+    return out
+
+
+def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, figures, n_boot) -> str:
+    m = grid.metrics
+    lines = [
+        f"# Experiment report: {grid.path.name}",
+        "",
+        f"Experiment folder `{exp_dir.name}`; {done} of {total} cells finished; seeds {grid.seeds}; arms "
+        + ", ".join(
+            f"`{a}`" + (f" (paired with `{v.baseline}`)" if v.baseline else "") for a, v in grid.arms.items()
+        )
+        + ".",
+        "",
+        "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed.",
+        "",
+        "## Scores (mean ± std over seeds)",
+        "",
+        "| dataset | regime | set | arm | seeds | " + " | ".join(m) + " |",
+        "|---|---|---|---|---|" + "---|" * len(m),
+    ]
+    for t in teacher:
+        lines.append(
+            f"| {t['dataset']} | {t['regime']} | {t['set']} | {TEACHER} | - | "
+            + " | ".join(_pct(k, t[k]) for k in m)
+            + " |"
+        )
+    for s in sorted(summary, key=lambda r: (r["dataset"], r["regime"], r["set"], r["arm"])):
+        lines.append(
+            f"| {s['dataset']} | {s['regime']} | {s['set']} | {s['arm']} | {s['n_seeds']} | "
+            + " | ".join(_pm(k, s[f"{k}_mean"], s[f"{k}_std"]) for k in m)
+            + " |"
+        )
+    lines += [
+        "",
+        "## Paired differences (arm minus its baseline; same seed, same split, same images)",
+        "",
+        f"Difference in points (MAE: as a fraction); 95% interval from a hierarchical bootstrap ({n_boot} "
+        "replicates) resampling images within each seed and split part; 'seeds agree': seeds whose own mean "
+        "difference has the sign of the estimate.",
+        "",
+        "| dataset | regime | set | arm - baseline | metric | difference | 95% CI | seeds agree |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in paired:
+        lines.append(
+            f"| {p['dataset']} | {p['regime']} | {p['set']} | {p['arm']} - {p['baseline']} | {p['metric']} | "
+            f"{_points(p['metric'], p['difference'])} | [{_points(p['metric'], p['ci_low'])}, "
+            f"{_points(p['metric'], p['ci_high'])}] | {p['seeds_agree']}/{p['n_seeds']} |"
+        )
+    lines += [
+        "",
+        "## Retention (score on another domain relative to the zero-shot teacher; 100% = nothing forgotten)",
+        "",
+        "| dataset | regime | set | arm | seeds | "
+        + " | ".join(f"{k} teacher | {k} relative" for k in m)
+        + " |",
+        "|---|---|---|---|---|" + "---|---|" * len(m),
+    ]
+    for r in retention:
+        cells_text = []
+        for k in m:
+            mean, std = r[f"{k}_relative_mean"], r[f"{k}_relative_std"]
+            rel = f"{100 * mean:.1f}%" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
+            cells_text += [_pct(k, r[f"{k}_teacher"]), rel]
+        lines.append(
+            f"| {r['dataset']} | {r['regime']} | {r['set']} | {r['arm']} | {r['n_seeds']} | "
+            + " | ".join(cells_text)
+            + " |"
+        )
+    lines += ["", "## Figures", ""]
+    for title, path in figures:
+        lines += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
+    lines += [
+        "## Files",
+        "",
+        "`scores.csv` (per arm and seed, every metric), `summary.csv`, `paired.csv` (with per-seed differences), "
+        "`retention.csv`; per-image scores stay in the experiment folder (`cells/*/.../eval/*/per_image.csv`, "
+        "`teacher/*/*/per_image.csv`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def _curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = grid.metrics[0]
+    settings: dict[tuple, dict[str, dict[str, dict[int, list[tuple[float, int, int]]]]]] = {}
+    for r in results:
+        setting = settings.setdefault((r.cell.dataset, r.cell.regime), {})
+        for name, curve in r.curves.items():
+            for epoch, (summary, n) in curve.items():
+                if metric in summary:
+                    setting.setdefault(name, {}).setdefault(r.cell.arm, {}).setdefault(epoch, []).append(
+                        (summary[metric], n, r.cell.seed)
+                    )
+    ref = {(t["dataset"], t["regime"], t["set"]): t[metric] for t in teacher}
+    written = []
+    for (dataset, regime), sets in sorted(settings.items()):
+        names = sorted(sets, key=lambda s: (s != "test", s))
+        fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            for arm, curve in sorted(sets[name].items()):
+                epochs = sorted(curve)
+                # Parts weighted by their images within a seed, then the mean over seeds.
+                values = []
+                for e in epochs:
+                    by_seed: dict[int, list[tuple[float, int]]] = defaultdict(list)
+                    for v, n, seed in curve[e]:
+                        by_seed[seed].append((v, n))
+                    values.append(
+                        np.mean(
+                            [
+                                sum(v * n for v, n in vs) / max(1, sum(n for _, n in vs))
+                                for vs in by_seed.values()
+                            ]
+                        )
+                    )
+                style = "-" if grid.arms[arm].baseline is not None else "--"
+                ax.plot(epochs, values, style, marker="o", label=arm)
+            if (dataset, regime, name) in ref:
+                ax.axhline(ref[(dataset, regime, name)], color="grey", linestyle=":", label=TEACHER)
+            ax.set_title(f"{dataset} {regime}: {name}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / f"curves-{dataset}-{regime}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append((f"{metric} per epoch: {dataset} {regime}", path))
+    return written
+
+
+def _relation_figures(results: list[CellResult], grid: Grid, exp_dir: Path, folder: Path, n_images: int = 3):
+    """Teacher and student relation maps (with the run's relation module) for a few test images of the first
+    finished InfoSAM cell of each setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..data.formats import open_dataset
+    from ..data.prompts import test_prompts
+    from ..distill.relation import RelationModule
+    from ..evaluate import load_model
+    from ..runview import read_run
+    from .grid import eval_config
+    from .relmaps import crop_valid, relation_maps
+
+    chosen: dict[tuple, CellResult] = {}
+    for r in results:
+        if grid.arms[r.cell.arm].baseline is None:
+            continue
+        chosen.setdefault((r.cell.dataset, r.cell.regime), r)
+    written = []
+    for (dataset, regime), r in sorted(chosen.items()):
+        record = read_run(cell_dir(exp_dir, r.cell) / "run")
+        if record.relation_weights is None:
+            continue
+        relation = RelationModule.load(record.relation_weights)
+        student = record.student()
+        teacher, _ = load_model(model_config(grid, r.cell), seed=grid.seeds[0])
+        data = open_dataset(
+            record.config.data.path,
+            split=record.config.data.test_split,
+            image_size=student.image_encoder.img_size,
+        )
+        k = min(n_images, len(data))
+        samples = [data[i] for i in range(k)]
+        images = torch.stack([s["image"] for s in samples])
+        masks = torch.stack([s["mask"] for s in samples])
+        sizes = torch.stack([s["input_size"] for s in samples])
+        e = eval_config(grid, dataset)
+        prompts = test_prompts(
+            masks,
+            [s["id"] for s in samples],
+            seed=e.seed,
+            mode=e.prompt,
+            n_fg=e.n_fg,
+            n_bg=e.n_bg,
+            input_sizes=sizes,
+        )
+        size = student.image_encoder.img_size
+        maps = {
+            "teacher": crop_valid(relation_maps(teacher, relation, images, prompts), sizes, size),
+            "student": crop_valid(relation_maps(student, relation, images, prompts), sizes, size),
+        }
+        fig, axes = plt.subplots(k, 3, figsize=(9, 3 * k), squeeze=False)
+        for i in range(k):
+            picture, truth = data.read_pair(i)
+            axes[i][0].imshow(picture)
+            axes[i][0].contour(truth, levels=[0.5], colors="yellow", linewidths=0.8)
+            axes[i][0].set_title(Path(samples[i]["id"]).name, fontsize=8)
+            for j, who in enumerate(("teacher", "student"), start=1):
+                axes[i][j].imshow(maps[who][i], cmap="magma")
+                axes[i][j].set_title(f"{who} relation map", fontsize=8)
+            for ax in axes[i]:
+                ax.axis("off")
+        fig.suptitle(f"{dataset} {regime}: {r.cell.arm}, seed {r.cell.seed}, {r.cell.part}", fontsize=9)
+        fig.tight_layout()
+        path = folder / f"relation-{dataset}-{regime}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append((f"relation maps: {dataset} {regime}", path))
+    return written

@@ -1,0 +1,304 @@
+"""``infosam experiment``: run every cell of a grid as an ordinary training run, then score it.
+
+Layout of an experiment folder::
+
+    grid.yaml                             copy of the grid file last run here
+    experiment.json                       where the original grid file was (its relative paths start there)
+    splits/<dataset>/<part>-train.csv     the exact images of every split (image,label relative to the dataset)
+    splits/<dataset>/<part>-test.csv
+    splits/<dataset>/heldout.csv          the dataset's held-out images (its retention set for other datasets)
+    teacher/<dataset>/<split>/            zero-shot teacher: per_image.csv + summary.json, once per split
+    cells/<dataset>/<part>/<arm>/seed-<s>/
+        cell.json                         the cell, its config hash, status and timings
+        run/                              the training run folder (infosam train)
+        eval/test/                        the final student on the cell's test split
+        eval/retention-<dataset>/         ... on another dataset's held-out images
+        eval/retention-<dataset>/epoch-NNN/   ... after each evaluated epoch (forgetting curves)
+
+Re-running a grid skips finished cells, resumes a half-finished one from its newest checkpoint, and computes any
+evaluation that is missing (e.g. after a retention dataset was added). A cell's name never holds results of two
+configs: its resolved config is hashed, and a changed config under an existing name is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..runs import atomic_write_text, write_json
+from .grid import (
+    Cell,
+    Grid,
+    GridError,
+    cell_config,
+    cells,
+    config_hash,
+    eval_config,
+    load_grid,
+    make_splits,
+    model_config,
+    split_text,
+)
+
+log = logging.getLogger(__name__)
+
+CELL_FILE = "cell.json"
+GRID_COPY = "grid.yaml"
+EXPERIMENT_FILE = "experiment.json"
+
+
+def load_experiment_grid(exp_dir: str | Path) -> Grid:
+    """The grid an experiment folder was last run with (its copy, relative paths as in the original)."""
+    exp_dir = Path(exp_dir)
+    if not (exp_dir / EXPERIMENT_FILE).is_file():
+        raise FileNotFoundError(
+            f"{exp_dir} is not an experiment folder: {exp_dir / EXPERIMENT_FILE} is missing"
+        )
+    info = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+    return load_grid(exp_dir / GRID_COPY, root=info["grid_root"])
+
+
+@dataclass
+class Progress:
+    """Where a grid stands, passed to the progress callback after each cell."""
+
+    done: int
+    """Cells finished (including those skipped as already finished)."""
+    total: int
+    cell: Cell
+    seconds: float
+    """Time this cell took in this call (0 when skipped)."""
+    eta_seconds: float | None
+    """Estimated time left (mean time of the cells run in this call x cells left); None before the first."""
+    skipped: bool
+
+
+def cell_dir(exp_dir: Path, cell: Cell) -> Path:
+    return exp_dir / "cells" / cell.dataset / cell.part / cell.arm / f"seed-{cell.seed}"
+
+
+def teacher_dir(exp_dir: Path, dataset: str, split: str) -> Path:
+    return exp_dir / "teacher" / dataset / split
+
+
+def run_experiment(
+    grid_path: str | Path,
+    out: str | Path | None = None,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    train_progress: bool = False,
+) -> Path:
+    """Run (or continue) the grid ``grid_path`` in the experiment folder ``out``; returns the folder.
+
+    Args:
+        grid_path: the grid file (see :mod:`infosam.experiment.grid`).
+        out: experiment folder (default ``runs/experiments/<grid file stem>``).
+        on_progress: called after each cell with a :class:`Progress`.
+        train_progress: show each run's step progress bar.
+    """
+    grid = load_grid(grid_path)
+    exp_dir = Path(out if out is not None else Path("runs") / "experiments" / grid.path.stem).expanduser()
+    exp_dir = exp_dir.resolve()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    _write_grid_copy(grid, exp_dir / GRID_COPY)
+    write_json(exp_dir / EXPERIMENT_FILE, {"grid": str(grid.path), "grid_root": str(grid.path.parent)})
+    splits_dir = exp_dir / "splits"
+    _write_splits(grid, splits_dir)
+    todo = cells(grid)
+    _check_one_teacher(grid, todo)
+    _teacher_evaluations(grid, todo, exp_dir)
+
+    spent: list[float] = []
+    for index, cell in enumerate(todo, start=1):
+        start = time.perf_counter()
+        skipped = _run_cell(grid, cell, exp_dir, train_progress)
+        seconds = time.perf_counter() - start
+        if not skipped:
+            spent.append(seconds)
+        left = len(todo) - index
+        eta = sum(spent) / len(spent) * left if spent else None
+        if on_progress is not None:
+            on_progress(Progress(index, len(todo), cell, 0.0 if skipped else seconds, eta, skipped))
+    return exp_dir
+
+
+# --------------------------------------------------------------------------------------------- splits + teacher
+
+
+def _write_grid_copy(grid: Grid, path: Path) -> None:
+    """The grid file as run, with every path made absolute (and variables expanded), so the report reads the
+    same datasets and configs wherever it is started."""
+    data = yaml.safe_load(grid.path.read_text(encoding="utf-8"))
+    if grid.base is not None:
+        data["base"] = str(grid.base.resolve())
+    for name, d in grid.datasets.items():
+        data["datasets"][name]["path"] = str(d.path.resolve())
+    for name, arm in grid.arms.items():
+        if arm.config is not None:
+            data["arms"][name]["config"] = str(arm.config.resolve())
+    header = f"# copy of {grid.path} as run here, paths made absolute\n"
+    atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False))
+
+
+def _write_splits(grid: Grid, splits_dir: Path) -> None:
+    """Write every split list; refuse when an existing one differs (the data or the split settings changed)."""
+    for d in grid.datasets.values():
+        for name, pairs in make_splits(d).items():
+            path = splits_dir / d.name / f"{name}.csv"
+            text = split_text(pairs)
+            if path.is_file():
+                if path.read_text(encoding="utf-8") != text:
+                    raise GridError(
+                        f"{path} differs from the split the grid gives now (the dataset folder or datasets."
+                        f"{d.name}'s split settings changed); results would mix two splits: use another --out"
+                    )
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+
+
+def _check_one_teacher(grid: Grid, todo: list[Cell]) -> None:
+    models = {json.dumps(asdict(model_config(grid, c)), sort_keys=True) for c in todo}
+    if len(models) > 1:
+        raise GridError(
+            f"{grid.path}: the arms and datasets of one grid must share the model section (it is the teacher every "
+            f"arm is compared with); found {len(models)} different ones"
+        )
+
+
+def _device(cpu: bool) -> str:
+    return "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+
+
+def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
+    """The zero-shot teacher on every split a student is scored on, once per (dataset, split)."""
+    if not todo:
+        return
+    model = model_config(grid, todo[0])
+    wanted: dict[tuple[str, str], None] = {}
+    for cell in todo:
+        wanted[(cell.dataset, f"{cell.part}-test")] = None
+        for other in grid.datasets[cell.dataset].retention:
+            wanted[(other, "heldout")] = None
+    cpu = cell_config(grid, todo[0], exp_dir / "splits", exp_dir / "probe").train.cpu
+    for dataset, split in wanted:
+        out = teacher_dir(exp_dir, dataset, split)
+        if (out / "summary.json").is_file():
+            continue
+        log.info("zero-shot teacher on %s/%s", dataset, split)
+        _score(grid, model, dataset, split, out, exp_dir, model_seed=grid.seeds[0], device=_device(cpu))
+
+
+def _score(
+    grid: Grid,
+    source,
+    dataset: str,
+    split: str,
+    out: Path,
+    exp_dir: Path,
+    *,
+    weights: Path | None = None,
+    model_seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Score ``source`` (a run folder or the teacher's model section) on ``split`` of ``dataset`` with the
+    dataset's eval settings, into ``out``."""
+    from ..evaluate import evaluate_run, write_evaluation
+
+    e = eval_config(grid, dataset)
+    rows, summary = evaluate_run(
+        source,
+        grid.datasets[dataset].path,
+        str(exp_dir / "splits" / dataset / f"{split}.csv"),
+        weights=weights,
+        prompt=e.prompt,
+        n_fg=e.n_fg,
+        n_bg=e.n_bg,
+        seed=e.seed,
+        compat=e.compat,
+        batch_size=e.batch_size,
+        model_seed=model_seed,
+        device=device,
+    )
+    summary.update(dataset=dataset, split_file=f"splits/{dataset}/{split}.csv")
+    write_evaluation(out, rows, summary, overwrite=True)
+
+
+# --------------------------------------------------------------------------------------------- one cell
+
+
+def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bool:
+    """Train (or resume) and score one cell; returns True when there was nothing left to do."""
+    from ..runs import RunDir
+    from ..runview import read_run
+    from ..train import train
+
+    folder = cell_dir(exp_dir, cell)
+    run_dir = folder / "run"
+    config = cell_config(grid, cell, exp_dir / "splits", run_dir)
+    digest = config_hash(config, exp_dir)
+    info_path = folder / CELL_FILE
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else None
+    if info is not None and info["config_hash"] != digest:
+        raise GridError(
+            f"cell {cell.name} in {exp_dir} was run with another config (hash {info['config_hash']}, now {digest}); "
+            "the grid changed under an existing name: give the changed arm a new name, or use another --out"
+        )
+    if info is not None and info.get("status") == "done" and _evaluations_complete(grid, cell, folder):
+        return True
+    if info is None:
+        info = {"cell": cell.name, "config_hash": digest, "status": "training", "train_seconds": 0.0}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(info_path, info)
+
+    record = read_run(run_dir) if RunDir(run_dir).is_run() else None
+    if record is not None and config_hash(record.config, exp_dir) != digest:
+        raise GridError(f"{run_dir} holds a run of another config than cell {cell.name}; move it away")
+    if record is None or not record.finished:
+        start = time.perf_counter()
+        if record is not None and record.resumable:
+            log.info("cell %s: resuming", cell.name)
+            train(config, resume=True, progress=train_progress)
+        else:
+            log.info("cell %s: training", cell.name)
+            # A folder with this cell's config but no checkpoint yet: killed in its first steps; start it again.
+            train(config, overwrite=record is not None, progress=train_progress)
+        info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - start
+        info["device"] = torch.cuda.get_device_name() if _device(config.train.cpu) == "cuda" else "cpu"
+        info["status"] = "trained"
+        write_json(info_path, info)
+        record = read_run(run_dir)
+
+    start = time.perf_counter()
+    device = _device(config.train.cpu)
+    d = grid.datasets[cell.dataset]
+    targets = [("test", cell.dataset, f"{cell.part}-test")] + [
+        (f"retention-{other}", other, "heldout") for other in d.retention
+    ]
+    for name, dataset, split in targets:
+        jobs = [(folder / "eval" / name, None)]
+        if name != "test":  # forgetting curves (target curves are in the run's own eval files)
+            jobs += [
+                (folder / "eval" / name / f"epoch-{epoch:03d}", weights)
+                for epoch, weights in record.epoch_weights.items()
+                if epoch != config.train.epochs
+            ]
+        for out, weights in jobs:
+            if not (out / "summary.json").is_file():
+                _score(grid, run_dir, dataset, split, out, exp_dir, weights=weights, device=device)
+    info["eval_seconds"] = info.get("eval_seconds", 0.0) + time.perf_counter() - start
+    info["status"] = "done"
+    write_json(info_path, info)
+    return False
+
+
+def _evaluations_complete(grid: Grid, cell: Cell, folder: Path) -> bool:
+    names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
+    return all((folder / "eval" / n / "summary.json").is_file() for n in names)

@@ -1,0 +1,77 @@
+"""The report's statistics on hand-made cases whose answers are known without the code."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from infosam import stats
+
+
+def test_bootstrap_of_constant_differences_is_a_point():
+    groups = {0: [np.full(7, 0.02)], 1: [np.full(3, 0.02), np.full(5, 0.02)]}
+    ci = stats.hierarchical_bootstrap(groups, n_boot=500)
+    assert ci.estimate == pytest.approx(0.02)
+    assert ci.low == pytest.approx(0.02, abs=1e-15) and ci.high == pytest.approx(0.02, abs=1e-15)
+
+
+def test_estimate_is_the_mean_over_seeds_of_pooled_seed_means():
+    # seed 0: one image (mean 1); seed 1: parts [3] and [5, 10] pooled (mean 6). The estimate weighs seeds
+    # equally: (1 + 6) / 2 = 3.5, not the mean of all four images (4.75).
+    groups = {0: [np.array([1.0])], 1: [np.array([3.0]), np.array([5.0, 10.0])]}
+    assert stats.seed_means(groups) == {0: 1.0, 1: 6.0}
+    ci = stats.hierarchical_bootstrap(groups, n_boot=200)
+    assert ci.estimate == pytest.approx(3.5)
+    assert ci.low <= 3.5 <= ci.high
+
+
+def test_bootstrap_interval_matches_normal_theory_on_a_large_sample():
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.5, 1.0, size=4000)
+    ci = stats.hierarchical_bootstrap({0: [d]}, n_boot=4000, seed=3)
+    half = 1.96 * d.std(ddof=1) / math.sqrt(d.size)
+    assert ci.low < d.mean() < ci.high
+    assert (ci.high - ci.low) / 2 == pytest.approx(half, rel=0.1)
+    assert (ci.low + ci.high) / 2 == pytest.approx(d.mean(), abs=0.1 * half)
+
+
+def test_bootstrap_resamples_within_parts_only():
+    # Two parts with constant but different values: resampling within parts can never change the pooled mean,
+    # while resampling across them would.
+    groups = {0: [np.zeros(10), np.ones(30)]}
+    ci = stats.hierarchical_bootstrap(groups, n_boot=300)
+    assert ci.estimate == ci.low == ci.high == pytest.approx(0.75)
+
+
+def test_bootstrap_is_reproducible_and_checks_input():
+    groups = {0: [np.array([0.1, -0.3, 0.2, 0.4])], 1: [np.array([0.0, 0.5, -0.1])]}
+    assert stats.hierarchical_bootstrap(groups, seed=5) == stats.hierarchical_bootstrap(groups, seed=5)
+    with pytest.raises(ValueError, match="level"):
+        stats.hierarchical_bootstrap(groups, level=1.0)
+    with pytest.raises(ValueError, match="seed 1.*at least one image"):
+        stats.hierarchical_bootstrap({0: [np.ones(2)], 1: [np.array([])]})
+    with pytest.raises(ValueError, match="no seeds"):
+        stats.hierarchical_bootstrap({})
+
+
+def test_sign_agreement_counts():
+    assert stats.sign_agreement([0.5, -0.1, 0.2], 0.2) == (2, 3)
+    assert stats.sign_agreement([-0.5, -0.1, 0.2], -0.13) == (2, 3)
+    assert stats.sign_agreement([0.0, 0.1], 0.0) == (1, 2)
+
+
+def test_paired_differences_pair_by_image_and_refuse_other_images():
+    d = stats.paired_differences({"b": 0.5, "a": 0.9}, {"a": 0.7, "b": 0.6})
+    np.testing.assert_allclose(d, [0.2, -0.1])  # ordered by id: a, b
+    with pytest.raises(ValueError, match=r"leaf: .*\['c'\]"):
+        stats.paired_differences({"a": 1.0, "c": 1.0}, {"a": 1.0}, name="leaf")
+
+
+def test_mean_std_and_relative():
+    assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    mean, std = stats.mean_std([4.0])
+    assert mean == 4.0 and math.isnan(std)
+    assert stats.relative(0.45, 0.9) == pytest.approx(0.5)
+    assert math.isnan(stats.relative(0.3, 0.0))
