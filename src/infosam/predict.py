@@ -25,7 +25,7 @@ from segment_anything.modeling import Sam
 from .data.prompts import tight_box
 from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask, upright_shape
 from .model import build_base
-from .sam.forward import sam_forward
+from .sam.forward import decode, encode_images, sam_forward
 from .sam.transforms import SamTransform, get_transform
 
 _TINT = np.array([30, 144, 255], dtype=np.float32)  # mask colour in overlays
@@ -153,6 +153,39 @@ def predict_logits(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
     return logits.float().reshape(original_size).cpu().numpy()
 
 
+@dataclass
+class EncodedImage:
+    """One image run through a model's image encoder: what every prompt on that image reuses."""
+
+    embeddings: torch.Tensor
+    """(1, C, h, w) image embeddings."""
+    input_size: tuple[int, int]
+    """(h, w) of the resized image inside the model's input frame."""
+    original_size: tuple[int, int]
+    """(H, W) of the original image."""
+
+
+@torch.no_grad()
+def encode_image(model: Sam, image: np.ndarray) -> EncodedImage:
+    """Run the image encoder once on ``image`` (H, W, 3) uint8 RGB, transformed as :func:`predict_logits` does."""
+    device = next(model.parameters()).device
+    pixels, input_size = get_transform(model.spec).image(image)
+    embeddings = encode_images(model, pixels[None].to(device))
+    return EncodedImage(embeddings, input_size, (int(image.shape[0]), int(image.shape[1])))
+
+
+@torch.no_grad()
+def decode_prompt(model: Sam, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, float]:
+    """Mask logits (H, W) float32 at the original size and the predicted IoU for one prompt on an encoded image:
+    :func:`predict_logits` split so that many prompts share one encoder run."""
+    transform = get_transform(model.spec)
+    device = encoded.embeddings.device
+    prompts = {k: v.to(device) for k, v in map_prompt(prompt, encoded.original_size, transform).items()}
+    output = decode(model, encoded.embeddings, **prompts)
+    logits = transform.postprocess(output.low_res_logits, encoded.input_size, encoded.original_size)
+    return logits.float().reshape(encoded.original_size).cpu().numpy(), float(output.iou_predictions[0, 0])
+
+
 def predict_probabilities(model: Sam, image: np.ndarray, prompt: Prompt) -> np.ndarray:
     """Foreground probabilities (H, W) float32 at the original size of ``image`` (H, W, 3) uint8 RGB (for display:
     binarise :func:`predict_logits` instead, see :func:`probability_to_logit`)."""
@@ -261,7 +294,8 @@ def predict(
     overwrite: bool = False,
     threshold: float = 0.5,
 ) -> list[Prediction]:
-    """Load a model and :func:`predict_files` with it: the student of ``run_dir`` (:func:`infosam.runs.load_run`,
+    """Load a model and :func:`predict_files` with it: the student of ``run_dir`` (:func:`infosam.runs.load_run`, or
+    :func:`infosam.export.load_model` when ``run_dir`` is a self-contained ``infosam`` export file,
     ``checkpoint`` replacing its base SAM's path, ``weights`` its PEFT weights), or zero-shot SAM ``model_name``
     from ``checkpoint`` (:func:`load_zero_shot`). Exactly one of ``run_dir`` and ``model_name``."""
     from .runs import load_run
@@ -279,7 +313,16 @@ def predict(
             raise ValueError(
                 "image_size belongs to a SAM model name; a run's input size comes from its config"
             )
-        _, model = load_run(run_dir, checkpoint=checkpoint, weights=weights, device=device)
+        from .export import is_student_file, load_model
+
+        if is_student_file(run_dir):  # `infosam export --format infosam`: everything is inside the file
+            if checkpoint is not None or weights is not None:
+                raise ValueError(
+                    f"{run_dir} is a self-contained export; a checkpoint or weights do not apply"
+                )
+            model = load_model(run_dir, device=device)
+        else:
+            _, model = load_run(run_dir, checkpoint=checkpoint, weights=weights, device=device)
     return predict_files(
         model, images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
     )

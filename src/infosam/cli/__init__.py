@@ -11,7 +11,19 @@ import importlib
 import sys
 
 # Module names under infosam.cli, in the order they appear in --help.
-SUBCOMMAND_MODULES = ("train", "eval", "experiment", "report", "predict", "info", "data", "cache", "demo")
+SUBCOMMAND_MODULES = (
+    "train",
+    "eval",
+    "experiment",
+    "report",
+    "predict",
+    "export",
+    "serve",
+    "info",
+    "data",
+    "cache",
+    "demo",
+)
 
 
 class CLIError(Exception):

@@ -10,6 +10,7 @@ from . import CLIError
 EPILOG = """\
 examples:
   infosam predict runs/kvasir photo.jpg --box 120 80 560 400
+  infosam predict runs/kvasir/export/student.safetensors photo.jpg --box 120 80 560 400
   infosam predict runs/kvasir test/images --masks test/masks --out preds
   infosam predict --model vit_b --checkpoint sam_vit_b_01ec64.pth photo.jpg --points 300 200 1 50 40 0
 
@@ -30,7 +31,8 @@ def register(subparsers) -> None:
         "inputs",
         nargs="+",
         metavar="RUN_DIR IMAGES",
-        help="the run folder, then image files or folders (with --model: image files or folders only)",
+        help="the run folder (or an `infosam export --format infosam` file), then image files or folders "
+        "(with --model: image files or folders only)",
     )
     prompt = parser.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box prompt")
@@ -81,6 +83,7 @@ def parse_points(values: list[float]) -> tuple[tuple[tuple[float, float], ...], 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..export import is_student_file
     from ..predict import Prompt, predict
     from ..runs import RunDir
 
@@ -89,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
         if len(args.inputs) < 2:
             raise CLIError("give a run folder and at least one image (or use --model for zero-shot SAM)")
         run_dir, images = args.inputs[0], args.inputs[1:]
-        if not RunDir(run_dir).is_run():
-            raise CLIError(f"{run_dir} is not a run folder (no config.yaml); for zero-shot SAM use --model")
+        if not RunDir(run_dir).is_run() and not is_student_file(run_dir):
+            raise CLIError(
+                f"{run_dir} is neither a run folder (no config.yaml) nor an `infosam export --format infosam` "
+                "file; for zero-shot SAM use --model"
+            )
     elif args.checkpoint is None:
         raise CLIError("--model needs --checkpoint (the official SAM weights)")
     elif args.weights is not None:
