@@ -1,0 +1,147 @@
+"""``infosam serve``: upload checks, one encoding per image, the handlers, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import chromium, click_box, find_browser, served, settle, text, upload, wait_for_masks
+from infosam.data.synthetic import synthetic_pair
+from infosam.predict import Prompt, predict_logits
+from infosam.serve import (
+    MODES,
+    STUDENT,
+    TEACHER,
+    App,
+    Clicks,
+    Segmenter,
+    UploadError,
+    load_models,
+    parse_box,
+    read_upload,
+)
+from test_export import make_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("serve"), "adapter+decoder", {"adapter": {"init": "torch"}})
+
+
+@pytest.fixture(scope="module")
+def models(run):
+    return load_models(run)
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(synthetic_pair(5, domain="target", size=(90, 120))[0]).save(path)
+    return path
+
+
+def test_read_upload_refuses_non_images_huge_images_and_empty_files(tmp_path, photo):
+    assert read_upload(photo).shape == (90, 120, 3)
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not pixels")
+    with pytest.raises(UploadError, match="notes.png is not an image PIL can read"):
+        read_upload(text_file)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1500)).save(big)
+    with pytest.raises(UploadError, match=r"big.png is 2000 x 1500 pixels .* the limit is 1 MP"):
+        read_upload(big, max_pixels=1_000_000)
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    with pytest.raises(UploadError, match="empty.jpg is empty"):
+        read_upload(empty)
+
+
+def test_clicks_make_boxes_and_points():
+    clicks = Clicks()
+    assert clicks.prompt() is None
+    clicks.add(50, 40, MODES[0])
+    assert clicks.prompt() is None and clicks.corner == (50, 40)
+    clicks.add(10, 60, MODES[0])  # any two opposite corners
+    assert clicks.prompt() == Prompt(box=(10, 40, 50, 60))
+    clicks.add(5, 6, MODES[1])
+    clicks.add(7, 8, MODES[2])
+    assert clicks.prompt() == Prompt(box=(10, 40, 50, 60), points=((5, 6), (7, 8)), labels=(1, 0))
+    assert parse_box("1, 2 30 40") == (1, 2, 30, 40)
+    with pytest.raises(ValueError, match="x0 < x1"):
+        parse_box("30 2 1 40")
+
+
+def test_segmenter_encodes_each_image_once_and_gives_each_models_masks(models, photo):
+    segmenter = Segmenter(models)
+    image = read_upload(photo)
+    prompts = [
+        Prompt(box=(10, 10, 80, 70)),
+        Prompt(points=((40, 30),), labels=(1,)),
+        Prompt(box=(0, 0, 120, 90)),
+    ]
+    for prompt in prompts:
+        results = segmenter.segment(image, prompt)
+        assert [r.name for r in results] == [STUDENT, TEACHER]
+        for result in results:
+            np.testing.assert_allclose(
+                result.logits, predict_logits(models[result.name], image, prompt), atol=1e-6
+            )
+    assert segmenter.encoder_calls == 2  # one per model, not one per prompt
+    segmenter.segment(image[::-1].copy(), prompts[0])
+    assert segmenter.encoder_calls == 4
+
+
+def test_app_reports_bad_uploads_and_keeps_working(models, photo, tmp_path):
+    app = App(Segmenter(models), mask_dir=tmp_path / "masks")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG but truncated")
+    session, canvas, *_, status = app.upload(str(bad))
+    assert session.image is None and canvas is None and "Upload refused" in status and "bad.png" in status
+    session, canvas, *_ = app.click(session, 3, 4, MODES[0])
+    session, canvas, *_ = app.upload(str(photo))
+    assert session.scale == 4  # a 90 x 120 image is shown 4x larger; clicks come in displayed pixels
+    assert canvas.shape == (360, 480, 3)
+    session, canvas, *_, status = app.click(session, 40, 40, MODES[0])
+    assert "opposite corner" in status and canvas.shape == (360, 480, 3)
+    session, canvas, student_view, teacher_view, scores, mask_file, status = app.click(
+        session, 320, 280, MODES[0]
+    )
+    assert status == "Done." and canvas.shape == student_view.shape == teacher_view.shape == (360, 480, 3)
+    assert "predicted IoU" in scores and STUDENT in scores and TEACHER in scores
+    expected = predict_logits(models[STUDENT], read_upload(photo), Prompt(box=(10, 10, 80, 70))) > 0
+    assert np.array_equal(np.asarray(Image.open(mask_file)) > 0, expected)
+    *_, status = app.set_box(session, "0 0 500 10")
+    assert "Box refused" in status and "outside photo" in status
+
+
+def test_page_in_headless_chromium(models, photo, tmp_path):
+    """Upload, a two-click box, both masks shown; a bad upload first, to see the page survive it."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    if find_browser() is None:
+        pytest.skip(
+            "chromium/chromedriver not installed (make test installs them with apt-get where possible)"
+        )
+    from infosam.serve import build_app
+
+    app = App(Segmenter(models), mask_dir=tmp_path / "masks")
+    bad = tmp_path / "broken.png"
+    bad.write_text("this is not an image")
+    with served(build_app(app)) as url, chromium() as driver:
+        upload(driver, url, bad)
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(driver, 30).until(lambda d: "Upload refused" in text(d, "status"))
+        assert "broken.png is not an image PIL can read" in text(driver, "status")
+        upload(driver, None, photo)
+        WebDriverWait(driver, 30).until(lambda d: "90 pixels" in text(d, "status"))
+        click_box(driver, ((0.15, 0.2), (0.75, 0.8)))
+        wait_for_masks(driver, 2)
+        scores = text(driver, "scores")
+        assert f"{STUDENT}: predicted IoU" in scores and f"{TEACHER}: predicted IoU" in scores
+        assert app.segmenter.encoder_calls == 2
+        written = sorted((tmp_path / "masks").rglob("photo-mask.png"))
+        assert len(written) == 1 and np.asarray(Image.open(written[0])).max() == 255
+        settle()
+        driver.save_screenshot(str(tmp_path / "serve.png"))
+    assert (tmp_path / "serve.png").stat().st_size > 10_000
