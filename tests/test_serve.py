@@ -145,3 +145,20 @@ def test_page_in_headless_chromium(models, photo, tmp_path):
         settle()
         driver.save_screenshot(str(tmp_path / "serve.png"))
     assert (tmp_path / "serve.png").stat().st_size > 10_000
+
+
+def test_load_models_for_each_kind_of_source(run, tmp_path, capsys):
+    from infosam.cli import main
+    from infosam.export import export_run
+
+    merged = export_run(make_run(tmp_path, "lora+decoder"), "sam", tmp_path / "merged.pth")
+    assert list(load_models(merged)) == ["merged.pth"]  # a plain SAM file: that model alone
+    assert list(load_models(model="tiny", checkpoint=merged)) == ["zero-shot tiny"]
+    exported = export_run(run, "infosam", tmp_path / "student.safetensors")
+    assert list(load_models(exported)) == [STUDENT, TEACHER]
+    with pytest.raises(ValueError, match="not both"):
+        load_models(run, model="tiny", checkpoint=merged)
+    assert main(["serve"]) == 2
+    assert "give a run folder" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err

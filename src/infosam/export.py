@@ -114,7 +114,8 @@ def merge_peft(model: Sam) -> Sam:
     if blocked:
         raise UnmergeableError(
             f"PEFT {'+'.join(model.peft_spec.methods)!r} cannot be folded into plain SAM weights: "
-            f"{', '.join(blocked)} add layers the original architecture does not have. Use "
+            f"{' and '.join(blocked)} {'adds' if len(blocked) == 1 else 'add'} layers the original architecture "
+            "does not have. Use "
             "`infosam export RUN_DIR --format infosam` for one self-contained file that infosam predict/serve "
             "and infosam.load_model() read, or --format onnx for onnxruntime"
         )
@@ -517,6 +518,9 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an export is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
