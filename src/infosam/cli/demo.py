@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_threads_option
 
 
 def register(subparsers) -> None:
@@ -25,32 +25,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a few steps only (checks the plumbing, no claim)"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads for torch (default 1: the tiny model's ops gain little from more, and on a shared or "
-        "busy machine extra threads make it many times slower)",
-    )
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..demo import run_demo
 
-    if args.threads < 1:
-        raise CLIError(f"--threads must be >= 1, got {args.threads}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
         result = run_demo(args.out, quick=args.quick, report=print)
     except FileExistsError as err:
         raise CLIError(str(err)) from err
-    finally:
-        torch.set_num_threads(previous_threads)  # main() may run inside another program (tests)
     elapsed = time.perf_counter() - start
     zero_shot, fine_tuned = (row for row in result.rows if row["domain"] == "target test")
     print()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_threads_option
 
 
 def register(subparsers) -> None:
@@ -52,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_threads_option(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)

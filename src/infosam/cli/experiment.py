@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import add_threads_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("grid", metavar="GRID.yaml", help="grid file")
     p.add_argument("--out", default=None, help="experiment folder (default runs/experiments/<grid name>)")
     p.add_argument("--progress", action="store_true", help="show each run's step progress bar")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_threads_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("exp_dir", metavar="EXP_DIR", help="experiment folder written by infosam experiment")
     p.add_argument("--out", default=None, help="report folder (default EXP_DIR/report)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_threads_option
 
 EPILOG = """\
 examples:
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output", type=Path, metavar="DIR", help="run folder (overrides the config's output)"
     )
+    add_threads_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.set_defaults(func=run)
 
