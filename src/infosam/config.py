@@ -363,6 +363,10 @@ def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     path = Path(path).expanduser().resolve()
     if path in _seen:
         raise ConfigError(f"{path}: inherit loop through {' -> '.join(str(p) for p in _seen)}")
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.yaml"))[:6]
+        hint = f"; it holds {', '.join(found)}" if found else ""
+        raise ConfigError(f"config {path} is a directory, not a YAML file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:

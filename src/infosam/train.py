@@ -173,6 +173,7 @@ def train(
     Raises:
         RunFolderError: the run folder exists and holds files (without ``overwrite`` or ``resume``).
     """
+    _check_precision(config)
     run = runs.RunDir(config.output)
     if resume and not run.is_run():
         raise FileNotFoundError(f"cannot resume: {run.config_file} is missing")
@@ -220,6 +221,15 @@ def train(
     finally:
         _forget_accelerate_state()
     return run.path
+
+
+def _check_precision(config: Config) -> None:
+    """fp16 autocast is a CUDA feature: on the CPU it would not do what the config says, so it is refused."""
+    if config.train.precision == "fp16" and (config.train.cpu or not torch.cuda.is_available()):
+        raise ValueError(
+            "train.precision=fp16 needs a CUDA GPU and this run trains on the CPU; use train.precision=bf16 "
+            "(mixed precision the CPU supports) or no"
+        )
 
 
 def _restore(run: runs.RunDir, checkpoint: Path, parts: Parts) -> Position:

@@ -228,8 +228,8 @@ def validate_dataset(
         return dataset, report
     if not skip_bad:
         raise DatasetCheckError(
-            f"dataset has errors (use skip_bad / --skip-bad-pairs to train on the {report.n_valid} clean pairs):\n"
-            + report.format(limit=50)
+            f"dataset has errors (to train on the {report.n_valid} clean pairs, add --set data.skip_bad_pairs=true "
+            f"or set data.skip_bad_pairs: true in the config):\n" + report.format(limit=50)
         )
     bad = set(report.bad_indices)
     skipped = ", ".join(sorted({p.path for p in report.errors}))
