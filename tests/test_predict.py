@@ -263,3 +263,81 @@ def test_masks_threshold_logits_not_float32_probabilities(run_dir, images, tmp_p
             threshold=1.0,
         )
     assert not (tmp_path / "p").exists()
+
+
+# --------------------------------------------------------------------------------------------- checked before work
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading any model fails the test: the checks below must answer before it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr("infosam.runs.load_run", refuse)
+    monkeypatch.setattr(predict_module, "load_zero_shot", refuse)
+
+
+def _truncated_jpeg(path):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 48, 3), 120, np.uint8)).save(buf, "JPEG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+
+def test_every_image_is_decoded_before_anything_is_written(run_dir, images, tmp_path, capsys, no_model_load):
+    run, _ = run_dir
+    folder = images / "images"
+    _truncated_jpeg(
+        folder / "img1b.jpg"
+    )  # sorts between good images: a lazy predictor would write img0 first
+    (folder / "zz.png").write_bytes(b"not an image either")
+    out = tmp_path / "out"
+    assert main(["predict", str(run), str(folder), "--box", "1", "1", "20", "20", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "img1b.jpg" in err and "zz.png" in err and "nothing written" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_existing_outputs_and_bad_options_are_refused_before_the_model_loads(
+    run_dir, images, tmp_path, capsys, no_model_load
+):
+    run, _ = run_dir
+    image = str(images / "images" / "img2.png")
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "img2.png").write_bytes(b"user file")
+    assert main(["predict", str(run), image, "--box", "1", "1", "20", "20", "--out", str(out)]) == 2
+    assert "img2.png exists" in capsys.readouterr().err
+    assert (out / "masks" / "img2.png").read_bytes() == b"user file"
+
+    assert main(["predict", str(run), image, "--box", "1", "1", "20", "20", "--threshold", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "threshold" in err and "between 0 and 1" in err
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert main(["predict", str(run), image, "--box", "1", "1", "20", "20", "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and len(err.strip().splitlines()) == 1
+    assert a_file.read_text() == "mine"
+
+
+def test_usage_line_and_default_output_is_git_ignored():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from infosam.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    usage = sub.choices["predict"].format_usage()
+    assert "RUN_DIR IMAGE [IMAGE ...]" in usage and "[RUN_DIR IMAGES ...]" not in usage
+    repo = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "predictions/masks/a.png"], cwd=repo, check=False)
+    assert ignored.returncode == 0, "the default predict output folder predictions/ must be git-ignored"

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from segment_anything.modeling import Sam
 
 from .data.prompts import tight_box
-from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask, upright_shape
+from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask
 from .model import build_base
 from .sam.forward import decode, encode_images, sam_forward
 from .sam.transforms import SamTransform, get_transform
@@ -227,7 +227,79 @@ class Prediction:
     image: Path
     mask: Path
     overlay: Path
-    prompt: Prompt
+    prompt: Prompt | None
+    """The prompt in the image's pixels (``None`` only while a plan reads it from a masks folder)."""
+
+
+def plan_predictions(
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    prompt: Prompt | None = None,
+    masks_dir: str | Path | None = None,
+    overwrite: bool = False,
+    threshold: float = 0.5,
+) -> list[Prediction]:
+    """Check everything a prediction needs, without a model and without writing: the threshold, the output folder,
+    every output file, every prompt, and every image decoded in full (a truncated file fails here, not after other
+    masks were written). Returns one job per image for :func:`write_predictions`.
+
+    Raises:
+        ValueError: bad threshold or prompt, ``out_dir`` is a file, or unreadable inputs (all of them listed).
+        FileExistsError: an output exists and ``overwrite`` is False.
+        FileNotFoundError: a missing input or mask.
+    """
+    probability_to_logit(threshold)
+    if (prompt is None) == (masks_dir is None):
+        raise ValueError("give exactly one of a prompt (box and/or points) and a masks folder")
+    out_dir = Path(out_dir)
+    for folder in (out_dir, out_dir / "masks", out_dir / "overlays"):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"output {folder} is a file; --out takes a folder (it gets masks/ and overlays/)"
+            )
+    paths = list_images(images)
+    jobs = []
+    for path in paths:
+        mask_path, overlay_path = (
+            out_dir / "masks" / f"{path.stem}.png",
+            out_dir / "overlays" / f"{path.stem}.png",
+        )
+        for target in (mask_path, overlay_path):
+            if target.exists() and not overwrite:
+                raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+        jobs.append(Prediction(path, mask_path, overlay_path, prompt))
+    problems = []
+    for job in jobs:
+        try:
+            image, _ = read_image(job.image)  # decoded in full, then dropped: written only when all are good
+            if masks_dir is not None:
+                job.prompt = mask_prompt(Path(masks_dir), job.image)
+            job.prompt.check_inside(image.shape[1], image.shape[0], str(job.image))
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError) as err:
+            problems.append(str(err))
+    if len(problems) == 1:
+        raise ValueError(problems[0])
+    if problems:
+        raise ValueError(
+            f"{len(problems)} inputs cannot be predicted (nothing written):\n  " + "\n  ".join(problems)
+        )
+    return jobs
+
+
+def write_predictions(model: Sam, jobs: Sequence[Prediction], threshold: float = 0.5) -> list[Prediction]:
+    """Segment each planned image (:func:`plan_predictions`) with ``model`` and write its mask and overlay."""
+    cut = probability_to_logit(threshold)  # masks are logits > cut (exactly 0 for 0.5, as SAM does)
+    for job in jobs:
+        job.mask.parent.mkdir(parents=True, exist_ok=True)
+        job.overlay.parent.mkdir(parents=True, exist_ok=True)
+        image, _ = read_image(job.image)
+        mask = predict_logits(model, image, job.prompt) > cut
+        Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
+        overlay(image, mask, job.prompt).save(job.overlay)
+    return list(jobs)
 
 
 def predict_files(
@@ -243,40 +315,18 @@ def predict_files(
     """Segment every image in ``images`` (files or folders) and write masks and overlays under ``out_dir``.
 
     Exactly one of ``prompt`` (the same prompt, in original pixels, for every image) and ``masks_dir`` (a box from
-    the same-stem mask per image) must be given. Every input and output is checked before anything is written, so
-    a bad prompt or an existing output fails without leaving half a folder.
+    the same-stem mask per image) must be given. Every input and output is checked first
+    (:func:`plan_predictions`), so a bad prompt, an unreadable image or an existing output fails without leaving
+    half a folder.
 
     Raises:
         FileExistsError: an output exists and ``overwrite`` is False.
         FileNotFoundError / ValueError: unreadable inputs or prompts outside an image; the message names the file.
     """
-    cut = probability_to_logit(threshold)  # masks are logits > cut (exactly 0 for 0.5, as SAM does)
-    if (prompt is None) == (masks_dir is None):
-        raise ValueError("give exactly one of a prompt (box and/or points) and a masks folder")
-    out_dir = Path(out_dir)
-    paths = list_images(images)
-    jobs = []
-    for path in paths:
-        mask_path, overlay_path = (
-            out_dir / "masks" / f"{path.stem}.png",
-            out_dir / "overlays" / f"{path.stem}.png",
-        )
-        for target in (mask_path, overlay_path):
-            if target.exists() and not overwrite:
-                raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
-        image_prompt = prompt if masks_dir is None else mask_prompt(Path(masks_dir), path)
-        height, width = upright_shape(path)
-        image_prompt.check_inside(width, height, str(path))
-        jobs.append(Prediction(path, mask_path, overlay_path, image_prompt))
-
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    for job in jobs:
-        image, _ = read_image(job.image)
-        mask = predict_logits(model, image, job.prompt) > cut
-        Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
-        overlay(image, mask, job.prompt).save(job.overlay)
-    return jobs
+    jobs = plan_predictions(
+        images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
+    )
+    return write_predictions(model, jobs, threshold)
 
 
 def predict(
@@ -307,22 +357,24 @@ def predict(
             raise ValueError("a zero-shot SAM needs its checkpoint (the official SAM weights)")
         if weights is not None:
             raise ValueError("PEFT weights belong to a run folder; they cannot be used with a SAM model name")
+    elif image_size is not None:
+        raise ValueError("image_size belongs to a SAM model name; a run's input size comes from its config")
+    else:
+        from .export import is_student_file
+
+        if is_student_file(run_dir) and (checkpoint is not None or weights is not None):
+            raise ValueError(f"{run_dir} is a self-contained export; a checkpoint or weights do not apply")
+    # Every input and output is checked before the model loads (seconds to minutes for ViT-H) or anything is written.
+    jobs = plan_predictions(
+        images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
+    )
+    if model_name is not None:
         model = load_zero_shot(model_name, checkpoint, image_size=image_size, device=device)
     else:
-        if image_size is not None:
-            raise ValueError(
-                "image_size belongs to a SAM model name; a run's input size comes from its config"
-            )
         from .export import is_student_file, load_model
 
         if is_student_file(run_dir):  # `infosam export --format infosam`: everything is inside the file
-            if checkpoint is not None or weights is not None:
-                raise ValueError(
-                    f"{run_dir} is a self-contained export; a checkpoint or weights do not apply"
-                )
             model = load_model(run_dir, device=device)
         else:
             _, model = load_run(run_dir, checkpoint=checkpoint, weights=weights, device=device)
-    return predict_files(
-        model, images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
-    )
+    return write_predictions(model, jobs, threshold)

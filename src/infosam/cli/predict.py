@@ -19,10 +19,18 @@ OUT/overlays/<stem>.png; existing files are kept unless --overwrite.
 """
 
 
+USAGE = """\
+infosam predict RUN_DIR IMAGE [IMAGE ...] (--box X0 Y0 X1 Y1 | --points X Y LABEL [X Y LABEL ...] | --masks DIR)
+                       [--out DIR] [options]
+       infosam predict --model M --checkpoint C IMAGE [IMAGE ...] (--box ... | --points ... | --masks DIR) [options]
+"""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="segment images with a trained student or zero-shot SAM",
+        usage=USAGE,
         description="Segment images with a trained student (RUN_DIR) or, with --model, zero-shot SAM.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -30,7 +38,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        metavar="RUN_DIR IMAGES",
+        metavar="RUN_DIR IMAGE",
         help="the run folder (or an `infosam export --format infosam` file), then image files or folders "
         "(with --model: image files or folders only)",
     )
@@ -45,7 +53,10 @@ def register(subparsers) -> None:
     )
     prompt.add_argument("--masks", type=Path, metavar="DIR", help="per image, the box of DIR/<stem>.png")
     parser.add_argument(
-        "--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)"
+        "--out",
+        type=Path,
+        default=Path("predictions"),
+        help="output folder (default: predictions, git-ignored in this repository)",
     )
     parser.add_argument(
         "--model", help="zero-shot SAM without a run folder: vit_b, vit_l, vit_h or tiny (needs --checkpoint)"
