@@ -106,3 +106,98 @@ def test_cli_eval_writes_files_and_refuses_overwrite(tiny_sam, tiny_dataset, tmp
     assert run_cli([*argv, "--workers", "0", "--overwrite", "--prompt", "points", "--points", "1", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prompt"] == "points" and summary["n_fg"] == 1 and summary["n_bg"] == 2
+
+
+# --------------------------------------------------------------------------------------------- checked before work
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_sam, tmp_path):
+    path = tmp_path / "tiny.pth"
+    torch.save(tiny_sam().state_dict(), path)
+    return path
+
+
+def _eval_argv(checkpoint, data, out, *extra):
+    return [
+        "eval",
+        "--model",
+        "tiny",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_zero_shot_image_size(tiny_checkpoint, tiny_dataset, tmp_path):
+    from infosam.evaluate import evaluate_run
+
+    rows, summary = evaluate_run(
+        "tiny", tiny_dataset, checkpoint=tiny_checkpoint, image_size=32, device="cpu"
+    )
+    assert summary["image_size"] == 32 and len(rows) == 3
+    out = tmp_path / "out32"
+    assert (
+        run_cli([*_eval_argv(tiny_checkpoint, tiny_dataset, out), "--image-size", "32", "--workers", "0"])
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["image_size"] == 32
+    with pytest.raises(eval_cli.CLIError, match="--image-size is for zero-shot SAM"):
+        run_cli(["eval", str(tmp_path), "--data", str(tiny_dataset), "--out", str(out), "--image-size", "32"])
+
+
+def test_bad_pairs_are_all_listed_before_the_model_loads(
+    tiny_checkpoint, tiny_dataset, tmp_path, capsys, monkeypatch
+):
+    from infosam.cli import main
+
+    (tiny_dataset / "images" / "p1.png").write_bytes(b"corrupt")
+    (tiny_dataset / "masks" / "p2.png").unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr("infosam.evaluate.load_model", refuse)
+    out = tmp_path / "out"
+    assert main(_eval_argv(tiny_checkpoint, tiny_dataset, out)) == 2
+    err = capsys.readouterr().err
+    assert "p1.png" in err and "p2.png" in err and "nothing was scored" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_empty_dataset_is_an_error(tiny_checkpoint, tmp_path, capsys):
+    from infosam.cli import main
+
+    data = tmp_path / "empty"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    assert main(_eval_argv(tiny_checkpoint, data, tmp_path / "out")) == 2
+    assert "no image/mask pairs to evaluate" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_ground_truth_is_scored_with_a_warning(tiny_checkpoint, tiny_dataset, caplog):
+    from infosam.evaluate import evaluate_run
+
+    Image.fromarray(np.zeros((70, 50), np.uint8)).save(tiny_dataset / "masks" / "p1.png")
+    with caplog.at_level("WARNING", logger="infosam.evaluate"):
+        rows, summary = evaluate_run("tiny", tiny_dataset, checkpoint=tiny_checkpoint, device="cpu")
+    assert summary["n_images"] == 3
+    assert "1 of 3 ground-truth masks are empty (images/p1.png)" in caplog.text
+    assert "IoU" in caplog.text
+
+
+@pytest.mark.parametrize("points", [["-1", "3"], ["0", "0"]])
+def test_bad_point_counts_are_one_line_errors(tiny_checkpoint, tiny_dataset, tmp_path, capsys, points):
+    from infosam.cli import main
+
+    argv = _eval_argv(
+        tiny_checkpoint, tiny_dataset, tmp_path / "out", "--prompt", "points", "--points", *points
+    )
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--points N_FG N_BG" in err and len(err.strip().splitlines()) == 1

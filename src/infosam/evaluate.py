@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from .sam.transforms import get_transform
 
 if TYPE_CHECKING:
     from .config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 
 class _WithOriginalMask(Dataset):
@@ -43,6 +46,44 @@ def _collate(samples: list[dict]) -> dict:
         same_shape = isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values)
         out[key] = torch.stack(values) if same_shape and key != "original_mask" else values
     return out
+
+
+def check_prompt_settings(prompt: str, n_fg: int, n_bg: int) -> None:
+    """ValueError naming the option unless ``prompt`` is a prompt mode and, for points, ``n_fg``/``n_bg`` are
+    counts (>= 0) with at least one point."""
+    if prompt not in PROMPT_MODES:
+        raise ValueError(f"prompt {prompt!r} is not one of {list(PROMPT_MODES)}")
+    if prompt == "points" and (n_fg < 0 or n_bg < 0 or n_fg + n_bg < 1):
+        raise ValueError(
+            f"--points N_FG N_BG (eval.n_fg, eval.n_bg) must be counts >= 0 with at least one point; "
+            f"got {n_fg} {n_bg}"
+        )
+
+
+def check_eval_data(dataset: SegmentationDataset, *, workers: int | None = None) -> list[str]:
+    """Read every pair of ``dataset`` before anything is scored (:func:`infosam.data.check.check_pairs`).
+
+    Returns the ids of pairs whose ground truth is empty (scored, with a warning: see :func:`evaluate_run`).
+
+    Raises:
+        DatasetCheckError: any other error, every bad pair listed (missing, unreadable, size mismatch, ...).
+        ValueError: the split holds no pair.
+    """
+    from .data.check import DatasetCheckError, check_pairs
+
+    where = f"{dataset.root}" + (f" (split {dataset.split})" if dataset.split else "")
+    if len(dataset) == 0:
+        raise ValueError(f"{where}: no image/mask pairs to evaluate")
+    report = check_pairs(dataset.pairs, root=dataset.root, split=dataset.split, workers=workers)
+    empty = [p for p in report.errors if p.kind == "empty mask"]
+    fatal = [p for p in report.errors if p.kind != "empty mask"]
+    if fatal:
+        report.problems = fatal
+        raise DatasetCheckError(
+            f"{len({p.index for p in fatal})} pair(s) cannot be evaluated; nothing was scored:\n"
+            + report.format(limit=50)
+        )
+    return [p.id for p in empty]
 
 
 @torch.no_grad()
@@ -76,8 +117,7 @@ def evaluate(
         ``(rows, summary)``: one dict per image (``id`` and the metrics of :data:`infosam.metrics.METRIC_NAMES`,
         fractions in [0, 1]) and the mean over images with ``n_images`` and the settings used.
     """
-    if prompt not in PROMPT_MODES:
-        raise ValueError(f"prompt {prompt!r} is not one of {list(PROMPT_MODES)}")
+    check_prompt_settings(prompt, n_fg, n_bg)
     transform = get_transform(model.spec)
     if dataset.image_size != transform.image_size:
         raise ValueError(
@@ -139,6 +179,7 @@ def load_model(
     weights: str | Path | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    image_size: int | None = None,
 ) -> tuple[Sam, dict]:
     """The model ``source`` names, in eval mode, and a description of it for summaries.
 
@@ -149,10 +190,13 @@ def load_model(
             recorded in its config).
         weights: for a run, a ``peft.safetensors`` to load instead of the run's newest.
         seed: initialisation seed of weights no checkpoint covers (random ``tiny`` models in tests).
+        image_size: for a spec name, the input side (default the spec's); refused for a run or a ModelConfig.
     """
     from .config import ModelConfig
     from .model import build_base
 
+    if image_size is not None and (isinstance(source, ModelConfig) or Path(source).expanduser().is_dir()):
+        raise ValueError("image_size is for a SAM model name; a run's or a config's input size is its own")
     if isinstance(source, ModelConfig):
         m = source
         model = build_base(
@@ -178,8 +222,11 @@ def load_model(
         raise ValueError(
             f"a checkpoint is required for model {source} (random weights make no sense to score)"
         )
-    model = build_base(str(source), checkpoint=checkpoint, seed=seed)  # fast attention: same function, faster
+    # fast attention: same function, faster
+    model = build_base(str(source), checkpoint=checkpoint, image_size=image_size, seed=seed)
     described = {"model": str(source), "checkpoint": None if checkpoint is None else str(checkpoint)}
+    if image_size is not None:
+        described["image_size"] = image_size
     return model.eval().to(device), described
 
 
@@ -196,6 +243,7 @@ def evaluate_run(
     seed: int | None = None,
     compat: bool | None = None,
     batch_size: int | None = None,
+    image_size: int | None = None,
     model_seed: int = 0,
     device: str | torch.device | None = None,
     num_workers: int = 0,
@@ -205,31 +253,60 @@ def evaluate_run(
 
     Prompt settings left ``None`` take the run's ``eval`` section (for a run) or the defaults of :func:`evaluate`,
     so a run scored here on its own test split matches what training logged. See :func:`load_model` for
-    ``source``, ``checkpoint``, ``weights`` and ``model_seed``.
+    ``source``, ``checkpoint``, ``weights`` and ``model_seed``; ``image_size`` is zero-shot SAM's input side
+    (default the spec's; a run's comes from its config).
+
+    Before the model loads, the prompt settings are checked and every pair is read
+    (:func:`check_eval_data`): a bad pair fails at once with all of them listed, an empty split is an error, and
+    pairs whose ground truth is empty are scored with a logged warning (their IoU and Dice are 0 unless the
+    prediction is empty too).
 
     Returns:
         ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split.
     """
-    from .config import EvalConfig
-    from .data.formats import open_dataset
+    from .config import EvalConfig, ModelConfig
+    from .data.formats import SegmentationDataset, open_dataset
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, described = load_model(
-        source, checkpoint=checkpoint, weights=weights, seed=model_seed, device=device
-    )
     e = EvalConfig()
-    if described.get("run") is not None:
+    is_run = not isinstance(source, ModelConfig) and Path(source).expanduser().is_dir()
+    if is_run:
         from .runs import RunDir
 
-        e = RunDir(described["run"]).read_config().eval
-    dataset = open_dataset(data, split=split, transform=get_transform(model.spec))
+        e = RunDir(Path(source).expanduser()).read_config().eval
+        if image_size is not None:
+            raise ValueError(
+                "--image-size (image_size) is for zero-shot SAM; a run's input size comes from its config"
+            )
+    prompt = e.prompt if prompt is None else prompt
+    n_fg = e.n_fg if n_fg is None else n_fg
+    n_bg = e.n_bg if n_bg is None else n_bg
+    check_prompt_settings(prompt, n_fg, n_bg)
+    listing = open_dataset(data, split=split)
+    empty = check_eval_data(listing)
+    if empty:
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        logger.warning(
+            "%d of %d ground-truth masks are empty (%s): they are scored with a whole-image box, and their IoU "
+            "and Dice are 0 unless the prediction is empty too; leave them out of the split to score only "
+            "images with an object",
+            len(empty),
+            len(listing),
+            shown,
+        )
+    model, described = load_model(
+        source, checkpoint=checkpoint, weights=weights, seed=model_seed, device=device, image_size=image_size
+    )
+    dataset = SegmentationDataset(
+        listing.root, listing.pairs, split=listing.split, transform=get_transform(model.spec)
+    )
     rows, summary = evaluate(
         model,
         dataset,
-        prompt=e.prompt if prompt is None else prompt,
-        n_fg=e.n_fg if n_fg is None else n_fg,
-        n_bg=e.n_bg if n_bg is None else n_bg,
+        prompt=prompt,
+        n_fg=n_fg,
+        n_bg=n_bg,
         seed=e.seed if seed is None else seed,
         compat=e.compat if compat is None else compat,
         batch_size=e.batch_size if batch_size is None else batch_size,

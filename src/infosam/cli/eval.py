@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -16,7 +17,9 @@ def register(subparsers) -> None:
         description=(
             "Evaluate the student of a run folder (RUN_DIR), or zero-shot SAM (--model, --checkpoint), on a "
             "dataset with deterministic prompts; writes per_image.csv and summary.json. Prompt settings not "
-            "given take the run's eval section (or the defaults for zero-shot SAM)."
+            "given take the run's eval section (or the defaults for zero-shot SAM). Every image/mask pair is read "
+            "before the model loads: bad pairs are listed all at once and nothing is written; empty ground-truth "
+            "masks are scored with a warning."
         ),
     )
     p.add_argument("run", nargs="?", default=None, metavar="RUN_DIR", help="run folder of a trained student")
@@ -49,6 +52,14 @@ def register(subparsers) -> None:
         default=None,
         help="reproduce the release's metrics (clipped logits, 5 thresholds)",
     )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="S",
+        help="zero-shot SAM's input side (default the model's, 1024 for ViT-B/L/H); e.g. 256 to score at a CPU "
+        "training resolution. A run's input size comes from its config.",
+    )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -65,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"RUN_DIR {args.run} is not a folder")
     if args.run is None and args.weights is not None:
         raise CLIError("--weights needs a RUN_DIR (the run whose base model they belong to)")
+    if args.run is not None and args.image_size is not None:
+        raise CLIError(
+            "--image-size is for zero-shot SAM (--model); a run's input size comes from its config"
+        )
+    if args.image_size is not None and args.image_size < 16:
+        raise CLIError(f"--image-size must be >= 16, got {args.image_size}")
+    # Warnings (empty ground-truth masks) as one line each, not as a logging record.
+    logging.basicConfig(level=logging.WARNING, format="infosam eval: warning: %(message)s")
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
@@ -85,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             compat=args.compat,
             batch_size=args.batch_size,
+            image_size=args.image_size,
             device=args.device,
             num_workers=args.workers,
             on_batch=progress,
