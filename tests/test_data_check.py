@@ -180,3 +180,74 @@ def test_kvasir_copy_with_three_corrupted_files(kvasir_dir, tmp_path):
         ("not a two-level mask", f"{names[7]}.png"),
     }
     assert report.n_valid == 7
+
+
+# --------------------------------------------------------------------------------------------- split by split
+
+
+def _conv_lora(root, splits):
+    """A Conv-LoRA folder: images/ + masks/ and one CSV per split listing its stems."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stems in splits.values():
+        for stem in stems:
+            save(rgb(), root / "images" / f"{stem}.png")
+            save(rect_mask(), root / "masks" / f"{stem}.png")
+    for name, stems in splits.items():
+        rows = "".join(f"images/{s}.png,masks/{s}.png\n" for s in stems)
+        (root / name).write_text("image,label\n" + rows)
+    return root
+
+
+def test_conv_lora_folder_is_checked_split_by_split_without_split(tmp_path, capsys):
+    root = _conv_lora(tmp_path / "polyp", {"train.csv": ["a", "b"], "test_Kvasir.csv": ["c"]})
+    assert main(["data", "check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "(split test_Kvasir.csv): 1 pairs" in out and "(split train.csv): 2 pairs" in out
+    assert "2 splits checked: all valid" in out
+    (root / "images" / "c.png").write_bytes(b"broken")
+    assert main(["data", "check", str(root)]) == 1
+    assert "errors in test_Kvasir.csv" in capsys.readouterr().out
+
+
+def test_a_folder_with_one_csv_needs_no_split(tmp_path, capsys):
+    root = _conv_lora(tmp_path / "one", {"test_only.csv": ["a"]})
+    assert main(["data", "check", str(root)]) == 0
+    assert "(split test_only.csv): 1 pairs checked" in capsys.readouterr().out
+
+
+def test_zero_pairs_is_an_error(tmp_path, capsys):
+    header_only = _conv_lora(tmp_path / "h", {"train.csv": []})
+    assert main(["data", "check", str(header_only)]) == 1
+    assert "no image/mask pairs" in capsys.readouterr().out
+    empty = tmp_path / "e"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    assert main(["data", "check", str(empty)]) == 1
+    assert "no image/mask pairs" in capsys.readouterr().out
+    with pytest.raises(DatasetCheckError, match="no image/mask pairs"):
+        validate_dataset(open_dataset(empty), skip_bad=True)
+
+
+def _split_folders(root):
+    for split, stem in (("train", "a"), ("test", "b")):
+        save(rgb(), root / split / "images" / f"{stem}.png")
+        save(rect_mask(), root / split / "masks" / f"{stem}.png")
+    return root
+
+
+def test_split_folders_with_a_stray_csv_are_read_as_folders(tmp_path, capsys):
+    root = _split_folders(tmp_path / "plain")
+    (root / "results.csv").write_text("epoch,IoU\n1,0.5\n")  # notes, not a Conv-LoRA split
+    assert open_dataset(root, split="train").ids == ["train/images/a.png"]
+    assert main(["data", "check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "(split test): 1 pairs" in out and "(split train): 1 pairs" in out
+    with pytest.raises(Exception, match=r"split into \['test', 'train'\]"):
+        open_dataset(root)
+
+
+def test_split_folders_beside_a_real_split_csv_are_explained(tmp_path):
+    root = _split_folders(tmp_path / "mixed")
+    (root / "extra.csv").write_text("image,label\ntrain/images/a.png,train/masks/a.png\n")
+    with pytest.raises(Exception, match=r"also holds the image/mask split folder\(s\) \['test', 'train'\]"):
+        open_dataset(root, split="train")

@@ -13,11 +13,14 @@ def register(subparsers) -> None:
         help="read every image/mask pair and report all problems",
         description="Read every image/mask pair of a dataset (Conv-LoRA CSV layout or images/ + masks/ folders) "
         "and report every problem with its file: missing or unreadable files, size mismatches, empty masks, "
-        "masks that are not two-level. Exit code 1 when there are errors.",
+        "masks that are not two-level, a split with no pairs. Exit code 1 when there are errors.",
     )
     check.add_argument("path", help="dataset folder")
     check.add_argument(
-        "--split", default=None, help="CSV name (train.csv, test_Kvasir.csv) or split folder/list"
+        "--split",
+        default=None,
+        help="CSV name (train.csv, test_Kvasir.csv) or split folder/list (default: every split, one by one: each "
+        "CSV of a Conv-LoRA folder, each <split>/images + masks folder; or the whole images/ + masks/ folder)",
     )
     check.add_argument("--workers", type=int, default=None, help="reader threads (default: min(8, CPUs))")
     check.add_argument("--limit", type=int, default=200, help="list at most this many problems (default 200)")
@@ -25,8 +28,12 @@ def register(subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..data.check import check_dataset  # imported on use: it pulls in torch
+    from ..data.check import check_dataset_splits  # imported on use: it pulls in torch
 
-    report = check_dataset(args.path, split=args.split, workers=args.workers)
-    print(report.format(limit=args.limit))
-    return 0 if report.ok else 1
+    reports = check_dataset_splits(args.path, split=args.split, workers=args.workers)
+    for report in reports:
+        print(report.format(limit=args.limit))
+    if len(reports) > 1:
+        bad = [r.split for r in reports if not r.ok]
+        print(f"{len(reports)} splits checked: " + (f"errors in {', '.join(bad)}" if bad else "all valid"))
+    return 0 if all(r.ok for r in reports) else 1

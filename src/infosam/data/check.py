@@ -86,7 +86,8 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        """No error and at least one pair (a header-only CSV or empty folders are an error too)."""
+        return not self.errors and self.n_pairs > 0
 
     def counts(self) -> Counter:
         """Number of problems per ``(severity, kind)``."""
@@ -99,6 +100,8 @@ class CheckReport:
             f"{where}: {self.n_pairs} pairs checked in {self.seconds:.1f} s: {self.n_valid} valid, "
             f"{len(self.bad_indices)} with errors, {len(self.warnings)} warning(s)"
         ]
+        if self.n_pairs == 0:
+            lines.append("  error: no image/mask pairs (empty folders, or a CSV with a header and no rows)")
         for (severity, kind), n in sorted(self.counts().items()):
             lines.append(f"  {n:6d} x {severity}: {kind}")
         shown = self.problems if limit is None else self.problems[:limit]
@@ -214,6 +217,25 @@ def check_dataset(path: str | Path, *, split: str | None = None, workers: int | 
     return check_pairs(ds.pairs, root=ds.root, split=split, workers=workers)
 
 
+def check_dataset_splits(
+    path: str | Path, *, split: str | None = None, workers: int | None = None
+) -> list[CheckReport]:
+    """:func:`check_dataset` for ``split``, or, without one, for every split of a dataset that has several: each
+    Conv-LoRA CSV file (columns ``image`` and ``label``) or each ``<split>/images`` + ``<split>/masks`` folder. A
+    plain ``images/`` + ``masks/`` folder is one report."""
+    from .formats import csv_splits, detect_format, folder_splits
+
+    if split is None:
+        root = Path(path)
+        fmt = detect_format(root)
+        splits = (
+            csv_splits(root) if fmt == "csv" else ([] if (root / "images").is_dir() else folder_splits(root))
+        )
+        if splits:
+            return [check_dataset(root, split=s, workers=workers) for s in splits]
+    return [check_dataset(path, split=split, workers=workers)]
+
+
 def validate_dataset(
     dataset: SegmentationDataset, *, skip_bad: bool = False, workers: int | None = None
 ) -> tuple[SegmentationDataset, CheckReport]:
@@ -224,6 +246,11 @@ def validate_dataset(
     and ``errors``) and the clean subset is returned.
     """
     report = check_pairs(dataset.pairs, root=dataset.root, split=dataset.split, workers=workers)
+    if report.n_pairs == 0:
+        where = f"{dataset.root}" + (f" (split {dataset.split})" if dataset.split else "")
+        raise DatasetCheckError(
+            f"{where}: no image/mask pairs (empty folders, or a CSV with a header and no rows)"
+        )
     if report.ok:
         return dataset, report
     if not skip_bad:

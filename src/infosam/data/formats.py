@@ -139,17 +139,44 @@ class SegmentationDataset(Dataset):
 
 
 def detect_format(root: str | Path) -> str:
-    """``"csv"`` (Conv-LoRA) or ``"folders"`` (images/ + masks/); :class:`DatasetFormatError` otherwise."""
+    """``"csv"`` (Conv-LoRA) or ``"folders"`` (images/ + masks/); :class:`DatasetFormatError` otherwise.
+
+    A folder with CSV files that have ``image`` and ``label`` columns is a Conv-LoRA folder. Other CSV files (notes,
+    a spreadsheet of results) do not make one: a folder with images/ + masks/ (at its root or per split) and only
+    such CSV files is read as image/mask folders.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetFormatError(f"{root}: dataset folder not found; {LAYOUT_HELP}")
-    if any(root.glob("*.csv")):
+    csvs = sorted(root.glob("*.csv"))
+    if any(_is_split_csv(c) for c in csvs):
         return "csv"
-    if (root / "images").is_dir() and (root / "masks").is_dir():
+    if folder_splits(root) or ((root / "images").is_dir() and (root / "masks").is_dir()):
         return "folders"
-    if any((d / "images").is_dir() and (d / "masks").is_dir() for d in root.iterdir() if d.is_dir()):
-        return "folders"
+    if csvs:
+        return "csv"  # reading its split says which columns are missing
     raise DatasetFormatError(f"{root}: no CSV files and no images/ + masks/ folders; {LAYOUT_HELP}")
+
+
+def _is_split_csv(path: Path) -> bool:
+    """Whether the header of ``path`` names the Conv-LoRA columns ``image`` and ``label``."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return all(c in [h.strip() for h in header] for c in CSV_COLUMNS)
+
+
+def csv_splits(root: str | Path) -> list[str]:
+    """Names of the CSV files in ``root`` that are Conv-LoRA splits (columns ``image`` and ``label``), sorted."""
+    return sorted(p.name for p in Path(root).glob("*.csv") if _is_split_csv(p))
+
+
+def folder_splits(root: str | Path) -> list[str]:
+    """Names of the subfolders of ``root`` that hold ``images/`` and ``masks/`` (a split each), sorted."""
+    root = Path(root)
+    return sorted(d.name for d in root.iterdir() if (d / "images").is_dir() and (d / "masks").is_dir())
 
 
 def _transform(transform: SamTransform | None, image_size: int | None) -> SamTransform:
@@ -204,7 +231,14 @@ def resolve_csv(root: Path, split: str | None) -> Path:
         tests = [n for n in available if n.startswith("test")]
         if len(tests) == 1:
             return root / tests[0]
-    raise DatasetFormatError(f"{root}: split {split!r} not found; choose one of {available}")
+    also = folder_splits(root)
+    hint = (
+        f" (the folder also holds the image/mask split folder(s) {also}, but its CSV file(s) with 'image' and "
+        "'label' columns make it a Conv-LoRA folder: move them out to read the folders)"
+        if also
+        else ""
+    )
+    raise DatasetFormatError(f"{root}: split {split!r} not found; choose one of {available}{hint}")
 
 
 def _split_file(split: str | None) -> Path | None:
@@ -248,6 +282,11 @@ def list_folder_pairs(root: Path, split: str | None) -> list[Pair]:
     """Pairs of ``images/`` and ``masks/`` matched by stem (see the module doc for splits)."""
     stems: list[str] | None = None
     base = root
+    splits = folder_splits(root)
+    if split in (None, "all") and splits and not (root / "images").is_dir():
+        raise DatasetFormatError(
+            f"{root}: no images/ + masks/ at the top; it is split into {splits}: choose one (split / --split)"
+        )
     if split not in (None, "all"):
         if (root / split / "images").is_dir() and (root / split / "masks").is_dir():
             base = root / split
