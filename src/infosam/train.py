@@ -180,6 +180,8 @@ def train(
     if not resume and _is_main_process():
         run.check_new(overwrite=overwrite)  # before any work
     checkpoint = run.latest_checkpoint() if resume else None
+    if resume and checkpoint is None and _is_main_process():
+        log.warning("no checkpoint in %s: the run starts over from step 0", run.checkpoints_dir)
 
     transform = get_transform(_spec(config))
     train_set = open_split(config, config.data.train_split, transform)
@@ -217,10 +219,32 @@ def train(
             position = _restore(run, checkpoint, parts)
         else:
             _seed_everything(t.seed)
+        if accelerator.is_main_process:
+            log.info(startup_line(config, parts, len(train_set), sampler.batches, accelerator, position.step))
         fit(config, parts, run, loader, sampler, test_set, position, progress=progress, on_step=on_step)
     finally:
         _forget_accelerate_state()
     return run.path
+
+
+def startup_line(
+    config: Config, parts: Parts, images: int, batches: int, accelerator: Accelerator, done: int = 0
+) -> str:
+    """What a run is about to do, in one line: images, steps, device, threads, what trains, where it goes."""
+    t = config.train
+    per_epoch = math.ceil(batches / t.grad_accum)
+    student = sum(p.numel() for p in parts.student.parameters() if p.requires_grad)
+    relation = sum(p.numel() for p in parts.relation.parameters()) if parts.relation is not None else 0
+    trains = f"{student + relation:,} parameters ({config.peft.methods}"
+    trains += f" + relation module {relation:,})" if relation else ")"
+    teacher = "InfoSAM (teacher on)" if config.infosam.enabled else "plain PEFT (no teacher)"
+    processes = f" x {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
+    start = f", resuming at step {done}" if done else ""
+    return (
+        f"training {teacher}: {images} images, {per_epoch} steps per epoch x {t.epochs} epochs = "
+        f"{per_epoch * t.epochs} steps{start}; device {accelerator.device}{processes}, "
+        f"{torch.get_num_threads()} thread(s); trains {trains}; run folder {config.output}"
+    )
 
 
 def _check_precision(config: Config) -> None:

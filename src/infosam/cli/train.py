@@ -79,7 +79,15 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(
                 "--resume continues a run with its saved config: it takes no --config/--set/--output/--overwrite"
             )
-        config = RunDir(args.resume).read_config()
+        previous = RunDir(args.resume)
+        if previous.is_finished():
+            steps = previous.read_summary().get("steps")
+            print(
+                f"run {previous.path} already finished ({steps} steps; results in {previous.summary_file}): "
+                "nothing to resume"
+            )
+            return 0
+        config = previous.read_config()
     else:
         overrides = list(args.overrides)
         if args.output is not None:
