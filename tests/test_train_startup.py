@@ -66,3 +66,25 @@ def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any("no checkpoint in" in m and "starts over from step 0" in m for m in messages)
     assert run.is_finished()
+
+
+def test_published_config_outside_the_repository_explains_the_checkpoint_path(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "kvasir" / "adapter_infosam.yaml"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(config), "--set", f"data.path={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints/sam_vit_b_01ec64.pth does not exist" in err
+    assert f"read from the working directory {tmp_path}" in err and "--set model.checkpoint=" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_one_launcher_recipe_for_several_gpus(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    assert "torchrun --nproc_per_node 4 -m infosam train" in help_text
+    assert "accelerate launch" not in help_text

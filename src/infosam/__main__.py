@@ -1,4 +1,4 @@
-"""``python -m infosam``: the same as the ``infosam`` command (handy under ``torchrun`` and ``accelerate launch``)."""
+"""``python -m infosam``: the same as the ``infosam`` command (handy under ``torchrun -m infosam``)."""
 
 import sys
 

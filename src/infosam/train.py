@@ -173,7 +173,7 @@ def train(
     Raises:
         RunFolderError: the run folder exists and holds files (without ``overwrite`` or ``resume``).
     """
-    _check_precision(config)
+    _check_before_work(config)
     run = runs.RunDir(config.output)
     if resume and not run.is_run():
         raise FileNotFoundError(f"cannot resume: {run.config_file} is missing")
@@ -247,8 +247,13 @@ def startup_line(
     )
 
 
-def _check_precision(config: Config) -> None:
-    """fp16 autocast is a CUDA feature: on the CPU it would not do what the config says, so it is refused."""
+def _check_before_work(config: Config) -> None:
+    """What can fail without reading data: fp16 on the CPU (accelerate's CPU autocast ignores it, so the run would
+    train fp32 under an fp16 label) and a missing base checkpoint."""
+    from .sam.checkpoint import check_checkpoint_path
+
+    if config.model.checkpoint is not None:
+        check_checkpoint_path(config.model.checkpoint)
     if config.train.precision == "fp16" and (config.train.cpu or not torch.cuda.is_available()):
         raise ValueError(
             "train.precision=fp16 needs a CUDA GPU and this run trains on the CPU; use train.precision=bf16 "

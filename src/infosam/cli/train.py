@@ -14,8 +14,9 @@ examples:
   infosam train --config configs/kvasir/adapter_infosam.yaml --set data.path=/data/polyp
   infosam train --config my.yaml --set train.lr=1e-4 --set infosam.enabled=false --output runs/baseline
   infosam train --resume runs/baseline
-  torchrun --nproc_per_node 2 "$(which infosam)" train --config my.yaml          (one process per GPU)
-  accelerate launch --num_processes 2 "$(which infosam)" train --config my.yaml
+  torchrun --nproc_per_node 4 -m infosam train --config my.yaml          (4 GPUs: one process per GPU)
+
+Relative paths (data.path, model.checkpoint, output) are read from the working directory.
 
 The run folder holds config.yaml, metrics.csv, tensorboard/, checkpoints/, weights/, eval/ and summary.json.
 

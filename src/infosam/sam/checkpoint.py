@@ -110,16 +110,25 @@ def inspect_checkpoint(path: str | Path) -> dict:
 # reading
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """Read ``path`` safely and return its flat ``{name: tensor}`` state dict, or raise a CheckpointError."""
+def check_checkpoint_path(path: str | Path) -> None:
+    """CheckpointError unless ``path`` is an existing file; the message says where a relative path was looked for
+    (the working directory, not the config file's folder)."""
+    path = Path(path).expanduser()
     if not path.exists():
+        where = "" if path.is_absolute() else f" (relative paths are read from the working directory {Path.cwd()})"
         raise CheckpointError(
-            f"SAM checkpoint {path} does not exist; pass the path of an official .pth file."
+            f"SAM checkpoint {path} does not exist{where}; pass the path of an official .pth file, "
+            "e.g. --set model.checkpoint=/path/to/sam_vit_b_01ec64.pth"
         )
     if not path.is_file():
         raise CheckpointError(
             f"SAM checkpoint {path} is not a file (a directory?); pass the .pth file itself."
         )
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Read ``path`` safely and return its flat ``{name: tensor}`` state dict, or raise a CheckpointError."""
+    check_checkpoint_path(path)
     with open(path, "rb") as f:
         head = f.read(8)
     if not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_MAGIC):
