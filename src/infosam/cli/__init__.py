@@ -30,8 +30,8 @@ SUBCOMMAND_MODULES = (
 DEFAULT_THREADS = 1
 THREADS_HELP = (
     "torch CPU threads (default: $OMP_NUM_THREADS when set, else 1). Why 1: measured on a 2-core machine "
-    "shared with other jobs (benchmarks/bench_threads.py), 2 threads made tiny-model training 5x and evaluation "
-    "11x slower and ViT-B at 256 px 2.3x slower, because threads wait on each other when the cores are busy; "
+    "shared with other jobs (benchmarks/bench_threads.py), 2 threads made tiny-model training 6.7x and "
+    "evaluation 9x slower and ViT-B at 256 px 1.8x slower, because threads wait on each other when the cores are busy; "
     "on a GPU the CPU threads barely matter. On a CPU machine of your own, raise it (e.g. --threads 8)."
 )
 

@@ -115,7 +115,11 @@ def check_checkpoint_path(path: str | Path) -> None:
     (the working directory, not the config file's folder)."""
     path = Path(path).expanduser()
     if not path.exists():
-        where = "" if path.is_absolute() else f" (relative paths are read from the working directory {Path.cwd()})"
+        where = (
+            ""
+            if path.is_absolute()
+            else f" (relative paths are read from the working directory {Path.cwd()})"
+        )
         raise CheckpointError(
             f"SAM checkpoint {path} does not exist{where}; pass the path of an official .pth file, "
             "e.g. --set model.checkpoint=/path/to/sam_vit_b_01ec64.pth"
