@@ -29,6 +29,7 @@ def test_quick_demo_writes_everything_and_refuses_reuse(tmp_path, capsys):
     assert [(r["model"], r["domain"]) for r in rows] == [
         ("teacher (tiny SAM, source-pretrained)", "source test"),
         ("teacher zero-shot", "target test"),
+        ("plain PEFT fine-tuned (adapter+decoder, no teacher)", "target test"),
         ("InfoSAM fine-tuned (adapter+decoder)", "target test"),
     ]
     assert len(table) == 2 + len(rows)
@@ -37,8 +38,24 @@ def test_quick_demo_writes_everything_and_refuses_reuse(tmp_path, capsys):
         assert all(0.0 <= row[m] <= 1.01 for m in TABLE_METRICS)
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == QUICK.overlays
-    strip = np.asarray(Image.open(overlays[0]))
-    assert strip.shape[1] == 4 * strip.shape[0]  # image | truth | teacher | student, square panels
+    strip = np.asarray(Image.open(overlays[0]).convert("L"))
+    bar = (
+        strip.shape[0] - strip.shape[1] // 5
+    )  # image | truth | teacher | plain PEFT | InfoSAM, square panels
+    assert 8 <= bar <= 20 and strip.shape[1] % 5 == 0
+    panel = strip.shape[1] // 5
+    for i in range(5):  # every panel has a caption: dark text on the white bar above it
+        caption = strip[:bar, i * panel : (i + 1) * panel]
+        assert (caption < 100).sum() > 10 and (caption == 255).mean() > 0.5
+    # (b') the plain PEFT baseline: the same run without the teacher, same seed and steps
+    from infosam.runs import RunDir
+
+    infosam_run, baseline_run = RunDir(out / "run"), RunDir(out / "run_baseline")
+    a, b = infosam_run.read_config(), baseline_run.read_config()
+    assert a.infosam.enabled and not b.infosam.enabled
+    assert (a.train, a.peft, a.model) == (b.train, b.peft, b.model)
+    assert infosam_run.read_summary()["steps"] == baseline_run.read_summary()["steps"] > 0
+    assert "plain PEFT" in printed and "InfoSAM" in printed
     # (d) where everything is
     assert f"written in {out}" in printed and "results.md" in printed
 

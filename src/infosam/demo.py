@@ -1,11 +1,13 @@
-"""The whole InfoSAM pipeline in about a minute of one CPU core, on a tiny SAM and synthetic data (``infosam demo``).
+"""The whole InfoSAM pipeline in a few minutes of one CPU core, on a tiny SAM and synthetic data (``infosam demo``).
 
 1. A teacher that already segments: a tiny SAM is pretrained from scratch (all parameters, box prompts,
    structure loss) on the synthetic ``source`` domain and saved as an official-format ``.pth`` checkpoint.
 2. InfoSAM fine-tuning through :func:`infosam.train.train`: an adapter+decoder student of that checkpoint, the
-   relation module, L_seg + L_r + L_d, on the shifted ``target`` domain (low contrast, texture, clutter).
-3. Zero-shot teacher vs fine-tuned student on a held-out target test set with :func:`infosam.evaluate.evaluate`
-   (S-measure, E-measure, IoU, Dice), plus overlays of both on a few test images.
+   relation module, L_seg + L_r + L_d, on the shifted ``target`` domain (low contrast, texture, clutter); and the
+   same fine-tuning without the teacher (plain PEFT: L_seg only), same seed, data order and steps, so the table
+   shows what InfoSAM adds beyond fine-tuning.
+3. Zero-shot teacher vs plain PEFT vs InfoSAM on a held-out target test set with :func:`infosam.evaluate.evaluate`
+   (S-measure, E-measure, IoU, Dice), plus captioned overlays of all three on a few test images.
 
 Everything is seeded; the output folder is never reused.
 """
@@ -18,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from segment_anything.modeling import Sam
@@ -92,6 +93,9 @@ class DemoResult:
     out_dir: Path
     teacher_checkpoint: Path
     run_dir: Path
+    """The InfoSAM run."""
+    baseline_run_dir: Path
+    """The plain PEFT run (the same fine-tuning without the teacher)."""
     rows: list[dict]
     """One dict per table row: ``model``, ``domain`` and the metrics of :data:`TABLE_METRICS` (fractions)."""
     table: str
@@ -150,14 +154,23 @@ def run_demo(
     _, student = load_run(run_dir)
     lap("finetune")
     say(f"[3/4] InfoSAM fine-tuning on the target domain -> {run_dir} ({seconds['finetune']} s)")
+    baseline_dir = train(
+        finetune_config(data["target"], checkpoint, out / "run_baseline", settings, infosam=False)
+    )
+    _, baseline = load_run(baseline_dir)
+    lap("finetune_baseline")
+    say(
+        f"      the same without the teacher (plain PEFT) -> {baseline_dir} ({seconds['finetune_baseline']} s)"
+    )
 
-    rows = score(teacher, student, data, settings)
+    rows = score(teacher, student, data, settings, baseline=baseline)
     table = markdown_table(rows)
-    shown = write_overlays(teacher, student, data["target"] / "test", out / "overlays", settings.overlays)
+    models = {"teacher (zero-shot)": teacher, "plain PEFT": baseline, "InfoSAM": student}
+    shown = write_overlays(models, data["target"] / "test", out / "overlays", settings.overlays)
     lap("evaluate")
     say(f"[4/4] evaluated and drew {len(shown)} overlay(s) ({seconds['evaluate']} s)")
 
-    result = DemoResult(out, checkpoint, run_dir, rows, table, shown, seconds)
+    result = DemoResult(out, checkpoint, run_dir, baseline_dir, rows, table, shown, seconds)
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     summary = {"rows": rows, "seconds": seconds, "settings": asdict(settings)}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -211,8 +224,11 @@ def pretrain_teacher(source: Path, settings: DemoSettings) -> Sam:
     return model.eval()
 
 
-def finetune_config(target: Path, checkpoint: Path, run_dir: Path, settings: DemoSettings):
-    """The InfoSAM run: adapter+decoder student of ``checkpoint``, L_r + L_d on, the target train/test splits."""
+def finetune_config(
+    target: Path, checkpoint: Path, run_dir: Path, settings: DemoSettings, *, infosam: bool = True
+):
+    """The InfoSAM run: adapter+decoder student of ``checkpoint``, L_r + L_d on, the target train/test splits; with
+    ``infosam=False`` the plain PEFT baseline (no teacher), everything else the same."""
     config = config_from_dict(
         {
             "model": {"name": "tiny", "checkpoint": str(checkpoint)},
@@ -228,7 +244,7 @@ def finetune_config(target: Path, checkpoint: Path, run_dir: Path, settings: Dem
                 "log_every_steps": 5,
                 "save_every_steps": 10_000,
             },
-            "infosam": {"enabled": True},
+            "infosam": {"enabled": infosam},
             "eval": {"last_epochs": 1, "batch_size": 8, "seed": settings.seed},
             "output": str(run_dir),
         }
@@ -237,16 +253,25 @@ def finetune_config(target: Path, checkpoint: Path, run_dir: Path, settings: Dem
     return config
 
 
-def score(teacher: Sam, student: Sam, data: dict[str, Path], settings: DemoSettings) -> list[dict]:
-    """Table rows: the teacher on source (sanity) and target (zero-shot), the student on target."""
+INFOSAM_ROW = "InfoSAM fine-tuned (adapter+decoder)"
+BASELINE_ROW = "plain PEFT fine-tuned (adapter+decoder, no teacher)"
+
+
+def score(
+    teacher: Sam, student: Sam, data: dict[str, Path], settings: DemoSettings, *, baseline: Sam | None = None
+) -> list[dict]:
+    """Table rows: the teacher on source (sanity) and target (zero-shot), the plain PEFT student (when given) and
+    the InfoSAM student on target."""
     transform = get_transform(student.spec)
     source_test = open_dataset(data["source_test"], transform=transform)
     target_test = open_dataset(data["target"], split="test", transform=transform)
     runs = [
         ("teacher (tiny SAM, source-pretrained)", "source test", teacher, source_test),
         ("teacher zero-shot", "target test", teacher, target_test),
-        ("InfoSAM fine-tuned (adapter+decoder)", "target test", student, target_test),
     ]
+    if baseline is not None:
+        runs.append((BASELINE_ROW, "target test", baseline, target_test))
+    runs.append((INFOSAM_ROW, "target test", student, target_test))
     rows = []
     for name, domain, model, dataset in runs:
         _, summary = evaluate(model, dataset, prompt="box", seed=settings.seed, batch_size=8)
@@ -265,22 +290,37 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join([head, rule, *body])
 
 
-def write_overlays(teacher: Sam, student: Sam, test_dir: Path, out: Path, count: int) -> list[Path]:
-    """For the first ``count`` test images: ``<stem>.png`` = image | ground truth | teacher | InfoSAM, each
-    overlay with the (tight) box prompt drawn."""
+OVERLAY_SCALE = 3
+"""Overlay panels are upscaled (nearest) by this factor so the 64-pixel demo images and their captions read."""
+
+
+def write_overlays(models: dict[str, Sam], test_dir: Path, out: Path, count: int) -> list[Path]:
+    """For the first ``count`` test images: ``<stem>.png`` = image | ground truth | one overlay per model of
+    ``models`` (caption -> model), each panel captioned and each overlay with the (tight) box prompt drawn."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for image_path in sorted((test_dir / "images").glob("*.png"))[:count]:
         image, info = read_image(image_path)
         truth = read_mask(test_dir / "masks" / image_path.name, info)
         prompt = Prompt(box=tuple(tight_box(truth).tolist()))
-        panels = [Image.fromarray(image), overlay(image, truth, prompt)]
-        for model in (teacher, student):
-            panels.append(overlay(image, predict_logits(model, image, prompt) > 0, prompt))
-        strip = np.concatenate([np.asarray(p) for p in panels], axis=1)
+        panels = {"image": Image.fromarray(image), "ground truth": overlay(image, truth, prompt)}
+        for caption, model in models.items():
+            panels[caption] = overlay(image, predict_logits(model, image, prompt) > 0, prompt)
         path = out / image_path.name
-        Image.fromarray(strip).resize(
-            (strip.shape[1] * 3, strip.shape[0] * 3), Image.Resampling.NEAREST
-        ).save(path)
+        captioned_strip(panels).save(path)
         written.append(path)
     return written
+
+
+def captioned_strip(panels: dict[str, Image.Image], scale: int = OVERLAY_SCALE) -> Image.Image:
+    """The panels side by side, each upscaled ``scale`` times (nearest) under a white bar with its caption."""
+    from PIL import ImageDraw
+
+    width, height = (side * scale for side in next(iter(panels.values())).size)
+    bar = 14
+    strip = Image.new("RGB", (width * len(panels), height + bar), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, (caption, panel) in enumerate(panels.items()):
+        strip.paste(panel.resize((width, height), Image.Resampling.NEAREST), (i * width, bar))
+        draw.text((i * width + 3, 2), caption, fill=(0, 0, 0))
+    return strip
