@@ -1,4 +1,4 @@
-"""``infosam demo``: the whole pipeline on a tiny SAM and synthetic data, in about a minute of one CPU core."""
+"""``infosam demo``: the whole pipeline on a tiny SAM and synthetic data, in a few minutes of one CPU core."""
 
 from __future__ import annotations
 
