@@ -7,7 +7,7 @@ import torch
 
 from infosam.cli import DEFAULT_THREADS, build_parser, main
 
-MODEL_COMMANDS = ("train", "eval", "experiment", "report", "predict", "demo")
+MODEL_COMMANDS = ("train", "eval", "experiment", "report", "predict", "export", "serve", "demo")
 
 
 def _subparser(name: str):

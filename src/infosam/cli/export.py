@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_threads_option
 
 EPILOG = """\
 formats:
@@ -43,6 +43,7 @@ def register(subparsers) -> None:
         help="base SAM .pth, replacing the path in the run's config.yaml (moved files)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_threads_option
 
 EPILOG = """\
 examples:
@@ -42,6 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
