@@ -80,7 +80,11 @@ def _check_complete_run(run: Path, tmp_path: Path) -> None:
     for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoints/latest", "eval/epoch-002.json"):
         assert (run / name).is_file(), name
     for name in ("weights/final", "weights/epoch-002"):
-        assert {p.name for p in (run / name).iterdir()} == {"peft.safetensors", "relation.safetensors"}
+        assert {p.name for p in (run / name).iterdir()} == {
+            "peft.safetensors",
+            "relation.safetensors",
+            "manifest.json",
+        }
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     assert header.split(",")[:6] == ["step", "epoch", "loss", "seg", "relation", "distill"]

@@ -144,6 +144,10 @@ class TrainConfig(_Section):
     """Recompute the student's encoder activations in backward instead of keeping them (less memory, more time)."""
     log_samples: bool = False
     """Debug: append each batch's sample ids to samples-rank<r>.txt in the run folder (which process saw what)."""
+    nonfinite: str = "stop"
+    """A NaN/inf loss or gradient: stop (keep the last finite checkpoint, write no result) or skip the step."""
+    nonfinite_max_skips: int = 5
+    """With nonfinite=skip, stop anyway after this many skipped steps in a row."""
 
     section: ClassVar[str] = "train"
 
@@ -167,6 +171,8 @@ class TrainConfig(_Section):
             raise ConfigError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.seg_loss", self.seg_loss, SEGMENTATION_LOSSES)
+        _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        _at_least(self, "train", ("nonfinite_max_skips",), 1)
 
 
 @dataclass

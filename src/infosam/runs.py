@@ -8,7 +8,10 @@ Layout of a run folder::
     metrics.csv                 one row per logged step: step, epoch, loss terms, lr, images/s
     tensorboard/                TensorBoard events
     checkpoints/step-000040/    resume checkpoint: trained weights + state.pt (optimizer, scheduler, RNG, position)
-    checkpoints/latest          name of the newest complete resume checkpoint
+                                + manifest.json (sha256 and size of each file, checked on every load)
+    checkpoints/latest          name of the newest complete resume checkpoint (a hint: resume takes the newest
+                                intact step-* folder, warning about any damaged one it passes over)
+    .lock                       pid and host of the process writing the run (flock'ed while it runs)
     weights/epoch-010/          trained weights after an evaluated epoch (peft + relation module)
     weights/final/              trained weights at the end of training
     eval/epoch-010.json         test-split metrics after that epoch (summary + per-image rows)
@@ -16,18 +19,26 @@ Layout of a run folder::
     samples-rank<r>.txt         only with train.log_samples (debug): the sample ids of each batch of process r
 
 A weights folder (``weights/*``, ``checkpoints/step-*``) holds ``peft.safetensors`` (the student's trained tensors
-and PEFT spec) and, when the relation module trained, ``relation.safetensors``.
+and PEFT spec) and, when the relation module trained, ``relation.safetensors``, and ``manifest.json``.
 
 Every file and checkpoint folder is written under a temporary name and moved into place with ``os.replace``, so a
-run killed at any moment leaves only complete checkpoints behind.
+run killed at any moment leaves only complete checkpoints behind; a write that fails (a full disk) removes its
+temporary; a resumed run removes the temporaries a killed one left. No weights folder is ever written with a NaN or
+an infinity in it, and none is loaded with one.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
+import io
 import json
+import logging
 import os
+import pickle
 import random
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +46,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from .guard import LOCK_FILE, NonFiniteError, NoSpaceError, RunLock, check_finite, nested_tensors
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -56,10 +69,25 @@ EVAL = "eval"
 PEFT_FILE = "peft.safetensors"
 RELATION_FILE = "relation.safetensors"
 SAMPLE_LOG = "samples-rank{rank}.txt"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "infosam-weights-folder/1"
+_STEP_DIR = re.compile(r"step-(\d+)")
+_TMP_NAME = re.compile(r"\.tmp-(.+)-\d+")
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderError(FileExistsError):
     """The run folder exists and holds files; the message names it and the way out."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights folder is damaged (missing, truncated or changed file, unreadable state,
+    non-finite tensors); the message names the file and what is wrong with it."""
+
+
+class UnfinishedRunError(FileNotFoundError):
+    """Final weights were demanded (``require_final``) from a run that did not finish."""
 
 
 def prepare_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
@@ -76,7 +104,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     _remove(tmp)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException as err:
+        _remove(tmp)  # a failed write leaves nothing behind
+        if _no_space(err):
+            raise NoSpaceError(f"no space left on {path.parent} while writing {path.name}") from err
+        raise
     if path.is_dir():  # a folder cannot be replaced by rename while it holds files: move it aside first
         old = path.with_name(f".old-{path.name}-{os.getpid()}")
         _remove(old)
@@ -100,9 +134,72 @@ def write_json(path: str | Path, data: object) -> Path:
 
 def _remove(path: Path) -> None:
     if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _no_space(err: BaseException) -> bool:
+    """Whether ``err`` is a full disk (an OSError, or safetensors' wrapped 'os error 28')."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "os error 28" in text
+
+
+# --------------------------------------------------------------------------------------------- manifests
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """Write ``manifest.json`` into a weights/checkpoint folder: sha256 and size of every file beside it."""
+    folder = Path(folder)
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    path = folder / MANIFEST_FILE
+    path.write_text(
+        json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=2) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+def verify_folder(folder: str | Path) -> bool:
+    """Check a weights/checkpoint folder against its ``manifest.json``; ``False`` when it has none (written
+    before manifests existed: nothing to check against).
+
+    Raises:
+        CheckpointError: a listed file is missing, has another size (truncated) or another sha256 (changed).
+    """
+    folder = Path(folder)
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        return False
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{manifest} is damaged ({err})") from err
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (listed in {MANIFEST_FILE})")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise CheckpointError(
+                f"{path} is truncated or grown: {size} bytes, {entry['bytes']} were written"
+            )
+        if _sha256(path) != entry["sha256"]:
+            raise CheckpointError(f"{path} was changed or damaged after it was written (sha256 mismatch)")
+    return True
 
 
 # --------------------------------------------------------------------------------------------- RNG state
@@ -144,46 +241,142 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(
     run_dir: str | Path, step: int, write_weights: Callable[[Path], None], state: dict, *, keep: int = 2
 ) -> Path:
-    """Write resume checkpoint ``checkpoints/step-<step>/`` atomically and point ``checkpoints/latest`` at it.
+    """Write resume checkpoint ``checkpoints/step-<step>/`` atomically (weights, ``state.pt``, a manifest of
+    checksums) and point ``checkpoints/latest`` at it, then remove all but ``keep`` of the checkpoints up to it.
 
     Args:
         run_dir: the run folder.
         step: optimizer steps done.
         write_weights: writes the trained weights into the folder it is given.
         state: resume state (optimizer, scheduler, RNG, position), saved with ``torch.save`` as ``state.pt``.
-        keep: how many newest resume checkpoints to keep (older ones are removed).
+        keep: how many newest resume checkpoints to keep. Only checkpoints of earlier steps are removed, never
+            a later one (a run resumed from an older checkpoint than its newest keeps the newer ones until it
+            writes their steps again).
+    Raises:
+        NoSpaceError: the disk filled up; the previous checkpoints are kept and the temporary is removed.
+        NonFiniteError: the weights or the optimizer state hold NaN/inf (nothing is written).
     """
     root = Path(run_dir) / CHECKPOINTS
     name = f"step-{step:06d}"
+    check_finite(
+        nested_tensors(state.get("optimizer", {}), "optimizer"),
+        f"refusing to write checkpoint {root / name}",
+        error=NonFiniteError,
+    )
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         write_weights(tmp)
-        torch.save(state, tmp / STATE_FILE)
+        buffer = io.BytesIO()  # serialise first: a full disk then fails in an ordinary write (OSError ENOSPC)
+        torch.save(state, buffer)
+        with open(tmp / STATE_FILE, "wb") as f:
+            f.write(buffer.getbuffer())
+        write_manifest(tmp)
 
-    path = atomic_write(root / name, write)
-    atomic_write_text(root / LATEST, name + "\n")
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        if old.name != name:
-            shutil.rmtree(old)
+    try:
+        path = atomic_write(root / name, write)
+        atomic_write_text(root / LATEST, name + "\n")
+    except NoSpaceError as err:
+        kept = [p.name for p in checkpoint_folders(root) if p.name != name]
+        previous = f"the previous checkpoint {kept[0]} is kept" if kept else "no earlier checkpoint exists"
+        raise NoSpaceError(
+            f"no space left on {root} while writing checkpoint {name}; {previous}, temporaries removed; free "
+            f"space, then `infosam train --resume {Path(run_dir)}`"
+        ) from err
+    earlier = [p for p in checkpoint_folders(root) if _step_of(p) < step]
+    for old in earlier[max(keep - 1, 0) :]:
+        shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _step_of(folder: Path) -> int:
+    return int(_STEP_DIR.fullmatch(folder.name).group(1))
+
+
+def checkpoint_folders(root: str | Path) -> list[Path]:
+    """The ``step-*`` folders under ``checkpoints/``, newest (highest step) first; temporaries excluded."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=_step_of, reverse=True)
+
+
+def verify_checkpoint(checkpoint: str | Path) -> dict:
+    """Check a resume checkpoint (manifest checksums, weights present, ``state.pt`` readable and finite) and
+    return its state.
+
+    Raises:
+        CheckpointError: what is wrong, naming the file.
+    """
+    checkpoint = Path(checkpoint)
+    verify_folder(checkpoint)
+    if not peft_file(checkpoint).is_file():
+        raise CheckpointError(f"{peft_file(checkpoint)} is missing")
+    return load_state(checkpoint)
+
+
+def find_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest intact resume checkpoint of a run (by step, whatever ``checkpoints/latest`` says), or ``None``
+    when the run has no checkpoint at all. Each damaged one passed over is named in a warning.
+
+    Raises:
+        CheckpointError: checkpoints exist but none is intact (each is named with its defect).
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    folders = checkpoint_folders(root)
+    pointer = root / LATEST
+    if folders and not pointer.is_file():
+        log.warning("%s is missing; looking for the newest intact checkpoint instead", pointer)
+    elif pointer.is_file():
+        named = pointer.read_text(encoding="utf-8").strip()
+        if not (root / named).is_dir():
+            log.warning(
+                "%s names %s, which is missing; looking for the newest intact checkpoint", pointer, named
+            )
+    bad = []
+    for folder in folders:
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as err:
+            log.warning("checkpoint %s is damaged, skipping it: %s", folder.name, err)
+            bad.append(f"{folder.name}: {err}")
+            continue
+        if bad:
+            log.warning("using %s, the newest intact checkpoint", folder)
+        return folder
+    if bad:
+        raise CheckpointError(f"no intact checkpoint in {root}: " + "; ".join(bad))
+    return None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete resume checkpoint of a run, or ``None`` when it has none."""
-    pointer = Path(run_dir) / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{pointer} names {path.name}, but {path / STATE_FILE} is missing")
-    return path
+    """The newest intact resume checkpoint (:func:`find_checkpoint`), or ``None`` when the run has none."""
+    return find_checkpoint(run_dir)
 
 
 def load_state(checkpoint: str | Path) -> dict:
-    """Read the resume state of a checkpoint folder."""
-    # weights_only=True: the state holds tensors and plain Python data only (see rng_state).
-    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+    """Read the resume state of a checkpoint folder.
+
+    Raises:
+        CheckpointError: ``state.pt`` is missing, empty, truncated, not a torch file, holds code (refused by
+            ``weights_only``) or a non-finite optimizer state; the message names it.
+    """
+    path = Path(checkpoint) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (its write was cut short)")
+    try:
+        # weights_only=True: the state holds tensors and plain Python data only (see rng_state).
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path} cannot be read (truncated or damaged): {first}") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} is not an infosam resume state")
+    check_finite(nested_tensors(state.get("optimizer", {}), "optimizer"), str(path), error=CheckpointError)
+    return state
 
 
 # --------------------------------------------------------------------------------------------- metrics log
@@ -237,13 +430,21 @@ def weights_writer(
     student: Sam, peft_spec: PeftSpec, relation: RelationModule | None = None
 ) -> Callable[[Path], None]:
     """A function that writes the trained weights (PEFT tensors, relation module if given) into a folder."""
-    from .peft import save_peft
+    from .peft import save_peft, trainable_state_dict
 
     def write(folder: Path) -> None:
+        tensors = list(trainable_state_dict(student).items())
+        if relation is not None:
+            tensors += [(f"relation.{k}", v) for k, v in relation.state_dict().items()]
+        target = folder.with_name(
+            _TMP_NAME.sub(r"\1", folder.name)
+        )  # the name it will have, not the temporary's
+        check_finite(tensors, f"refusing to write weights to {target}", error=NonFiniteError)
         folder.mkdir(parents=True, exist_ok=True)
         save_peft(peft_file(folder), student, peft_spec)
         if relation is not None:
             relation.save(relation_file(folder))
+        write_manifest(folder)
 
     return write
 
@@ -311,7 +512,7 @@ class RunDir:
         """Refuse (:class:`RunFolderError`) an existing non-empty folder unless ``overwrite``; creates nothing."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"run folder {self.path} exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+        if self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir()) and not overwrite:
             raise RunFolderError(
                 f"run folder {self.path} already exists and holds files; choose another output, pass "
                 f"--overwrite to write into it, or --resume {self.path} to continue that run"
@@ -371,32 +572,97 @@ class RunDir:
         )
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete resume checkpoint folder, or ``None``."""
-        return latest_checkpoint(self.path)
+        """The newest intact resume checkpoint folder (:func:`find_checkpoint`), or ``None``."""
+        return find_checkpoint(self.path)
+
+    def lock(self) -> RunLock:
+        """The run folder's exclusive writer lock (not yet taken: ``acquire()`` it or use it in ``with``)."""
+        return RunLock(self.path)
+
+    def remove_temporaries(self) -> list[Path]:
+        """Remove the ``.tmp-*`` files and folders a killed writer left in the run folder (call with the lock
+        held); a ``.old-*`` folder whose replacement never arrived is moved back. Returns what was removed."""
+        removed = []
+        for parent in (self.path, self.checkpoints_dir, self.path / WEIGHTS, self.path / EVAL):
+            if not parent.is_dir():
+                continue
+            for p in parent.iterdir():
+                if p.name.startswith(".tmp-"):
+                    _remove(p)
+                    removed.append(p)
+                elif p.name.startswith(".old-"):
+                    target = p.with_name(re.sub(r"^\.old-(.+)-\d+$", r"\1", p.name))
+                    if target.exists():
+                        _remove(p)
+                        removed.append(p)
+                    else:
+                        os.replace(p, target)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted write", len(removed))
+        return removed
 
     def load_state(self, checkpoint: str | Path) -> dict:
         """The resume state (optimizer, scheduler, RNG, position) of a checkpoint folder."""
         return load_state(checkpoint)
 
-    def student_weights(self) -> Path:
-        """The PEFT weights the run ended with: ``weights/final``, else its newest resume checkpoint, else its
-        newest evaluated epoch (``weights/epoch-*``).
+    def student_weights(self, *, require_final: bool = False) -> Path:
+        """The PEFT weights the run ended with: ``weights/final``, else (an unfinished run, or damaged final
+        weights: a warning says which weights are used and why) its newest intact resume checkpoint, else its
+        newest intact evaluated epoch (``weights/epoch-*``).
 
+        Args:
+            require_final: refuse anything but intact final weights (:class:`UnfinishedRunError`).
         Raises:
-            FileNotFoundError: the run holds no PEFT weights (the message lists where it looked).
+            FileNotFoundError: the run holds no intact PEFT weights (the message lists where it looked).
+            UnfinishedRunError: ``require_final`` and the run did not finish.
+            CheckpointError: ``require_final`` and the final weights are damaged.
         """
-        candidates = [peft_file(self.weights_dir())]
-        latest = self.latest_checkpoint() if self.checkpoints_dir.is_dir() else None
-        if latest is not None:
-            candidates.append(peft_file(latest))
-        candidates += [peft_file(p) for p in sorted((self.path / WEIGHTS).glob("epoch-*"), reverse=True)]
-        for path in candidates:
-            if path.is_file():
-                return path
-        raise FileNotFoundError(
-            f"{self.path} holds no trained weights: looked for {WEIGHTS}/{FINAL}/{PEFT_FILE}, the latest "
-            f"checkpoint and {WEIGHTS}/epoch-*/{PEFT_FILE}"
-        )
+        final = self.weights_dir()
+        if peft_file(final).is_file():
+            try:
+                verify_folder(final)
+                return peft_file(final)
+            except CheckpointError as err:
+                if require_final:
+                    raise
+                why = f"its final weights are damaged ({err})"
+        else:
+            why = f"the run did not finish (no {WEIGHTS}/{FINAL})"
+            if require_final:
+                newest = self._newest_unfinished()
+                have = f"; its newest weights are {newest[1]}" if newest else ""
+                raise UnfinishedRunError(
+                    f"{self.path}: {why}{have}; finish it with `infosam train --resume {self.path}` or drop "
+                    "--require-final to use them"
+                )
+        newest = self._newest_unfinished()
+        if newest is None:
+            raise FileNotFoundError(
+                f"{self.path} holds no trained weights: looked for intact {WEIGHTS}/{FINAL}/{PEFT_FILE}, the "
+                f"checkpoints and {WEIGHTS}/epoch-*/{PEFT_FILE}"
+            )
+        log.warning("%s: %s; using %s", self.path, why, newest[1])
+        return newest[0]
+
+    def _newest_unfinished(self) -> tuple[Path, str] | None:
+        """(peft file, description) of the newest intact checkpoint, else evaluated epoch, or ``None``."""
+        try:
+            checkpoint = find_checkpoint(self.path)
+        except CheckpointError:
+            checkpoint = None
+        if checkpoint is not None:
+            state = load_state(checkpoint)
+            total = state.get("scheduler", {}).get("T_max")
+            of = f" of {total}" if total else ""
+            return peft_file(checkpoint), f"checkpoint {checkpoint} (step {state['step']}{of})"
+        for epoch, path in sorted(self.epoch_weights().items(), reverse=True):
+            try:
+                verify_folder(path.parent)
+            except CheckpointError as err:
+                log.warning("%s is damaged, skipping it: %s", path.parent, err)
+                continue
+            return path, f"{path.parent} (after epoch {epoch})"
+        return None
 
     def epoch_weights(self) -> dict[int, Path]:
         """PEFT weights files after each evaluated epoch, by 1-based epoch."""
@@ -409,7 +675,7 @@ class RunDir:
 
     def is_resumable(self) -> bool:
         """A resume checkpoint exists (an interrupted run continues from it)."""
-        return (self.checkpoints_dir / LATEST).is_file()
+        return bool(checkpoint_folders(self.checkpoints_dir))
 
     # ----- logs and results
 
@@ -448,6 +714,7 @@ def load_run(
     checkpoint: str | Path | None = None,
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
+    require_final: bool = False,
 ) -> tuple[Config, Sam]:
     """The config and fine-tuned student of a run, in eval mode: base SAM from the run's config (+ its SAM
     checkpoint), then the saved PEFT weights. The relation module is a training-time device and is not loaded.
@@ -455,17 +722,26 @@ def load_run(
     Args:
         run_dir: the run folder written by :func:`infosam.train.train`.
         checkpoint: base SAM weights to use instead of the path recorded in the run's config (moved files).
-        weights: a ``peft.safetensors`` to load instead of :meth:`RunDir.student_weights`'s choice.
+        weights: a ``peft.safetensors`` to load instead of :meth:`RunDir.student_weights`'s choice (which warns
+            when the run did not finish and names the weights it takes).
         device: where the student goes.
+        require_final: refuse a run without intact final weights (:class:`UnfinishedRunError`).
 
     Raises:
         FileNotFoundError: not a run folder, no trained weights, or the recorded SAM checkpoint moved.
+        ValueError: the weights are damaged or hold NaN/inf.
     """
     from .model import build_base
     from .peft import load_peft
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     config = run.read_config()
+    if weights is None:
+        weights = run.student_weights(require_final=require_final)
+    else:
+        verify_folder(
+            Path(weights).parent
+        )  # given weights inside a weights folder: checked against its manifest
     if checkpoint is not None:
         config.model.checkpoint = str(checkpoint)
     elif config.model.checkpoint is not None and not Path(config.model.checkpoint).expanduser().is_file():
@@ -481,5 +757,5 @@ def load_run(
         attention=m.attention,
         seed=config.train.seed,
     )
-    load_peft(Path(weights) if weights is not None else run.student_weights(), model)
+    load_peft(weights, model)
     return config, model.eval().to(device)

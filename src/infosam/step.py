@@ -29,6 +29,7 @@ from .sam.forward import SamOutput, decode, encode_images, sam_forward
 
 if TYPE_CHECKING:
     from .cache import TeacherCache
+    from .guard import NonFiniteGuard
 
 
 # --------------------------------------------------------------------------------------------- phases
@@ -150,6 +151,8 @@ class StepParts:
     seed: int = 42
     """Seed of the train prompts."""
     grad_clip: float | None = None
+    guard: NonFiniteGuard | None = None
+    """Checks losses and gradients before each optimizer step (stop, or skip the step); ``None``: no check."""
 
 
 def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window: int, sync: bool) -> dict:
@@ -159,7 +162,8 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
         batch: ``image`` (B, 3, S, S), ``mask`` (B, 1, S, S), ``input_size`` (B, 2), ``id`` (B strings).
         epoch, index: 0-based epoch and batch index (they seed the prompts).
         window: batches in this accumulation window (the loss is divided by it).
-        sync: the last batch of the window: gradients are synchronised and the optimizer steps.
+        sync: the last batch of the window: gradients are synchronised and the optimizer steps (unless
+            ``parts.guard`` finds a non-finite loss or gradient in the window: it stops the run or skips the step).
     Returns:
         the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``.
     """
@@ -174,9 +178,20 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
                 teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache)
             terms = parts.trainee(images, masks, prompts, teacher)  # student -> losses
         acc.backward(terms["loss"] * (1.0 / window))
+    if parts.guard is not None:
+        parts.guard.observe(terms)
     if sync:
         params = list(parts.trainee.parameters())
-        optimizer_step(
-            parts.optimizer, parts.scheduler, accelerator=acc, parameters=params, grad_clip=parts.grad_clip
-        )
+        step = parts.scheduler.last_epoch + 1  # the scheduler steps once per optimizer step, skipped ones too
+        if parts.guard is None or parts.guard.allow_step(params, step):
+            optimizer_step(
+                parts.optimizer,
+                parts.scheduler,
+                accelerator=acc,
+                parameters=params,
+                grad_clip=parts.grad_clip,
+            )
+        else:  # skipped: weights untouched, the schedule keeps its length
+            parts.optimizer.zero_grad(set_to_none=True)
+            parts.scheduler.step()
     return {k: v.detach() for k, v in terms.items()}

@@ -32,6 +32,7 @@ from .data.loading import EpochSampler, train_loader
 from .distill.entropy import all_gather_rows
 from .distill.loss import InfoSAMLoss
 from .distill.relation import RelationModule
+from .guard import NonFiniteGuard, RunLock, StopSignals
 from .metrics import METRIC_NAMES, best_of
 from .model import build_base, make_student, make_teacher
 from .peft import PeftSpec, load_peft
@@ -123,7 +124,10 @@ def _build_parts(
     # Stepped once per optimizer step by the step (accelerate's prepared scheduler would step once per process).
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps_total, eta_min=t.min_lr)
     trainee, optimizer = accelerator.prepare(trainee, optimizer)
-    step = StepParts(accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip)
+    guard = NonFiniteGuard(
+        t.nonfinite, t.nonfinite_max_skips, check_gradients=t.precision != "fp16", accelerator=accelerator
+    )
+    step = StepParts(accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip, guard)
     trained_relation = relation if i.frozen_relation is None else None
     return Parts(step, student, peft_spec, trained_relation)
 
@@ -177,12 +181,41 @@ def train(
     run = runs.RunDir(config.output)
     if resume and not run.is_run():
         raise FileNotFoundError(f"cannot resume: {run.config_file} is missing")
+    lock = run.lock()  # one writer per run folder, for the whole run (main process)
+    if resume and _is_main_process():
+        lock.acquire()
+        run.remove_temporaries()
     if not resume and _is_main_process():
         run.check_new(overwrite=overwrite)  # before any work
-    checkpoint = run.latest_checkpoint() if resume else None
-    if resume and checkpoint is None and _is_main_process():
-        log.warning("no checkpoint in %s: the run starts over from step 0", run.checkpoints_dir)
+    try:
+        checkpoint = run.latest_checkpoint() if resume else None
+        if resume and checkpoint is None and _is_main_process():
+            log.warning("no checkpoint in %s: the run starts over from step 0", run.checkpoints_dir)
+        return _train(
+            config,
+            run,
+            lock,
+            checkpoint,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            on_step=on_step,
+        )
+    finally:
+        lock.release()
 
+
+def _train(
+    config: Config,
+    run: runs.RunDir,
+    lock: RunLock,
+    checkpoint: Path | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    on_step: StepCallback | None,
+) -> Path:
     transform = get_transform(_spec(config))
     train_set = open_split(config, config.data.train_split, transform)
     test_set = open_split(config, config.data.test_split, transform) if config.eval_epochs() else None
@@ -193,13 +226,6 @@ def train(
         mixed_precision=config.train.precision, cpu=config.train.cpu, kwargs_handlers=[ddp]
     )
     try:
-        if not resume:
-            if accelerator.is_main_process:
-                run.create(overwrite=overwrite)
-                run.write_config(config)
-            accelerator.wait_for_everyone()
-            if not run.is_run():
-                raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
         t = config.train
         loader, sampler = train_loader(
             train_set,
@@ -214,6 +240,16 @@ def train(
             raise ValueError(f"{config.data.path}: the training split has too few images for one batch")
         steps_total = math.ceil(sampler.batches / t.grad_accum) * t.epochs
         parts = _build_parts(config, accelerator, steps_total, checkpoint)
+        # The run folder is created only now: a start that fails above leaves nothing behind.
+        if not resume:
+            if accelerator.is_main_process:
+                run.create(overwrite=overwrite)
+                lock.acquire()
+                run.check_new(overwrite=overwrite)  # another start may have filled it meanwhile
+                run.write_config(config)
+            accelerator.wait_for_everyone()
+            if not run.is_run():
+                raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
         position = Position()
         if checkpoint is not None:
             position = _restore(run, checkpoint, parts)
@@ -221,7 +257,19 @@ def train(
             _seed_everything(t.seed)
         if accelerator.is_main_process:
             log.info(startup_line(config, parts, len(train_set), sampler.batches, accelerator, position.step))
-        fit(config, parts, run, loader, sampler, test_set, position, progress=progress, on_step=on_step)
+        with StopSignals(f"continue with `infosam train --resume {run.path}`") as stop:
+            fit(
+                config,
+                parts,
+                run,
+                loader,
+                sampler,
+                test_set,
+                position,
+                progress=progress,
+                on_step=on_step,
+                stop=stop,
+            )
     finally:
         _forget_accelerate_state()
     return run.path
@@ -314,10 +362,12 @@ def fit(
     *,
     progress: bool = False,
     on_step: StepCallback | None = None,
+    stop: StopSignals | None = None,
 ) -> None:
     """Run the epochs from ``position``: a step per batch, a metrics row every ``train.log_every_steps`` steps,
     a resume checkpoint every ``train.save_every_steps`` steps and at each epoch end, evaluation after the
-    configured epochs, and the final weights and summary."""
+    configured epochs, and the final weights and summary. When ``stop`` (entered) receives SIGINT/SIGTERM, a
+    checkpoint is written at the next step boundary and :class:`~infosam.guard.RunInterrupted` is raised."""
     acc, t = parts.step.accelerator, config.train
     main = acc.is_main_process
     metrics = run.metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None
@@ -325,6 +375,7 @@ def fit(
     bar = _progress_bar(sampler.batches, t, position.step) if progress and main else None
     window: list[dict[str, Tensor]] = []
     tick = time.perf_counter()
+    stop = stop if stop is not None else StopSignals("")  # not entered: never asked to stop
     for epoch in range(position.epoch, t.epochs):
         sampler.set_epoch(epoch)
         sampler.skip = position.batch * t.batch_size if epoch == position.epoch else 0
@@ -353,14 +404,23 @@ def fit(
                     _write_tensorboard(writer, row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
-            if position.step % t.save_every_steps == 0 and not last:
+            saved = position.step % t.save_every_steps == 0 and not last
+            if saved:
                 _save(parts, position, run)
+            if not last and stop.requested(acc):  # SIGINT/SIGTERM: checkpoint at this step, then stop
+                if not saved:
+                    _save(parts, position, run)
+                raise stop.interrupted(f"checkpoint step-{position.step:06d} written")
         position.epoch, position.batch = epoch + 1, 0
         if epoch + 1 in config.eval_epochs() and main:
             run.save_weights(parts.student, parts.peft_spec, parts.relation, epoch=epoch + 1)
             position.evaluated[epoch + 1] = _evaluate(config, parts, test_set, run, epoch + 1)
         acc.wait_for_everyone()
         _save(parts, position, run)
+        if epoch + 1 < t.epochs and stop.requested(acc):
+            raise stop.interrupted(
+                f"checkpoint step-{position.step:06d} written at the end of epoch {epoch + 1}"
+            )
         tick = time.perf_counter()  # evaluation time is not training throughput
     if main:
         run.save_weights(parts.student, parts.peft_spec, parts.relation)

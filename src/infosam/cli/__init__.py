@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    from ..guard import RunError
+
     try:
         if "threads" in vars(args):
             args.threads = resolve_threads(args.threads)
@@ -106,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`infosam info --json | head`): stop quietly, like other Unix tools.
         _silence_stdout()
         return 141
+    except RunError as err:  # a run stopped on purpose (NaN, Ctrl-C, lock, full disk): one line says why
+        print(f"infosam {args.command}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"infosam {args.command}: interrupted", file=sys.stderr)
+        return 130
     except CLIError as err:
         print(f"infosam {args.command}: error: {err}", file=sys.stderr)
         return 2

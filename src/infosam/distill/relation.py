@@ -97,7 +97,8 @@ class RelationModule(nn.Module):
             device: where to put the parameters.
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not a relation-module file, a wrong shape, or its dim differs from ``dim``.
+            ValueError: not a relation-module file, a wrong shape, a NaN or infinity, or its dim differs from
+                ``dim``.
         """
         path = Path(path)
         if not path.is_file():
@@ -113,6 +114,9 @@ class RelationModule(nn.Module):
                 f"{path} is not a RelationModule file: expected keys {sorted(cls(1).state_dict())} (or the "
                 f"release's {sorted(RELEASE_NAMES)}), found {sorted(state)}"
             )
+        from ..guard import check_finite
+
+        check_finite(state, str(path), hint="; these weights come from a diverged run and cannot be used")
         file_dim = found.shape[1]
         if dim is not None and dim != file_dim:
             raise ValueError(

@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from ..guard import check_finite
 from .registry import PeftSpec, apply_peft
 
 # safetensors metadata keys (string values only).
@@ -71,8 +72,8 @@ def load_peft(path: str | Path, model: nn.Module) -> PeftSpec:
     strictly.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not a save_peft file, another SAM architecture, or
-        keys/shapes that do not match the student
+        FileNotFoundError: no such file. ValueError: not a save_peft file, another SAM architecture, a NaN or
+        infinity in a tensor, or keys/shapes that do not match the student
             (the message names the file and the offending keys).
     """
     path = Path(path)
@@ -84,6 +85,7 @@ def load_peft(path: str | Path, model: nn.Module) -> PeftSpec:
         raise ValueError(f"{path} was trained on SAM {saved_model!r}, but the model is {model_spec.name!r}")
     apply_peft(model, spec.methods, spec.options)
     tensors = load_file(str(path))
+    check_finite(tensors, str(path), hint="; these weights come from a diverged run and cannot be used")
     expected = trainable_state_dict(model)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
