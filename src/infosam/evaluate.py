@@ -180,6 +180,7 @@ def load_model(
     seed: int = 0,
     device: str | torch.device = "cpu",
     image_size: int | None = None,
+    require_final: bool = False,
 ) -> tuple[Sam, dict]:
     """The model ``source`` names, in eval mode, and a description of it for summaries.
 
@@ -188,9 +189,11 @@ def load_model(
             :class:`~infosam.config.ModelConfig`.
         checkpoint: base SAM weights (for a spec name: required unless ``tiny``; for a run: overrides the path
             recorded in its config).
-        weights: for a run, a ``peft.safetensors`` to load instead of the run's newest.
+        weights: for a run, a ``peft.safetensors`` to load instead of the run's newest (of an unfinished run:
+            its newest intact checkpoint, with a warning naming it).
         seed: initialisation seed of weights no checkpoint covers (random ``tiny`` models in tests).
         image_size: for a spec name, the input side (default the spec's); refused for a run or a ModelConfig.
+        require_final: for a run, refuse one that did not finish (:class:`infosam.runs.UnfinishedRunError`).
     """
     from .config import ModelConfig
     from .model import build_base
@@ -205,12 +208,15 @@ def load_model(
         return model.eval().to(device), {"model": source.name, "checkpoint": source.checkpoint}
     path = Path(source).expanduser()
     if path.is_dir():
-        from .runs import load_run
+        from .runs import RunDir, load_run
 
-        config, model = load_run(path, checkpoint=checkpoint, weights=weights, device=device)
+        run = RunDir(path)
+        used = weights if weights is not None else run.student_weights(require_final=require_final)
+        config, model = load_run(path, checkpoint=checkpoint, weights=used, device=device)
         return model, {
             "run": str(path),
-            "weights": str(weights) if weights is not None else None,
+            "weights": str(used),
+            "run_finished": run.is_finished(),
             "model": config.model.name,
             "checkpoint": str(checkpoint) if checkpoint is not None else config.model.checkpoint,
         }
@@ -246,6 +252,7 @@ def evaluate_run(
     image_size: int | None = None,
     model_seed: int = 0,
     device: str | torch.device | None = None,
+    require_final: bool = False,
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict], dict]:
@@ -253,7 +260,7 @@ def evaluate_run(
 
     Prompt settings left ``None`` take the run's ``eval`` section (for a run) or the defaults of :func:`evaluate`,
     so a run scored here on its own test split matches what training logged. See :func:`load_model` for
-    ``source``, ``checkpoint``, ``weights`` and ``model_seed``; ``image_size`` is zero-shot SAM's input side
+    ``source``, ``checkpoint``, ``weights``, ``model_seed`` and ``require_final``; ``image_size`` is zero-shot SAM's input side
     (default the spec's; a run's comes from its config).
 
     Before the model loads, the prompt settings are checked and every pair is read
@@ -296,7 +303,13 @@ def evaluate_run(
             shown,
         )
     model, described = load_model(
-        source, checkpoint=checkpoint, weights=weights, seed=model_seed, device=device, image_size=image_size
+        source,
+        checkpoint=checkpoint,
+        weights=weights,
+        seed=model_seed,
+        device=device,
+        image_size=image_size,
+        require_final=require_final,
     )
     dataset = SegmentationDataset(
         listing.root, listing.pairs, split=listing.split, transform=get_transform(model.spec)

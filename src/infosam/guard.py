@@ -160,12 +160,10 @@ class NonFiniteGuard:
             return True
         what = []
         if bad_loss:
-            what.append("loss " + ", ".join(dict.fromkeys(bad_loss)))
+            what.append(f"loss ({', '.join(dict.fromkeys(bad_loss))})")
         if bad_grads:
-            what.append(f"{bad_grads} gradient tensor(s)")
-        if not what:
-            what.append("on another process")
-        reason = f"non-finite {' and '.join(what)} at step {step}"
+            what.append(f"gradients ({bad_grads} tensors)")
+        reason = f"non-finite {' and '.join(what) or 'loss or gradients on another process'} at step {step}"
         if self.policy == "stop":
             raise NonFiniteError(
                 f"{reason}; stopped before the weights were updated (train.nonfinite=stop). The newest "

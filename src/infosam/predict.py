@@ -343,11 +343,14 @@ def predict(
     masks_dir: str | Path | None = None,
     overwrite: bool = False,
     threshold: float = 0.5,
+    require_final: bool = False,
 ) -> list[Prediction]:
     """Load a model and :func:`predict_files` with it: the student of ``run_dir`` (:func:`infosam.runs.load_run`, or
     :func:`infosam.export.load_model` when ``run_dir`` is a self-contained ``infosam`` export file,
-    ``checkpoint`` replacing its base SAM's path, ``weights`` its PEFT weights), or zero-shot SAM ``model_name``
-    from ``checkpoint`` (:func:`load_zero_shot`). Exactly one of ``run_dir`` and ``model_name``."""
+    ``checkpoint`` replacing its base SAM's path, ``weights`` its PEFT weights; an unfinished run gives its newest
+    intact checkpoint with a warning, or :class:`infosam.runs.UnfinishedRunError` with ``require_final``), or
+    zero-shot SAM ``model_name`` from ``checkpoint`` (:func:`load_zero_shot`). Exactly one of ``run_dir`` and
+    ``model_name``."""
     from .runs import load_run
 
     if (run_dir is None) == (model_name is None):
@@ -376,5 +379,7 @@ def predict(
         if is_student_file(run_dir):  # `infosam export --format infosam`: everything is inside the file
             model = load_model(run_dir, device=device)
         else:
-            _, model = load_run(run_dir, checkpoint=checkpoint, weights=weights, device=device)
+            _, model = load_run(
+                run_dir, checkpoint=checkpoint, weights=weights, device=device, require_final=require_final
+            )
     return write_predictions(model, jobs, threshold)

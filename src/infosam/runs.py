@@ -193,6 +193,8 @@ def verify_folder(folder: str | Path) -> bool:
         if not path.is_file():
             raise CheckpointError(f"{path} is missing (listed in {MANIFEST_FILE})")
         size = path.stat().st_size
+        if size == 0 and entry["bytes"]:
+            raise CheckpointError(f"{path} is empty, {entry['bytes']} bytes were written")
         if size != entry["bytes"]:
             raise CheckpointError(
                 f"{path} is truncated or grown: {size} bytes, {entry['bytes']} were written"

@@ -236,8 +236,11 @@ def _train(
             num_workers=t.num_workers,
             drop_single=config.infosam.enabled,
         )
-        if sampler.batches == 0:
-            raise ValueError(f"{config.data.path}: the training split has too few images for one batch")
+        if sampler.batches == 0 or (config.infosam.enabled and sampler.length < 2):
+            raise ValueError(
+                f"{config.data.path}: the training split has too few images for one batch ({len(train_set)} "
+                "image(s); InfoSAM needs at least 2 per process)"
+            )
         steps_total = math.ceil(sampler.batches / t.grad_accum) * t.epochs
         parts = _build_parts(config, accelerator, steps_total, checkpoint)
         # The run folder is created only now: a start that fails above leaves nothing behind.

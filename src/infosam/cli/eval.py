@@ -66,6 +66,11 @@ def register(subparsers) -> None:
     add_threads_option(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--require-final",
+        action="store_true",
+        help="refuse a run that did not finish (default: use its newest checkpoint, with a warning)",
+    )
     p.set_defaults(func=run)
 
 
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             num_workers=args.workers,
             on_batch=progress,
+            require_final=args.require_final,
         )
     except FileExistsError as err:
         raise CLIError(str(err)) from err

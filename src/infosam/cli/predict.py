@@ -79,6 +79,11 @@ def register(subparsers) -> None:
     )
     add_threads_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--require-final",
+        action="store_true",
+        help="refuse a run that did not finish (default: use its newest checkpoint, with a warning)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -135,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             masks_dir=args.masks,
             overwrite=args.overwrite,
             threshold=args.threshold,
+            require_final=args.require_final,
         )
     except FileExistsError as err:  # the dispatcher reports ValueError/FileNotFoundError; this one is ours
         raise CLIError(str(err)) from err
