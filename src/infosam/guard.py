@@ -18,6 +18,7 @@ with its ``exit_code``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -132,32 +133,43 @@ class NonFiniteGuard:
         self.skipped = 0
         """Steps skipped by this process (all of them, not only in a row)."""
         self.in_a_row = 0
-        self._bad_loss: list[str] = []
+        self._losses: list[tuple[list[str], Tensor]] = []
 
     def observe(self, terms: Mapping[str, Tensor]) -> None:
-        """Record one batch's loss terms (every batch of the accumulation window)."""
-        for name, value in terms.items():
-            if not bool(torch.isfinite(value.detach()).all()):
-                self._bad_loss.append(f"{name} {float(value.detach().float().mean()):g}")
+        """Record one batch's loss terms (every batch of the accumulation window); checked in :meth:`allow_step`."""
+        self._losses.append(
+            (list(terms), torch.stack([v.detach().float().reshape(()) for v in terms.values()]))
+        )
 
     def allow_step(self, parameters: Iterable[torch.nn.Parameter], step: int) -> bool:
         """True when optimizer step ``step`` (1-based) may run; False to skip it; :class:`NonFiniteError` to stop.
 
-        Resets the loss record of the window either way."""
-        bad_loss, self._bad_loss = self._bad_loss, []
-        bad_grads = 0
-        if self.check_gradients:
-            grads = [p.grad for p in parameters if p.grad is not None]
-            if grads:
-                finite = torch.stack([torch.isfinite(g).all() for g in grads])
-                bad_grads = int((~finite).sum())
-        verdict = torch.tensor(float(bool(bad_loss) or bad_grads > 0))
+        One device synchronisation: the window's loss terms and the gradients' norms are checked together.
+        Resets the window's loss record either way."""
+        losses, self._losses = self._losses, []
+        parts = [values for _, values in losses]
+        grads = [p.grad for p in parameters if p.grad is not None] if self.check_gradients else []
+        if grads:
+            # A NaN or inf anywhere makes the norm non-finite (finite gradients overflow it only beyond ~1e19).
+            parts.append(torch.nn.utils.get_total_norm(grads).float().reshape(1))
+        if not parts:
+            return True
+        device = parts[-1].device
+        ok = torch.isfinite(torch.cat([x.to(device) for x in parts])).all()
+        verdict = (~ok).float()
         acc = self.accelerator
         if acc is not None and acc.num_processes > 1:
-            verdict = acc.reduce(verdict.to(acc.device), reduction="sum").cpu()
+            verdict = acc.reduce(verdict.to(acc.device), reduction="sum")
         if float(verdict) == 0:
             self.in_a_row = 0
             return True
+        bad_loss = [
+            f"{name} {float(value):g}"
+            for names, values in losses
+            for name, value in zip(names, values.cpu(), strict=True)
+            if not math.isfinite(float(value))
+        ]
+        bad_grads = sum(1 for g in grads if not bool(torch.isfinite(g).all()))
         what = []
         if bad_loss:
             what.append(f"loss ({', '.join(dict.fromkeys(bad_loss))})")
@@ -258,13 +270,17 @@ class RunLock:
     holder's pid, host and start time. Use as a context manager, or :meth:`acquire` / :meth:`release`.
 
     The kernel drops a ``flock`` when its holder exits however it exits (kill -9 included), so a lock file left
-    behind by a dead process never blocks: only a living holder does. A holder recorded on this host whose pid no
-    longer exists while the lock is still held means a child it forked (e.g. a data-loader worker) still runs;
-    the message says so.
+    behind by a dead process never blocks: only a living holder does. Forked children share the lock: when the
+    recorded holder is dead on this host but the lock is still held (its data-loader workers have not noticed
+    yet), acquiring waits up to :attr:`stale_wait_s` for them to exit, then refuses saying so.
 
     Raises:
         RunLockedError: another process holds the lock.
     """
+
+    stale_wait_s = 15.0
+    """How long to wait for a dead holder's children (data-loader workers notice their parent's death within
+    ~5 s) to release the lock it passed on to them."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -282,13 +298,12 @@ class RunLock:
         return self._fd is not None
 
     def acquire(self) -> RunLock:
-        import fcntl
 
         if self._fd is not None:
             return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, self.stale_wait_s)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
@@ -319,15 +334,38 @@ class RunLock:
         self._fd = None
 
 
-def _read_holder(fd: int) -> str:
-    """'pid P on host H (since T)' from a lock file's content, with a note when P is dead on this host."""
+def _flock(fd: int, stale_wait_s: float) -> None:
+    """Take the exclusive flock on ``fd``; BlockingIOError when a living holder (or its children, after
+    ``stale_wait_s``) keeps it."""
+    import fcntl
+
+    deadline = time.monotonic() + stale_wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pid, host = _holder_fields(fd)[:2]
+            dead_here = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+            if not dead_here or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+def _holder_fields(fd: int) -> tuple[str, str, str]:
+    """(pid, host, since) as recorded in a lock file ('?' when unreadable)."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         text = os.read(fd, 4096).decode("utf-8", "replace")
     except OSError:
         text = ""
     fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
-    pid, host, since = fields.get("pid", "?"), fields.get("host", "?"), fields.get("since", "?")
+    return fields.get("pid", "?"), fields.get("host", "?"), fields.get("since", "?")
+
+
+def _read_holder(fd: int) -> str:
+    """'pid P on host H (since T)' from a lock file's content, with a note when P is dead on this host."""
+    pid, host, since = _holder_fields(fd)
     note = ""
     if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
         note = " (that process has exited, but a process it started still holds the lock)"
