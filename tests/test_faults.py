@@ -560,3 +560,9 @@ def test_unfinished_run_says_which_weights_it_gives_or_refuses(stopped, tmp_path
     err = capsys.readouterr().err
     assert "did not finish" in err and "--require-final" in err
     assert not (tmp_path / "p").exists()
+    out = tmp_path / "student.safetensors"
+    assert main(["export", str(stopped), "--format", "infosam", "--out", str(out), "--require-final"]) == 2
+    assert "did not finish" in capsys.readouterr().err and not out.exists()
+    with caplog.at_level(logging.WARNING):
+        assert main(["export", str(stopped), "--format", "infosam", "--out", str(out)]) == 0
+    assert "the run did not finish (no weights/final); using checkpoint" in caplog.text and out.is_file()

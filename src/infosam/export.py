@@ -35,6 +35,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
+from .guard import check_finite
 from .peft import PeftSpec, apply_peft, trainable_state_dict
 from .predict import Prompt
 from .sam.attention import disable_fast_attention
@@ -60,19 +61,22 @@ class UnmergeableError(ValueError):
 # --------------------------------------------------------------------------------------------- run folders
 
 
-def open_run(run_dir: str | Path, *, checkpoint: str | Path | None = None) -> tuple[dict, Sam, Sam]:
+def open_run(
+    run_dir: str | Path, *, checkpoint: str | Path | None = None, require_final: bool = False
+) -> tuple[dict, Sam, Sam]:
     """``(model, student, teacher)`` of a run folder, both in eval mode on the CPU.
 
     ``model`` is the run's ``model`` config as a dict (``name``, ``checkpoint``, ``image_size``, ``attention``);
-    the student comes from :func:`infosam.runs.load_run`; ``teacher`` is the pretrained base without PEFT, built
-    through the same :func:`infosam.model.build_base` with the same seed.
+    the student comes from :func:`infosam.runs.load_run` (an unfinished run: its newest intact checkpoint, with a
+    warning; ``require_final`` refuses it); ``teacher`` is the pretrained base without PEFT, built through the
+    same :func:`infosam.model.build_base` with the same seed.
     """
     import dataclasses
 
     from .model import build_base
     from .runs import load_run
 
-    config, student = load_run(run_dir, checkpoint=checkpoint)
+    config, student = load_run(run_dir, checkpoint=checkpoint, require_final=require_final)
     m = config.model
     teacher = build_base(
         m.name,
@@ -224,6 +228,7 @@ def load_student_file(path: str | Path) -> tuple[dict, Sam, Sam]:
     tensors = load_file(str(path))
     base = {k[5:]: v for k, v in tensors.items() if k.startswith("base.")}
     peft_tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("peft.")}
+    check_finite(peft_tensors, str(path), hint="; these weights come from a diverged run and cannot be used")
     teacher = _build_plain(model)
     try:
         teacher.load_state_dict(base, strict=True)
@@ -483,15 +488,18 @@ def export_run(
     *,
     checkpoint: str | Path | None = None,
     overwrite: bool = False,
+    require_final: bool = False,
 ) -> Path:
     """Export the student of ``run_dir`` in format ``fmt`` (``sam``, ``infosam`` or ``onnx``); returns the path.
+    An unfinished run exports its newest intact checkpoint with a warning, unless ``require_final`` (then
+    :class:`infosam.runs.UnfinishedRunError`).
 
     Raises:
         UnmergeableError: ``sam`` asked for an adapter student. FileExistsError: the output exists.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    model, student, teacher = open_run(run_dir, checkpoint=checkpoint)
+    model, student, teacher = open_run(run_dir, checkpoint=checkpoint, require_final=require_final)
     if fmt == "sam" and unmergeable_methods(student):
         merge_peft(student)  # raises the explanatory UnmergeableError before anything is written
     out = Path(out) if out is not None else default_out(run_dir, fmt)

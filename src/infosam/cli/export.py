@@ -43,6 +43,11 @@ def register(subparsers) -> None:
         help="base SAM .pth, replacing the path in the run's config.yaml (moved files)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--require-final",
+        action="store_true",
+        help="refuse a run that did not finish (default: export its newest checkpoint, with a warning)",
+    )
     add_threads_option(parser)
     parser.set_defaults(func=run)
 
@@ -53,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
     if not (args.run_dir / "config.yaml").is_file():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.yaml)")
     out = export_run(
-        args.run_dir, args.format, args.out, checkpoint=args.checkpoint, overwrite=args.overwrite
+        args.run_dir,
+        args.format,
+        args.out,
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
+        require_final=args.require_final,
     )
     print(f"wrote {args.format} export to {out}")
     return 0
