@@ -1,4 +1,5 @@
-"""Contract tests every PEFT method must pass (the ``peft`` library's test matrix), on the tiny SAM spec."""
+"""Contract tests every PEFT method must pass (the ``peft`` library's test matrix), on the tiny SAM spec of each
+image-encoder family (ViT and TinyViT)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from infosam.peft import (
     trainable_state_dict,
 )
 from infosam.sam.build import build_sam
+from infosam.sam.specs import SPECS
 
 # Every registered method alone, plus compositions (the paper's students and a three-way stack on shared modules).
 CASES = [*METHODS, "adapter+decoder", "bitfit+decoder", "lora+decoder", "adaptformer+adapter+lora"]
@@ -34,17 +36,49 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def owns(method: str, name: str) -> bool:
+# The contract matrix runs on each family's tiny spec: Meta's ViT and the packages' TinyViT.
+FAMILY_SPECS = ["tiny", "tiny_tinyvit"]
+
+
+@pytest.fixture(params=FAMILY_SPECS)
+def family_sam(request):
+    """Factory for a randomly initialised tiny SAM of one encoder family, seeded; ``.spec`` names the spec."""
+
+    def make(seed: int = 0, **overrides):
+        torch.manual_seed(seed)
+        return build_sam(request.param, **overrides)
+
+    make.spec = SPECS[request.param]
+    return make
+
+
+def attention_block(name: str, spec) -> int:
+    """Index of the encoder attention block parameter ``name`` lives in, counted in forward order; -1 outside.
+
+    ViT: ``image_encoder.blocks.<i>.``. TinyViT: ``image_encoder.layers.<stage>.blocks.<j>.``, where stage 0 is
+    convolutional (no attention blocks) and stage s >= 1 starts after the blocks of stages 1..s-1.
+    """
+    parts = name.split(".")
+    if spec.family == "vit":
+        return int(parts[2]) if name.startswith("image_encoder.blocks.") else -1
+    if not name.startswith("image_encoder.layers.") or parts[3] != "blocks":
+        return -1
+    stage, j = int(parts[2]), int(parts[4])
+    return -1 if stage == 0 else sum(spec.tinyvit_depths[1:stage]) + j
+
+
+def owns(method: str, name: str, spec=SPECS["tiny"]) -> bool:
     """Whether parameter ``name`` is one that ``method`` makes trainable (what the method promises, by name)."""
-    in_blocks = name.startswith("image_encoder.blocks.")
-    block = int(name.split(".")[2]) if in_blocks else -1
+    block = attention_block(name, spec)
+    in_blocks = block >= 0
     if method == "decoder":
         return name.startswith("mask_decoder.")
     if method == "bitfit":
         added = (".adapter.", ".adaptformer.", "lora_")
         return in_blocks and name.endswith(".bias") and not any(a in name for a in added)
     if method == "adapter":
-        return block >= 2 and (".adapter." in name or ".norm1." in name or ".norm2." in name)
+        # The LayerNorms before attention and MLP: ViT's norm1/norm2, TinyViT's attn.norm/mlp.norm (wrapped).
+        return block >= 2 and (".adapter." in name or ".norm" in name)
     if method == "adaptformer":
         return ".adaptformer." in name
     if method == "lora":
@@ -93,26 +127,27 @@ def train_steps(model, steps: int = 3, lr: float = 1e-2) -> None:
 
 
 @pytest.mark.parametrize("methods", CASES)
-def test_output_shapes_unchanged(tiny_sam, methods):
+def test_output_shapes_unchanged(family_sam, methods):
     images, boxes = inputs()
     with torch.no_grad():
-        base = run_sam(tiny_sam(), images, boxes)
-        student = tiny_sam()
+        base = run_sam(family_sam(), images, boxes)
+        student = family_sam()
         apply_peft(student, methods, {"adapter": {"init": "torch"}} if "adapter" in methods else None)
         out = run_sam(student, images, boxes)
-    assert out["image_embeddings"].shape == (2, 32, 8, 8)
-    assert out["low_res_logits"].shape == (2, 3, 32, 32)
+    g = family_sam.spec.embedding_size  # 8 (ViT tiny) or 16 (TinyViT tiny)
+    assert out["image_embeddings"].shape == (2, 32, g, g)
+    assert out["low_res_logits"].shape == (2, 3, 4 * g, 4 * g)
     for key in base:
         assert out[key].shape == base[key].shape
 
 
 @pytest.mark.parametrize("methods", CASES)
-def test_only_own_parameters_train(tiny_sam, methods):
-    model = tiny_sam()
+def test_only_own_parameters_train(family_sam, methods):
+    model = family_sam()
     spec = apply_peft(model, methods)
     names = parse_methods(methods)
     trainable = set(trainable_state_dict(model))
-    expected = {n for n, _ in model.named_parameters() if any(owns(m, n) for m in names)}
+    expected = {n for n, _ in model.named_parameters() if any(owns(m, n, family_sam.spec) for m in names)}
     assert trainable == expected
     assert spec.methods == names
     json.dumps(spec.to_dict())  # serialisable as promised
@@ -122,15 +157,15 @@ def test_only_own_parameters_train(tiny_sam, methods):
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed <= trainable, f"frozen parameters changed: {sorted(changed - trainable)}"
     for m in names:
-        assert any(owns(m, n) for n in changed), f"no parameter of {m!r} moved"
+        assert any(owns(m, n, family_sam.spec) for n in changed), f"no parameter of {m!r} moved"
     if "adapter" in names:  # zero-initialised up-projections must leave zero
         assert any(n.endswith("attn.adapter.2.weight") for n in changed)
 
 
 @pytest.mark.parametrize("methods", CASES)
-def test_save_load_round_trip(tiny_sam, tmp_path, methods):
+def test_save_load_round_trip(family_sam, tmp_path, methods):
     options = {"lora": {"use_rslora": True}} if "lora" in methods else None
-    student = tiny_sam(seed=3)
+    student = family_sam(seed=3)
     spec = apply_peft(student, methods, options)
     train_steps(student, steps=2)
     path = tmp_path / "student.safetensors"
@@ -138,7 +173,7 @@ def test_save_load_round_trip(tiny_sam, tmp_path, methods):
     assert read_peft_spec(path) == spec
     assert list(tmp_path.iterdir()) == [path]  # the temporary file was renamed, not left behind
 
-    fresh = tiny_sam(seed=3)
+    fresh = family_sam(seed=3)
     assert load_peft(path, fresh) == spec
     images, boxes = inputs(seed=7)
     with torch.no_grad():
@@ -148,11 +183,11 @@ def test_save_load_round_trip(tiny_sam, tmp_path, methods):
 
 
 @pytest.mark.parametrize("methods", ["adapter", "adaptformer", "lora"])
-def test_zero_init_starts_as_the_pretrained_model(tiny_sam, methods):
+def test_zero_init_starts_as_the_pretrained_model(family_sam, methods):
     images, boxes = inputs()
     with torch.no_grad():
-        base = run_sam(tiny_sam(), images, boxes)
-        student = tiny_sam()
+        base = run_sam(family_sam(), images, boxes)
+        student = family_sam()
         apply_peft(student, methods)
         out = run_sam(student, images, boxes)
     for key in base:
@@ -160,11 +195,11 @@ def test_zero_init_starts_as_the_pretrained_model(tiny_sam, methods):
 
 
 @pytest.mark.parametrize("methods", ["adapter", "adaptformer"])
-def test_torch_init_is_not_the_identity(tiny_sam, methods):
+def test_torch_init_is_not_the_identity(family_sam, methods):
     images, boxes = inputs()
     with torch.no_grad():
-        base = run_sam(tiny_sam(), images, boxes)
-        student = tiny_sam()
+        base = run_sam(family_sam(), images, boxes)
+        student = family_sam()
         apply_peft(student, methods, {methods: {"init": "torch"}})
         out = run_sam(student, images, boxes)
     assert not torch.allclose(out["image_embeddings"], base["image_embeddings"])

@@ -7,6 +7,12 @@ The attention adapter wraps ``block.attn``, so in windowed blocks it sees the wi
 nW, ws, ws, dim): being applied token by token, it gives the same result as on (B, H, W, dim), and the padding
 tokens it also sees are cropped by Meta's window_unpartition afterwards. The block's LayerNorms (norm1, norm2)
 train as well.
+
+On TinyViT the adapted blocks are the windowed-attention blocks (stages 1..3; ``attn`` and ``mlp`` each begin
+with their own LayerNorm, which trains); the default ``first_block=2`` skips stage 1 (its two blocks run at the
+highest attention resolution, 128 x 128 tokens for LiteMedSAM) and adapts stages 2 and 3. Everything before the
+first adapted block (patch embedding, the convolutional stage 0, stage 1) then stays frozen: a prefix that depends
+on the image only. ``first_stage`` restricts the adapted blocks to later stages (e.g. 3: the last stage only).
 """
 
 from __future__ import annotations
@@ -53,22 +59,30 @@ class AdapterConfig(MethodConfig):
     """'zero': up-projection zeroed, the student starts as the pretrained SAM; 'torch': PyTorch default
     (release)."""
     train_norms: bool = True
-    """Also train norm1 and norm2 of the adapted blocks (paper: yes)."""
+    """Also train the LayerNorms before attention and MLP of the adapted blocks (ViT: norm1, norm2; paper: yes)."""
+    first_stage: int = 0
+    """Adapt only blocks of encoder stage >= first_stage as well (TinyViT's attention stages are 1..3; ViT has a
+    single stage, 0); 0 leaves the choice to first_block."""
 
     def apply(self, model: Sam) -> None:
         blocks = list(encoder_blocks(model))
         check_block_range(self.name, self.first_block, len(blocks))
         if self.ratio <= 0:
             raise ValueError(f"option adapter.ratio must be > 0, got {self.ratio}")
-        for index, _, block in blocks:
-            if index < self.first_block:
-                continue
-            dim = block.norm1.normalized_shape[0]
-            hidden = max(1, int(dim * self.ratio))
+        chosen = [b for b in blocks if b.index >= self.first_block and b.stage >= self.first_stage]
+        if not chosen:
+            stages = sorted({b.stage for b in blocks})
+            raise ValueError(
+                f"options adapter.first_block={self.first_block} and adapter.first_stage={self.first_stage} "
+                f"select no block of this model (its attention blocks are in stages {stages})"
+            )
+        for entry in chosen:
+            hidden = max(1, int(entry.dim * self.ratio))
             for child in ("attn", "mlp"):
-                wrapper = SeriesAdapter(getattr(block, child), bottleneck(dim, hidden, nn.GELU, self.init))
+                adapter = bottleneck(entry.dim, hidden, nn.GELU, self.init)
+                wrapper = SeriesAdapter(getattr(entry.block, child), adapter)
                 mark_trainable(wrapper.adapter)
-                replace_child(block, child, wrapper)
+                replace_child(entry.block, child, wrapper)
             if self.train_norms:
-                mark_trainable(block.norm1)
-                mark_trainable(block.norm2)
+                for norm in entry.norms:
+                    mark_trainable(norm)

@@ -1,6 +1,8 @@
 """AdaptFormer (Chen et al., NeurIPS 2022): a bottleneck MLP in parallel with each encoder block's MLP.
 
-``mlp(x)`` becomes ``mlp(x) + scale * up(ReLU(down(x)))`` with the same input x (the output of norm2).
+``mlp(x)`` becomes ``mlp(x) + scale * up(ReLU(down(x)))`` with the same input x (the output of norm2; on TinyViT
+the MLP holds its own LayerNorm, so the branch sees the block's un-normalised tokens, as TinyViT's MLP does). On
+TinyViT every windowed-attention block (stages 1..3) is adapted; the convolutional stage 0 stays frozen.
 """
 
 from __future__ import annotations
@@ -57,11 +59,10 @@ class AdaptFormerConfig(MethodConfig):
         check_block_range(self.name, self.first_block, len(blocks))
         if self.bottleneck < 1:
             raise ValueError(f"option adaptformer.bottleneck must be >= 1, got {self.bottleneck}")
-        for index, _, block in blocks:
-            if index < self.first_block:
+        for entry in blocks:
+            if entry.index < self.first_block:
                 continue
-            dim = block.norm2.normalized_shape[0]
-            branch = bottleneck(dim, self.bottleneck, nn.ReLU, self.init)
-            wrapper = ParallelAdapter(block.mlp, branch, self.scale)
+            branch = bottleneck(entry.dim, self.bottleneck, nn.ReLU, self.init)
+            wrapper = ParallelAdapter(entry.block.mlp, branch, self.scale)
             mark_trainable(wrapper.adaptformer)
-            replace_child(block, "mlp", wrapper)
+            replace_child(entry.block, "mlp", wrapper)

