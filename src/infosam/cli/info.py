@@ -1,7 +1,9 @@
 """``infosam info``: parameter counts of a SAM student (per part, all and trainable) without any checkpoint.
 
-The model is built on PyTorch's ``meta`` device: shapes only, no memory and no weight initialisation, so even
-ViT-H answers in about a second.
+ViT models are built on PyTorch's ``meta`` device: shapes only, no memory and no weight initialisation, so even
+ViT-H answers in about a second. TinyViT models (10M parameters) are built on the CPU: the packages' constructors
+cannot run on the meta device. The last column counts every tensor element the base model's weights file holds for the part
+(parameters plus persistent buffers such as BatchNorm statistics), the numbers LiteMedSAM's release quotes.
 """
 
 from __future__ import annotations
@@ -66,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
     for method, opts in peft["options"].items():
         if opts:
             print(f"  {method}: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
-    print(f"{'part':<18}{'all':>14}{'trainable':>14}")
+    print(f"{'part':<18}{'all':>14}{'trainable':>14}{'base weights':>18}")
     for key, label in _LABELS.items():
-        print(f"{label:<18}{table[key]['all']:>14,}{table[key]['trainable']:>14,}")
+        print(f"{label:<18}{table[key]['all']:>14,}{table[key]['trainable']:>14,}{table[key]['stored']:>18,}")
     c = info["prompt_embed_dim"]
     print(
         f"{'relation module':<18}{relation_count:>14,}{relation_count:>14,}  (C={c}; trains, dropped at inference)"
     )
     return 0
+

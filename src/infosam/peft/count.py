@@ -28,26 +28,42 @@ def count_parameters(model: Sam) -> dict[str, dict[str, int]]:
 
 
 def student_parameters(model: str, methods: str, options: dict | None = None) -> dict:
-    """Parameter counts of SAM ``model`` with PEFT ``methods`` applied, built on PyTorch's ``meta`` device (shapes
-    only: no memory, no initialisation, no checkpoint).
+    """Parameter counts of SAM ``model`` with PEFT ``methods`` applied, without any checkpoint.
 
-    Returns ``{"model", "peft" (the applied spec as a dict), "parameters" (:func:`count_parameters`),
-    "relation_module" (parameters of InfoSAM's relation module), "prompt_embed_dim"}``.
+    ViT models are built on PyTorch's ``meta`` device (shapes only: no memory, no initialisation); TinyViT models
+    (about 10M parameters) on the CPU, since the packages' TinyViT constructors cannot run on the meta device.
+
+    Returns ``{"model", "peft" (the applied spec as a dict), "parameters" (:func:`count_parameters`, each part
+    with an extra ``"stored"``: the elements of every tensor the base model's weights file holds for the part,
+    parameters plus persistent buffers such as BatchNorm statistics, counted before PEFT; the numbers
+    LiteMedSAM's release quotes), "relation_module" (parameters of InfoSAM's relation module),
+    "prompt_embed_dim"}``.
     """
     import torch
 
     from ..distill.relation import RelationModule
     from ..sam.build import build_sam
+    from ..sam.specs import get_spec
     from .registry import apply_peft
 
-    with torch.device("meta"):
+    with torch.device("meta" if get_spec(model).family == "vit" else "cpu"):
         sam = build_sam(model)
+        stored = {part: _elements(getattr(sam, part)) for part in PARTS}
+        stored["total"] = _elements(sam)
         spec = apply_peft(sam, methods, options)
         relation = RelationModule(sam.spec.prompt_embed_dim)
+    table = count_parameters(sam)
+    for key in table:
+        table[key]["stored"] = stored[key]
     return {
         "model": model,
         "peft": spec.to_dict(),
-        "parameters": count_parameters(sam),
+        "parameters": table,
         "relation_module": sum(p.numel() for p in relation.parameters()),
         "prompt_embed_dim": sam.spec.prompt_embed_dim,
     }
+
+
+def _elements(module) -> int:
+    """Elements of every tensor in ``module.state_dict()`` (parameters and persistent buffers)."""
+    return sum(t.numel() for t in module.state_dict().values())
