@@ -8,6 +8,7 @@ from torch.autograd.graph import saved_tensors_hooks
 
 from infosam.peft import apply_peft
 from infosam.sam.attention import enable_fast_attention
+from infosam.sam.build import build_sam
 from infosam.sam.checkpointing import disable_checkpointing, enable_checkpointing
 
 
@@ -47,6 +48,24 @@ def test_checkpointed_adapter_student_has_equal_outputs_and_gradients(tiny_sam, 
 
     assert disable_checkpointing(sam.image_encoder) == len(range(0, 4, every))
     assert all("forward" not in b.__dict__ for b in sam.image_encoder.blocks)
+
+
+@pytest.mark.parametrize("methods", ["adapter+decoder", "lora"])
+def test_checkpointed_tinyvit_student_has_equal_outputs_and_gradients(methods):
+    torch.manual_seed(0)
+    sam = build_sam("tiny_tinyvit")
+    apply_peft(sam, methods)
+    sam.train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ref_out, ref_grads, ref_saved = _grads(sam, x)
+    assert enable_checkpointing(sam.image_encoder) == 5  # the attention blocks of stages 1..3: 1 + 3 + 1
+    out, grads, saved = _grads(sam, x)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    assert grads.keys() == ref_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert saved < ref_saved
+    assert disable_checkpointing(sam.image_encoder) == 5
 
 
 def test_no_grad_runs_blocks_directly_and_bad_every_is_refused(tiny_sam):

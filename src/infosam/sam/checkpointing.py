@@ -26,17 +26,29 @@ def _checkpointed(inner: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tenso
     return forward
 
 
-def enable_checkpointing(image_encoder: nn.Module, every: int = 1) -> int:
-    """Checkpoint every ``every``-th block (0, every, 2*every, ...) of ``image_encoder.blocks``; returns the count.
-
-    ``image_encoder`` is SAM's ``ImageEncoderViT`` (``model.image_encoder``); blocks map (B, H, W, dim) tokens to the
-    same shape. Calling it again first undoes the previous call, so ``every`` can change.
-    """
+def _blocks(image_encoder: nn.Module) -> list[nn.Module]:
+    """The encoder's transformer blocks: ViT's ``blocks``, or TinyViT's windowed-attention blocks (stages 1..3)."""
     blocks = getattr(image_encoder, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList):
-        raise TypeError(
-            f"enable_checkpointing expects SAM's image encoder (with .blocks), got {type(image_encoder)}"
-        )
+    if isinstance(blocks, nn.ModuleList):
+        return list(blocks)
+    from .tinyvit import TinyViTEncoder, attention_blocks
+
+    if isinstance(image_encoder, TinyViTEncoder):
+        return [entry.block for entry in attention_blocks(image_encoder)]
+    raise TypeError(
+        f"enable_checkpointing expects SAM's image encoder (ViT with .blocks, or TinyViT), got {type(image_encoder)}"
+    )
+
+
+def enable_checkpointing(image_encoder: nn.Module, every: int = 1) -> int:
+    """Checkpoint every ``every``-th block (0, every, 2*every, ...) of the encoder; returns the count.
+
+    ``image_encoder`` is ``model.image_encoder``: Meta's ``ImageEncoderViT`` (blocks map (B, H, W, dim) tokens to
+    the same shape) or a TinyViT encoder (its windowed-attention blocks map (B, L, dim) tokens; the convolutional
+    stage 0 is never checkpointed: PEFT leaves it frozen). Calling it again first undoes the previous call, so
+    ``every`` can change.
+    """
+    blocks = _blocks(image_encoder)
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"checkpointing 'every' must be an integer >= 1 (1 = every block), got {every!r}")
     disable_checkpointing(image_encoder)
@@ -51,7 +63,7 @@ def enable_checkpointing(image_encoder: nn.Module, every: int = 1) -> int:
 def disable_checkpointing(image_encoder: nn.Module) -> int:
     """Undo :func:`enable_checkpointing` on ``image_encoder``; returns how many blocks were restored."""
     restored = 0
-    for block in getattr(image_encoder, "blocks", []):
+    for block in _blocks(image_encoder):
         if _INNER not in block.__dict__:
             continue
         previous = block.__dict__.pop(_INNER)
