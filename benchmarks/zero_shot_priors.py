@@ -2,7 +2,7 @@
 
 For every image: the tight box of its ground-truth mask (all foreground pixels, inclusive corners) prompts the
 bundled LiteMedSAM (``build_sam("litemedsam", checkpoint="bundled")``, fed by LiteMedSAM's own transform,
-:class:`infosam.sam.litemedsam.LiteMedSamTransform`); its single-mask logits are brought back to the original
+:class:`infosam.sam.transforms.LiteMedSamTransform`); its single-mask logits are brought back to the original
 resolution and thresholded at 0. The priors use the same box and no image at all: "fill the box" predicts every
 pixel of the box, "ellipse" the ellipse inscribed in it. IoU and Dice are computed per image at the original
 resolution against the ground truth and averaged over images.
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from infosam.data.reading import read_image, read_mask
     from infosam.sam.build import build_sam
     from infosam.sam.forward import decode, encode_images
-    from infosam.sam.litemedsam import LiteMedSamTransform
+    from infosam.sam.transforms import LiteMedSamTransform
 
     torch.set_num_threads(args.threads)
     model = build_sam("litemedsam", checkpoint="bundled")

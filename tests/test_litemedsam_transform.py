@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from infosam.sam.litemedsam import LiteMedSamTransform
+from infosam.sam.transforms import LiteMedSamTransform
 
 
 def test_input_shape_rounds_like_upstream():
@@ -75,3 +75,16 @@ def test_postprocess_crops_the_padding_then_resizes():
         400,
     )
     assert t.fingerprint()["family"] == "litemedsam" and "INTER_AREA" in t.fingerprint()["interpolation"]
+
+
+def test_registered_for_the_tinyvit_specs_and_fingerprinted_apart_from_sam():
+    from infosam.sam.specs import get_spec
+    from infosam.sam.transforms import TRANSFORMS, MetaSamTransform, SamTransform, get_transform
+
+    assert TRANSFORMS["litemedsam"] is LiteMedSamTransform and issubclass(LiteMedSamTransform, SamTransform)
+    assert get_transform(get_spec("litemedsam")) == LiteMedSamTransform(256)
+    assert get_transform(get_spec("tiny_tinyvit")).family == get_spec("tiny_tinyvit").transform
+    assert type(get_transform(get_spec("mobile_sam"))) is TRANSFORMS[get_spec("mobile_sam").transform]
+    # Same size, other recipe: the teacher cache must never mix their embeddings.
+    assert LiteMedSamTransform(256).fingerprint() != MetaSamTransform(256).fingerprint()
+    assert LiteMedSamTransform(256) != MetaSamTransform(256)

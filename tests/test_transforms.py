@@ -95,5 +95,5 @@ def test_registry_and_spec_field():
     assert get_transform(get_spec("vit_b", image_size=512)).image_size == 512
     assert MetaSamTransform(64) != MetaSamTransform(32)
     assert MetaSamTransform(64).fingerprint()["family"] == "sam"
-    with pytest.raises(ValueError, match="unknown SAM transform 'nope'; known transforms: sam"):
+    with pytest.raises(ValueError, match="unknown SAM transform .nope.; known transforms: sam, litemedsam"):
         make_transform("nope", 64)

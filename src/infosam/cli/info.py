@@ -76,4 +76,3 @@ def run(args: argparse.Namespace) -> int:
         f"{'relation module':<18}{relation_count:>14,}{relation_count:>14,}  (C={c}; trains, dropped at inference)"
     )
     return 0
-
