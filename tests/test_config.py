@@ -70,6 +70,7 @@ def test_resolved_config_round_trips(tmp_path):
         (["infosam.lam2=-1"], "infosam.lam2 must be a number >= 0, got -1.0"),
         (["model.attention=flash"], "model.attention must be one of fold, mask, meta"),
         (["eval.prompt=mask"], "eval.prompt must be one of box, points"),
+        (["train.prompt=points"], "train.prompt must be one of mixed, box; got 'points'"),
         (["peft.methods=lora", "peft.options={lora: {rank: 4}}"], "['rank'] for PEFT method 'lora'"),
     ],
 )

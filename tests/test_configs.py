@@ -9,9 +9,11 @@ import pytest
 from infosam.config import config_from_dict, load_config, read_yaml_tree
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RUNS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "methods" and p.name != "dataset.yaml")
-PARTS = sorted(set(CONFIGS.rglob("*.yaml")) - set(RUNS))
 DATASETS = ("camo", "isic2017", "kvasir", "leaf", "road")
+RUNS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name in DATASETS and p.name != "dataset.yaml")
+LITEMEDSAM = CONFIGS / "litemedsam"
+LITEMEDSAM_RUNS = sorted(p for p in LITEMEDSAM.glob("*/*_*.yaml") if p.parent.name != "methods")
+PARTS = sorted(set(CONFIGS.rglob("*.yaml")) - set(RUNS) - set(LITEMEDSAM_RUNS))
 
 
 def test_one_config_per_published_run():
@@ -45,3 +47,33 @@ def test_published_run_follows_the_protocol(path):
         assert c.peft.methods == "lora+decoder" and c.peft.options["lora"]["r"] == 4
     assert c.data.train_split == "train.csv" and c.data.test_split.startswith("test")
     assert c.output == f"runs/{dataset}/{run}"
+
+
+def test_litemedsam_has_every_method_with_and_without_infosam():
+    expected = {
+        f"{d}/{m}_{v}.yaml"
+        for d in ("kvasir", "leaf")
+        for m in ("decoder", "lora", "adapter")
+        for v in ("infosam", "baseline")
+    }
+    assert {p.relative_to(LITEMEDSAM).as_posix() for p in LITEMEDSAM_RUNS} == expected
+
+
+@pytest.mark.parametrize("path", LITEMEDSAM_RUNS, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_litemedsam_run_is_the_paper_protocol_with_box_prompts(path):
+    c = load_config(path)
+    dataset, run = path.parent.name, path.stem
+    paper = load_config(CONFIGS / dataset / "lora_infosam.yaml")
+    assert (c.model.name, c.model.checkpoint) == ("litemedsam", "bundled")
+    assert (c.train.prompt, c.eval.prompt) == ("box", "box")  # LiteMedSAM was trained with boxes only
+    assert (c.data, c.train.lr, c.train.epochs, c.eval.metrics) == (
+        paper.data,
+        paper.train.lr,
+        paper.train.epochs,
+        paper.eval.metrics,
+    )
+    assert c.infosam.enabled == run.endswith("infosam")
+    assert (c.infosam.lam, c.infosam.lam1, c.infosam.lam2) == (1.0, 1.0, 0.5)
+    methods = {"decoder": "decoder", "lora": "lora+decoder", "adapter": "adapter+decoder"}
+    assert c.peft.methods == methods[run.split("_")[0]]
+    assert c.output == f"runs/litemedsam/{dataset}/{run}"

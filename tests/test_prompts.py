@@ -87,3 +87,21 @@ def test_test_prompts_depend_only_on_seed_and_id():
     p1 = prompts.test_prompts(m, ids, seed=42, mode="points", n_fg=2, n_bg=3)
     p2 = prompts.test_prompts(m[1:], ids[1:], seed=42, mode="points", n_fg=2, n_bg=3)
     assert torch.equal(p1["points"][1:], p2["points"]) and p1["point_labels"].shape == (3, 5)
+
+
+def test_box_only_training_prompts_keep_the_mixed_random_stream():
+    from infosam.step import batch_prompts
+
+    batch = {
+        "mask": masks_with_boxes([(10, 10, 20, 20), (30, 5, 50, 40)]),
+        "input_size": torch.tensor([[64, 64]] * 2),
+    }
+    kinds = []
+    for index in range(40):
+        mixed = batch_prompts(batch, seed=3, rank=0, epoch=1, index=index)
+        boxes = batch_prompts(batch, seed=3, rank=0, epoch=1, index=index, p_box=1.0)
+        assert boxes.keys() == {"boxes"} and boxes["boxes"].shape == (2, 4)
+        if "boxes" in mixed:  # the same draw, so the same noisy boxes where the mix chose boxes too
+            torch.testing.assert_close(mixed["boxes"], boxes["boxes"], rtol=0, atol=0)
+        kinds.append("boxes" in mixed)
+    assert 0 < sum(kinds) < len(kinds)  # the mix drew both kinds over these batches

@@ -132,6 +132,9 @@ class TrainConfig(_Section):
     """Clip the gradient norm to this value; null = no clipping (the paper)."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    prompt: str = "mixed"
+    """Training prompts: mixed (the paper: per batch, noisy boxes with probability 0.5, else one foreground point
+    per image) or box (noisy boxes only: for box-trained models such as LiteMedSAM, which ignore points)."""
     seg_loss: str = "structure"
     """Segmentation loss: structure (paper), structure_release (release's plain-mean BCE), focal_dice_iou (ours,
     weights 1:1:1) or focal_dice_iou_release (the release's: focal x 20, batch-wide dice and soft IoU)."""
@@ -158,6 +161,7 @@ class TrainConfig(_Section):
         super().__post_init__()
 
     def check(self) -> None:
+        from .data.prompts import TRAIN_PROMPT_MODES
         from .losses import SEGMENTATION_LOSSES
 
         if self.lr <= 0:
@@ -174,6 +178,7 @@ class TrainConfig(_Section):
         _choice("train.seg_loss", self.seg_loss, SEGMENTATION_LOSSES)
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _at_least(self, "train", ("nonfinite_max_skips",), 1)
+        _choice("train.prompt", self.prompt, tuple(TRAIN_PROMPT_MODES))
 
 
 @dataclass

@@ -187,8 +187,8 @@ def load_model(
     Args:
         source: a run folder (its trained student), a SAM spec name (``vit_b``, ``tiny``, ...: zero-shot SAM) or a
             :class:`~infosam.config.ModelConfig`.
-        checkpoint: base SAM weights (for a spec name: required unless ``tiny``; for a run: overrides the path
-            recorded in its config).
+        checkpoint: base SAM weights (for a spec name: required unless ``tiny``/``tiny_tinyvit``; ``"bundled"`` for
+            LiteMedSAM's packaged weights; for a run: overrides the path recorded in its config).
         weights: for a run, a ``peft.safetensors`` to load instead of the run's newest (of an unfinished run:
             its newest intact checkpoint, with a warning naming it).
         seed: initialisation seed of weights no checkpoint covers (random ``tiny`` models in tests).
@@ -224,7 +224,7 @@ def load_model(
 
     if str(source) not in SPECS:
         raise FileNotFoundError(f"{source} is neither a run folder nor a SAM model name ({', '.join(SPECS)})")
-    if checkpoint is None and str(source) != "tiny":
+    if checkpoint is None and str(source) not in ("tiny", "tiny_tinyvit"):
         raise ValueError(
             f"a checkpoint is required for model {source} (random weights make no sense to score)"
         )

@@ -35,12 +35,15 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------- phases
 
 
-def batch_prompts(batch: dict, *, seed: int, rank: int, epoch: int, index: int) -> dict[str, Tensor]:
+def batch_prompts(
+    batch: dict, *, seed: int, rank: int, epoch: int, index: int, p_box: float = 0.5
+) -> dict[str, Tensor]:
     """Train prompts for ``batch["mask"]`` (B, 1, S, S) from a generator seeded by (seed, process, epoch, batch
-    index): ``boxes`` (B, 4), or ``points`` (B, 1, 2) + ``point_labels`` (B, 1), in input pixels."""
+    index): ``boxes`` (B, 4) with probability ``p_box``, else ``points`` (B, 1, 2) + ``point_labels`` (B, 1), in
+    input pixels."""
     state = np.random.SeedSequence([seed, rank, epoch, index]).generate_state(2, dtype=np.uint32)
     generator = torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
-    return train_prompts(batch["mask"], generator, input_sizes=batch["input_size"])
+    return train_prompts(batch["mask"], generator, p_box=p_box, input_sizes=batch["input_size"])
 
 
 def teacher_forward(
@@ -153,6 +156,8 @@ class StepParts:
     grad_clip: float | None = None
     guard: NonFiniteGuard | None = None
     """Checks losses and gradients before each optimizer step (stop, or skip the step); ``None``: no check."""
+    p_box: float = 0.5
+    """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
 
 
 def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window: int, sync: bool) -> dict:
@@ -168,7 +173,9 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
         the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``.
     """
     acc = parts.accelerator
-    prompts = batch_prompts(batch, seed=parts.seed, rank=acc.process_index, epoch=epoch, index=index)
+    prompts = batch_prompts(
+        batch, seed=parts.seed, rank=acc.process_index, epoch=epoch, index=index, p_box=parts.p_box
+    )
     prompts = {k: v.to(acc.device) for k, v in prompts.items()}
     images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
     with contextlib.nullcontext() if sync else acc.no_sync(parts.trainee):

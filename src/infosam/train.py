@@ -29,6 +29,7 @@ from .config import Config
 from .data.check import validate_dataset
 from .data.formats import open_dataset
 from .data.loading import EpochSampler, train_loader
+from .data.prompts import TRAIN_PROMPT_MODES
 from .distill.entropy import all_gather_rows
 from .distill.loss import InfoSAMLoss
 from .distill.relation import RelationModule
@@ -127,7 +128,10 @@ def _build_parts(
     guard = NonFiniteGuard(
         t.nonfinite, t.nonfinite_max_skips, check_gradients=t.precision != "fp16", accelerator=accelerator
     )
-    step = StepParts(accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip, guard)
+    p_box = TRAIN_PROMPT_MODES[t.prompt]
+    step = StepParts(
+        accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip, guard, p_box
+    )
     trained_relation = relation if i.frozen_relation is None else None
     return Parts(step, student, peft_spec, trained_relation)
 

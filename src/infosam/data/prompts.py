@@ -17,7 +17,8 @@ Rules:
   foreground points become padding points (label -1, coordinates 0). A mask covering the whole image likewise
   turns its background points into padding. Training refuses empty masks earlier (:mod:`infosam.data.check`).
 * **Training mix**: per batch, one draw decides: with probability ``p_box`` (0.5) every image gets a noisy box,
-  otherwise every image gets one random foreground point.
+  otherwise every image gets one random foreground point. ``train.prompt: box`` sets ``p_box`` to 1 (boxes only,
+  for box-trained models such as LiteMedSAM); the draw still happens, so the random stream is the same.
 * **Test prompts are deterministic per image**: each image's prompt comes from its own CPU generator seeded by
   SHA-256 of ``"<seed>:<id>"``, so it does not depend on batch composition, order or the number of processes.
 """
@@ -33,6 +34,10 @@ from torch import Tensor
 
 PROMPT_MODES = ("box", "points")
 """Test prompt modes: a noisy box, or foreground + background points."""
+
+TRAIN_PROMPT_MODES = {"mixed": 0.5, "box": 1.0}
+"""Training prompt modes and their probability of a box batch: the paper's 50/50 mix of noisy boxes and one
+foreground point, or noisy boxes only."""
 
 
 def _valid_region(masks: Tensor, input_sizes: Tensor | None) -> Tensor:
