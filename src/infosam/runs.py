@@ -735,6 +735,7 @@ def load_run(
     """
     from .model import build_base
     from .peft import load_peft
+    from .sam.checkpoint import BUNDLED
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     config = run.read_config()
@@ -744,9 +745,10 @@ def load_run(
         verify_folder(
             Path(weights).parent
         )  # given weights inside a weights folder: checked against its manifest
+    recorded = config.model.checkpoint
     if checkpoint is not None:
         config.model.checkpoint = str(checkpoint)
-    elif config.model.checkpoint is not None and not Path(config.model.checkpoint).expanduser().is_file():
+    elif recorded is not None and recorded != BUNDLED and not Path(recorded).expanduser().is_file():
         raise FileNotFoundError(
             f"base SAM checkpoint {config.model.checkpoint} (model.checkpoint in {run.config_file}) not found; "
             "pass --checkpoint with its new location"
