@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -171,6 +173,9 @@ def test_onnx_graphs_match_pytorch(tmp_path, image, name, methods):
     folder = export_run(run, "onnx", tmp_path / "onnx")
     segmenter = OnnxSegmenter(folder)
     student = load_run(run)[1]  # fold attention, PEFT wrappers: the model infosam predict uses
+    assert segmenter.transform == get_transform(student.spec)
+    info = json.loads((folder / "model.json").read_text())
+    assert info["preprocessing"] == get_transform(student.spec).fingerprint()
     encoded = encode_image(student, image)
     embeddings, input_size = segmenter.encode(image)
     assert input_size == encoded.input_size

@@ -39,7 +39,7 @@ from .guard import check_finite
 from .peft import PeftSpec, apply_peft, trainable_state_dict
 from .predict import Prompt
 from .sam.attention import disable_fast_attention
-from .sam.transforms import SamTransform
+from .sam.transforms import SamTransform, make_transform
 
 FORMATS = ("sam", "infosam", "onnx")
 MERGEABLE = ("decoder", "bitfit", "lora")
@@ -334,7 +334,8 @@ def onnx_model(student: Sam) -> Sam:
 
 
 def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``encoder.onnx``, ``decoder.onnx`` and ``model.json`` (sizes, pixel statistics) into ``out_dir``.
+    """Write ``encoder.onnx``, ``decoder.onnx`` and ``model.json`` (sizes; the model family's transform and its
+    description: resize, normalisation, padding) into ``out_dir``.
 
     Exported with the TorchScript-based ``torch.onnx.export`` (``dynamo=False``, opset 17).
     """
@@ -390,9 +391,9 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
         "image_size": size,
         "embedding_shape": list(embeddings.shape[1:]),
         "low_res_size": 4 * grid,
-        "pixel_mean": model.pixel_mean.flatten().tolist(),
-        "pixel_std": model.pixel_std.flatten().tolist(),
-        "inputs": "encoder: image (1, 3, S, S) normalised, zero-padded bottom/right; decoder: image_embeddings, "
+        "preprocessing": make_transform(model.spec.transform, size).fingerprint(),
+        "inputs": "encoder: image (1, 3, S, S) resized, normalised and zero-padded bottom/right as 'preprocessing' "
+        "says; decoder: image_embeddings, "
         "point_coords (B, N, 2) input-frame xy, point_labels (B, N): 1 fg, 0 bg, 2/3 box corners, -1 padding",
     }
     _atomic(targets[2], lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"))
@@ -439,8 +440,6 @@ class OnnxSegmenter:
         providers = ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(str(self.folder / ENCODER_FILE), providers=providers)
         self.decoder = ort.InferenceSession(str(self.folder / DECODER_FILE), providers=providers)
-        from .sam.transforms import make_transform
-
         self.transform = make_transform(self.info["transform"], self.info["image_size"])
 
     def encode(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
