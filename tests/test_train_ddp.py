@@ -5,8 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from infosam.data.synthetic import write_synthetic_dataset
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the worker processes: this checkout's sources first on an absolute PYTHONPATH (the
+    children run in another folder, where a relative entry such as PYTHONPATH=src would name nothing and an
+    installed infosam would be imported instead), any other entries made absolute, one thread each."""
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(SRC), *(str(Path(p).resolve()) for p in entries if Path(p).resolve() != SRC)]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
 
 
 def test_two_processes_share_one_run_folder_and_split_the_data(tmp_path):
@@ -14,7 +26,10 @@ def test_two_processes_share_one_run_folder_and_split_the_data(tmp_path):
     write_synthetic_dataset(data / "train", 8, domain="target")
     write_synthetic_dataset(data / "test", 2, domain="target", start=100)
     script = tmp_path / "infosam_cli.py"
-    script.write_text("import sys\nfrom infosam.cli import main\nsys.exit(main())\n")
+    script.write_text(
+        "import sys\nimport infosam\nfrom infosam.cli import main\n"
+        "print('infosam from', infosam.__file__, file=sys.stderr)\nsys.exit(main())\n"
+    )
     run = tmp_path / "run"
     (tmp_path / "empty.yaml").write_text("{}\n")
     command = [
@@ -24,9 +39,10 @@ def test_two_processes_share_one_run_folder_and_split_the_data(tmp_path):
         "--set", "train.batch_size=2", "--set", "train.epochs=1", "--set", "train.log_every_steps=1",
         "--set", "infosam.global_batch=true", "--set", "eval.last_epochs=1", "--set", "train.log_samples=true",
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(command, env=env, capture_output=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run(command, env=child_env(), capture_output=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()[-4000:]
+    # Both workers ran this checkout's code, wherever pytest was started from.
+    assert result.stderr.decode().count(f"infosam from {SRC / 'infosam' / '__init__.py'}") == 2
 
     # 8 images over 2 processes with 2 per batch: 2 optimizer steps, each logged once (by the main process).
     steps = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
