@@ -7,8 +7,8 @@ resolution and thresholded at 0. The priors use the same box and no image at all
 pixel of the box, "ellipse" the ellipse inscribed in it. IoU and Dice are computed per image at the original
 resolution against the ground truth and averaged over images.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/zero_shot_priors.py \\
-        --data ../shared/data/kvasir-seg --data ../shared/data/leaf-disease --every 1
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/zero_shot_priors.py --data ../shared/data/kvasir-seg --every 10
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/zero_shot_priors.py --data ../shared/data/leaf-disease
 
 ``--every K`` keeps every K-th image of a folder (sorted by name), ``--limit N`` the first N kept; ``--jsonl`` writes
 one line per image. The table goes to stdout.
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     from infosam.data.reading import read_image, read_mask
     from infosam.sam.build import build_sam
     from infosam.sam.forward import decode, encode_images
-    from infosam.sam.transforms import LiteMedSamTransform
+    from infosam.sam.transforms import get_transform
 
     torch.set_num_threads(args.threads)
     model = build_sam("litemedsam", checkpoint="bundled")
-    transform = LiteMedSamTransform(model.spec.image_size)
+    transform = get_transform(model.spec)  # LiteMedSAM's own recipe (LiteMedSamTransform)
     out = args.jsonl.open("w") if args.jsonl else None
     tables = []
     for folder in args.data:

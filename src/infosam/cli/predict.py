@@ -59,10 +59,15 @@ def register(subparsers) -> None:
         help="output folder (default: predictions, git-ignored in this repository)",
     )
     parser.add_argument(
-        "--model", help="zero-shot SAM without a run folder: vit_b, vit_l, vit_h or tiny (needs --checkpoint)"
+        "--model",
+        help="zero-shot SAM without a run folder: vit_b, vit_l, vit_h, litemedsam, mobile_sam or tiny "
+        "(needs --checkpoint)",
     )
     parser.add_argument(
-        "--checkpoint", type=Path, help="official SAM .pth (with a run: replaces the path in its config.yaml)"
+        "--checkpoint",
+        type=Path,
+        help="official SAM .pth, or 'bundled' for LiteMedSAM's packaged weights (with a run: replaces the path "
+        "in its config.yaml)",
     )
     parser.add_argument(
         "--weights", type=Path, help="PEFT weights file to load instead of the run's final ones"
