@@ -444,6 +444,7 @@ def _relation_figures(results: list[CellResult], grid: Grid, exp_dir: Path, fold
     from ..distill.relation import RelationModule
     from ..evaluate import load_model
     from ..runview import read_run
+    from ..sam.transforms import get_transform
     from .grid import eval_config
     from .relmaps import crop_valid, relation_maps
 
@@ -463,7 +464,7 @@ def _relation_figures(results: list[CellResult], grid: Grid, exp_dir: Path, fold
         data = open_dataset(
             record.config.data.path,
             split=record.config.data.test_split,
-            image_size=student.image_encoder.img_size,
+            transform=get_transform(student.spec),  # the model family's own preprocessing (LiteMedSAM's too)
         )
         k = min(n_images, len(data))
         samples = [data[i] for i in range(k)]
