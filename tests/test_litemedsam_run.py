@@ -71,6 +71,7 @@ def test_infosam_trains_litemedsam_from_the_bundled_weights(tmp_path, monkeypatc
     assert {p.name for p in (run / "weights" / "final").iterdir()} == {
         "peft.safetensors",
         "relation.safetensors",
+        "manifest.json",
     }
 
 

@@ -193,8 +193,9 @@ def inspect_checkpoint(path: str | Path) -> dict:
 
 def check_checkpoint_path(path: str | Path) -> None:
     """CheckpointError unless ``path`` is an existing file; the message says where a relative path was looked for
-    (the working directory, not the config file's folder)."""
-    path = Path(path).expanduser()
+    (the working directory, not the config file's folder). ``"bundled"`` is checked as :func:`resolve_checkpoint`
+    checks it (package installed, file of the recorded size and SHA-256)."""
+    path = resolve_checkpoint(path).expanduser()
     if not path.exists():
         where = (
             ""
