@@ -258,8 +258,20 @@ class CacheConfig(_Section):
     """Read the teacher's image embeddings from a cache (filled on first use) instead of running its encoder."""
     dir: str = "~/.cache/infosam/teacher"
     """Folder of the teacher cache; a stale cache (other weights or preprocessing) is refused."""
+    student_prefix: bool = True
+    """With the cache on, also cache the student encoder's frozen prefix (everything before its first trainable
+    parameter, :mod:`infosam.prefix`); decoder-only reuses the teacher cache's entries for it."""
+    prefix_dir: str | None = None
+    """Folder of the student-prefix store; null = ``<cache.dir>-prefix``."""
+    prefix_dtype: str = "float16"
+    """Storage dtype of the student-prefix features: float16 (half the disk; relative rounding 2^-11) or float32
+    (the uncached step's maths exactly)."""
 
     section: ClassVar[str] = "cache"
+
+    def check(self) -> None:
+        super().check()
+        _choice("cache.prefix_dtype", self.prefix_dtype, ("float16", "float32"))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .sam.forward import SamOutput, decode, encode_images, sam_forward
 if TYPE_CHECKING:
     from .cache import TeacherCache
     from .guard import NonFiniteGuard
+    from .prefix import EncoderSplit, StudentPrefix
 
 
 # --------------------------------------------------------------------------------------------- phases
@@ -52,12 +53,14 @@ def teacher_forward(
     prompts: dict[str, Tensor],
     *,
     cache: TeacherCache | None = None,
+    keys: list[str] | None = None,
 ) -> SamOutput:
     """The frozen teacher's outputs for images (B, 3, S, S) without gradients; its image embeddings come from
-    ``cache`` when it holds all ``images`` (keyed by their content), else they are computed, stored and read back
-    (so every epoch and a resumed run see the stored values, e.g. float16-rounded)."""
+    ``cache`` when it holds all ``images`` (keyed by their content, ``keys`` if already computed), else they are
+    computed, stored and read back (so every epoch and a resumed run see the stored values, e.g. float16-rounded)."""
     with torch.no_grad():
-        keys = cache.keys(images) if cache is not None else None
+        if cache is not None and keys is None:
+            keys = cache.keys(images)
         embeddings = cache.get(keys) if cache is not None else None
         if embeddings is None:
             embeddings = encode_images(teacher, images)
@@ -101,19 +104,37 @@ class Trainee(nn.Module):
         student: the PEFT student SAM.
         infosam: the InfoSAM loss module (owns the relation module), or ``None`` for the plain baseline.
         seg_loss: name of the segmentation loss (:func:`infosam.losses.segmentation_loss`).
+        split: the student's encoder cut at its frozen prefix (:func:`infosam.prefix.split_encoder`), needed to
+            accept precomputed prefix ``features`` in :meth:`forward`.
     """
 
-    def __init__(self, student: Sam, infosam: InfoSAMLoss | None, seg_loss: str = "structure") -> None:
+    def __init__(
+        self,
+        student: Sam,
+        infosam: InfoSAMLoss | None,
+        seg_loss: str = "structure",
+        split: EncoderSplit | None = None,
+    ) -> None:
         super().__init__()
         self.student = student
         self.infosam = infosam
         self.seg_loss = seg_loss
+        self.split = split
 
     def forward(
-        self, images: Tensor, masks: Tensor, prompts: dict[str, Tensor], teacher: SamOutput | None
+        self,
+        images: Tensor,
+        masks: Tensor,
+        prompts: dict[str, Tensor],
+        teacher: SamOutput | None,
+        features: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """images (B, 3, S, S), masks (B, 1, S, S) -> the loss terms of :func:`step_losses`."""
-        student = sam_forward(self.student, images, **prompts)
+        """images (B, 3, S, S), masks (B, 1, S, S) -> the loss terms of :func:`step_losses`. With ``features``
+        (the output of the student's frozen encoder prefix for ``images``), only the rest of the encoder runs."""
+        if features is None:
+            student = sam_forward(self.student, images, **prompts)
+        else:
+            student = decode(self.student, self.split.rest(features), **prompts)
         return step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
 
 
@@ -158,6 +179,8 @@ class StepParts:
     """Checks losses and gradients before each optimizer step (stop, or skip the step); ``None``: no check."""
     p_box: float = 0.5
     """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
+    prefix: StudentPrefix | None = None
+    """The student's frozen encoder prefix, cached; ``None`` runs the whole student encoder every step."""
 
 
 def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window: int, sync: bool) -> dict:
@@ -180,10 +203,17 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
     images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
     with contextlib.nullcontext() if sync else acc.no_sync(parts.trainee):
         with acc.autocast():
+            store = parts.cache if parts.cache is not None else parts.prefix and parts.prefix.store
+            keys = store.keys(images) if store is not None else None  # content keys, hashed once for both
             teacher = None
             if parts.teacher is not None:
-                teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache)
-            terms = parts.trainee(images, masks, prompts, teacher)  # student -> losses
+                teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache, keys=keys)
+            features = None
+            if parts.prefix is not None:
+                # A whole-encoder prefix shares the teacher cache: the teacher just read the same entries.
+                shared = teacher is not None and parts.prefix.store is parts.cache
+                features = teacher.image_embeddings if shared else parts.prefix.features(images, keys)
+            terms = parts.trainee(images, masks, prompts, teacher, features)  # student -> losses
         acc.backward(terms["loss"] * (1.0 / window))
     if parts.guard is not None:
         parts.guard.observe(terms)

@@ -44,6 +44,7 @@ from .step import StepParts, Trainee, train_step
 
 if TYPE_CHECKING:
     from .cache import TeacherCache
+    from .prefix import StudentPrefix
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def _build_parts(
         relation = _build_relation(config, student, checkpoint)
         infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
         cache = _open_cache(config, teacher) if config.cache.enabled else None
-    trainee = Trainee(student, infosam, t.seg_loss)
+    prefix = _open_prefix(config, student, teacher, cache) if config.cache.enabled else None
+    trainee = Trainee(student, infosam, t.seg_loss, split=prefix.split if prefix is not None else None)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=0.0)
     # Stepped once per optimizer step by the step (accelerate's prepared scheduler would step once per process).
@@ -130,7 +132,7 @@ def _build_parts(
     )
     p_box = TRAIN_PROMPT_MODES[t.prompt]
     step = StepParts(
-        accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip, guard, p_box
+        accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip, guard, p_box, prefix
     )
     trained_relation = relation if i.frozen_relation is None else None
     return Parts(step, student, peft_spec, trained_relation)
@@ -157,6 +159,44 @@ def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
         teacher.spec, weights, preprocessing, precision=config.train.precision, model=model
     )
     return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
+
+
+def _open_prefix(
+    config: Config, student: Sam, teacher: Sam | None, cache: TeacherCache | None
+) -> StudentPrefix | None:
+    """The student's cached frozen encoder prefix (``cache.student_prefix``), or None when it has none.
+
+    A whole frozen encoder (decoder-only) computes the teacher's embeddings: its entries are the teacher cache's
+    (opened here for the baseline, which has no teacher) when its weights are the teacher's; otherwise, and for a
+    partial prefix, the prefix has its own store (``cache.prefix_dir``)."""
+    from .cache import precision_name, teacher_fingerprint
+    from .prefix import StudentPrefix, open_prefix_store, prefix_fingerprint, split_encoder
+
+    if not config.cache.student_prefix:
+        return None
+    split = split_encoder(student.image_encoder)
+    if split.empty:
+        return None
+    reference = teacher if teacher is not None else make_teacher(_base(config))
+    if split.whole and _same_state(student.image_encoder, reference.image_encoder):
+        return StudentPrefix(split, cache if cache is not None else _open_cache(config, reference))
+    from .sam.checkpoint import resolve_checkpoint
+
+    preprocessing = get_transform(reference.spec).fingerprint()
+    weights = None if config.model.checkpoint is None else resolve_checkpoint(config.model.checkpoint)
+    model = reference if weights is None else None
+    base = teacher_fingerprint(
+        reference.spec, weights, preprocessing, precision=config.train.precision, model=model
+    )
+    directory = config.cache.prefix_dir or f"{str(config.cache.dir).rstrip('/')}-prefix"
+    dtype = getattr(torch, precision_name(config.cache.prefix_dtype))
+    store = open_prefix_store(directory, prefix_fingerprint(base, split), dtype)
+    return StudentPrefix(split, store)
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
 def _spec(config: Config):
