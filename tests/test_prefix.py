@@ -209,6 +209,7 @@ def test_training_with_the_prefix_cache_skips_frozen_stages_and_matches(tmp_path
     info = cache_info(tmp_path / "cache-prefix")
     assert info["kind"] == PREFIX_KIND and info["entries"] == 4
     assert info["fingerprint"]["prefix"]["last_segment"] == "layers.0.downsample"
+    assert cache_info(tmp_path / "cache-inputs")["entries"] == 4  # the decoded inputs, cached by default
 
     reference, cached, rerun = _losses(plain), _losses(cold), _losses(warm)
     assert cached == rerun

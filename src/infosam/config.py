@@ -255,7 +255,8 @@ class EvalConfig(_Section):
 @dataclass
 class CacheConfig(_Section):
     enabled: bool = False
-    """Read the teacher's image embeddings from a cache (filled on first use) instead of running its encoder."""
+    """Read the teacher's image embeddings from a cache (filled on first use) instead of running its encoder; also
+    turns on the student-prefix and input caches below (each has its own switch)."""
     dir: str = "~/.cache/infosam/teacher"
     """Folder of the teacher cache; a stale cache (other weights or preprocessing) is refused."""
     student_prefix: bool = True
@@ -266,6 +267,11 @@ class CacheConfig(_Section):
     prefix_dtype: str = "float16"
     """Storage dtype of the student-prefix features: float16 (half the disk; relative rounding 2^-11) or float32
     (the uncached step's maths exactly)."""
+
+    inputs: bool = True
+    """With the cache on, also cache the decoded and resized model inputs (:mod:`infosam.data.input_cache`)."""
+    inputs_dir: str | None = None
+    """Folder of the preprocessed-input store; null = ``<cache.dir>-inputs``."""
 
     section: ClassVar[str] = "cache"
 

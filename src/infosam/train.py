@@ -80,9 +80,15 @@ class Parts:
 
 
 def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
-    """Open and validate ``split`` of ``config.data.path``; refuses bad pairs unless ``data.skip_bad_pairs``."""
+    """Open and validate ``split`` of ``config.data.path``; refuses bad pairs unless ``data.skip_bad_pairs``. With
+    ``cache.inputs`` (and the cache on) its samples are decoded once and read back from the input cache."""
     dataset = open_dataset(config.data.path, split=split, transform=transform)
     dataset, _ = validate_dataset(dataset, skip_bad=config.data.skip_bad_pairs)
+    if config.cache.enabled and config.cache.inputs:
+        from .data.input_cache import CachedInputDataset, open_input_store
+
+        directory = config.cache.inputs_dir or f"{str(config.cache.dir).rstrip('/')}-inputs"
+        dataset = CachedInputDataset(dataset, open_input_store(directory, dataset))
     return dataset
 
 
