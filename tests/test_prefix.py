@@ -5,6 +5,7 @@ stale store is refused."""
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -195,21 +196,25 @@ def _base_overrides(tmp_path, data, methods):
 
 
 def test_training_with_the_prefix_cache_skips_frozen_stages_and_matches(tmp_path, data, count_prefix_runs):
-    base = [*_base_overrides(tmp_path, data, "lora+decoder"), "cache.prefix_dtype=float32"]
+    base = [
+        *_base_overrides(tmp_path, data, "lora+decoder"),
+        "cache.prefix_dtype=float32",
+        "eval.last_epochs=1",
+    ]
     # The reference reads the same (float16) teacher cache, so the runs differ by the prefix cache only.
     off = [*base, "cache.enabled=true", "cache.student_prefix=false", f"output={tmp_path / 'plain'}"]
     plain = train(load_config(None, off))
     assert count_prefix_runs == []
     cold = train(load_config(None, [*base, "cache.enabled=true", f"output={tmp_path / 'cold'}"]))
-    assert sum(count_prefix_runs) == 4  # 4 training images, once each: the second epoch reads
+    assert sum(count_prefix_runs) == 4 + 2  # 4 training + 2 test images, once each: the second epoch reads
     count_prefix_runs.clear()
     warm = train(load_config(None, [*base, "cache.enabled=true", f"output={tmp_path / 'warm'}"]))
     assert count_prefix_runs == []  # warm: the frozen stages never run
 
     info = cache_info(tmp_path / "cache-prefix")
-    assert info["kind"] == PREFIX_KIND and info["entries"] == 4
+    assert info["kind"] == PREFIX_KIND and info["entries"] == 6
     assert info["fingerprint"]["prefix"]["last_segment"] == "layers.0.downsample"
-    assert cache_info(tmp_path / "cache-inputs")["entries"] == 4  # the decoded inputs, cached by default
+    assert cache_info(tmp_path / "cache-inputs")["entries"] == 6  # the decoded inputs, cached by default
 
     reference, cached, rerun = _losses(plain), _losses(cold), _losses(warm)
     assert cached == rerun
@@ -218,6 +223,11 @@ def test_training_with_the_prefix_cache_skips_frozen_stages_and_matches(tmp_path
             # measured: total loss within 3e-7 relative, the small relation/distill terms within 4e-7 absolute
             # (summation order, then Adam; float32 storage)
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=2e-6), key
+    # evaluation through the cached prefix scores like the plain encoder
+    scores = [json.loads((run / "summary.json").read_text())["reported"] for run in (plain, cold, warm)]
+    assert scores[1] == scores[2]
+    for metric in ("IoU", "Dice"):
+        assert scores[1][metric] == pytest.approx(scores[0][metric], abs=1e-4), metric
 
 
 def test_decoder_only_prefix_is_the_teacher_cache(tmp_path, data, count_prefix_runs):

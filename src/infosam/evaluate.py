@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from .data.formats import SegmentationDataset
 from .data.prompts import PROMPT_MODES, test_prompts
 from .metrics import MetricAccumulator
-from .sam.forward import sam_forward
+from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[dict], dict]:
     """Run ``model`` on every sample of ``dataset`` with its deterministic test prompt and score it.
 
@@ -112,6 +113,8 @@ def evaluate(
         compat: reproduce the release's table (clipped logits, IoU/Dice over five thresholds); see
             :mod:`infosam.metrics`.
         on_batch: called with ``(images_done, images_total)`` after each batch (progress display).
+        encode: images (B, 3, S, S) -> the model's image embeddings (B, C, h, w), e.g. through its cached frozen
+            prefix (:class:`infosam.prefix.StudentPrefix`); default the model's own image encoder.
 
     Returns:
         ``(rows, summary)``: one dict per image (``id`` and the metrics of :data:`infosam.metrics.METRIC_NAMES`,
@@ -146,7 +149,11 @@ def evaluate(
             input_sizes=batch["input_size"],
         )
         prompts = {k: v.to(device) for k, v in prompts.items()}
-        out = sam_forward(model, batch["image"].to(device), **prompts)
+        images = batch["image"].to(device)
+        if encode is None:
+            out = sam_forward(model, images, **prompts)
+        else:
+            out = decode(model, encode(images), **prompts)
         for i, image_id in enumerate(batch["id"]):
             logits = transform.postprocess(
                 out.low_res_logits[i : i + 1], batch["input_size"][i], batch["original_size"][i]
@@ -255,6 +262,7 @@ def evaluate_run(
     require_final: bool = False,
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[list[dict], dict]:
     """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
 

@@ -520,6 +520,7 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
                 compat=e.compat,
                 batch_size=e.batch_size,
                 device=acc.device,
+                encode=_cached_encoder(parts.step.prefix),
             )
     finally:
         parts.student.train()
@@ -527,6 +528,14 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
     scores = ", ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES if k in summary)
     log.info("epoch %d test (%d images): %s", epoch, summary.get("n_images", len(rows)), scores)
     return summary
+
+
+def _cached_encoder(prefix: StudentPrefix | None) -> Callable[[Tensor], Tensor] | None:
+    """The student's encoder through its cached frozen prefix (test images are cached once, read every evaluated
+    epoch after), or None for the plain encoder."""
+    if prefix is None:
+        return None
+    return lambda images: prefix.split.rest(prefix.features(images))
 
 
 def run_summary(config: Config, position: Position) -> dict:
