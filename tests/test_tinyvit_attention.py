@@ -70,9 +70,14 @@ def test_switch_keeps_state_and_is_undone():
     assert [type(m) for m in model.modules()] == classes
 
 
-def test_build_base_routes_tinyvit_attention_through_sdpa_unless_meta():
-    assert any(isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit").modules())
-    assert not any(
-        isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit", attention="meta").modules()
-    )
+def test_training_routes_tinyvit_attention_through_sdpa_unless_meta():
+    from infosam.config import load_config
+    from infosam.train import _base
+
+    def switched(*overrides: str) -> bool:
+        model = _base(load_config(None, ["model.name=tiny_tinyvit", "data.path=unused", *overrides]))
+        return any(isinstance(m, SdpaTinyViTAttention) for m in model.modules())
+
+    assert switched() and not switched("model.attention=meta")
+    assert not any(isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit").modules())
     assert enable_sdpa_attention(build_base("tiny", attention="meta")) == 0  # ViT has no TinyViT attention

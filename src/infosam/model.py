@@ -18,7 +18,6 @@ from segment_anything.modeling import Sam
 from .peft import PeftSpec, apply_peft
 from .sam.attention import enable_fast_attention
 from .sam.checkpointing import enable_checkpointing
-from .sam.tinyvit_attention import enable_sdpa_attention
 
 
 def build_base(
@@ -38,8 +37,8 @@ def build_base(
             :func:`infosam.sam.checkpoint.resolve_checkpoint`; ``None`` keeps the random initialisation drawn from
             ``seed``.
         image_size: input side S instead of the spec's (1024 for ViT-B/L/H, 64 for tiny).
-        attention: encoder attention, ``"fold"``/``"mask"`` (:mod:`infosam.sam.attention`; TinyViT's windowed
-            attention then runs through SDPA, :mod:`infosam.sam.tinyvit_attention`) or ``"meta"`` (the originals).
+        attention: ViT encoder attention, ``"fold"``/``"mask"`` (:mod:`infosam.sam.attention`) or ``"meta"``
+            (TinyViT encoders keep their package's attention).
         seed: seeds the random initialisation of whatever the checkpoint does not cover.
     """
     from .sam.build import build_sam
@@ -49,7 +48,6 @@ def build_base(
     sam = build_sam(name, checkpoint=checkpoint, **overrides)
     if attention != "meta":
         enable_fast_attention(sam, mode=attention)
-        enable_sdpa_attention(sam)  # TinyViT's windowed attention (ViT has none)
     return sam
 
 

@@ -39,6 +39,7 @@ from .model import build_base, make_student, make_teacher
 from .peft import PeftSpec, load_peft
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
+from .sam.tinyvit_attention import enable_sdpa_attention
 from .sam.transforms import SamTransform, get_transform
 from .step import StepParts, Trainee, train_step
 
@@ -94,13 +95,16 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
 
 def _base(config: Config) -> Sam:
     m = config.model
-    return build_base(
+    base = build_base(
         m.name,
         checkpoint=m.checkpoint,
         image_size=m.image_size,
         attention=m.attention,
         seed=config.train.seed,
     )
+    if m.attention != "meta":  # training only: exported and predicting models keep the package's attention
+        enable_sdpa_attention(base)  # TinyViT's windowed attention through SDPA (ViT has none)
+    return base
 
 
 def _build_parts(
