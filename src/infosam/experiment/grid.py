@@ -259,19 +259,20 @@ def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
 
 
 def cells(grid: Grid) -> list[Cell]:
-    """Every cell of the grid, dataset by dataset, part by part, seed by seed, arm by arm (so the arms of one
-    seed finish together and paired comparisons become available early)."""
+    """Every cell of the grid: seed by seed, then dataset by dataset, part by part, arm by arm. The arms of one
+    part finish together (paired comparisons become available early), and a grid stopped part-way holds whole
+    seeds: with k folds, one finished seed has scored every image of the dataset once."""
     out = []
-    for d in grid.datasets.values():
-        if not d.target:
-            continue
-        parts = (
-            [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
-            if d.folds is not None
-            else [f"train{_label(v)}" for v in (d.train or [1.0])]
-        )
-        for part in parts:
-            for seed in grid.seeds:
+    for seed in grid.seeds:
+        for d in grid.datasets.values():
+            if not d.target:
+                continue
+            parts = (
+                [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
+                if d.folds is not None
+                else [f"train{_label(v)}" for v in (d.train or [1.0])]
+            )
+            for part in parts:
                 for arm in grid.arms:
                     out.append(Cell(d.name, part, arm, seed))
     return out
