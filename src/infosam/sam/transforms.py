@@ -71,8 +71,17 @@ class SamTransform:
         return hash((self.family, self.image_size))
 
     def input_shape(self, height: int, width: int) -> tuple[int, int]:
-        """``(h, w)``: the size an ``height x width`` image is resized to before padding."""
-        raise NotImplementedError
+        """``(h, w)``: the size an ``height x width`` image is resized to before padding. Both families scale the
+        longest side to ``image_size`` with Meta's ``ResizeLongestSide`` rounding, ``int(side * scale + 0.5)``."""
+        scale = self.image_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    @staticmethod
+    def _check_rgb(image: np.ndarray) -> None:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+            )
 
     def image(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
         """``(H, W, 3)`` uint8 RGB -> ``((3, S, S)`` float32 model input, ``(h, w)`` its unpadded region)."""
@@ -137,16 +146,8 @@ class MetaSamTransform(SamTransform):
     family = "sam"
     VERSION = 1
 
-    def input_shape(self, height: int, width: int) -> tuple[int, int]:
-        """Same rounding as Meta's ``ResizeLongestSide.get_preprocess_shape``: ``int(side * scale + 0.5)``."""
-        scale = self.image_size / max(height, width)
-        return int(height * scale + 0.5), int(width * scale + 0.5)
-
     def image(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
-            )
+        self._check_rgb(image)
         h, w = self.input_shape(image.shape[0], image.shape[1])
         resized = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
         x = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float()
@@ -186,17 +187,9 @@ class LiteMedSamTransform(SamTransform):
     def __init__(self, image_size: int = 256) -> None:
         super().__init__(image_size)
 
-    def input_shape(self, height: int, width: int) -> tuple[int, int]:
-        """``(h, w)`` after scaling the longest side to ``image_size``: ``int(side * S / max(H, W) + 0.5)``."""
-        scale = self.image_size / max(height, width)
-        return int(height * scale + 0.5), int(width * scale + 0.5)
-
     def image(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
         """``(H, W, 3)`` uint8 RGB -> ``((3, S, S)`` float32 in [0, 1], zero-padded; ``(h, w)`` unpadded size)."""
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
-            )
+        self._check_rgb(image)
         h, w = self.input_shape(image.shape[0], image.shape[1])
         resized = _cv2().resize(np.ascontiguousarray(image), (w, h), interpolation=_cv2().INTER_AREA)
         x = torch.from_numpy(resized.astype(np.float64)).permute(2, 0, 1)
