@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from infosam.cache import CacheMismatchError, TeacherCache, cache_info, read_manifest
+from infosam.cache import TEACHER_KIND, CacheMismatchError, TeacherCache, cache_info, read_manifest
 from infosam.config import load_config
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.model import build_base, make_student
@@ -244,3 +244,31 @@ def test_decoder_only_prefix_is_the_teacher_cache(tmp_path, data, count_prefix_r
 
 def _teacher_fingerprint(tmp_path):
     return read_manifest(tmp_path / "cache")["fingerprint"]
+
+
+def test_evaluate_run_reads_the_runs_cached_prefix_like_training_did(tmp_path, data, count_prefix_runs):
+    from infosam.config import CacheConfig
+    from infosam.evaluate import evaluate_run
+
+    base = [*_base_overrides(tmp_path, data, "lora+decoder"), "cache.enabled=true", "eval.last_epochs=1"]
+    run = train(load_config(None, [*base, f"output={tmp_path / 'run'}"]))
+    logged = json.loads((run / "summary.json").read_text())["reported"]
+    count_prefix_runs.clear()
+    rows, summary = evaluate_run(run, data, "test", cache=True, device="cpu")
+    assert count_prefix_runs == []  # the test images' prefix was stored by training's evaluation
+    for metric in ("IoU", "Dice"):
+        assert summary[metric] == logged[metric], metric  # the same stored features, the same scores
+    _, plain = evaluate_run(run, data, "test", device="cpu")  # the whole encoder, float32
+    for metric in ("IoU", "Dice"):
+        assert summary[metric] == pytest.approx(plain[metric], abs=1e-3), metric
+
+    # zero-shot SAM: the whole encoder is frozen; its embeddings fill the teacher cache once, then are read
+    cache = CacheConfig(enabled=True, dir=str(tmp_path / "zero-shot"))
+    _, first = evaluate_run("tiny_tinyvit", data, "test", cache=cache, device="cpu")
+    assert sum(count_prefix_runs) == 2
+    assert read_manifest(tmp_path / "zero-shot")["kind"] == TEACHER_KIND
+    _, second = evaluate_run("tiny_tinyvit", data, "test", cache=cache, device="cpu")
+    assert sum(count_prefix_runs) == 2 and second == first
+    _, uncached = evaluate_run("tiny_tinyvit", data, "test", device="cpu")
+    for metric in ("IoU", "Dice"):
+        assert first[metric] == pytest.approx(uncached[metric], abs=1e-3), metric

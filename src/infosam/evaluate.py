@@ -21,7 +21,7 @@ from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
 
 if TYPE_CHECKING:
-    from .config import ModelConfig
+    from .config import CacheConfig, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def evaluate_run(
     require_final: bool = False,
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
-    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cache: CacheConfig | bool | None = None,
 ) -> tuple[list[dict], dict]:
     """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
 
@@ -270,6 +270,12 @@ def evaluate_run(
     so a run scored here on its own test split matches what training logged. See :func:`load_model` for
     ``source``, ``checkpoint``, ``weights``, ``model_seed`` and ``require_final``; ``image_size`` is zero-shot SAM's input side
     (default the spec's; a run's comes from its config).
+
+    ``cache``: read (and fill) the model's frozen encoder prefix from the caches of :mod:`infosam.prefix`, as
+    training's own evaluations do: ``True`` takes a run's ``cache`` section (switched on), a
+    :class:`~infosam.config.CacheConfig` is used as given (a zero-shot model: its whole encoder, the teacher
+    cache). Scores then come from the stored (e.g. float16) features, like training's; a student whose encoder
+    trains from its first block runs uncached. ``None``/``False``: every image through the whole encoder.
 
     Before the model loads, the prompt settings are checked and every pair is read
     (:func:`check_eval_data`): a bad pair fails at once with all of them listed, an empty split is an error, and
@@ -334,9 +340,41 @@ def evaluate_run(
         device=device,
         num_workers=num_workers,
         on_batch=on_batch,
+        encode=_cached_encode(source, model, cache, checkpoint, image_size, model_seed) if cache else None,
     )
     summary.update(described, data=str(data), split=split)
     return rows, summary
+
+
+def _cached_encode(
+    source, model: Sam, cache, checkpoint, image_size: int | None, model_seed: int
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's encoder through its cached frozen prefix, or None when nothing of it is frozen."""
+    from dataclasses import replace
+
+    from .config import CacheConfig, Config, ModelConfig
+    from .model import make_teacher
+    from .prefix import open_student_prefix
+
+    if isinstance(source, ModelConfig) or not Path(source).expanduser().is_dir():
+        if not isinstance(cache, CacheConfig):
+            raise ValueError("a zero-shot model is cached with a CacheConfig (which cache folders to use)")
+        m = source
+        if not isinstance(source, ModelConfig):
+            ckpt = None if checkpoint is None else str(checkpoint)
+            m = ModelConfig(name=str(source), checkpoint=ckpt, image_size=image_size)
+        config = Config(model=m, cache=cache)
+        config.train.seed = model_seed
+        prefix = open_student_prefix(config, make_teacher(model), teacher=model)
+    else:
+        from .runs import RunDir
+
+        config = RunDir(Path(source).expanduser()).read_config()
+        if checkpoint is not None:
+            config.model.checkpoint = str(checkpoint)
+        config.cache = cache if isinstance(cache, CacheConfig) else replace(config.cache, enabled=True)
+        prefix = open_student_prefix(config, model)
+    return prefix.encode if prefix is not None else None
 
 
 def write_evaluation(

@@ -27,13 +27,18 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor, nn
 
 from .cache import TeacherCache, TensorStore
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
+
+    from .config import Config
 
 PREFIX_KIND = "student-encoder-prefix"
 _FEATURES = "features"
@@ -230,6 +235,11 @@ class StudentPrefix:
                     )
         return found.to(images.device)
 
+    def encode(self, images: Tensor) -> Tensor:
+        """The student's image embeddings of images (B, 3, S, S): the stored prefix, then the rest of the
+        encoder (what evaluation runs: test images are computed once and read at every evaluation after)."""
+        return self.split.rest(self.features(images))
+
     def _get(self, keys: list[str]) -> Tensor | None:
         if isinstance(self.store, TeacherCache):
             return self.store.get(keys)
@@ -248,3 +258,76 @@ def open_prefix_store(
 ) -> TensorStore:
     """The prefix store in ``directory`` (created if missing; refused if it was made for another fingerprint)."""
     return TensorStore(Path(directory).expanduser(), PREFIX_KIND, fingerprint, dtype)
+
+
+# --------------------------------------------------------------------------------------------- from a config
+
+
+def open_teacher_cache(config: Config, teacher: Sam) -> TeacherCache:
+    """The teacher cache in ``config.cache.dir`` for ``teacher`` (built from ``config.model``), fingerprinted by
+    its spec, weights file, preprocessing and ``config.train.precision``; a random teacher (no checkpoint) is
+    fingerprinted by its weights, so two such teachers never share entries."""
+    from .cache import teacher_fingerprint
+    from .sam.checkpoint import resolve_checkpoint  # 'bundled' -> the package's verified file
+    from .sam.transforms import get_transform
+
+    preprocessing = get_transform(teacher.spec).fingerprint()
+    model = teacher if config.model.checkpoint is None else None
+    weights = None if config.model.checkpoint is None else resolve_checkpoint(config.model.checkpoint)
+    fingerprint = teacher_fingerprint(
+        teacher.spec, weights, preprocessing, precision=config.train.precision, model=model
+    )
+    return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
+
+
+def open_student_prefix(
+    config: Config, student: Sam, teacher: Sam | None = None, cache: TeacherCache | None = None
+) -> StudentPrefix | None:
+    """The cached frozen encoder prefix of ``student`` (``cache.student_prefix``), or None when it has none.
+
+    Which parameters are frozen is read from ``requires_grad``. A whole frozen encoder (decoder-only, or a
+    zero-shot model) computes the teacher's embeddings: when its weights are the teacher's (``teacher``, else
+    built from ``config.model``), its entries are the teacher cache's (``cache``, else opened here); otherwise,
+    and for a partial prefix, the prefix has its own store (``cache.prefix_dir``) fingerprinted by the prefix's
+    weights. Training and evaluation (:func:`infosam.evaluate.evaluate_run` with ``cache``) open it alike."""
+    from .cache import precision_name, teacher_fingerprint
+    from .model import build_base, make_teacher
+    from .sam.checkpoint import resolve_checkpoint
+    from .sam.transforms import get_transform
+
+    if not config.cache.student_prefix:
+        return None
+    split = split_encoder(student.image_encoder)
+    if split.empty:
+        return None
+    m = config.model
+    reference = teacher
+    if reference is None:
+        base = build_base(
+            m.name,
+            checkpoint=m.checkpoint,
+            image_size=m.image_size,
+            attention=m.attention,
+            seed=config.train.seed,
+        )
+        reference = make_teacher(base)
+    if split.whole and _same_state(student.image_encoder, reference.image_encoder):
+        return StudentPrefix(split, cache if cache is not None else open_teacher_cache(config, reference))
+    preprocessing = get_transform(reference.spec).fingerprint()
+    weights = None if m.checkpoint is None else resolve_checkpoint(m.checkpoint)
+    fingerprint = teacher_fingerprint(
+        reference.spec,
+        weights,
+        preprocessing,
+        precision=config.train.precision,
+        model=reference if weights is None else None,
+    )
+    directory = config.cache.prefix_dir or f"{str(config.cache.dir).rstrip('/')}-prefix"
+    dtype = getattr(torch, precision_name(config.cache.prefix_dtype))
+    store = open_prefix_store(directory, prefix_fingerprint(fingerprint, split), dtype)
+    return StudentPrefix(split, store)
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)

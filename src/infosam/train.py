@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,15 +36,12 @@ from .guard import NonFiniteGuard, RunLock, StopSignals
 from .metrics import METRIC_NAMES, best_of
 from .model import build_base, make_student, make_teacher
 from .peft import PeftSpec, load_peft
+from .prefix import open_student_prefix, open_teacher_cache
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
 from .sam.tinyvit_attention import enable_sdpa_attention
 from .sam.transforms import SamTransform, get_transform
 from .step import StepParts, Trainee, train_step
-
-if TYPE_CHECKING:
-    from .cache import TeacherCache
-    from .prefix import StudentPrefix
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +125,8 @@ def _build_parts(
         teacher = make_teacher(_base(config)).to(accelerator.device)
         relation = _build_relation(config, student, checkpoint)
         infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
-        cache = _open_cache(config, teacher) if config.cache.enabled else None
-    prefix = _open_prefix(config, student, teacher, cache) if config.cache.enabled else None
+        cache = open_teacher_cache(config, teacher) if config.cache.enabled else None
+    prefix = open_student_prefix(config, student, teacher, cache) if config.cache.enabled else None
     trainee = Trainee(student, infosam, t.seg_loss, split=prefix.split if prefix is not None else None)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=0.0)
@@ -155,58 +151,6 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
         return RelationModule.load(runs.relation_file(checkpoint), frozen=False)
     torch.manual_seed(config.train.seed)
     return RelationModule(student.spec.prompt_embed_dim)
-
-
-def _open_cache(config: Config, teacher: Sam) -> TeacherCache:
-    from .cache import TeacherCache, teacher_fingerprint
-    from .sam.checkpoint import resolve_checkpoint  # 'bundled' -> the package's verified file
-
-    preprocessing = get_transform(teacher.spec).fingerprint()
-    # Without a checkpoint the teacher is random: fingerprint its weights so two such teachers never share a cache.
-    model = teacher if config.model.checkpoint is None else None
-    weights = None if config.model.checkpoint is None else resolve_checkpoint(config.model.checkpoint)
-    fingerprint = teacher_fingerprint(
-        teacher.spec, weights, preprocessing, precision=config.train.precision, model=model
-    )
-    return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
-
-
-def _open_prefix(
-    config: Config, student: Sam, teacher: Sam | None, cache: TeacherCache | None
-) -> StudentPrefix | None:
-    """The student's cached frozen encoder prefix (``cache.student_prefix``), or None when it has none.
-
-    A whole frozen encoder (decoder-only) computes the teacher's embeddings: its entries are the teacher cache's
-    (opened here for the baseline, which has no teacher) when its weights are the teacher's; otherwise, and for a
-    partial prefix, the prefix has its own store (``cache.prefix_dir``)."""
-    from .cache import precision_name, teacher_fingerprint
-    from .prefix import StudentPrefix, open_prefix_store, prefix_fingerprint, split_encoder
-
-    if not config.cache.student_prefix:
-        return None
-    split = split_encoder(student.image_encoder)
-    if split.empty:
-        return None
-    reference = teacher if teacher is not None else make_teacher(_base(config))
-    if split.whole and _same_state(student.image_encoder, reference.image_encoder):
-        return StudentPrefix(split, cache if cache is not None else _open_cache(config, reference))
-    from .sam.checkpoint import resolve_checkpoint
-
-    preprocessing = get_transform(reference.spec).fingerprint()
-    weights = None if config.model.checkpoint is None else resolve_checkpoint(config.model.checkpoint)
-    model = reference if weights is None else None
-    base = teacher_fingerprint(
-        reference.spec, weights, preprocessing, precision=config.train.precision, model=model
-    )
-    directory = config.cache.prefix_dir or f"{str(config.cache.dir).rstrip('/')}-prefix"
-    dtype = getattr(torch, precision_name(config.cache.prefix_dtype))
-    store = open_prefix_store(directory, prefix_fingerprint(base, split), dtype)
-    return StudentPrefix(split, store)
-
-
-def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
 def _spec(config: Config):
@@ -524,7 +468,7 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
                 compat=e.compat,
                 batch_size=e.batch_size,
                 device=acc.device,
-                encode=_cached_encoder(parts.step.prefix),
+                encode=parts.step.prefix.encode if parts.step.prefix is not None else None,
             )
     finally:
         parts.student.train()
@@ -532,14 +476,6 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
     scores = ", ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES if k in summary)
     log.info("epoch %d test (%d images): %s", epoch, summary.get("n_images", len(rows)), scores)
     return summary
-
-
-def _cached_encoder(prefix: StudentPrefix | None) -> Callable[[Tensor], Tensor] | None:
-    """The student's encoder through its cached frozen prefix (test images are cached once, read every evaluated
-    epoch after), or None for the plain encoder."""
-    if prefix is None:
-        return None
-    return lambda images: prefix.split.rest(prefix.features(images))
 
 
 def run_summary(config: Config, position: Position) -> dict:

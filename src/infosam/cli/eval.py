@@ -67,6 +67,16 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add_threads_option(p)
+    p.add_argument(
+        "--cache",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="read (and fill) the frozen encoder's cached features, as training's evaluations do: a run uses its "
+        "config's cache folders; zero-shot SAM the teacher cache in DIR (default ~/.cache/infosam/teacher). "
+        "Scores then come from the stored float16 features",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
@@ -96,6 +106,17 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
 
+    cache = None
+    if args.cache is not None:
+        from ..config import CacheConfig
+
+        if args.run is not None and args.cache:
+            raise CLIError("--cache DIR is for zero-shot SAM; a run's cache folders come from its config")
+        cache = (
+            True
+            if args.run is not None
+            else CacheConfig(enabled=True, **({"dir": args.cache} if args.cache else {}))
+        )
     out = Path(args.out)
     try:
         summary = evaluate_to_folder(
@@ -117,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             on_batch=progress,
             require_final=args.require_final,
+            cache=cache,
         )
     except FileExistsError as err:
         raise CLIError(str(err)) from err

@@ -187,13 +187,25 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
         wanted[(cell.dataset, f"{cell.part}-test")] = None
         for other in grid.datasets[cell.dataset].retention:
             wanted[(other, "heldout")] = None
-    cpu = cell_config(grid, todo[0], exp_dir / "splits", exp_dir / "probe").train.cpu
+    probe = cell_config(grid, todo[0], exp_dir / "splits", exp_dir / "probe")
+    cpu = probe.train.cpu
+    cache = probe.cache if _cached_scoring(probe) else None
     for dataset, split in wanted:
         out = teacher_dir(exp_dir, dataset, split)
         if (out / "summary.json").is_file():
             continue
         log.info("zero-shot teacher on %s/%s", dataset, split)
-        _score(grid, model, dataset, split, out, exp_dir, model_seed=grid.seeds[0], device=_device(cpu))
+        _score(
+            grid,
+            model,
+            dataset,
+            split,
+            out,
+            exp_dir,
+            model_seed=grid.seeds[0],
+            device=_device(cpu),
+            cache=cache,
+        )
 
 
 def _score(
@@ -207,9 +219,11 @@ def _score(
     weights: Path | None = None,
     model_seed: int = 0,
     device: str = "cpu",
+    cache=None,
 ) -> None:
     """Score ``source`` (a run folder or the teacher's model section) on ``split`` of ``dataset`` with the
-    dataset's eval settings, into ``out``."""
+    dataset's eval settings, into ``out``; ``cache`` as :func:`infosam.evaluate.evaluate_run` (a cell whose
+    config caches is scored through its cached frozen encoder prefix, as its training evaluations were)."""
     from ..evaluate import evaluate_run, write_evaluation
 
     e = eval_config(grid, dataset)
@@ -226,6 +240,7 @@ def _score(
         batch_size=e.batch_size,
         model_seed=model_seed,
         device=device,
+        cache=cache,
     )
     summary.update(dataset=dataset, split_file=f"splits/{dataset}/{split}.csv")
     write_evaluation(out, rows, summary, overwrite=True)
@@ -292,11 +307,27 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
             ]
         for out, weights in jobs:
             if not (out / "summary.json").is_file():
-                _score(grid, run_dir, dataset, split, out, exp_dir, weights=weights, device=device)
+                _score(
+                    grid,
+                    run_dir,
+                    dataset,
+                    split,
+                    out,
+                    exp_dir,
+                    weights=weights,
+                    device=device,
+                    cache=_cached_scoring(config),
+                )
     info["eval_seconds"] = info.get("eval_seconds", 0.0) + time.perf_counter() - start
     info["status"] = "done"
     write_json(info_path, info)
     return False
+
+
+def _cached_scoring(config) -> bool:
+    """Score through the caches the cells train with (the teacher cache, the student's frozen prefix) when the
+    grid caches and computes in float32: scoring runs in float32, so its entries are those training stores."""
+    return config.cache.enabled and config.train.precision == "no"
 
 
 def _evaluations_complete(grid: Grid, cell: Cell, folder: Path) -> bool:
