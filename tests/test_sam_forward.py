@@ -188,3 +188,26 @@ def test_vit_b_shapes():
     assert out.mask_tokens.shape == (1, 1, 256)
     assert out.low_res_logits.shape == (1, 1, 256, 256)
     assert out.iou_predictions.shape == (1, 1)
+
+
+def test_tokens_only_decode_gives_the_same_tokens_and_skips_the_mask_head(tiny_sam):
+    """The teacher's decode stops after the two-way transformer: the same mask tokens as a full decode, the
+    upscaling never runs, no hook is left behind, and the decoder can be called normally afterwards."""
+    model = tiny_sam(seed=7)
+    emb = torch.randn(3, 32, 8, 8, generator=torch.Generator().manual_seed(3))
+    boxes = torch.tensor([[5.0, 6.0, 50.0, 40.0], [12.0, 3.0, 60.0, 30.0], [0.0, 0.0, 63.0, 63.0]])
+    upscaled = []
+    counter = model.mask_decoder.output_upscaling.register_forward_hook(lambda *_: upscaled.append(1))
+    before = _hooks(model)
+    with torch.no_grad():
+        full = decode(model, emb, boxes=boxes)
+        assert len(upscaled) == 3
+        short = decode(model, emb, boxes=boxes, tokens_only=True)
+        assert len(upscaled) == 3  # the mask head never ran
+        assert _hooks(model) == before
+        assert short.low_res_logits is None and short.iou_predictions is None
+        torch.testing.assert_close(short.mask_tokens, full.mask_tokens, rtol=0, atol=0)
+        assert short.image_embeddings is emb
+        again = decode(model, emb, boxes=boxes)
+    counter.remove()
+    torch.testing.assert_close(again.low_res_logits, full.low_res_logits, rtol=0, atol=0)

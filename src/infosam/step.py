@@ -55,9 +55,11 @@ def teacher_forward(
     cache: TeacherCache | None = None,
     keys: list[str] | None = None,
 ) -> SamOutput:
-    """The frozen teacher's outputs for images (B, 3, S, S) without gradients; its image embeddings come from
-    ``cache`` when it holds all ``images`` (keyed by their content, ``keys`` if already computed), else they are
-    computed, stored and read back (so every epoch and a resumed run see the stored values, e.g. float16-rounded)."""
+    """The frozen teacher's features for images (B, 3, S, S) without gradients: image embeddings and mask tokens
+    (what InfoSAM uses of it; the decoder stops after its transformer, so logits and IoU are None). Its image
+    embeddings come from ``cache`` when it holds all ``images`` (keyed by their content, ``keys`` if already
+    computed), else they are computed, stored and read back (so every epoch and a resumed run see the stored
+    values, e.g. float16-rounded)."""
     with torch.no_grad():
         if cache is not None and keys is None:
             keys = cache.keys(images)
@@ -67,7 +69,7 @@ def teacher_forward(
             if cache is not None:
                 cache.put(keys, embeddings)
                 embeddings = cache.get(keys)
-        return decode(teacher, embeddings.to(images.device), **prompts)
+        return decode(teacher, embeddings.to(images.device), **prompts, tokens_only=True)
 
 
 def step_losses(

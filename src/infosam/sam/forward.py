@@ -23,10 +23,14 @@ class SamOutput:
     """(B, C, h, w) image encoder output; C = spec.prompt_embed_dim (256), h = w = spec.embedding_size (64)."""
     mask_tokens: Tensor
     """(B, 1, C) single-mask output token after the two-way transformer (``hs[:, 1]``)."""
-    low_res_logits: Tensor
-    """(B, 1, 4h, 4w) single-mask logits (256 x 256 for the official 1024 input)."""
-    iou_predictions: Tensor
-    """(B, 1) predicted IoU of the single mask."""
+    low_res_logits: Tensor | None
+    """(B, 1, 4h, 4w) single-mask logits (256 x 256 for the official 1024 input); None from a tokens-only decode."""
+    iou_predictions: Tensor | None
+    """(B, 1) predicted IoU of the single mask; None from a tokens-only decode."""
+
+
+class _TokensCaptured(Exception):
+    """Raised by the transformer hook of a tokens-only decode: the rest of the decoder is not needed."""
 
 
 def encode_images(model: Sam, images: Tensor) -> Tensor:
@@ -47,6 +51,7 @@ def decode(
     boxes: Tensor | None = None,
     points: Tensor | None = None,
     point_labels: Tensor | None = None,
+    tokens_only: bool = False,
 ) -> SamOutput:
     """Decode one prompt per image into a single mask, its predicted IoU and its output token.
 
@@ -57,6 +62,10 @@ def decode(
         points: (B, N, 2) xy points in the same coordinates; needs ``point_labels`` (B, N), 1 foreground, 0
             background. Boxes and points may be given together (Meta's prompt encoder then drops its padding
             point, as in ``SamPredictor``).
+        tokens_only: stop each decoder call right after its two-way transformer (the hook raises, Meta's code
+            stays untouched): the mask token is all InfoSAM needs of the teacher, and the mask upscaling, the
+            hypernetwork and the IoU head (about a third of the decoder's time at 256 px) are skipped. The
+            logits and IoU of the result are then None; the tokens are the same as from a full decode.
 
     Returns:
         :class:`SamOutput` with ``image_embeddings`` passed through.
@@ -69,11 +78,13 @@ def decode(
     image_pe = model.prompt_encoder.get_dense_pe()
 
     hs_tokens: list[Tensor] = []
-    handle = model.mask_decoder.transformer.register_forward_hook(
-        lambda _module, _inputs, output: hs_tokens.append(
-            output[0][:, 1:2]
-        )  # hs: (1, T, C); token 1 = mask 0
-    )
+
+    def capture(_module, _inputs, output) -> None:
+        hs_tokens.append(output[0][:, 1:2])  # hs: (1, T, C); token 1 = mask 0
+        if tokens_only:
+            raise _TokensCaptured
+
+    handle = model.mask_decoder.transformer.register_forward_hook(capture)
     try:
         # One decoder call per image: Meta's predict_masks repeats the image embeddings once per prompt (it is
         # written for one image and many prompts), so a call with B images and B prompts would pair every image
@@ -81,13 +92,16 @@ def decode(
         # decoder is small next to the encoder, so the loop costs little.
         logits, ious = [], []
         for b in range(batch):
-            low_res, iou = model.mask_decoder(
-                image_embeddings=image_embeddings[b : b + 1],
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse[b : b + 1],
-                dense_prompt_embeddings=dense[b : b + 1],
-                multimask_output=False,
-            )
+            try:
+                low_res, iou = model.mask_decoder(
+                    image_embeddings=image_embeddings[b : b + 1],
+                    image_pe=image_pe,
+                    sparse_prompt_embeddings=sparse[b : b + 1],
+                    dense_prompt_embeddings=dense[b : b + 1],
+                    multimask_output=False,
+                )
+            except _TokensCaptured:
+                continue
             logits.append(low_res)
             ious.append(iou)
     finally:
@@ -100,8 +114,8 @@ def decode(
     return SamOutput(
         image_embeddings=image_embeddings,
         mask_tokens=torch.cat(hs_tokens),
-        low_res_logits=torch.cat(logits),
-        iou_predictions=torch.cat(ious),
+        low_res_logits=None if tokens_only else torch.cat(logits),
+        iou_predictions=None if tokens_only else torch.cat(ious),
     )
 
 
