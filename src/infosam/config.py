@@ -235,6 +235,18 @@ class EvalConfig(_Section):
 
     section: ClassVar[str] = "eval"
 
+    def scoring(self) -> dict:
+        """The keyword arguments of :func:`infosam.evaluate.evaluate` this section sets (prompt, n_fg, n_bg, seed,
+        compat, batch_size): training, the experiment runner and ``infosam eval`` on a run score alike."""
+        return {
+            "prompt": self.prompt,
+            "n_fg": self.n_fg,
+            "n_bg": self.n_bg,
+            "seed": self.seed,
+            "compat": self.compat,
+            "batch_size": self.batch_size,
+        }
+
     def check(self) -> None:
         from .data.prompts import PROMPT_MODES
         from .metrics import METRIC_NAMES

@@ -461,12 +461,7 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
             rows, summary = evaluate(
                 parts.student,
                 test_set,
-                prompt=e.prompt,
-                n_fg=e.n_fg,
-                n_bg=e.n_bg,
-                seed=e.seed,
-                compat=e.compat,
-                batch_size=e.batch_size,
+                **e.scoring(),
                 device=acc.device,
                 encode=parts.step.prefix.encode if parts.step.prefix is not None else None,
             )
