@@ -197,3 +197,12 @@ def test_release_focal_saturates_and_iou_term_reaches_the_logits():
     iou_mse_loss_release(torch.tensor([[0.5], [0.2]]), logits, y).backward()
     assert logits.grad.abs().sum() > 0  # not detached, unlike iou_mse_loss:
     assert not iou_mse_loss(torch.tensor([[0.5], [0.2]]), logits, y).requires_grad
+
+
+def test_structure_weight_equals_the_31x31_box_mean():
+    """The separable pooling is the 31 x 31 zero-padded box mean of the original (divided by 961 everywhere)."""
+    g = torch.Generator().manual_seed(0)
+    for size in (8, 40, 64):
+        y = (torch.rand(3, 1, size, size, generator=g) > 0.6).float()
+        expected = 1 + 5 * (F.avg_pool2d(y, kernel_size=31, stride=1, padding=15) - y).abs()
+        torch.testing.assert_close(structure_weight(y), expected, rtol=1e-6, atol=1e-6)  # float rounding

@@ -62,8 +62,14 @@ class RelationModule(nn.Module):
         with _no_autocast(image_embeddings):
             z_i = self.norm_image(image_embeddings.to(dtype).flatten(2).transpose(1, 2))  # (B, HW, C)
             z_m = self.norm_token(mask_tokens.to(dtype))  # (B, 1, C)
-            scores = self.query(z_m) @ self.key(z_i).transpose(1, 2) / math.sqrt(self.dim)
-            scores = scores + z_m @ z_i.transpose(1, 2)  # (B, 1, HW)
+            q = self.query(z_m)  # (B, 1, C)
+            # q . (W_k z + b_k) = (q W_k) . z + q . b_k: the key projection is folded into the one query row
+            # instead of being applied to all HW image tokens (same function; 4 M instead of 1 G multiply-adds per
+            # 64 x 64 image, forward and backward alike).
+            scale = 1.0 / math.sqrt(self.dim)
+            row = (q @ self.key.weight) * scale + z_m  # (B, 1, C)
+            bias = (q @ self.key.bias.unsqueeze(-1)) * scale  # (B, 1, 1)
+            scores = row @ z_i.transpose(1, 2) + bias  # (B, 1, HW)
             return F.normalize(scores.squeeze(1), p=2.0, dim=1)
 
     def extra_repr(self) -> str:
