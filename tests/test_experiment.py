@@ -233,3 +233,23 @@ def test_litemedsam_grid_splits_on_the_real_data(kvasir_dir, leaf_dir, monkeypat
     assert small["heldout"] == large["heldout"] and len(small["heldout"]) == 200
     assert set(small["train50-train"]) < set(large["train200-train"])
     assert not set(large["train200-train"]) & set(large["heldout"])
+
+
+def test_shards_split_the_cells_of_one_folder(tmp_path, capsys):
+    grid = _grid(tmp_path)
+    exp = tmp_path / "exp"
+    names = [c.name for c in cells(load_grid(grid))]
+    seen = []
+    run_experiment(grid, exp, on_progress=seen.append, shard=(2, 2))
+    assert [p.cell.name for p in seen] == names[1::2] and seen[-1].total == 2
+    done = {str(p.parent.relative_to(exp / "cells")) for p in exp.glob("cells/**/cell.json")}
+    assert done == set(names[1::2])  # only shard 2's cells were touched
+    seen.clear()
+    run_experiment(grid, exp, on_progress=seen.append, shard=(1, 2))
+    assert [p.cell.name for p in seen] == names[0::2] and not any(p.skipped for p in seen)
+    seen.clear()
+    run_experiment(grid, exp, on_progress=seen.append)  # the whole grid: nothing left to do
+    assert [p.skipped for p in seen] == [True] * 4
+    for bad in ("3/2", "0/2", "x"):
+        assert run_cli(["experiment", str(grid), "--out", str(exp), "--shard", bad]) == 2
+        assert "--shard must be K/N" in capsys.readouterr().err

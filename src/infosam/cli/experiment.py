@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_threads_option
+from . import CLIError, add_threads_option
 
 
 def register(subparsers) -> None:
@@ -21,6 +21,13 @@ def register(subparsers) -> None:
     p.add_argument("grid", metavar="GRID.yaml", help="grid file")
     p.add_argument("--out", default=None, help="experiment folder (default runs/experiments/<grid name>)")
     p.add_argument("--progress", action="store_true", help="show each run's step progress bar")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only cells K, K+N, K+2N, ... of the grid: start N processes (K = 1..N, e.g. one per GPU with "
+        "CUDA_VISIBLE_DEVICES) on the same --out to share the work",
+    )
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -44,6 +51,15 @@ def run(args: argparse.Namespace) -> int:
         left = "" if p.eta_seconds is None else f", about {_duration(p.eta_seconds)} left"
         print(f"[{p.done}/{p.total}] {p.cell.name}: {what}{left}", file=sys.stderr, flush=True)
 
-    out = run_experiment(args.grid, args.out, on_progress=progress, train_progress=args.progress)
+    shard = None
+    if args.shard is not None:
+        k, _, n = args.shard.partition("/")
+        try:
+            shard = (int(k), int(n))
+        except ValueError:
+            raise CLIError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {args.shard!r}") from None
+        if not 1 <= shard[0] <= shard[1]:
+            raise CLIError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {args.shard!r}")
+    out = run_experiment(args.grid, args.out, on_progress=progress, train_progress=args.progress, shard=shard)
     print(f"experiment folder: {out}\nreport: infosam report {out}")
     return 0

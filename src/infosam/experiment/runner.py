@@ -94,6 +94,7 @@ def run_experiment(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     train_progress: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
     """Run (or continue) the grid ``grid_path`` in the experiment folder ``out``; returns the folder.
 
@@ -102,7 +103,14 @@ def run_experiment(
         out: experiment folder (default ``runs/experiments/<grid file stem>``).
         on_progress: called after each cell with a :class:`Progress`.
         train_progress: show each run's step progress bar.
+        shard: ``(k, n)``, 1 <= k <= n: run only every n-th cell starting with the k-th (in the grid's order), so
+            n processes (one per GPU or CPU core) share one experiment folder without touching the same cell;
+            each scores the zero-shot teacher on what its cells need (a split scored already is skipped).
     """
+    if shard is not None:
+        k, n = shard
+        if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+            raise ValueError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
     grid = load_grid(grid_path)
     exp_dir = Path(out if out is not None else Path("runs") / "experiments" / grid.path.stem).expanduser()
     exp_dir = exp_dir.resolve()
@@ -113,6 +121,8 @@ def run_experiment(
     _write_splits(grid, splits_dir)
     todo = cells(grid)
     _check_one_teacher(grid, todo)
+    if shard is not None:
+        todo = todo[shard[0] - 1 :: shard[1]]
     _teacher_evaluations(grid, todo, exp_dir)
 
     spent: list[float] = []
