@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import platform
+import re
+import shutil
+import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import infosam.train as train_module
 from infosam.cli import main as run_cli
@@ -16,7 +23,8 @@ from infosam.data.synthetic import write_synthetic_dataset
 from infosam.evaluate import evaluate_run, read_evaluation
 from infosam.experiment import GridError, load_grid, run_experiment
 from infosam.experiment.grid import cells, make_splits
-from infosam.experiment.report import write_report
+from infosam.experiment.report import _grid_variables, write_report
+from infosam.metrics import METRIC_NAMES
 from infosam.runview import read_run
 
 TINY = [
@@ -30,7 +38,7 @@ TINY = [
 ]
 
 
-def _grid(tmp: Path, *, extra_arm_set: list[str] | None = None) -> Path:
+def _grid(tmp: Path, *, extra_arm_set: list[str] | None = None, name: str = "grid.yaml") -> Path:
     data = tmp / "data"
     if not data.exists():
         write_synthetic_dataset(data / "target", 8, domain="target")
@@ -50,7 +58,7 @@ def _grid(tmp: Path, *, extra_arm_set: list[str] | None = None) -> Path:
             },
         },
     }
-    path = tmp / "grid.yaml"
+    path = tmp / name
     path.write_text(json.dumps(grid), encoding="utf-8")  # JSON is YAML
     return path
 
@@ -115,12 +123,18 @@ def test_split_file_outside_the_dataset_folder(tmp_path):
         open_dataset(root, split=str(tmp_path / "lists" / "three.csv"))
 
 
-def test_tiny_grid_end_to_end_killed_resumed_and_reported(tmp_path, monkeypatch):
-    grid = _grid(tmp_path)
-    exp = tmp_path / "exp"
+@pytest.fixture(scope="module")
+def tiny_experiment(tmp_path_factory):
+    """The tiny grid (2 arms x 2 seeds, one part), run once for the module: killed in the second epoch of its third
+    cell, then run again to the end. Tests that change the experiment folder work on a copy."""
+    tmp = tmp_path_factory.mktemp("tiny-grid")
+    grid = _grid(tmp)
+    exp = tmp / "exp"
+    facts = SimpleNamespace(tmp=tmp, grid=grid, exp=exp)
+    killed = exp / "cells/target/train4/adapter/seed-1"
 
     # Kill the third cell in its second epoch (after its epoch-1 checkpoint): 2 steps per epoch, 4 per cell.
-    real_step = train_module.train_step
+    real_step, real_train = train_module.train_step, train_module.train
     calls = {"n": 0}
 
     def dying_step(*args, **kwargs):
@@ -129,27 +143,36 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tmp_path, monkeypatch)
             raise KeyboardInterrupt("killed")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", dying_step)
-    seen = []
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(grid, exp, on_progress=seen.append)
-    assert [p.done for p in seen] == [1, 2] and seen[-1].total == 4 and seen[-1].eta_seconds > 0
-    killed = exp / "cells/target/train4/adapter/seed-1"
-    assert json.loads((killed / "cell.json").read_text())["status"] == "training"
-    assert read_run(killed / "run").resumable and not read_run(killed / "run").finished
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_module, "train_step", dying_step)
+        facts.first = []
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(grid, exp, on_progress=facts.first.append)
+    facts.killed_status = json.loads((killed / "cell.json").read_text())["status"]
+    facts.killed_run = read_run(killed / "run")
 
-    monkeypatch.setattr(train_module, "train_step", real_step)
-    started = []
-    real_train = train_module.train
-    monkeypatch.setattr(
-        train_module,
-        "train",
-        lambda config, **kw: (
-            started.append((Path(config.output).parent.name, kw)) or real_train(config, **kw)
-        ),
-    )
-    seen = []
-    run_experiment(grid, exp, on_progress=seen.append)
+    facts.started, facts.second = [], []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            train_module,
+            "train",
+            lambda config, **kw: (
+                facts.started.append((Path(config.output).parent.name, kw)) or real_train(config, **kw)
+            ),
+        )
+        run_experiment(grid, exp, on_progress=facts.second.append)
+    return facts
+
+
+def test_tiny_grid_end_to_end_killed_resumed_and_reported(tiny_experiment, tmp_path):
+    t = tiny_experiment
+    exp = t.exp
+    seen = t.first
+    assert [p.done for p in seen] == [1, 2] and seen[-1].total == 4 and seen[-1].eta_seconds > 0
+    assert t.killed_status == "training"
+    assert t.killed_run.resumable and not t.killed_run.finished
+
+    seen, started = t.second, t.started
     assert [p.skipped for p in seen] == [True, True, False, False]
     assert started[0][1]["resume"] is True and started[1][1].get("resume", False) is False
     assert len(started) == 2
@@ -163,8 +186,11 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tmp_path, monkeypatch)
     assert (cell / "eval" / "retention-source" / "epoch-001" / "per_image.csv").is_file()
     assert len(read_evaluation(exp / "teacher" / "source" / "heldout")[0]) == 3
 
-    report = write_report(exp, n_boot=200)
-    text = (report / "report.md").read_text()
+    markdown = write_report(exp, n_boot=200)
+    report = exp / "report"
+    assert markdown == report / "report.md"
+    text = markdown.read_text()
+    assert "4 of 4 cells finished" in text and "nan" not in text
     assert "## Paired differences" in text
     assert "| target | train4 | test | adapter-infosam - adapter | Dice |" in text
     assert "| target | train4 | retention-source | adapter-infosam - adapter | IoU |" in text
@@ -184,11 +210,144 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tmp_path, monkeypatch)
     assert float(dice["difference"]) == pytest.approx(sum(per_seed) / 2, abs=1e-9)
     assert (report / "figures" / "curves-target-train4.png").stat().st_size > 0
     assert (report / "figures" / "relation-target-train4.png").stat().st_size > 0
+    assert "](figures/curves-target-train4.png)" in text  # a folder report links its figures as before
     assert "retention-source" in (report / "retention.csv").read_text()
 
-    # A changed arm config under the same name is refused, naming the cell.
+    # A changed arm config under the same name is refused, naming the cell (on a copy: the refusal rewrites the
+    # folder's grid copy).
+    changed = tmp_path / "exp"
+    shutil.copytree(exp, changed)
     with pytest.raises(GridError, match="adapter-infosam/seed-0 .* another config"):
-        run_experiment(_grid(tmp_path, extra_arm_set=["infosam.lam2=0.25"]), exp)
+        run_experiment(_grid(t.tmp, extra_arm_set=["infosam.lam2=0.25"], name="changed.yaml"), changed)
+
+
+def _links(text: str) -> list[str]:
+    return re.findall(r"\]\(([^)]+)\)", text)
+
+
+def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkeypatch, capsys):
+    """`--out NAME.md`: the Markdown at that path, its tables, figures, per-image scores and split lists in NAME/,
+    every link relative to the Markdown; a "How these numbers were made" section with the commands, the devices
+    and the cells' wall time; unrelated files left alone."""
+    t = tiny_experiment
+    monkeypatch.chdir(t.tmp)
+    markdown = t.tmp / "docs" / "results" / "tiny.md"
+    assets = t.tmp / "docs" / "results" / "tiny"
+    assets.mkdir(parents=True)
+    (assets / "notes.txt").write_text("mine")
+    assert run_cli(["report", "exp", "--out", "docs/results/tiny.md", "--n-boot", "100"]) == 0
+    assert capsys.readouterr().out.strip() == "wrote docs/results/tiny.md"
+    text = markdown.read_text()
+    assert not (assets / "report.md").exists() and (assets / "notes.txt").read_text() == "mine"
+    assert [p.name for p in t.tmp.glob("docs/results/.tmp-*")] == []  # atomic writes leave nothing behind
+
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert sorted(figures) == [
+        "tiny/figures/curves-target-train4.png",
+        "tiny/figures/relation-target-train4.png",
+    ]
+    for link in _links(text):
+        assert not Path(link).is_absolute() and (markdown.parent / link).exists(), link
+    for name in ("scores.csv", "summary.csv", "paired.csv", "retention.csv", "per_image.csv"):
+        assert f"](tiny/{name})" in text and (assets / name).is_file()
+
+    # The split lists, byte for byte.
+    splits = sorted(p.relative_to(t.exp / "splits") for p in (t.exp / "splits").rglob("*.csv"))
+    assert (
+        splits
+        and sorted(p.relative_to(assets / "splits") for p in (assets / "splits").rglob("*.csv")) == splits
+    )
+    for rel in splits:
+        assert (assets / "splits" / rel).read_bytes() == (t.exp / "splits" / rel).read_bytes()
+
+    # Provenance: commands as run from here, devices and wall time from the cells' cell.json.
+    section = text[text.index("## How these numbers were made") :]
+    assert "`infosam experiment grid.yaml --out exp`" in section
+    assert "`infosam report exp --out docs/results/tiny.md`" in section
+    assert "Cells finished: 4 of 4." in section and "cpu (4 cells)" in section
+    infos = [json.loads(p.read_text()) for p in (t.exp / "cells").rglob("cell.json")]
+    assert len(infos) == 4
+    train = [i["train_seconds"] for i in infos]
+    scoring = [i["eval_seconds"] for i in infos]
+    assert f"training {sum(train):.1f} s" in section and f"median {statistics.median(train):.1f} s" in section
+    assert f"scoring after training {sum(scoring):.1f} s" in section
+    assert f"median {statistics.median(scoring):.1f} s per cell." in section
+    assert f"Python {platform.python_version()}, torch {torch.__version__}" in section
+
+    # per_image.csv: every (cell, scored set, image) and the teacher's rows for each (dataset, part, set).
+    rows = list(csv.DictReader(open(assets / "per_image.csv")))
+    test_ids, heldout_ids = 4, 3
+    assert len(rows) == 4 * (test_ids + heldout_ids) + (test_ids + heldout_ids)
+    assert list(rows[0])[:6] == ["dataset", "part", "arm", "seed", "set", "id"]
+    assert set(METRIC_NAMES) <= set(rows[0])
+    cell = t.exp / "cells/target/train4/adapter/seed-1/eval/retention-source"
+    mine = {
+        r["id"]: r for r in rows if (r["arm"], r["seed"], r["set"]) == ("adapter", "1", "retention-source")
+    }
+    for r in read_evaluation(cell)[0]:
+        assert float(mine[r["id"]]["Dice"]) == pytest.approx(r["Dice"], abs=1e-12)
+    teacher = [r for r in rows if r["arm"] == "teacher (zero-shot)"]
+    assert len(teacher) == test_ids + heldout_ids and {r["seed"] for r in teacher} == {""}
+    truth = {r["id"]: r["IoU"] for r in read_evaluation(t.exp / "teacher" / "target" / "train4-test")[0]}
+    assert {
+        r["id"]: pytest.approx(float(r["IoU"]), abs=1e-12) for r in teacher if r["set"] == "test"
+    } == truth
+
+    # A Markdown file that is not a report is never replaced.
+    (t.tmp / "notes.md").write_text("# My notes\n")
+    with pytest.raises(FileExistsError, match="notes.md exists and is not an infosam report"):
+        write_report(t.exp, t.tmp / "notes.md", n_boot=10)
+    assert (t.tmp / "notes.md").read_text() == "# My notes\n"
+
+
+def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
+    """One cell unfinished (InfoSAM's seed 1): the tables use the 3 finished cells, the header says so, a spread
+    over one seed is '-', and the paired table still has its bootstrap interval over images (seed 0 only)."""
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_experiment.exp, exp, ignore=shutil.ignore_patterns("report"))
+    info_path = exp / "cells/target/train4/adapter-infosam/seed-1/cell.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "status": "trained"}))
+    markdown = write_report(exp, tmp_path / "partial.md", n_boot=200)
+    text = markdown.read_text()
+    assert "3 of 4 cells finished (every table and figure uses the finished cells only)" in text
+    assert "Cells finished: 3 of 4." in text and "cpu (3 cells)" in text
+    assert "nan" not in text.lower()
+    row = next(
+        line for line in text.splitlines() if line.startswith("| target | train4 | test | adapter-infosam |")
+    )
+    assert "| 1 |" in row and row.count("± -") == len(load_grid(tiny_experiment.grid).metrics)
+    row = next(line for line in text.splitlines() if line.startswith("| target | train4 | test | adapter |"))
+    assert "| 2 |" in row and "± -" not in row
+
+    paired = list(csv.DictReader(open(tmp_path / "partial" / "paired.csv")))
+    dice = next(p for p in paired if p["set"] == "test" and p["metric"] == "Dice")
+    assert dice["n_seeds"] == "1" and dice["seeds_agree"] in ("0", "1")
+    a = read_evaluation(exp / "cells/target/train4/adapter-infosam/seed-0/eval/test")[0]
+    b = {r["id"]: r["Dice"] for r in read_evaluation(exp / "cells/target/train4/adapter/seed-0/eval/test")[0]}
+    diffs = [r["Dice"] - b[r["id"]] for r in a]
+    assert float(dice["difference"]) == pytest.approx(sum(diffs) / len(diffs), abs=1e-9)
+    low, high = float(dice["ci_low"]), float(dice["ci_high"])
+    assert math.isfinite(low) and math.isfinite(high) and low <= float(dice["difference"]) <= high
+    if len(set(diffs)) > 1:
+        assert low < high  # resampling images gives an interval even with one seed
+    line = next(x for x in text.splitlines() if "| test | adapter-infosam - adapter | Dice |" in x)
+    assert line.endswith("| 1/1 |") or line.endswith("| 0/1 |")
+    assert re.search(r"\| \[[+-]\d+\.\d+, [+-]\d+\.\d+\] \|", line)
+
+    rows = list(csv.DictReader(open(tmp_path / "partial" / "per_image.csv")))
+    assert len(rows) == 3 * (4 + 3) + (4 + 3)
+    assert not [r for r in rows if (r["arm"], r["seed"]) == ("adapter-infosam", "1")]
+
+
+def test_provenance_names_the_grid_variables(tmp_path):
+    """The variables a grid's paths read (the committed grid reads INFOSAM_DATA), never words of its comments."""
+    committed = Path(__file__).resolve().parents[1] / "experiments" / "litemedsam" / "grid.yaml"
+    assert _grid_variables(committed) == ["INFOSAM_DATA"]
+    path = tmp_path / "g.yaml"
+    path.write_text("# $NOT_ME\ndatasets: {a: {path: $A/x}, b: {path: '${B}/y'}, c: {path: '${A}/z'}}\n")
+    assert _grid_variables(path) == ["A", "B"]
+    assert _grid_variables(tmp_path / "gone.yaml") == []
 
 
 def test_cli_eval_of_a_run_folder(tmp_path, capsys):

@@ -12,13 +12,22 @@ def register(subparsers) -> None:
         "report",
         help="tables, paired statistics and figures of an experiment folder",
         description=(
-            "Write report.md, CSV tables and PNG figures for EXP_DIR: mean +- std per arm, paired differences "
-            "(InfoSAM arm minus its baseline) with hierarchical-bootstrap 95%% intervals, retention relative to "
-            "the zero-shot teacher, per-epoch curves and relation maps."
+            "Write a Markdown report, CSV tables and PNG figures for EXP_DIR: mean +- std per arm, paired "
+            "differences (InfoSAM arm minus its baseline) with hierarchical-bootstrap 95%% intervals, retention "
+            "relative to the zero-shot teacher, per-epoch curves, relation maps, per-image scores, the split lists "
+            "and how the numbers were made. A partly run grid is reported from its finished cells."
         ),
     )
     p.add_argument("exp_dir", metavar="EXP_DIR", help="experiment folder written by infosam experiment")
-    p.add_argument("--out", default=None, help="report folder (default EXP_DIR/report)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=(
+            "report folder (DIR/report.md with the tables and figures in DIR; default EXP_DIR/report), or a "
+            "Markdown file NAME.md, whose tables and figures go into the folder NAME beside it "
+            "(e.g. docs/results/litemedsam.md + docs/results/litemedsam/)"
+        ),
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
     add_threads_option(p)
     p.set_defaults(func=run)
@@ -27,6 +36,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..experiment.report import write_report
 
-    out = write_report(args.exp_dir, args.out, n_boot=args.n_boot)
-    print(f"wrote {out / 'report.md'}")
+    markdown = write_report(args.exp_dir, args.out, n_boot=args.n_boot)
+    print(f"wrote {markdown}")
     return 0

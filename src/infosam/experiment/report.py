@@ -1,13 +1,22 @@
 """``infosam report``: tables, paired statistics and figures from an experiment folder.
 
-Writes into ``<exp>/report/`` (or another folder):
+Writes into ``<exp>/report/`` (or another folder ``DIR``: ``DIR/report.md`` with its assets beside it in
+``DIR``), or, when the output names a Markdown file ``NAME.md``, that file with its assets in the folder ``NAME/``
+beside it (``docs/results/litemedsam.md`` + ``docs/results/litemedsam/``), so a report can be committed as a
+results page. The Markdown links its figures relative to itself.
 
-- ``report.md``: mean +- std over seeds per arm and metric (folds pooled: each image counted once per seed), the
+- the Markdown: mean +- std over seeds per arm and metric (folds pooled: each image counted once per seed), the
   paired differences InfoSAM minus its baseline with 95% hierarchical-bootstrap intervals and sign agreement over
-  seeds, retention relative to the zero-shot teacher, and links to the figures;
+  seeds, retention relative to the zero-shot teacher, links to the figures, and how the numbers were made (grid
+  file, the commands, devices and wall time of the cells, the machine that wrote the report);
 - ``scores.csv`` (per arm and seed), ``summary.csv`` (per arm), ``paired.csv``, ``retention.csv``;
+- ``per_image.csv``: every finished cell's final score per scored set and image, and the zero-shot teacher's;
+- ``splits/<dataset>/<split>.csv``: the experiment's exact image lists;
 - ``figures/curves-<dataset>-<regime>.png``: target and retention scores per evaluated epoch;
 - ``figures/relation-<dataset>-<regime>.png``: relation maps of teacher and student for a few test images.
+
+A partly run grid is reported from its finished cells (the header says how many of the grid's cells finished);
+a spread or interval that does not exist (one seed) is shown as ``-``.
 
 The statistics are the pure functions of :mod:`infosam.stats`; this module only gathers the numbers.
 """
@@ -17,19 +26,27 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import defaultdict
+import os
+import platform
+import re
+import shlex
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from .. import stats
 from ..metrics import METRIC_NAMES
+from ..runs import atomic_write, atomic_write_text
 from .grid import Cell, Grid, cells, model_config
-from .runner import CELL_FILE, cell_dir, load_experiment_grid, teacher_dir
+from .runner import CELL_FILE, EXPERIMENT_FILE, GRID_COPY, cell_dir, load_experiment_grid, teacher_dir
 
 TEACHER = "teacher (zero-shot)"
 LOWER_IS_BETTER = {"MAE"}
+TITLE = "# Experiment report"
+"""First words of every report's Markdown: an existing ``.md`` output that does not start so is never replaced."""
 
 
 @dataclass
@@ -39,6 +56,8 @@ class CellResult:
     """Per scored set (``test``, ``retention-<dataset>``): ``{image id: {metric: value}}``."""
     curves: dict[str, dict[int, tuple[dict, int]]] = field(default_factory=dict)
     """Per set: ``{epoch: (summary, n_images)}``."""
+    info: dict = field(default_factory=dict)
+    """The cell's ``cell.json`` (status, ``train_seconds``, ``eval_seconds``, ``device``)."""
 
 
 def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
@@ -57,12 +76,10 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
     for cell in todo:
         folder = cell_dir(exp_dir, cell)
         info_path = folder / CELL_FILE
-        if (
-            not info_path.is_file()
-            or json.loads(info_path.read_text(encoding="utf-8")).get("status") != "done"
-        ):
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        if info.get("status") != "done":
             continue
-        result = CellResult(cell)
+        result = CellResult(cell, info=info)
         names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
         record = read_run(folder / "run")
         for name in names:
@@ -241,39 +258,123 @@ def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -
     return out
 
 
+def per_image_rows(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:
+    """One row per (finished cell, scored set, image): the final weights' score in every metric; then the zero-shot
+    teacher's rows (``arm`` = ``teacher (zero-shot)``, ``seed`` empty) for every (dataset, part, set) those cells
+    were scored on, so teacher and student rows join on (dataset, part, set, id)."""
+    rows = []
+    sources: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for r in results:
+        for name, images in r.sets.items():
+            where = {"dataset": r.cell.dataset, "part": r.cell.part, "arm": r.cell.arm, "seed": r.cell.seed}
+            for image_id, values in images.items():
+                rows.append({**where, "set": name, "id": image_id, **{m: values[m] for m in metrics}})
+            sources.setdefault((r.cell.dataset, r.cell.part, name), _set_source(r.cell, name))
+    teacher: dict[tuple[str, str], dict[str, dict[str, float]] | None] = {}
+    for (dataset, part, name), source in sources.items():
+        if source not in teacher:
+            teacher[source] = _teacher_rows(exp_dir, *source)
+        where = {"dataset": dataset, "part": part, "arm": TEACHER, "seed": ""}
+        for image_id, values in (teacher[source] or {}).items():
+            rows.append({**where, "set": name, "id": image_id, **{m: values[m] for m in metrics}})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------- files
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fields: list[str] = []
+def _write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """``rows`` as CSV (columns: ``fields``, then any other key in order of appearance), written atomically."""
+    fields = list(fields or [])
     for row in rows:
         fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def _copy_splits(exp_dir: Path, folder: Path) -> list[Path]:
+    """Copy the experiment's split lists (``splits/**/*.csv``) into ``folder``, keeping their relative paths."""
+    written = []
+    for path in sorted((exp_dir / "splits").rglob("*.csv")):
+        written.append(
+            atomic_write_text(folder / path.relative_to(exp_dir / "splits"), path.read_text("utf-8"))
+        )
+    return written
+
+
+def _undefined(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _pct(metric: str, value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _undefined(value):
         return "n/a"
     return f"{value:.3f}" if metric in LOWER_IS_BETTER else f"{100 * value:.1f}"
 
 
 def _pm(metric: str, mean: float, std: float) -> str:
-    return _pct(metric, mean) + ("" if math.isnan(std) else f" ± {_pct(metric, std)}")
+    """``mean ± std``; ``-`` for a spread that does not exist (one seed)."""
+    return f"{_pct(metric, mean)} ± {'-' if _undefined(std) else _pct(metric, std)}"
 
 
 def _points(metric: str, value: float) -> str:
+    if _undefined(value):
+        return "-"
     return f"{value:+.4f}" if metric in LOWER_IS_BETTER else f"{100 * value:+.2f}"
 
 
+def _relative(mean: float, std: float) -> str:
+    if _undefined(mean):
+        return "-"
+    return f"{100 * mean:.1f}% ± {'-' if _undefined(std) else f'{100 * std:.1f}'}"
+
+
+def report_paths(exp_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """(Markdown file, asset folder) of a report of ``exp_dir`` written to ``out``.
+
+    ``out`` a folder ``DIR`` (default ``<exp_dir>/report``): ``DIR/report.md`` and ``DIR``. ``out`` a path ending
+    in ``.md`` that is not an existing folder: that file, and the folder beside it with the file's stem."""
+    if out is None:
+        folder = Path(exp_dir).expanduser() / "report"
+        return folder / "report.md", folder
+    out = Path(out).expanduser()
+    if out.suffix.lower() == ".md" and not out.is_dir():
+        return out, out.with_suffix("")
+    return out / "report.md", out
+
+
+def _check_outputs(md: Path, assets: Path) -> None:
+    if assets.exists() and not assets.is_dir():
+        raise FileExistsError(
+            f"{assets} is a file: the report's tables and figures go into a folder of that name"
+        )
+    if md.is_file():
+        with open(md, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+        if not first.startswith(TITLE):
+            raise FileExistsError(
+                f"{md} exists and is not an infosam report (its first line does not start with {TITLE!r}); "
+                "refusing to replace it: give another --out"
+            )
+
+
 def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: int = 2000) -> Path:
-    """Write the report of the experiment folder ``exp_dir`` into ``out`` (default ``<exp_dir>/report``)."""
+    """Write the report of the experiment folder ``exp_dir`` to ``out``; returns the Markdown file's path.
+
+    ``out``: a folder (default ``<exp_dir>/report``; the Markdown is its ``report.md``) or a Markdown file
+    ``NAME.md`` (its assets go into ``NAME/`` beside it), see :func:`report_paths`. Files of the report are
+    replaced atomically; nothing else in the output folder is touched."""
     exp_dir = Path(exp_dir).expanduser().resolve()
     grid = load_experiment_grid(exp_dir)
-    out = Path(out) if out is not None else exp_dir / "report"
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    md, assets = report_paths(exp_dir, out)
+    _check_outputs(md, assets)
+    (assets / "figures").mkdir(parents=True, exist_ok=True)
     results, total = collect(exp_dir, grid)
     metrics = list(METRIC_NAMES)
     rows = seed_scores(results, metrics)
@@ -281,29 +382,48 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: 
     summary = arm_summary(rows, metrics)
     paired = paired_table(results, grid, grid.metrics, n_boot=n_boot)
     retention = retention_table(rows, teacher, grid.metrics)
-    _write_csv(out / "scores.csv", teacher + rows)
-    _write_csv(out / "summary.csv", summary)
-    _write_csv(out / "paired.csv", paired)
-    _write_csv(out / "retention.csv", retention)
-    figures = _curve_figures(results, teacher, grid, out / "figures")
-    figures += _relation_figures(results, grid, exp_dir, out / "figures")
-    text = _markdown(grid, exp_dir, len(results), total, summary, teacher, paired, retention, figures, n_boot)
-    (out / "report.md").write_text(text, encoding="utf-8")
-    return out
+    _write_csv(assets / "scores.csv", teacher + rows)
+    _write_csv(assets / "summary.csv", summary)
+    _write_csv(assets / "paired.csv", paired)
+    _write_csv(assets / "retention.csv", retention)
+    _write_csv(
+        assets / "per_image.csv",
+        per_image_rows(exp_dir, results, metrics),
+        ["dataset", "part", "arm", "seed", "set", "id", *metrics],
+    )
+    _copy_splits(exp_dir, assets / "splits")
+    figures = _curve_figures(results, teacher, grid, assets / "figures")
+    figures += _relation_figures(results, grid, exp_dir, assets / "figures")
+    text = _markdown(
+        grid, exp_dir, len(results), total, summary, teacher, paired, retention, figures, n_boot, md
+    )
+    text += (
+        "\n".join(_files_section(md, assets) + provenance(exp_dir, grid, results, total, md, assets)) + "\n"
+    )
+    atomic_write_text(md, text)
+    return md
 
 
-def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, figures, n_boot) -> str:
+def _link(path: Path, md: Path) -> str:
+    """``path`` relative to the folder of the Markdown file ``md``, with forward slashes (a Markdown link)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(md).resolve().parent)).as_posix()
+
+
+def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, figures, n_boot, md) -> str:
     m = grid.metrics
     lines = [
-        f"# Experiment report: {grid.path.name}",
+        f"{TITLE}: {grid.path.name}",
         "",
-        f"Experiment folder `{exp_dir.name}`; {done} of {total} cells finished; seeds {grid.seeds}; arms "
+        f"Experiment folder `{exp_dir.name}`; {done} of {total} cells finished"
+        + ("" if done == total else " (every table and figure uses the finished cells only)")
+        + f"; seeds {grid.seeds}; arms "
         + ", ".join(
             f"`{a}`" + (f" (paired with `{v.baseline}`)" if v.baseline else "") for a, v in grid.arms.items()
         )
         + ".",
         "",
-        "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed.",
+        "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed. "
+        "'-': a spread or interval that does not exist (one seed).",
         "",
         "## Scores (mean ± std over seeds)",
         "",
@@ -334,10 +454,14 @@ def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, f
         "|---|---|---|---|---|---|---|---|",
     ]
     for p in paired:
+        ci = (
+            "-"
+            if _undefined(p["ci_low"]) or _undefined(p["ci_high"])
+            else f"[{_points(p['metric'], p['ci_low'])}, {_points(p['metric'], p['ci_high'])}]"
+        )
         lines.append(
             f"| {p['dataset']} | {p['regime']} | {p['set']} | {p['arm']} - {p['baseline']} | {p['metric']} | "
-            f"{_points(p['metric'], p['difference'])} | [{_points(p['metric'], p['ci_low'])}, "
-            f"{_points(p['metric'], p['ci_high'])}] | {p['seeds_agree']}/{p['n_seeds']} |"
+            f"{_points(p['metric'], p['difference'])} | {ci} | {p['seeds_agree']}/{p['n_seeds']} |"
         )
     lines += [
         "",
@@ -351,9 +475,10 @@ def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, f
     for r in retention:
         cells_text = []
         for k in m:
-            mean, std = r[f"{k}_relative_mean"], r[f"{k}_relative_std"]
-            rel = f"{100 * mean:.1f}%" + ("" if math.isnan(std) else f" ± {100 * std:.1f}")
-            cells_text += [_pct(k, r[f"{k}_teacher"]), rel]
+            cells_text += [
+                _pct(k, r[f"{k}_teacher"]),
+                _relative(r[f"{k}_relative_mean"], r[f"{k}_relative_std"]),
+            ]
         lines.append(
             f"| {r['dataset']} | {r['regime']} | {r['set']} | {r['arm']} | {r['n_seeds']} | "
             + " | ".join(cells_text)
@@ -361,19 +486,133 @@ def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, f
         )
     lines += ["", "## Figures", ""]
     for title, path in figures:
-        lines += [f"### {title}", "", f"![{title}](figures/{path.name})", ""]
-    lines += [
+        lines += [f"### {title}", "", f"![{title}]({_link(path, md)})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _files_section(md: Path, assets: Path) -> list[str]:
+    def f(name: str) -> str:
+        return f"[`{name}`]({_link(assets / name, md)})"
+
+    return [
         "## Files",
         "",
-        "`scores.csv` (per arm and seed, every metric), `summary.csv`, `paired.csv` (with per-seed differences), "
-        "`retention.csv`; per-image scores stay in the experiment folder (`cells/*/.../eval/*/per_image.csv`, "
-        "`teacher/*/*/per_image.csv`).",
+        f"{f('scores.csv')} (per arm and seed, every metric), {f('summary.csv')}, {f('paired.csv')} (with per-seed "
+        f"differences), {f('retention.csv')}; {f('per_image.csv')}: every finished cell's final score per scored "
+        "set and image, and the zero-shot teacher's on the same images (columns dataset, part, arm, seed, set, id "
+        f"and every metric; teacher rows: arm `{TEACHER}`, seed empty); [`splits/`]({_link(assets / 'splits', md)})"
+        ": the exact image lists of every split (`<dataset>/<split>.csv`, paths relative to the dataset folder). "
+        "Per-epoch scores stay in the experiment folder (`cells/*/.../eval/`, `cells/*/.../run/eval/`).",
         "",
     ]
-    return "\n".join(lines)
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the current folder when it lies inside it, else absolute; quoted for a shell."""
+    path = Path(path).expanduser()
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    try:
+        text = absolute.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        text = str(absolute.resolve())
+    return shlex.quote(text or ".")
+
+
+def _seconds(value: float) -> str:
+    if value >= 3600:
+        return f"{value:.1f} s ({value / 3600:.2f} h)"
+    if value >= 60:
+        return f"{value:.1f} s ({value / 60:.1f} min)"
+    return f"{value:.1f} s"
+
+
+def _grid_variables(grid_file: Path) -> list[str]:
+    """Environment variables the grid file's values name (``$X`` / ``${X}``), in order of appearance."""
+    try:
+        data = yaml.safe_load(grid_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    found: list[str] = []
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            found.extend(n for n in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value) if n not in found)
+
+    walk(data)
+    return found
+
+
+def provenance(
+    exp_dir: Path, grid: Grid, results: list[CellResult], total: int, md: Path, assets: Path
+) -> list[str]:
+    """The Markdown lines of "How these numbers were made": grid file, commands, devices and wall time of the
+    finished cells (their ``cell.json``), and the machine writing the report."""
+    import torch
+
+    from .. import __version__
+
+    recorded = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("grid", str(grid.path))
+    grid_file = _shown(recorded)
+    report_out = _shown(md.parent if md.parent == assets else md)
+    lines = [
+        "## How these numbers were made",
+        "",
+        f"- Grid file: `{grid_file}` (the experiment folder keeps a copy with absolute paths: "
+        f"`{_shown(exp_dir / GRID_COPY)}`).",
+        f"- Reproduce: `infosam experiment {grid_file} --out {_shown(exp_dir)}` (finished cells are kept; a killed "
+        f"cell resumes), then `infosam report {_shown(exp_dir)} --out {report_out}`.",
+    ]
+    variables = _grid_variables(Path(recorded))
+    if variables:
+        lines.append(
+            "- The grid file reads the environment variable(s) "
+            + ", ".join(f"`{v}`" for v in variables)
+            + "; the datasets were read from "
+            + ", ".join(f"`{name}`: `{_shown(d.path)}`" for name, d in grid.datasets.items())
+            + "."
+        )
+    else:
+        lines.append(
+            "- Datasets: "
+            + ", ".join(f"`{name}`: `{_shown(d.path)}`" for name, d in grid.datasets.items())
+            + "."
+        )
+    lines.append(f"- Cells finished: {len(results)} of {total}.")
+    if results:
+        devices = Counter(str(r.info.get("device", "unknown")) for r in results)
+        lines.append(
+            "- Devices the finished cells trained on: "
+            + ", ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in devices.most_common())
+            + "."
+        )
+        train = [float(r.info.get("train_seconds", 0.0)) for r in results]
+        scoring = [float(r.info.get("eval_seconds", 0.0)) for r in results]
+        lines.append(
+            f"- Wall time of the {len(results)} finished cells (their `cell.json`; an attempt that was killed is "
+            f"not counted): training {_seconds(sum(train))} in total, median {_seconds(float(np.median(train)))} "
+            f"per cell; scoring after training {_seconds(sum(scoring))} in total, median "
+            f"{_seconds(float(np.median(scoring)))} per cell."
+        )
+    lines += [
+        f"- Machine that wrote this report (not necessarily the one that ran the cells): Python "
+        f"{platform.python_version()}, torch {torch.__version__}, infosam {__version__}, {platform.platform()}, "
+        f"{os.cpu_count()} CPUs.",
+        "",
+    ]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- figures
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def _curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
@@ -424,7 +663,7 @@ def _curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, f
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         path = folder / f"curves-{dataset}-{regime}.png"
-        fig.savefig(path, dpi=110)
+        _save(fig, path)
         plt.close(fig)
         written.append((f"{metric} per epoch: {dataset} {regime}", path))
     return written
@@ -500,7 +739,7 @@ def _relation_figures(results: list[CellResult], grid: Grid, exp_dir: Path, fold
         fig.suptitle(f"{dataset} {regime}: {r.cell.arm}, seed {r.cell.seed}, {r.cell.part}", fontsize=9)
         fig.tight_layout()
         path = folder / f"relation-{dataset}-{regime}.png"
-        fig.savefig(path, dpi=110)
+        _save(fig, path)
         plt.close(fig)
         written.append((f"relation maps: {dataset} {regime}", path))
     return written
