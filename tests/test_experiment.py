@@ -59,7 +59,10 @@ def _grid(tmp: Path, *, extra_arm_set: list[str] | None = None, name: str = "gri
         },
     }
     path = tmp / name
-    path.write_text(json.dumps(grid), encoding="utf-8")  # JSON is YAML
+    # JSON is YAML; the leading comment block is the grid's description, quoted by the report
+    path.write_text(
+        "# A tiny grid for the tests.\n#\n# Fixed before the run.\n" + json.dumps(grid), encoding="utf-8"
+    )
     return path
 
 
@@ -261,6 +264,7 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
         assert (assets / "splits" / rel).read_bytes() == (t.exp / "splits" / rel).read_bytes()
 
     # Provenance: commands as run from here, devices and wall time from the cells' cell.json.
+    assert "> A tiny grid for the tests.\n>\n> Fixed before the run.\n" in text
     section = text[text.index("## How these numbers were made") :]
     assert "`infosam experiment grid.yaml --out exp`" in section
     assert "`infosam report exp --out docs/results/tiny.md`" in section

@@ -425,6 +425,7 @@ def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, f
         "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed. "
         "'-': a spread or interval that does not exist (one seed).",
         "",
+        *_grid_description(exp_dir, grid),
         "## Scores (mean ± std over seeds)",
         "",
         "| dataset | regime | set | arm | seeds | " + " | ".join(m) + " |",
@@ -546,6 +547,26 @@ def _grid_variables(grid_file: Path) -> list[str]:
 
     walk(data)
     return found
+
+
+def _grid_description(exp_dir: Path, grid: Grid) -> list[str]:
+    """The grid file's leading comment block (what the grid is and why: its pre-registration), quoted, or
+    nothing when the file is gone or starts without one."""
+    recorded = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("grid", str(grid.path))
+    try:
+        text = Path(recorded).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    block = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        block.append(line[1:].strip())
+    while block and not block[-1]:
+        block.pop()
+    if not block:
+        return []
+    return ["The grid file says:", "", *(f"> {line}" if line else ">" for line in block), ""]
 
 
 def provenance(
