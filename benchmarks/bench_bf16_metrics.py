@@ -20,15 +20,8 @@ import time
 import torch
 
 
-def score(model, dataset, *, bf16: bool, decoder_only: bool) -> tuple[list[dict], float]:
+def score(model, dataset, *, bf16: bool, encode) -> tuple[list[dict], float]:
     from infosam.evaluate import evaluate
-
-    encode = None
-    if decoder_only:
-
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            with torch.autocast("cpu", enabled=False):
-                return model.image_encoder(images)
 
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -51,6 +44,20 @@ def main(argv: list[str] | None = None) -> int:
 
     model = build_base("litemedsam", checkpoint="bundled").eval()
     transform = get_transform(model.spec)
+    encode = None
+    if args.decoder_only:
+        from infosam.config import CacheConfig, Config, ModelConfig
+        from infosam.model import make_teacher
+        from infosam.prefix import open_student_prefix
+
+        config = Config(model=ModelConfig(name="litemedsam", checkpoint="bundled"))
+        config.cache = CacheConfig(enabled=True, dir=args.cache)
+        prefix = open_student_prefix(config, make_teacher(model), teacher=model)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", enabled=False):
+                return prefix.encode(images)
+
     print(
         f"threads {torch.get_num_threads()}, {'decoder only' if args.decoder_only else 'whole model'} in bf16"
     )
@@ -59,18 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         "max per-image abs Dice change | time fp32 s | time bf16 s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for folder in args.data:
-        dataset = open_dataset(folder, transform=transform)
+    for spec in args.data:
+        folder, _, split = spec.partition(":")
+        dataset = open_dataset(folder, split=split or None, transform=transform)
         dataset = dataset.subset(list(range(min(args.n, len(dataset)))))
-        fp32, t32 = score(model, dataset, bf16=False, decoder_only=args.decoder_only)
-        bf16, t16 = score(model, dataset, bf16=True, decoder_only=args.decoder_only)
+        fp32, t32 = score(model, dataset, bf16=False, encode=encode)
+        bf16, t16 = score(model, dataset, bf16=True, encode=encode)
         mean = {
             k: (statistics.mean(r[k] for r in fp32), statistics.mean(r[k] for r in bf16))
             for k in ("IoU", "Dice")
         }
         worst = max(abs(a["Dice"] - b["Dice"]) for a, b in zip(fp32, bf16, strict=True))
         print(
-            f"| {folder} | {len(fp32)} | {100 * mean['IoU'][0]:.2f} | {100 * mean['IoU'][1]:.2f} | "
+            f"| {spec} | {len(fp32)} | {100 * mean['IoU'][0]:.2f} | {100 * mean['IoU'][1]:.2f} | "
             f"{100 * (mean['IoU'][1] - mean['IoU'][0]):+.2f} | {100 * mean['Dice'][0]:.2f} | "
             f"{100 * mean['Dice'][1]:.2f} | {100 * (mean['Dice'][1] - mean['Dice'][0]):+.2f} | "
             f"{100 * worst:.2f} | {t32:.1f} | {t16:.1f} |",
