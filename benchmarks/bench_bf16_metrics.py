@@ -31,11 +31,14 @@ def score(model, dataset, *, bf16: bool, encode) -> tuple[list[dict], float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", nargs="+", help="dataset folders (images/ + masks/)")
+    parser.add_argument(
+        "data", nargs="+", help="dataset folders (images/ + masks/), DATA:SPLIT for a split file or list"
+    )
     parser.add_argument("--n", type=int, default=10, help="images per dataset (the first N by name)")
     parser.add_argument(
         "--decoder-only", action="store_true", help="embeddings in float32, decoder under bf16"
     )
+    parser.add_argument("--cache", default="~/.cache/infosam/teacher", help="teacher cache (--decoder-only)")
     args = parser.parse_args(argv)
 
     from infosam.data.formats import open_dataset
