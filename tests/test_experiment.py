@@ -305,8 +305,9 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
 
 
 def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
-    """One cell unfinished (InfoSAM's seed 1): the tables use the 3 finished cells, the header says so, a spread
-    over one seed is '-', and the paired table still has its bootstrap interval over images (seed 0 only)."""
+    """One cell unfinished (InfoSAM's seed 1): the score tables use whole seeds only (seed 0: both arms on the same
+    images; the baseline's finished seed 1 is left out there), the header says so, a spread over one seed is '-',
+    and the paired table still has its bootstrap interval over images (seed 0 only)."""
     exp = tmp_path / "exp"
     shutil.copytree(tiny_experiment.exp, exp, ignore=shutil.ignore_patterns("report"))
     info_path = exp / "cells/target/train4/adapter-infosam/seed-1/cell.json"
@@ -314,7 +315,10 @@ def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     info_path.write_text(json.dumps({**info, "status": "trained"}))
     markdown = write_report(exp, tmp_path / "partial.md", n_boot=200)
     text = markdown.read_text()
-    assert "3 of 4 cells finished (every table and figure uses the finished cells only)" in text
+    assert (
+        "3 of 4 cells finished (the score and retention tables and the curves use the 2 cells of whole seeds"
+        in text
+    )
     assert "Cells finished: 3 of 4." in text and "cpu (3 cells)" in text
     assert "nan" not in text.lower()
     row = next(
@@ -322,7 +326,13 @@ def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     )
     assert "| 1 |" in row and row.count("± -") == len(load_grid(tiny_experiment.grid).metrics)
     row = next(line for line in text.splitlines() if line.startswith("| target | train4 | test | adapter |"))
-    assert "| 2 |" in row and "± -" not in row
+    assert "| 1 |" in row and row.count("± -") == len(load_grid(tiny_experiment.grid).metrics)
+    scores = list(csv.DictReader(open(tmp_path / "partial" / "scores.csv")))
+    assert {(r["arm"], r["seed"]) for r in scores if r["set"] == "test"} == {
+        ("teacher (zero-shot)", ""),
+        ("adapter", "0"),
+        ("adapter-infosam", "0"),
+    }
 
     paired = list(csv.DictReader(open(tmp_path / "partial" / "paired.csv")))
     dice = next(p for p in paired if p["set"] == "test" and p["metric"] == "Dice")

@@ -375,12 +375,15 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: 
     md, assets = report_paths(exp_dir, out)
     _check_outputs(md, assets)
     (assets / "figures").mkdir(parents=True, exist_ok=True)
-    results, total = collect(exp_dir, grid)
+    finished, total = collect(exp_dir, grid)
+    # Scores, retention and curves average over a seed's images: only whole seeds (every part and arm of the
+    # regime finished) keep every row on the same images. Paired differences pair cells themselves: all of them.
+    results = complete_seeds(finished, grid)
     metrics = list(METRIC_NAMES)
     rows = seed_scores(results, metrics)
     teacher = teacher_scores(exp_dir, results, metrics)
     summary = arm_summary(rows, metrics)
-    paired = paired_table(results, grid, grid.metrics, n_boot=n_boot)
+    paired = paired_table(finished, grid, grid.metrics, n_boot=n_boot)
     retention = retention_table(rows, teacher, grid.metrics)
     _write_csv(assets / "scores.csv", teacher + rows)
     _write_csv(assets / "summary.csv", summary)
@@ -388,17 +391,27 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: 
     _write_csv(assets / "retention.csv", retention)
     _write_csv(
         assets / "per_image.csv",
-        per_image_rows(exp_dir, results, metrics),
+        per_image_rows(exp_dir, finished, metrics),
         ["dataset", "part", "arm", "seed", "set", "id", *metrics],
     )
     _copy_splits(exp_dir, assets / "splits")
     figures = _curve_figures(results, teacher, grid, assets / "figures")
-    figures += _relation_figures(results, grid, exp_dir, assets / "figures")
+    figures += _relation_figures(finished, grid, exp_dir, assets / "figures")
     text = _markdown(
-        grid, exp_dir, len(results), total, summary, teacher, paired, retention, figures, n_boot, md
+        grid,
+        exp_dir,
+        (len(finished), len(results)),
+        total,
+        summary,
+        teacher,
+        paired,
+        retention,
+        figures,
+        n_boot,
+        md,
     )
     text += (
-        "\n".join(_files_section(md, assets) + provenance(exp_dir, grid, results, total, md, assets)) + "\n"
+        "\n".join(_files_section(md, assets) + provenance(exp_dir, grid, finished, total, md, assets)) + "\n"
     )
     atomic_write_text(md, text)
     return md
@@ -409,13 +422,21 @@ def _link(path: Path, md: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(md).resolve().parent)).as_posix()
 
 
-def _markdown(grid, exp_dir, done, total, summary, teacher, paired, retention, figures, n_boot, md) -> str:
+def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention, figures, n_boot, md) -> str:
     m = grid.metrics
+    done, whole = counts
+    partial = ""
+    if done < total:
+        partial = (
+            f" (the score and retention tables and the curves use the {whole} cells of whole seeds: seeds in "
+            "which every fold or part and every arm of a regime finished, so each row covers the same images; "
+            f"the paired differences use every finished pair)"
+        )
     lines = [
-        f"{TITLE}: {grid.path.name}",
+        f"{TITLE}: {_grid_name(exp_dir, grid)}",
         "",
         f"Experiment folder `{exp_dir.name}`; {done} of {total} cells finished"
-        + ("" if done == total else " (every table and figure uses the finished cells only)")
+        + partial
         + f"; seeds {grid.seeds}; arms "
         + ", ".join(
             f"`{a}`" + (f" (paired with `{v.baseline}`)" if v.baseline else "") for a, v in grid.arms.items()
@@ -547,6 +568,24 @@ def _grid_variables(grid_file: Path) -> list[str]:
 
     walk(data)
     return found
+
+
+def complete_seeds(results: list[CellResult], grid: Grid) -> list[CellResult]:
+    """The results whose (dataset, regime, seed) has every cell of the grid finished (all folds or parts of the
+    regime, all arms): a seed's mean then covers the same images for every arm and is the whole regime's."""
+    wanted: dict[tuple, set] = defaultdict(set)
+    for cell in cells(grid):
+        wanted[(cell.dataset, cell.regime, cell.seed)].add((cell.part, cell.arm))
+    have: dict[tuple, set] = defaultdict(set)
+    for r in results:
+        have[(r.cell.dataset, r.cell.regime, r.cell.seed)].add((r.cell.part, r.cell.arm))
+    return [r for r in results if have[k := (r.cell.dataset, r.cell.regime, r.cell.seed)] >= wanted[k]]
+
+
+def _grid_name(exp_dir: Path, grid: Grid) -> str:
+    """The name of the grid file the experiment was started with (the folder's copy is always grid.yaml)."""
+    recorded = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("grid", str(grid.path))
+    return Path(recorded).name
 
 
 def _grid_description(exp_dir: Path, grid: Grid) -> list[str]:
