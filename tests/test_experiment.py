@@ -304,6 +304,20 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
     assert (t.tmp / "notes.md").read_text() == "# My notes\n"
 
 
+def test_shards_keep_a_groups_arms_together():
+    from infosam.experiment.grid import Cell
+    from infosam.experiment.runner import shard_cells
+
+    todo = [
+        Cell("d", f"fold{f}of3", arm, seed) for seed in (0, 1) for f in (1, 2, 3) for arm in ("a", "a-info")
+    ]
+    shares = [shard_cells(todo, k, 2) for k in (1, 2)]
+    assert sorted(c.name for share in shares for c in share) == sorted(c.name for c in todo)  # a partition
+    assert [(c.part, c.seed) for c in shares[0][::2]] == [("fold1of3", 0), ("fold3of3", 0), ("fold2of3", 1)]
+    for share in shares:
+        assert [c.arm for c in share] == ["a", "a-info"] * 3  # both arms of a group in one process
+
+
 def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     """One cell unfinished (InfoSAM's seed 1): the score tables use whole seeds only (seed 0: both arms on the same
     images; the baseline's finished seed 1 is left out there), the header says so, a spread over one seed is '-',
@@ -413,13 +427,15 @@ def test_shards_split_the_cells_of_one_folder(tmp_path, capsys):
     exp = tmp_path / "exp"
     names = [c.name for c in cells(load_grid(grid))]
     seen = []
+    # one dataset, one part, two seeds, two arms: shard 1 runs seed 0's two arms, shard 2 seed 1's
+    assert [n.split("/")[-1] for n in names] == ["seed-0", "seed-0", "seed-1", "seed-1"]
     run_experiment(grid, exp, on_progress=seen.append, shard=(2, 2))
-    assert [p.cell.name for p in seen] == names[1::2] and seen[-1].total == 2
+    assert [p.cell.name for p in seen] == names[2:] and seen[-1].total == 2
     done = {str(p.parent.relative_to(exp / "cells")) for p in exp.glob("cells/**/cell.json")}
-    assert done == set(names[1::2])  # only shard 2's cells were touched
+    assert done == set(names[2:])  # only shard 2's cells were touched
     seen.clear()
     run_experiment(grid, exp, on_progress=seen.append, shard=(1, 2))
-    assert [p.cell.name for p in seen] == names[0::2] and not any(p.skipped for p in seen)
+    assert [p.cell.name for p in seen] == names[:2] and not any(p.skipped for p in seen)
     seen.clear()
     run_experiment(grid, exp, on_progress=seen.append)  # the whole grid: nothing left to do
     assert [p.skipped for p in seen] == [True] * 4

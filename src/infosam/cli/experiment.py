@@ -25,8 +25,8 @@ def register(subparsers) -> None:
         "--shard",
         default=None,
         metavar="K/N",
-        help="run only cells K, K+N, K+2N, ... of the grid: start N processes (K = 1..N, e.g. one per GPU with "
-        "CUDA_VISIBLE_DEVICES) on the same --out to share the work",
+        help="run only the K-th of N shares of the grid (every N-th seed/dataset/part group, all its arms): start "
+        "N processes (K = 1..N, e.g. one per GPU with CUDA_VISIBLE_DEVICES) on the same --out to share the work",
     )
     add_threads_option(p)
     p.set_defaults(func=run)

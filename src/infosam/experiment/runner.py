@@ -103,9 +103,9 @@ def run_experiment(
         out: experiment folder (default ``runs/experiments/<grid file stem>``).
         on_progress: called after each cell with a :class:`Progress`.
         train_progress: show each run's step progress bar.
-        shard: ``(k, n)``, 1 <= k <= n: run only every n-th cell starting with the k-th (in the grid's order), so
-            n processes (one per GPU or CPU core) share one experiment folder without touching the same cell;
-            each scores the zero-shot teacher on what its cells need (a split scored already is skipped).
+        shard: ``(k, n)``, 1 <= k <= n: run only this process's share of the cells (:func:`shard_cells`), so n
+            processes (one per GPU or CPU core) share one experiment folder without touching the same cell; each
+            scores the zero-shot teacher on what its cells need (a split scored already is skipped).
     """
     if shard is not None:
         k, n = shard
@@ -122,7 +122,7 @@ def run_experiment(
     todo = cells(grid)
     _check_one_teacher(grid, todo)
     if shard is not None:
-        todo = todo[shard[0] - 1 :: shard[1]]
+        todo = shard_cells(todo, *shard)
     _teacher_evaluations(grid, todo, exp_dir)
 
     spent: list[float] = []
@@ -137,6 +137,16 @@ def run_experiment(
         if on_progress is not None:
             on_progress(Progress(index, len(todo), cell, 0.0 if skipped else seconds, eta, skipped))
     return exp_dir
+
+
+def shard_cells(todo: list[Cell], k: int, n: int) -> list[Cell]:
+    """Shard ``k`` of ``n`` of the cells ``todo``: every n-th (seed, dataset, part) group from the k-th, with all
+    the arms of a group, so a baseline and its InfoSAM arm finish together in one process (their paired
+    comparison is available as soon as possible) and every shard gets the same mix of cheap and costly arms."""
+    groups: dict[tuple, int] = {}
+    for cell in todo:
+        groups.setdefault((cell.seed, cell.dataset, cell.part), len(groups))
+    return [c for c in todo if groups[(c.seed, c.dataset, c.part)] % n == k - 1]
 
 
 # --------------------------------------------------------------------------------------------- splits + teacher
