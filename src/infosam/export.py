@@ -73,19 +73,11 @@ def open_run(
     """
     import dataclasses
 
-    from .model import build_base
+    from .model import build_configured
     from .runs import load_run
 
     config, student = load_run(run_dir, checkpoint=checkpoint, require_final=require_final)
-    m = config.model
-    teacher = build_base(
-        m.name,
-        checkpoint=m.checkpoint,
-        image_size=m.image_size,
-        attention=m.attention,
-        seed=config.train.seed,
-    )
-    return dataclasses.asdict(m), student, teacher.eval()
+    return dataclasses.asdict(config.model), student, build_configured(config).eval()
 
 
 def _build_plain(model: dict) -> Sam:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from segment_anything.modeling import Sam
@@ -18,6 +18,9 @@ from segment_anything.modeling import Sam
 from .peft import PeftSpec, apply_peft
 from .sam.attention import enable_fast_attention
 from .sam.checkpointing import enable_checkpointing
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def build_base(
@@ -49,6 +52,19 @@ def build_base(
     if attention != "meta":
         enable_fast_attention(sam, mode=attention)
     return sam
+
+
+def build_configured(config: Config) -> Sam:
+    """:func:`build_base` for the model a config names (its ``model`` section; ``train.seed`` seeds whatever no
+    checkpoint covers, so a random teacher and its student start from the same weights)."""
+    m = config.model
+    return build_base(
+        m.name,
+        checkpoint=m.checkpoint,
+        image_size=m.image_size,
+        attention=m.attention,
+        seed=config.train.seed,
+    )
 
 
 def make_teacher(base: Sam) -> Sam:

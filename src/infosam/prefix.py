@@ -291,7 +291,7 @@ def open_student_prefix(
     and for a partial prefix, the prefix has its own store (``cache.prefix_dir``) fingerprinted by the prefix's
     weights. Training and evaluation (:func:`infosam.evaluate.evaluate_run` with ``cache``) open it alike."""
     from .cache import precision_name, teacher_fingerprint
-    from .model import build_base, make_teacher
+    from .model import build_configured, make_teacher
     from .sam.checkpoint import resolve_checkpoint
     from .sam.transforms import get_transform
 
@@ -301,16 +301,7 @@ def open_student_prefix(
     if split.empty:
         return None
     m = config.model
-    reference = teacher
-    if reference is None:
-        base = build_base(
-            m.name,
-            checkpoint=m.checkpoint,
-            image_size=m.image_size,
-            attention=m.attention,
-            seed=config.train.seed,
-        )
-        reference = make_teacher(base)
+    reference = teacher if teacher is not None else make_teacher(build_configured(config))
     if split.whole and _same_state(student.image_encoder, reference.image_encoder):
         return StudentPrefix(split, cache if cache is not None else open_teacher_cache(config, reference))
     preprocessing = get_transform(reference.spec).fingerprint()

@@ -733,7 +733,7 @@ def load_run(
         FileNotFoundError: not a run folder, no trained weights, or the recorded SAM checkpoint moved.
         ValueError: the weights are damaged or hold NaN/inf.
     """
-    from .model import build_base
+    from .model import build_configured
     from .peft import load_peft
     from .sam.checkpoint import BUNDLED
 
@@ -753,13 +753,6 @@ def load_run(
             f"base SAM checkpoint {config.model.checkpoint} (model.checkpoint in {run.config_file}) not found; "
             "pass --checkpoint with its new location"
         )
-    m = config.model
-    model = build_base(
-        m.name,
-        checkpoint=m.checkpoint,
-        image_size=m.image_size,
-        attention=m.attention,
-        seed=config.train.seed,
-    )
+    model = build_configured(config)
     load_peft(weights, model)
     return config, model.eval().to(device)

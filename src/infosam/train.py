@@ -34,7 +34,7 @@ from .distill.loss import InfoSAMLoss
 from .distill.relation import RelationModule
 from .guard import NonFiniteGuard, RunLock, StopSignals
 from .metrics import METRIC_NAMES, best_of
-from .model import build_base, make_student, make_teacher
+from .model import build_configured, make_student, make_teacher
 from .peft import PeftSpec, load_peft
 from .prefix import open_student_prefix, open_teacher_cache
 from .sam.checkpointing import enable_checkpointing
@@ -90,15 +90,10 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
 
 
 def _base(config: Config) -> Sam:
-    m = config.model
-    base = build_base(
-        m.name,
-        checkpoint=m.checkpoint,
-        image_size=m.image_size,
-        attention=m.attention,
-        seed=config.train.seed,
-    )
-    if m.attention != "meta":  # training only: exported and predicting models keep the package's attention
+    base = build_configured(config)
+    if (
+        config.model.attention != "meta"
+    ):  # training only: exported and predicting models keep the package's attention
         enable_sdpa_attention(base)  # TinyViT's windowed attention through SDPA (ViT has none)
     return base
 
