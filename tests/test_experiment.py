@@ -363,6 +363,15 @@ def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     assert line.endswith("| 1/1 |") or line.endswith("| 0/1 |")
     assert re.search(r"\| \[[+-]\d+\.\d+, [+-]\d+\.\d+\] \|", line)
 
+    assert "No whole seed" not in text
+    # With seed 0's baseline unfinished too, no seed is whole (the score tables say so) and no pair is left.
+    info_path = exp / "cells/target/train4/adapter/seed-0/cell.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "trained"}))
+    none_whole = write_report(exp, tmp_path / "none.md", n_boot=10).read_text()
+    assert none_whole.count("No whole seed has finished yet") == 2
+    assert "| test | adapter-infosam - adapter | Dice |" not in none_whole  # no finished pair left either
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "done"}))
+
     rows = list(csv.DictReader(open(tmp_path / "partial" / "per_image.csv")))
     assert len(rows) == 3 * (4 + 3) + (4 + 3)
     assert not [r for r in rows if (r["arm"], r["seed"]) == ("adapter-infosam", "1")]

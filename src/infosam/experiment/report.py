@@ -422,6 +422,9 @@ def _link(path: Path, md: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(md).resolve().parent)).as_posix()
 
 
+_NO_WHOLE_SEED = "No whole seed has finished yet (see the paired differences for the finished pairs)."
+
+
 def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention, figures, n_boot, md) -> str:
     m = grid.metrics
     done, whole = counts
@@ -449,6 +452,7 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         *_grid_description(exp_dir, grid),
         "## Scores (mean ± std over seeds)",
         "",
+        *([] if summary else [_NO_WHOLE_SEED, ""]),
         "| dataset | regime | set | arm | seeds | " + " | ".join(m) + " |",
         "|---|---|---|---|---|" + "---|" * len(m),
     ]
@@ -489,6 +493,7 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         "",
         "## Retention (score on another domain relative to the zero-shot teacher; 100% = nothing forgotten)",
         "",
+        *([] if summary else [_NO_WHOLE_SEED, ""]),
         "| dataset | regime | set | arm | seeds | "
         + " | ".join(f"{k} teacher | {k} relative" for k in m)
         + " |",
