@@ -451,3 +451,15 @@ def test_shards_split_the_cells_of_one_folder(tmp_path, capsys):
     for bad in ("3/2", "0/2", "x"):
         assert run_cli(["experiment", str(grid), "--out", str(exp), "--shard", bad]) == 2
         assert "--shard must be K/N" in capsys.readouterr().err
+
+
+def test_relation_figure_without_dataset_images(tiny_experiment, tmp_path):
+    """--no-images: the relation figure holds the two computed maps per image and no image/mask column."""
+    from PIL import Image
+
+    exp = str(tiny_experiment.exp)
+    assert run_cli(["report", exp, "--out", str(tmp_path / "full.md"), "--n-boot", "10"]) == 0
+    assert run_cli(["report", exp, "--out", str(tmp_path / "bare.md"), "--n-boot", "10", "--no-images"]) == 0
+    with_images = Image.open(tmp_path / "full" / "figures" / "relation-target-train4.png").size
+    bare = Image.open(tmp_path / "bare" / "figures" / "relation-target-train4.png").size
+    assert bare[1] == with_images[1] and bare[0] == pytest.approx(with_images[0] * 2 / 3, abs=2)

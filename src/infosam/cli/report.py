@@ -29,6 +29,12 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    p.add_argument(
+        "--no-images",
+        action="store_true",
+        help="relation-map figures without the dataset's images and masks (only computed maps), for a report "
+        "committed where the data may not be copied",
+    )
     add_threads_option(p)
     p.set_defaults(func=run)
 
@@ -36,6 +42,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..experiment.report import write_report
 
-    markdown = write_report(args.exp_dir, args.out, n_boot=args.n_boot)
+    markdown = write_report(args.exp_dir, args.out, n_boot=args.n_boot, show_images=not args.no_images)
     print(f"wrote {markdown}")
     return 0

@@ -364,7 +364,9 @@ def _check_outputs(md: Path, assets: Path) -> None:
             )
 
 
-def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: int = 2000) -> Path:
+def write_report(
+    exp_dir: str | Path, out: str | Path | None = None, *, n_boot: int = 2000, show_images: bool = True
+) -> Path:
     """Write the report of the experiment folder ``exp_dir`` to ``out``; returns the Markdown file's path.
 
     ``out``: a folder (default ``<exp_dir>/report``; the Markdown is its ``report.md``) or a Markdown file
@@ -396,7 +398,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None, *, n_boot: 
     )
     _copy_splits(exp_dir, assets / "splits")
     figures = _curve_figures(results, teacher, grid, assets / "figures")
-    figures += _relation_figures(finished, grid, exp_dir, assets / "figures")
+    figures += _relation_figures(finished, grid, exp_dir, assets / "figures", show_images=show_images)
     text = _markdown(
         grid,
         exp_dir,
@@ -734,7 +736,14 @@ def _curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, f
     return written
 
 
-def _relation_figures(results: list[CellResult], grid: Grid, exp_dir: Path, folder: Path, n_images: int = 3):
+def _relation_figures(
+    results: list[CellResult],
+    grid: Grid,
+    exp_dir: Path,
+    folder: Path,
+    n_images: int = 3,
+    show_images: bool = True,
+):
     """Teacher and student relation maps (with the run's relation module) for a few test images of the first
     finished InfoSAM cell of each setting."""
     import matplotlib
@@ -790,15 +799,20 @@ def _relation_figures(results: list[CellResult], grid: Grid, exp_dir: Path, fold
             "teacher": crop_valid(relation_maps(teacher, relation, images, prompts), sizes, size),
             "student": crop_valid(relation_maps(student, relation, images, prompts), sizes, size),
         }
-        fig, axes = plt.subplots(k, 3, figsize=(9, 3 * k), squeeze=False)
+        # Without the image column (show_images=False) the figure holds only computed maps, no dataset pixels:
+        # for reports committed where the data may not be redistributed.
+        first = 1 if show_images else 0
+        fig, axes = plt.subplots(k, 2 + first, figsize=(3 * (2 + first), 3 * k), squeeze=False)
         for i in range(k):
-            picture, truth = data.read_pair(i)
-            axes[i][0].imshow(picture)
-            axes[i][0].contour(truth, levels=[0.5], colors="yellow", linewidths=0.8)
-            axes[i][0].set_title(Path(samples[i]["id"]).name, fontsize=8)
-            for j, who in enumerate(("teacher", "student"), start=1):
+            name = Path(samples[i]["id"]).name
+            if show_images:
+                picture, truth = data.read_pair(i)
+                axes[i][0].imshow(picture)
+                axes[i][0].contour(truth, levels=[0.5], colors="yellow", linewidths=0.8)
+                axes[i][0].set_title(name, fontsize=8)
+            for j, who in enumerate(("teacher", "student"), start=first):
                 axes[i][j].imshow(maps[who][i], cmap="magma")
-                axes[i][j].set_title(f"{who} relation map", fontsize=8)
+                axes[i][j].set_title(f"{who} relation map" + ("" if show_images else f": {name}"), fontsize=8)
             for ax in axes[i]:
                 ax.axis("off")
         fig.suptitle(f"{dataset} {regime}: {r.cell.arm}, seed {r.cell.seed}, {r.cell.part}", fontsize=9)
