@@ -271,6 +271,12 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
     assert "Cells finished: 4 of 4." in section and "cpu (4 cells)" in section
     infos = [json.loads(p.read_text()) for p in (t.exp / "cells").rglob("cell.json")]
     assert len(infos) == 4
+    # every training attempt names its code: the killed cell twice (killed, resumed), the others once
+    from infosam.experiment.runner import code_version
+
+    assert sorted(len(i["code"]) for i in infos) == [1, 1, 1, 2]
+    assert all(c == code_version() for i in infos for c in i["code"])
+    assert f"trained with (every training attempt, resumes included): {code_version()} (4 cells)." in section
     train = [i["train_seconds"] for i in infos]
     scoring = [i["eval_seconds"] for i in infos]
     assert f"training {sum(train):.1f} s" in section and f"median {statistics.median(train):.1f} s" in section

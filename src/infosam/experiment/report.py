@@ -658,6 +658,12 @@ def provenance(
             + ", ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in devices.most_common())
             + "."
         )
+        codes = Counter(c for r in results for c in dict.fromkeys(r.info.get("code") or ["not recorded"]))
+        lines.append(
+            "- Code the finished cells trained with (every training attempt, resumes included): "
+            + ", ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in codes.most_common())
+            + "."
+        )
         train = [float(r.info.get("train_seconds", 0.0)) for r in results]
         scoring = [float(r.info.get("eval_seconds", 0.0)) for r in results]
         lines.append(

@@ -292,6 +292,8 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     if record is not None and config_hash(record.config, exp_dir) != digest:
         raise GridError(f"{run_dir} holds a run of another config than cell {cell.name}; move it away")
     if record is None or not record.finished:
+        info.setdefault("code", []).append(code_version())  # one entry per training attempt (resumes too)
+        write_json(info_path, info)
         start = time.perf_counter()
         if record is not None and record.resumable:
             log.info("cell %s: resuming", cell.name)
@@ -337,6 +339,33 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     info["status"] = "done"
     write_json(info_path, info)
     return False
+
+
+def code_version() -> str:
+    """``infosam <version>``, plus the git commit of the source tree it was imported from when that is a git
+    checkout (``+modified`` when its ``src/`` differs from the commit), so a result names the code that made it."""
+    import subprocess
+
+    from .. import __version__
+
+    text = f"infosam {__version__}"
+    package = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return text
+        changed = subprocess.run(
+            ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return text
+    text += f", commit {head.stdout.strip()[:12]}"
+    return text + ("+modified" if changed.returncode == 0 and changed.stdout.strip() else "")
 
 
 def _cached_scoring(config) -> bool:
