@@ -259,6 +259,7 @@ def test_evaluate_run_reads_the_runs_cached_prefix_like_training_did(tmp_path, d
     for metric in ("IoU", "Dice"):
         assert summary[metric] == logged[metric], metric  # the same stored features, the same scores
     _, plain = evaluate_run(run, data, "test", device="cpu")  # the whole encoder, float32
+    assert summary["cached_features"] is True and plain["cached_features"] is False
     for metric in ("IoU", "Dice"):
         assert summary[metric] == pytest.approx(plain[metric], abs=1e-3), metric
 

@@ -283,7 +283,8 @@ def evaluate_run(
     prediction is empty too).
 
     Returns:
-        ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split.
+        ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split and
+        ``cached_features`` (whether the encoder's frozen prefix came from a cache).
     """
     from .config import EvalConfig, ModelConfig
     from .data.formats import SegmentationDataset, open_dataset
@@ -328,6 +329,7 @@ def evaluate_run(
     dataset = SegmentationDataset(
         listing.root, listing.pairs, split=listing.split, transform=get_transform(model.spec)
     )
+    encode = _cached_encode(source, model, cache, checkpoint, image_size, model_seed) if cache else None
     rows, summary = evaluate(
         model,
         dataset,
@@ -340,9 +342,9 @@ def evaluate_run(
         device=device,
         num_workers=num_workers,
         on_batch=on_batch,
-        encode=_cached_encode(source, model, cache, checkpoint, image_size, model_seed) if cache else None,
+        encode=encode,
     )
-    summary.update(described, data=str(data), split=split)
+    summary.update(described, data=str(data), split=split, cached_features=encode is not None)
     return rows, summary
 
 
