@@ -4,7 +4,6 @@ stale store is refused."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -25,6 +24,7 @@ from infosam.prefix import (
 )
 from infosam.step import Trainee
 from infosam.train import train
+from run_logs import logged_losses
 
 # float16 storage rounds each prefix feature by at most 2^-11 relative. Measured on the tiny_tinyvit LoRA student
 # below over 4 seeds (2026-11-29): gradients move by at most 3.1e-4 of their tensor's largest entry, losses by 9e-8
@@ -72,7 +72,7 @@ def test_unknown_encoder_is_refused():
         encoder_segments(torch.nn.Linear(2, 2))
 
 
-def _grads_and_losses(trainee: Trainee, images, masks, prompts, features=None):
+def _grads_andlogged_losses(trainee: Trainee, images, masks, prompts, features=None):
     trainee.zero_grad(set_to_none=True)
     terms = trainee(images, masks, prompts, None, features)
     terms["loss"].backward()
@@ -92,12 +92,12 @@ def test_cached_prefix_gives_the_uncached_losses_and_gradients(tmp_path, dtype, 
     images = torch.randn(2, 3, 64, 64)
     masks = (torch.rand(2, 1, 64, 64) > 0.5).float()
     prompts = {"boxes": torch.tensor([[4.0, 4.0, 40.0, 50.0], [10.0, 2.0, 60.0, 30.0]])}
-    reference, ref_grads = _grads_and_losses(trainee, images, masks, prompts)
+    reference, ref_grads = _grads_andlogged_losses(trainee, images, masks, prompts)
 
     store = open_prefix_store(tmp_path / "prefix", {"test": 1}, dtype)
     prefix = StudentPrefix(split, store)
     features = prefix.features(images)
-    cached, grads = _grads_and_losses(trainee, images, masks, prompts, features)
+    cached, grads = _grads_andlogged_losses(trainee, images, masks, prompts, features)
 
     assert grads.keys() == ref_grads.keys() and len(grads) > 0
     lora = [n for n in grads if "lora" in n]
@@ -150,13 +150,6 @@ def test_prefix_store_is_refused_for_other_weights_or_boundary(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- in training
-
-
-def _losses(run) -> list[dict[str, float]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return [
-            {k: float(row[k]) for k in ("loss", "seg", "relation", "distill")} for row in csv.DictReader(f)
-        ]
 
 
 @pytest.fixture
@@ -216,7 +209,7 @@ def test_training_with_the_prefix_cache_skips_frozen_stages_and_matches(tmp_path
     assert info["fingerprint"]["prefix"]["last_segment"] == "layers.0.downsample"
     assert cache_info(tmp_path / "cache-inputs")["entries"] == 6  # the decoded inputs, cached by default
 
-    reference, cached, rerun = _losses(plain), _losses(cold), _losses(warm)
+    reference, cached, rerun = logged_losses(plain), logged_losses(cold), logged_losses(warm)
     assert cached == rerun
     for a, b in zip(reference, cached, strict=True):
         for key in a:

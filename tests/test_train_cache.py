@@ -3,26 +3,18 @@ match training without the cache within float16 storage rounding."""
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 
 import infosam.step as step_module
 from infosam.config import load_config
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.train import train
+from run_logs import logged_losses
 
 # float16 keeps 11 significant bits (relative rounding 2^-11 ~ 4.9e-4) of each embedding value. Measured on this
 # tiny run (2026-11-26): the loss terms move by at most 3.8e-4 relative (seg is unchanged: the teacher does not
 # enter it). The bound leaves a 5x margin over that.
 LOSS_RTOL = 2e-3
-
-
-def _losses(run) -> list[dict[str, float]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return [
-            {k: float(row[k]) for k in ("loss", "seg", "relation", "distill")} for row in csv.DictReader(f)
-        ]
 
 
 @pytest.fixture
@@ -39,7 +31,7 @@ def count_teacher_encodes(monkeypatch):
     return calls
 
 
-def test_warm_cache_skips_teacher_encoder_and_matches_uncached_losses(tmp_path, count_teacher_encodes):
+def test_warm_cache_skips_teacher_encoder_and_matches_uncachedlogged_losses(tmp_path, count_teacher_encodes):
     data = tmp_path / "data"
     write_synthetic_dataset(data / "train", 4, domain="target")
     write_synthetic_dataset(data / "test", 2, domain="target", start=100)
@@ -65,7 +57,7 @@ def test_warm_cache_skips_teacher_encoder_and_matches_uncached_losses(tmp_path, 
     warm = train(load_config(None, [*base, "cache.enabled=true", f"output={tmp_path / 'warm'}"]))
     assert count_teacher_encodes == []  # a warm cache: no teacher encoder at all
 
-    reference, cached, rerun = _losses(plain), _losses(cold), _losses(warm)
+    reference, cached, rerun = logged_losses(plain), logged_losses(cold), logged_losses(warm)
     assert len(reference) == len(cached) == 4
     assert cached == rerun  # the stored values are what every run sees, first use included
     for a, b in zip(reference, cached, strict=True):
