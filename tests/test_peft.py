@@ -250,6 +250,39 @@ def test_lora_passes_options_through_and_never_touches_the_decoder(tiny_sam):
     assert model.image_encoder.blocks[0].attn.qkv.lora_A["default"].weight.shape == (2, 32)
 
 
+@pytest.mark.parametrize("spec_name", FAMILY_SPECS)
+def test_lora_first_block_keeps_lora_out_of_earlier_blocks(spec_name, tmp_path):
+    """lora.first_block / first_stage: LoRA only inside the chosen attention blocks (the adapter's numbering), the
+    earlier blocks untouched; the choice is saved and rebuilt."""
+    from infosam.model import build_base
+    from infosam.peft.base import encoder_blocks
+
+    model = build_base(spec_name, seed=0)
+    blocks = list(encoder_blocks(model))
+    first = 1
+    spec = apply_peft(model, "lora", {"lora": {"first_block": first}})
+    assert spec.options["lora"]["first_block"] == first
+    for entry in blocks:
+        wrapped = [n for n, m in entry.block.named_modules() if hasattr(m, "lora_A")]
+        assert bool(wrapped) == (entry.index >= first), (entry.name, wrapped)
+    path = tmp_path / "s.safetensors"
+    save_peft(path, model, spec)
+    again = build_base(spec_name, seed=0)
+    load_peft(path, again)
+    assert sorted(trainable_state_dict(again)) == sorted(trainable_state_dict(model))
+    # first_stage alone: TinyViT's stage >= 2; ViT has one stage (0), so stage 1 selects nothing there
+    if spec_name == "tiny_tinyvit":
+        staged = build_base(spec_name, seed=0)
+        apply_peft(staged, "lora", {"lora": {"first_stage": 2}})
+        for entry in encoder_blocks(staged):
+            assert any(hasattr(m, "lora_A") for m in entry.block.modules()) == (entry.stage >= 2)
+    else:
+        with pytest.raises(ValueError, match=r"lora\.first_stage=1.*select no layer.*stages \[0\]"):
+            apply_peft(build_base(spec_name, seed=0), "lora", {"lora": {"first_stage": 1}})
+    with pytest.raises(ValueError, match=r"lora\.first_block must be in 0\.\."):
+        apply_peft(build_base(spec_name, seed=0), "lora", {"lora": {"first_block": len(blocks)}})
+
+
 def test_load_errors_name_the_file(tiny_sam, tmp_path):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):

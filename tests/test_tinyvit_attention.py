@@ -20,13 +20,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
+@pytest.mark.parametrize("bias_trains", [True, False], ids=["bias-trains", "bias-frozen"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_sdpa_attention_matches_the_package_forward_and_gradients(mode):
+def test_sdpa_attention_matches_the_package_forward_and_gradients(mode, bias_trains):
     original = build_base("tiny_tinyvit", attention="meta", seed=0)
     make_student(original, "lora+decoder", {})
     for block in original.image_encoder.modules():
         if hasattr(block, "attention_biases"):
-            block.attention_biases.requires_grad_(True)  # the bias's gradient flows through the mask as well
+            # trainable: the bias's gradient flows through the mask (SDPA's math kernel); frozen (every PEFT
+            # method here): the CPU flash kernel
+            block.attention_biases.requires_grad_(bias_trains)
             with torch.no_grad():
                 block.attention_biases.normal_()
     for p in original.parameters():
@@ -51,7 +54,7 @@ def test_sdpa_attention_matches_the_package_forward_and_gradients(mode):
     assert _rel(outputs[1], outputs[0]) < REL_TOL
     assert grads[0].keys() == grads[1].keys()
     # eval mode reads the package's cached bias table ``ab``: no gradient to the biases there, in both
-    assert any("attention_biases" in n for n in grads[0]) == (mode == "train")
+    assert any("attention_biases" in n for n in grads[0]) == (mode == "train" and bias_trains)
     assert any("lora" in n for n in grads[0])
     for name in grads[0]:
         assert _rel(grads[1][name], grads[0][name]) < REL_TOL, name
@@ -70,6 +73,21 @@ def test_switch_keeps_state_and_is_undone():
     assert [type(m) for m in model.modules()] == classes
 
 
+def test_frozen_bias_trains_through_the_cpu_flash_kernel():
+    """The bias goes in as a 4-D (1, heads, N, N) mask: with a 3-D one PyTorch sends forward and backward to its
+    math kernel (~2.7x slower at TinyViT's windows). Which kernel ran is read from the profiler."""
+    model = build_base("tiny_tinyvit", seed=0)
+    make_student(model, "lora+decoder", {})
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.profiler.profile() as prof:
+        model.image_encoder(x).sum().backward()
+    kernels = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in kernels
+    assert "aten::_scaled_dot_product_attention_math" not in kernels
+
+
 def test_training_routes_tinyvit_attention_through_sdpa_unless_meta():
     from infosam.config import load_config
     from infosam.train import _base
@@ -79,5 +97,9 @@ def test_training_routes_tinyvit_attention_through_sdpa_unless_meta():
         return any(isinstance(m, SdpaTinyViTAttention) for m in model.modules())
 
     assert switched() and not switched("model.attention=meta")
-    assert not any(isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit").modules())
+    # every use of a model (evaluation, predict, serve) builds it the same way: the same attention code
+    assert any(isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit").modules())
+    assert not any(
+        isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit", attention="meta").modules()
+    )
     assert enable_sdpa_attention(build_base("tiny", attention="meta")) == 0  # ViT has no TinyViT attention

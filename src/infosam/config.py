@@ -125,7 +125,10 @@ class TrainConfig(_Section):
     seed: int = 42
     """Seed of model initialisation, data order, prompts and every other random choice."""
     precision: str = "no"
-    """Mixed precision: no, fp16 (CUDA) or bf16."""
+    """Mixed precision: no, fp16 (CUDA) or bf16 (GPUs, and CPUs with bf16 instructions)."""
+    allow_slow_bf16: bool = False
+    """Train bf16 on a CPU without bf16 instructions anyway (refused by default: PyTorch then emulates bf16 and a
+    step is about 13x slower than float32)."""
     grad_accum: int = 1
     """Batches whose gradients are summed before one optimizer step."""
     grad_clip: float | None = None

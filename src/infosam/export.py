@@ -39,6 +39,8 @@ from .guard import check_finite
 from .peft import PeftSpec, apply_peft, trainable_state_dict
 from .predict import Prompt
 from .sam.attention import disable_fast_attention
+from .sam.layernorm import disable_fused_layernorm
+from .sam.tinyvit_attention import disable_sdpa_attention
 from .sam.transforms import SamTransform, make_transform
 
 FORMATS = ("sam", "infosam", "onnx")
@@ -122,6 +124,8 @@ def merge_peft(model: Sam) -> Sam:
         parent_name, _, child = name.rpartition(".")
         setattr(merged.get_submodule(parent_name), child, module.get_base_layer())
     disable_fast_attention(merged)
+    disable_sdpa_attention(merged)
+    disable_fused_layernorm(merged)
     merged.__dict__.pop("peft_spec", None)
     merged.requires_grad_(False)
     leftovers = [k for k in merged.state_dict() if "base_layer" in k or "lora_" in k]
@@ -322,6 +326,8 @@ def onnx_model(student: Sam) -> Sam:
         return merge_peft(student)
     model = copy.deepcopy(student).eval()
     disable_fast_attention(model)  # trace Meta's plain attention (same function, see sam.attention)
+    disable_sdpa_attention(model)  # and the TinyViT package's own
+    disable_fused_layernorm(model)
     return model.requires_grad_(False)
 
 

@@ -18,6 +18,8 @@ from segment_anything.modeling import Sam
 from .peft import PeftSpec, apply_peft
 from .sam.attention import enable_fast_attention
 from .sam.checkpointing import enable_checkpointing
+from .sam.layernorm import enable_fused_layernorm
+from .sam.tinyvit_attention import enable_sdpa_attention
 
 if TYPE_CHECKING:
     from .config import Config
@@ -40,8 +42,10 @@ def build_base(
             :func:`infosam.sam.checkpoint.resolve_checkpoint`; ``None`` keeps the random initialisation drawn from
             ``seed``.
         image_size: input side S instead of the spec's (1024 for ViT-B/L/H, 64 for tiny).
-        attention: ViT encoder attention, ``"fold"``/``"mask"`` (:mod:`infosam.sam.attention`) or ``"meta"``
-            (TinyViT encoders keep their package's attention).
+        attention: encoder attention, ``"fold"``/``"mask"`` (ViT: :mod:`infosam.sam.attention`; TinyViT: its
+            windowed attention through SDPA, :mod:`infosam.sam.tinyvit_attention`) or ``"meta"`` (Meta's and the
+            TinyViT packages' own attention). The same function either way (float rounding); chosen here so that
+            training, evaluation, predict and serve run the same attention code for the same weights.
         seed: seeds the random initialisation of whatever the checkpoint does not cover.
     """
     from .sam.build import build_sam
@@ -51,6 +55,8 @@ def build_base(
     sam = build_sam(name, checkpoint=checkpoint, **overrides)
     if attention != "meta":
         enable_fast_attention(sam, mode=attention)
+        enable_sdpa_attention(sam)
+        enable_fused_layernorm(sam)
     return sam
 
 

@@ -39,7 +39,6 @@ from .peft import PeftSpec, load_peft
 from .prefix import open_student_prefix, open_teacher_cache
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
-from .sam.tinyvit_attention import enable_sdpa_attention
 from .sam.transforms import SamTransform, get_transform
 from .step import StepParts, Trainee, train_step
 
@@ -90,12 +89,7 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
 
 
 def _base(config: Config) -> Sam:
-    base = build_configured(config)
-    if (
-        config.model.attention != "meta"
-    ):  # training only: exported and predicting models keep the package's attention
-        enable_sdpa_attention(base)  # TinyViT's windowed attention through SDPA (ViT has none)
-    return base
+    return build_configured(config)  # fast attention (ViT fold, TinyViT SDPA) unless model.attention is meta
 
 
 def _build_parts(
@@ -305,6 +299,16 @@ def _check_before_work(config: Config) -> None:
             "train.precision=fp16 needs a CUDA GPU and this run trains on the CPU; use train.precision=bf16 "
             "(mixed precision the CPU supports) or no"
         )
+    on_cpu = config.train.cpu or not torch.cuda.is_available()
+    if config.train.precision == "bf16" and on_cpu and not config.train.allow_slow_bf16:
+        from .runtime import cpu_summary, native_bf16
+
+        if not native_bf16():
+            raise ValueError(
+                f"train.precision=bf16 on this CPU ({cpu_summary()}) would be about 13x slower than float32 "
+                "(PyTorch emulates bf16 without AVX512-BF16/AMX); use train.precision=no, or set "
+                "train.allow_slow_bf16=true to train bf16 anyway"
+            )
 
 
 def _restore(run: runs.RunDir, checkpoint: Path, parts: Parts) -> Position:

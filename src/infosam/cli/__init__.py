@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..guard import RunError
 
     try:
-        if "threads" in vars(args):
+        if "threads" in vars(args):  # the commands that run a model
+            from ..runtime import tune_allocator
+
+            tune_allocator()
             args.threads = resolve_threads(args.threads)
             return _with_threads(args)
         return _finish(int(args.func(args) or 0))
