@@ -1,5 +1,6 @@
 """Prompt sampling: noisy boxes, points, the training mix, deterministic test prompts, empty masks."""
 
+import pytest
 import torch
 
 from infosam.data import prompts
@@ -105,3 +106,60 @@ def test_box_only_training_prompts_keep_the_mixed_random_stream():
             torch.testing.assert_close(mixed["boxes"], boxes["boxes"], rtol=0, atol=0)
         kinds.append("boxes" in mixed)
     assert 0 < sum(kinds) < len(kinds)  # the mix drew both kinds over these batches
+
+
+def test_release_rule_at_1024_is_one_shared_integer_shift_below_five_px():
+    """The release's get_single_box_from_mask at 1024 px: m = min(5, int(0.5 * min(w, h))), dx, dy uniform
+    integers in [-m, m - 1] (NumPy's randint), both corners moved alike (the box keeps its size)."""
+    m = masks_with_boxes([(300, 400, 400, 450)] * 400, size=1024)  # w = 100, h = 50 -> m = 5
+    boxes = prompts.noisy_box(m, gen(), rule="release")
+    shift = boxes - torch.tensor([300.0, 400, 400, 450])
+    assert torch.equal(shift[:, 0], shift[:, 2]) and torch.equal(shift[:, 1], shift[:, 3])  # shared
+    assert (shift == shift.round()).all()
+    assert sorted(shift[:, 0].unique().tolist()) == list(range(-5, 5))  # -5..4, high end excluded
+    assert sorted(shift[:, 1].unique().tolist()) == list(range(-5, 5))
+    assert not torch.equal(shift[:, 0], shift[:, 1])  # dx and dy drawn apart
+
+
+def test_release_rule_limit_follows_the_shorter_side_and_the_input_scale():
+    # 1024 px, w = 2, h = 40: m = min(5, int(1.0)) = 1 -> shifts in {-1, 0}
+    small = prompts.noisy_box(masks_with_boxes([(100, 100, 102, 140)] * 200, size=1024), gen(), rule="release")
+    assert sorted((small[:, 0] - 100).unique().tolist()) == [-1.0, 0.0]
+    # w = 1 -> m = int(0.5) = 0: no shift (the release's randint(0, 0) would fail)
+    thin = prompts.noisy_box(masks_with_boxes([(100, 100, 101, 140)] * 50, size=1024), gen(), rule="release")
+    assert torch.equal(thin, torch.tensor([[100.0, 100, 101, 140]] * 50))
+    # 256 px (LiteMedSAM): the same object is measured at 1024 (x4) and the shift comes back at / 4:
+    # w = 40, h = 20 -> 160 x 80 at 1024 -> m = 5 -> dx in {-5, ..., 4} / 4 = {-1.25, ..., 1.0}
+    at256 = prompts.noisy_box(masks_with_boxes([(50, 60, 90, 80)] * 400, size=256), gen(), rule="release")
+    dx = at256[:, 0] - 50
+    assert sorted(dx.unique().tolist()) == [k / 4 for k in range(-5, 5)]
+    assert torch.equal(at256[:, 2] - at256[:, 0], torch.full((400,), 40.0))  # the size is kept
+    # w = 2 px at 256 = 8 px at 1024 -> m = min(5, 4) = 4 -> {-4..3} / 4
+    narrow = prompts.noisy_box(masks_with_boxes([(50, 60, 52, 90)] * 400, size=256), gen(), rule="release")
+    assert sorted((narrow[:, 0] - 50).unique().tolist()) == [k / 4 for k in range(-4, 4)]
+
+
+def test_release_rule_clips_to_the_image_and_keeps_the_stream_fixed():
+    m = masks_with_boxes([(0, 0, 20, 20)] * 100, size=64)
+    boxes = prompts.noisy_box(m, gen(), rule="release")
+    assert (boxes >= 0).all() and (boxes <= 63).all()
+    # an empty mask still draws its two uniforms: the next image's box does not depend on it
+    empty_first = torch.cat([torch.zeros(1, 1, 64, 64), masks_with_boxes([(10, 10, 40, 40)])])
+    full_first = torch.cat([masks_with_boxes([(5, 5, 30, 30)]), masks_with_boxes([(10, 10, 40, 40)])])
+    a = prompts.noisy_box(empty_first, gen(3), rule="release")
+    b = prompts.noisy_box(full_first, gen(3), rule="release")
+    assert a[0].tolist() == [0, 0, 63, 63] and torch.equal(a[1], b[1])
+    none = prompts.noisy_box(full_first, gen(3), rule="none")
+    assert none.tolist() == [[5, 5, 30, 30], [10, 10, 40, 40]]
+
+
+def test_box_noise_rules_flow_into_train_and_test_prompts():
+    m = masks_with_boxes([(10, 20, 30, 40)] * 8, size=256)
+    tight = prompts.test_prompts(m, [str(i) for i in range(8)], box_noise="none")["boxes"]
+    assert torch.equal(tight, torch.tensor([[10.0, 20, 30, 40]] * 8))
+    release = prompts.test_prompts(m, [str(i) for i in range(8)], box_noise="release")["boxes"]
+    assert torch.equal(release[:, 2] - release[:, 0], torch.full((8,), 20.0))
+    trained = prompts.train_prompts(m, gen(), p_box=1.0, box_noise="release")["boxes"]
+    assert torch.equal(trained[:, 3] - trained[:, 1], torch.full((8,), 20.0))
+    with pytest.raises(ValueError, match=r"'gaussian' is not one of \['per-coordinate', 'release', 'none'\]"):
+        prompts.noisy_box(m, gen(), rule="gaussian")

@@ -138,6 +138,11 @@ class TrainConfig(_Section):
     prompt: str = "mixed"
     """Training prompts: mixed (the paper: per batch, noisy boxes with probability 0.5, else one foreground point
     per image) or box (noisy boxes only: for box-trained models such as LiteMedSAM, which ignore points)."""
+    box_noise: str = "per-coordinate"
+    """How a train box is drawn from the mask's tight box: per-coordinate (each coordinate its own offset of up to
+    5 px of the model input), release (the paper release's rule: one shared shift of both corners, below
+    min(5 px, half the shorter side) at 1024 px, scaled to the model's input) or none (the tight box);
+    infosam.data.prompts says exactly."""
     seg_loss: str = "structure"
     """Segmentation loss: structure (paper), structure_release (release's plain-mean BCE), focal_dice_iou (ours,
     weights 1:1:1) or focal_dice_iou_release (the release's: focal x 20, batch-wide dice and soft IoU)."""
@@ -164,7 +169,7 @@ class TrainConfig(_Section):
         super().__post_init__()
 
     def check(self) -> None:
-        from .data.prompts import TRAIN_PROMPT_MODES
+        from .data.prompts import BOX_NOISE_RULES, TRAIN_PROMPT_MODES
         from .losses import SEGMENTATION_LOSSES
 
         if self.lr <= 0:
@@ -182,6 +187,7 @@ class TrainConfig(_Section):
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _at_least(self, "train", ("nonfinite_max_skips",), 1)
         _choice("train.prompt", self.prompt, tuple(TRAIN_PROMPT_MODES))
+        _choice("train.box_noise", self.box_noise, BOX_NOISE_RULES)
 
 
 @dataclass
@@ -222,7 +228,11 @@ class EvalConfig(_Section):
     epochs: list[int] | None = None
     """Explicit 1-based epochs to evaluate after; overrides last_epochs when set."""
     prompt: str = "box"
-    """Test prompt: box (noisy box) or points (n_fg foreground + n_bg background points; Road)."""
+    """Test prompt: box (a box drawn by the box_noise rule) or points (n_fg foreground + n_bg background points;
+    Road)."""
+    box_noise: str = "per-coordinate"
+    """How a test box is drawn from the mask's tight box, seeded per image: per-coordinate, release or none (the
+    tight box); as train.box_noise."""
     n_fg: int = 2
     """Foreground points per image when prompt is points."""
     n_bg: int = 3
@@ -248,13 +258,15 @@ class EvalConfig(_Section):
             "seed": self.seed,
             "compat": self.compat,
             "batch_size": self.batch_size,
+            "box_noise": self.box_noise,
         }
 
     def check(self) -> None:
-        from .data.prompts import PROMPT_MODES
+        from .data.prompts import BOX_NOISE_RULES, PROMPT_MODES
         from .metrics import METRIC_NAMES
 
         _choice("eval.prompt", self.prompt, PROMPT_MODES)
+        _choice("eval.box_noise", self.box_noise, BOX_NOISE_RULES)
         _at_least(self, "eval", ("last_epochs",), 0)
         if self.prompt == "points" and (self.n_fg < 0 or self.n_bg < 0 or self.n_fg + self.n_bg < 1):
             raise ConfigError(

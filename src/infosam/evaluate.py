@@ -15,7 +15,7 @@ from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
-from .data.prompts import PROMPT_MODES, test_prompts
+from .data.prompts import PROMPT_MODES, check_box_noise, test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
@@ -97,6 +97,7 @@ def evaluate(
     seed: int = 42,
     compat: bool = False,
     batch_size: int = 1,
+    box_noise: str = "per-coordinate",
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
@@ -110,6 +111,8 @@ def evaluate(
             (``open_dataset(..., transform=get_transform(model.spec))``).
         prompt: ``"box"`` (noisy box, seeded per image) or ``"points"`` (``n_fg`` foreground + ``n_bg`` background).
         seed: prompt seed (the prompt of an image depends only on ``seed`` and its id).
+        box_noise: how a box prompt is drawn from the tight box: ``per-coordinate``, ``release`` or ``none``
+            (the tight box); :data:`infosam.data.prompts.BOX_NOISE_RULES`.
         compat: reproduce the release's table (clipped logits, IoU/Dice over five thresholds); see
             :mod:`infosam.metrics`.
         on_batch: called with ``(images_done, images_total)`` after each batch (progress display).
@@ -121,6 +124,7 @@ def evaluate(
         fractions in [0, 1]) and the mean over images with ``n_images`` and the settings used.
     """
     check_prompt_settings(prompt, n_fg, n_bg)
+    check_box_noise(box_noise)
     transform = get_transform(model.spec)
     if dataset.image_size != transform.image_size:
         raise ValueError(
@@ -147,6 +151,7 @@ def evaluate(
             n_fg=n_fg,
             n_bg=n_bg,
             input_sizes=batch["input_size"],
+            box_noise=box_noise,
         )
         prompts = {k: v.to(device) for k, v in prompts.items()}
         images = batch["image"].to(device)
@@ -167,6 +172,7 @@ def evaluate(
         "prompt": prompt,
         "n_fg": n_fg if prompt == "points" else 0,
         "n_bg": n_bg if prompt == "points" else 0,
+        "box_noise": box_noise if prompt == "box" else None,
         "seed": seed,
         "compat": compat,
     }

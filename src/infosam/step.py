@@ -37,14 +37,24 @@ if TYPE_CHECKING:
 
 
 def batch_prompts(
-    batch: dict, *, seed: int, rank: int, epoch: int, index: int, p_box: float = 0.5
+    batch: dict,
+    *,
+    seed: int,
+    rank: int,
+    epoch: int,
+    index: int,
+    p_box: float = 0.5,
+    box_noise: str = "per-coordinate",
 ) -> dict[str, Tensor]:
     """Train prompts for ``batch["mask"]`` (B, 1, S, S) from a generator seeded by (seed, process, epoch, batch
-    index): ``boxes`` (B, 4) with probability ``p_box``, else ``points`` (B, 1, 2) + ``point_labels`` (B, 1), in
-    input pixels."""
+    index): ``boxes`` (B, 4) with probability ``p_box`` (noise rule ``box_noise``,
+    :data:`infosam.data.prompts.BOX_NOISE_RULES`), else ``points`` (B, 1, 2) + ``point_labels`` (B, 1), in input
+    pixels."""
     state = np.random.SeedSequence([seed, rank, epoch, index]).generate_state(2, dtype=np.uint32)
     generator = torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
-    return train_prompts(batch["mask"], generator, p_box=p_box, input_sizes=batch["input_size"])
+    return train_prompts(
+        batch["mask"], generator, p_box=p_box, input_sizes=batch["input_size"], box_noise=box_noise
+    )
 
 
 def teacher_forward(
@@ -183,6 +193,8 @@ class StepParts:
     """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
     prefix: StudentPrefix | None = None
     """The student's frozen encoder prefix, cached; ``None`` runs the whole student encoder every step."""
+    box_noise: str = "per-coordinate"
+    """How the train boxes are drawn from the tight box (:data:`infosam.data.prompts.BOX_NOISE_RULES`)."""
 
 
 def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window: int, sync: bool) -> dict:
@@ -199,7 +211,13 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
     """
     acc = parts.accelerator
     prompts = batch_prompts(
-        batch, seed=parts.seed, rank=acc.process_index, epoch=epoch, index=index, p_box=parts.p_box
+        batch,
+        seed=parts.seed,
+        rank=acc.process_index,
+        epoch=epoch,
+        index=index,
+        p_box=parts.p_box,
+        box_noise=parts.box_noise,
     )
     prompts = {k: v.to(acc.device) for k, v in prompts.items()}
     images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)

@@ -127,7 +127,18 @@ def _build_parts(
     )
     p_box = TRAIN_PROMPT_MODES[t.prompt]
     step = StepParts(
-        accelerator, trainee, teacher, optimizer, scheduler, cache, t.seed, t.grad_clip, guard, p_box, prefix
+        accelerator,
+        trainee,
+        teacher,
+        optimizer,
+        scheduler,
+        cache,
+        t.seed,
+        t.grad_clip,
+        guard,
+        p_box,
+        prefix,
+        box_noise=t.box_noise,
     )
     trained_relation = relation if i.frozen_relation is None else None
     return Parts(step, student, peft_spec, trained_relation)

@@ -7,10 +7,22 @@ the half-pixel itself), points ``(B, N, 2)`` as ``x, y`` with labels ``(B, N)``:
 
 Rules:
 
-* **Noisy box**: the mask's tight box, then each of the four coordinates moves by its own random integer offset,
-  uniform in ``[-max_shift, max_shift]`` (so both corners move by at most ``max_shift`` px per axis, and the box
-  may grow, shrink or slide). The result is clipped to the image (``[0, w-1] x [0, h-1]`` of the resized image;
-  padding is never inside a box) and ordered so that ``x0 <= x1`` and ``y0 <= y1``.
+* **Noisy box**: the mask's tight box, perturbed by one of three rules (:data:`BOX_NOISE_RULES`), then clipped to
+  the image (``[0, w-1] x [0, h-1]`` of the resized image; padding is never inside a box) and ordered so that
+  ``x0 <= x1`` and ``y0 <= y1``:
+
+  - ``per-coordinate`` (this project's first rule, the default): each of the four coordinates moves by its own
+    random integer offset, uniform in ``[-max_shift, max_shift]`` px of the model input (``max_shift`` 5), so the
+    box may grow, shrink or slide;
+  - ``release`` (the paper's release, ``get_single_box_from_mask``): both corners move by one shared shift
+    ``(dx, dy)``, so the box keeps its size. Its limit is set in the release's 1024-px frame,
+    ``m = min(max_shift, int(0.5 * min(box_w, box_h)))`` with ``max_shift`` 5 and the box measured there
+    (``box_w = x1 - x0`` scaled by ``1024 / S``); ``dx`` and ``dy`` are integers uniform in ``[-m, m - 1]`` (NumPy's
+    ``randint(-m, m)``, high end excluded, as in the release), converted back to model-input pixels (times
+    ``S / 1024``: at most 1.25 px at LiteMedSAM's 256). ``m = 0`` (a box under 2 px at 1024) gives no shift, where
+    the release would fail. Unlike the release (which clips at 0 only) the box is also clipped at the image's far
+    edges;
+  - ``none``: the tight box.
 * **Points**: foreground points are uniform over mask pixels, background points uniform over the non-mask pixels
   of the image (padding excluded), drawn with replacement (duplicates are possible but rare and harmless).
 * **Empty masks** (nothing to prompt): the box is the whole image ``(0, 0, w-1, h-1)`` without noise, and the
@@ -31,6 +43,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
+
+BOX_NOISE_RULES = ("per-coordinate", "release", "none")
+"""How a noisy box is drawn from the tight box (module doc)."""
+
+RELEASE_FRAME = 1024
+"""Input side at which the release's box-noise rule is defined (SAM ViT's input)."""
 
 PROMPT_MODES = ("box", "points")
 """Test prompt modes: a noisy box, or foreground + background points."""
@@ -65,33 +83,70 @@ def tight_box(mask: Tensor | np.ndarray) -> Tensor | None:
     return torch.stack([xs.min(), ys.min(), xs.max(), ys.max()]).float()
 
 
+def check_box_noise(rule: str) -> None:
+    """ValueError naming the valid rules unless ``rule`` is one of :data:`BOX_NOISE_RULES`."""
+    if rule not in BOX_NOISE_RULES:
+        raise ValueError(f"box noise rule {rule!r} is not one of {list(BOX_NOISE_RULES)}")
+
+
+def _release_shift(box: Tensor, u: Tensor, side: int, max_shift: int) -> Tensor:
+    """The release's shared corner shift (module doc) for a tight ``box`` in an S x S input, from two uniforms
+    ``u`` in [0, 1): ``(4,)`` float32 ``dx, dy, dx, dy`` in input pixels."""
+    scale = RELEASE_FRAME / side
+    shorter = float(min(box[2] - box[0], box[3] - box[1])) * scale
+    limit = min(
+        max_shift, int(shorter * 0.1 * 5)
+    )  # the release's min(max_pixel, int(noise_std * 5)), std 0.1
+    if limit <= 0:
+        return torch.zeros(4)
+    k = (u * (2 * limit)).floor() - limit  # uniform integers in [-limit, limit - 1]
+    dx, dy = (k / scale).float().tolist()
+    return torch.tensor([dx, dy, dx, dy])
+
+
 def noisy_box(
-    masks: Tensor, generator: torch.Generator, *, max_shift: int = 5, input_sizes: Tensor | None = None
+    masks: Tensor,
+    generator: torch.Generator,
+    *,
+    max_shift: int = 5,
+    input_sizes: Tensor | None = None,
+    rule: str = "per-coordinate",
 ) -> Tensor:
     """Noisy boxes of a batch of masks (rules in the module doc).
 
     Args:
         masks: ``(B, 1, S, S)`` {0, 1}.
-        generator: source of the offsets (4 integers per image, always drawn, even for empty masks, so the
-            stream does not depend on the data).
-        max_shift: largest offset in pixels; 0 gives the tight box.
+        generator: source of the offsets (per image 4 integers for ``per-coordinate``, 2 uniforms for
+            ``release``, nothing for ``none``; always drawn, even for empty masks, so the stream does not depend
+            on the data).
+        max_shift: largest offset: in model-input pixels for ``per-coordinate`` (0 gives the tight box), in the
+            release's 1024-px frame for ``release``.
         input_sizes: ``(B, 2)`` ``(h, w)`` valid region of each image, used for clipping (default: S x S).
+        rule: one of :data:`BOX_NOISE_RULES`.
 
     Returns:
         ``(B, 4)`` float32 on the masks' device.
     """
+    check_box_noise(rule)
     region = _valid_region(masks, input_sizes)
+    side = masks.shape[-1]
     boxes = []
     for i in range(masks.shape[0]):
-        shift = torch.randint(
-            -max_shift, max_shift + 1, (4,), generator=generator, device=generator.device
-        ).cpu()
+        if rule == "per-coordinate":
+            draw = torch.randint(
+                -max_shift, max_shift + 1, (4,), generator=generator, device=generator.device
+            ).cpu()
+        elif rule == "release":
+            draw = torch.rand(2, generator=generator, device=generator.device, dtype=torch.float64).cpu()
         h, w = int(region[i, 0]), int(region[i, 1])
         box = tight_box(masks[i, 0].cpu())
         if box is None:
             boxes.append(torch.tensor([0.0, 0.0, w - 1.0, h - 1.0]))
             continue
-        box = box + shift.float()
+        if rule == "per-coordinate":
+            box = box + draw.float()
+        elif rule == "release":
+            box = box + _release_shift(box, draw, side, max_shift)
         x = box[[0, 2]].clamp(0, w - 1).sort().values
         y = box[[1, 3]].clamp(0, h - 1).sort().values
         boxes.append(torch.stack([x[0], y[0], x[1], y[1]]))
@@ -147,15 +202,18 @@ def train_prompts(
     p_box: float = 0.5,
     max_shift: int = 5,
     input_sizes: Tensor | None = None,
+    box_noise: str = "per-coordinate",
 ) -> dict[str, Tensor]:
-    """The paper's training prompts for one batch: noisy boxes with probability ``p_box``, else one fg point each.
+    """The paper's training prompts for one batch: noisy boxes (``box_noise`` rule) with probability ``p_box``,
+    else one fg point each.
 
     Returns:
         ``{"boxes": (B, 4)}`` or ``{"points": (B, 1, 2), "point_labels": (B, 1)}``.
     """
     use_box = bool(torch.rand(1, generator=generator, device=generator.device).item() < p_box)
     if use_box:
-        return {"boxes": noisy_box(masks, generator, max_shift=max_shift, input_sizes=input_sizes)}
+        boxes = noisy_box(masks, generator, max_shift=max_shift, input_sizes=input_sizes, rule=box_noise)
+        return {"boxes": boxes}
     points, labels = random_points(masks, 1, 0, generator, input_sizes=input_sizes)
     return {"points": points, "point_labels": labels}
 
@@ -178,8 +236,10 @@ def test_prompts(
     n_bg: int = 3,
     max_shift: int = 5,
     input_sizes: Tensor | None = None,
+    box_noise: str = "per-coordinate",
 ) -> dict[str, Tensor]:
-    """Deterministic evaluation prompts: ``mode="box"`` a noisy box, ``"points"`` ``n_fg`` + ``n_bg`` points.
+    """Deterministic evaluation prompts: ``mode="box"`` a box (``box_noise`` rule; ``none``: the tight box),
+    ``"points"`` ``n_fg`` + ``n_bg`` points.
 
     Args:
         masks: ``(B, 1, S, S)``; ids: the B image ids (``sample["id"]``); input_sizes: ``(B, 2)``.
@@ -197,7 +257,7 @@ def test_prompts(
         g = prompt_generator(seed, image_id)
         m = masks[i : i + 1]
         if mode == "box":
-            outs.append(noisy_box(m, g, max_shift=max_shift, input_sizes=region[i : i + 1]))
+            outs.append(noisy_box(m, g, max_shift=max_shift, input_sizes=region[i : i + 1], rule=box_noise))
         else:
             outs.append(random_points(m, n_fg, n_bg, g, input_sizes=region[i : i + 1]))
     if mode == "box":
