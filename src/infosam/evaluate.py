@@ -262,6 +262,7 @@ def evaluate_run(
     seed: int | None = None,
     compat: bool | None = None,
     batch_size: int | None = None,
+    box_noise: str | None = None,
     image_size: int | None = None,
     model_seed: int = 0,
     device: str | torch.device | None = None,
@@ -310,7 +311,9 @@ def evaluate_run(
     prompt = e.prompt if prompt is None else prompt
     n_fg = e.n_fg if n_fg is None else n_fg
     n_bg = e.n_bg if n_bg is None else n_bg
+    box_noise = e.box_noise if box_noise is None else box_noise
     check_prompt_settings(prompt, n_fg, n_bg)
+    check_box_noise(box_noise)
     listing = open_dataset(data, split=split)
     empty = check_eval_data(listing)
     if empty:
@@ -343,6 +346,7 @@ def evaluate_run(
         n_fg=n_fg,
         n_bg=n_bg,
         seed=e.seed if seed is None else seed,
+        box_noise=box_noise,
         compat=e.compat if compat is None else compat,
         batch_size=e.batch_size if batch_size is None else batch_size,
         device=device,

@@ -5,6 +5,8 @@ A grid is YAML (paths relative to the grid file)::
     base: ../../configs/base.yaml    # optional: the config every cell starts from
     set: [train.epochs=10]           # optional: overrides for every cell
     seeds: [0, 1, 2]                 # train.seed of the cells
+    order: seeds                     # optional: seeds (default) or pairs (module doc)
+    results: results/my-grid         # optional: the committable record of every finished cell (module doc)
     datasets:
       leaf:
         path: /data/leaf-disease     # a dataset folder (images/ + masks/ or Conv-LoRA CSVs); $VARS expand
@@ -12,6 +14,7 @@ A grid is YAML (paths relative to the grid file)::
         folds: 5                     # k-fold: every image is tested once per seed ...
         split_seed: 0                # ... the shuffle of the images before splitting (fixed)
         retention: [kvasir]          # after training, also score the held-out images of these datasets
+        seeds: [0]                   # optional: this dataset's cells use only these of the grid's seeds
         set: [eval.metrics=[IoU, Dice]]   # optional: overrides for this dataset's cells and evaluations
       kvasir:
         path: /data/kvasir-seg
@@ -29,6 +32,17 @@ One cell per (target dataset, split part, arm, seed): the part is a fold (``fold
 (``train50``). A dataset's held-out images (its retention set for others) are all its images for k-fold and
 evaluation-only sets, its test part otherwise. Every split is written as a CSV list (``image``, ``label``
 relative to the dataset folder) into the experiment folder, so the exact images of every run stay on record.
+
+Order of the cells (``order``): ``seeds`` runs seed by seed, then dataset, part and arm (a grid stopped part-way
+holds whole seeds); ``pairs`` runs seed by seed, then *pair* by pair (a baseline arm with the arms that name it as
+their baseline, in the order the arms are listed), then dataset, part and the pair's arms, so a grid stopped
+anywhere holds whole paired comparisons, the first-listed pair's first.
+
+``results`` (a folder, relative to the grid file) is where :mod:`infosam.experiment.records` keeps a small record
+of every finished cell and of the zero-shot teacher (config hash, code version, per-image scores, per-epoch
+summaries, times; never weights or images): meant to be committed beside the grid file, so a grid's results
+survive the machine that ran it. A cell with a record counts as finished anywhere, and ``infosam report`` reads
+the records alone.
 """
 
 from __future__ import annotations
@@ -72,6 +86,8 @@ class DatasetEntry:
     retention: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     target: bool = True
+    seeds: list[int] | None = None
+    """The grid seeds this dataset's cells use (None: all of them)."""
 
 
 @dataclass
@@ -92,6 +108,10 @@ class Grid:
     arms: dict[str, Arm]
     metrics: list[str]
     """Metrics the report's tables lead with."""
+    order: str = "seeds"
+    """``seeds`` or ``pairs`` (module doc)."""
+    results: Path | None = None
+    """The records folder (module doc), or None."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,8 @@ class Cell:
         return self.part.split("of")[1] + "fold" if self.part.startswith("fold") else self.part
 
 
-_GRID_KEYS = {"base", "set", "seeds", "datasets", "arms", "report"}
+_GRID_KEYS = {"base", "set", "seeds", "datasets", "arms", "report", "order", "results"}
+ORDERS = ("seeds", "pairs")
 _DATASET_KEYS = {
     "path",
     "source_split",
@@ -125,6 +146,7 @@ _DATASET_KEYS = {
     "retention",
     "set",
     "target",
+    "seeds",
 }
 _ARM_KEYS = {"config", "set", "baseline"}
 
@@ -192,7 +214,14 @@ def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
             retention=_strings(f"{where}.retention", entry.get("retention")),
             overrides=_strings(f"{where}.set", entry.get("set")),
             target=bool(entry.get("target", True)),
+            seeds=entry.get("seeds"),
         )
+        if d.seeds is not None:
+            if not isinstance(d.seeds, list) or not d.seeds or any(s not in seeds for s in d.seeds):
+                raise GridError(
+                    f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {d.seeds!r}"
+                )
+            d.seeds = [int(s) for s in d.seeds]
         if d.target and (d.folds is None) == (d.test is None):
             raise GridError(f"{where}: give exactly one of folds (k-fold) and test (a held-out part)")
         if d.folds is not None and (not isinstance(d.folds, int) or d.folds < 2):
@@ -247,6 +276,12 @@ def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
     if bad:
         raise GridError(f"{path}: report.metrics: unknown {bad}; valid: {list(METRIC_NAMES)}")
     base = data.get("base")
+    order = data.get("order", "seeds")
+    if order not in ORDERS:
+        raise GridError(f"{path}: order must be one of {list(ORDERS)}, got {order!r}")
+    results = data.get("results")
+    if results is not None and not isinstance(results, str):
+        raise GridError(f"{path}: results must be a folder path (relative to the grid file), got {results!r}")
     return Grid(
         path=path,
         base=None if base is None else here / str(base),
@@ -255,26 +290,48 @@ def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
         datasets=datasets,
         arms=arms,
         metrics=list(metrics),
+        order=order,
+        results=None if results is None else here / results,
     )
 
 
+def pairs(grid: Grid) -> list[list[str]]:
+    """The arms grouped into pairs: each arm without a baseline, followed by the arms naming it as their baseline,
+    in the order the arms are listed (an arm whose baseline is itself paired elsewhere joins that group)."""
+
+    def root(name: str) -> str:
+        seen = set()
+        while grid.arms[name].baseline is not None and name not in seen:
+            seen.add(name)
+            name = grid.arms[name].baseline
+        return name
+
+    groups: dict[str, list[str]] = {}
+    for name in grid.arms:
+        groups.setdefault(root(name), []).append(name)
+    return list(groups.values())
+
+
 def cells(grid: Grid) -> list[Cell]:
-    """Every cell of the grid: seed by seed, then dataset by dataset, part by part, arm by arm. The arms of one
-    part finish together (paired comparisons become available early), and a grid stopped part-way holds whole
-    seeds: with k folds, one finished seed has scored every image of the dataset once."""
+    """Every cell of the grid: seed by seed, then (``order: pairs``) pair by pair, then dataset by dataset, part
+    by part, arm by arm. The arms of one part finish together (paired comparisons become available early), and a
+    grid stopped part-way holds whole seeds (``seeds``; with k folds, one finished seed has scored every image of
+    the dataset once) or whole pairs of a seed (``pairs``)."""
+    groups = pairs(grid) if grid.order == "pairs" else [list(grid.arms)]
     out = []
     for seed in grid.seeds:
-        for d in grid.datasets.values():
-            if not d.target:
-                continue
-            parts = (
-                [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
-                if d.folds is not None
-                else [f"train{_label(v)}" for v in (d.train or [1.0])]
-            )
-            for part in parts:
-                for arm in grid.arms:
-                    out.append(Cell(d.name, part, arm, seed))
+        for group in groups:
+            for d in grid.datasets.values():
+                if not d.target or (d.seeds is not None and seed not in d.seeds):
+                    continue
+                parts = (
+                    [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
+                    if d.folds is not None
+                    else [f"train{_label(v)}" for v in (d.train or [1.0])]
+                )
+                for part in parts:
+                    for arm in group:
+                        out.append(Cell(d.name, part, arm, seed))
     return out
 
 
@@ -405,16 +462,34 @@ def model_config(grid: Grid, cell: Cell):
 
 
 def config_hash(config: Config, experiment_dir: Path) -> str:
-    """A hash of everything in ``config`` that shapes the run. Left out: the output path and the dataset folder
-    (the experiment's split lists, checked separately, pin the images by their paths inside it); split files are
-    named relative to the experiment folder. So an experiment moved, or continued on a machine whose data lives
-    elsewhere, keeps its hashes."""
-    data = config_to_dict(config)
+    """A hash of everything in ``config`` that shapes the run and differs from the defaults. Left out: the output
+    path and the dataset folder (the experiment's split lists, checked separately, pin the images by their paths
+    inside it); split files are named relative to the experiment folder. So an experiment moved, or continued on a
+    machine whose data lives elsewhere, keeps its hashes; and an option added to the package later, whose default
+    keeps the old behaviour, does not change the hash of cells that never set it (records stay valid across
+    versions; each record also names the code that made it)."""
+    data = _non_default(config_to_dict(config), config_to_dict(Config()))
     data.pop("output", None)
-    data["data"].pop("path", None)
+    data.setdefault("data", {}).pop("path", None)
     for key in ("train_split", "test_split"):
+        if key not in data["data"]:
+            continue
         path = Path(data["data"][key])
         if path.is_relative_to(experiment_dir):
             data["data"][key] = path.relative_to(experiment_dir).as_posix()
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _non_default(values: dict, defaults: dict) -> dict:
+    """The entries of ``values`` that differ from ``defaults`` (recursively for sections)."""
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key, object())
+        if isinstance(value, dict) and isinstance(default, dict):
+            inner = _non_default(value, default)
+            if inner:
+                out[key] = inner
+        elif value != default:
+            out[key] = value
+    return out

@@ -44,6 +44,7 @@ from .grid import (
     load_grid,
     make_splits,
     model_config,
+    pairs,
     split_text,
 )
 
@@ -122,7 +123,7 @@ def run_experiment(
     todo = cells(grid)
     _check_one_teacher(grid, todo)
     if shard is not None:
-        todo = shard_cells(todo, *shard)
+        todo = shard_cells(todo, *shard, grid=grid)
     _teacher_evaluations(grid, todo, exp_dir)
 
     spent: list[float] = []
@@ -139,14 +140,23 @@ def run_experiment(
     return exp_dir
 
 
-def shard_cells(todo: list[Cell], k: int, n: int) -> list[Cell]:
-    """Shard ``k`` of ``n`` of the cells ``todo``: every n-th (seed, dataset, part) group from the k-th, with all
-    the arms of a group, so a baseline and its InfoSAM arm finish together in one process (their paired
-    comparison is available as soon as possible) and every shard gets the same mix of cheap and costly arms."""
+def shard_cells(todo: list[Cell], k: int, n: int, grid: Grid | None = None) -> list[Cell]:
+    """Shard ``k`` of ``n`` of the cells ``todo``: every n-th (seed, dataset, part[, pair]) group from the k-th,
+    with all the arms of a group, so a baseline and its InfoSAM arm finish together in one process (their paired
+    comparison is available as soon as possible) and every shard gets the same mix of cheap and costly arms.
+    With a ``grid`` ordered by pairs (``order: pairs``) a group is one pair's arms, so the shards work through the
+    pairs in the grid's order side by side."""
+    pair_of = {}
+    if grid is not None and grid.order == "pairs":
+        pair_of = {arm: i for i, group in enumerate(pairs(grid)) for arm in group}
+
+    def key(c: Cell) -> tuple:
+        return (c.seed, pair_of.get(c.arm, 0), c.dataset, c.part)
+
     groups: dict[tuple, int] = {}
     for cell in todo:
-        groups.setdefault((cell.seed, cell.dataset, cell.part), len(groups))
-    return [c for c in todo if groups[(c.seed, c.dataset, c.part)] % n == k - 1]
+        groups.setdefault(key(cell), len(groups))
+    return [c for c in todo if groups[key(c)] % n == k - 1]
 
 
 # --------------------------------------------------------------------------------------------- splits + teacher
@@ -170,9 +180,9 @@ def _write_grid_copy(grid: Grid, path: Path) -> None:
 def _write_splits(grid: Grid, splits_dir: Path) -> None:
     """Write every split list; refuse when an existing one differs (the data or the split settings changed)."""
     for d in grid.datasets.values():
-        for name, pairs in make_splits(d).items():
+        for name, images in make_splits(d).items():
             path = splits_dir / d.name / f"{name}.csv"
-            text = split_text(pairs)
+            text = split_text(images)
             if path.is_file():
                 if path.read_text(encoding="utf-8") != text:
                     raise GridError(
