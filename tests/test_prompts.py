@@ -123,7 +123,9 @@ def test_release_rule_at_1024_is_one_shared_integer_shift_below_five_px():
 
 def test_release_rule_limit_follows_the_shorter_side_and_the_input_scale():
     # 1024 px, w = 2, h = 40: m = min(5, int(1.0)) = 1 -> shifts in {-1, 0}
-    small = prompts.noisy_box(masks_with_boxes([(100, 100, 102, 140)] * 200, size=1024), gen(), rule="release")
+    small = prompts.noisy_box(
+        masks_with_boxes([(100, 100, 102, 140)] * 200, size=1024), gen(), rule="release"
+    )
     assert sorted((small[:, 0] - 100).unique().tolist()) == [-1.0, 0.0]
     # w = 1 -> m = int(0.5) = 0: no shift (the release's randint(0, 0) would fail)
     thin = prompts.noisy_box(masks_with_boxes([(100, 100, 101, 140)] * 50, size=1024), gen(), rule="release")
