@@ -469,3 +469,106 @@ def test_relation_figure_without_dataset_images(tiny_experiment, tmp_path):
     with_images = Image.open(tmp_path / "full" / "figures" / "relation-target-train4.png").size
     bare = Image.open(tmp_path / "bare" / "figures" / "relation-target-train4.png").size
     assert bare[1] == with_images[1] and bare[0] == pytest.approx(with_images[0] * 2 / 3, abs=2)
+
+
+def test_results_record_reports_identically_without_the_experiment_folder(
+    tiny_experiment, tmp_path, monkeypatch
+):
+    """A grid with a results folder: its record (made here with --record-only from the finished experiment
+    folder) gives the same tables from a fresh clone that has no experiment folder, and `infosam experiment` on
+    that clone runs nothing; a record of another config under the same cell name is refused."""
+    t = tiny_experiment
+    repo = tmp_path / "repo"
+    shutil.copytree(t.tmp / "data", repo / "data")
+    text = t.grid.read_text(encoding="utf-8")
+    grid = repo / "grid.yaml"
+    data = json.loads(text.split("\n", 3)[3])
+    data["results"] = "results/tiny"
+    grid.write_text("# A tiny grid for the tests.\n" + json.dumps(data), encoding="utf-8")
+    exp = tmp_path / "exp"
+    shutil.copytree(t.exp, exp)
+    run_experiment(grid, exp, record_only=True)
+    record = repo / "results" / "tiny"
+    assert len(list(record.glob("cells/*/*/*/*/cell.json"))) == 4
+    assert not list(record.glob("**/*.safetensors")) and not list(record.glob("**/run"))
+    assert str(tmp_path) not in "".join(p.read_text() for p in record.glob("**/*.json"))  # no machine paths
+
+    monkeypatch.chdir(repo)
+    from_exp = write_report(exp, tmp_path / "from-exp", n_boot=200)
+    clone = tmp_path / "clone"
+    shutil.copytree(
+        repo, clone, ignore=shutil.ignore_patterns("data")
+    )  # a fresh clone: no data, no experiment
+    monkeypatch.chdir(clone)
+    from_record = write_report(clone / "results" / "tiny", clone / "docs" / "tiny.md", n_boot=200)
+    for name in ("scores.csv", "summary.csv", "paired.csv", "retention.csv", "per_image.csv"):
+        assert (from_record.parent / "tiny" / name).read_text() == (from_exp.parent / name).read_text(), name
+    page = from_record.read_text()
+    assert "4 of 4 cells finished" in page and "results record `results/tiny`" in page
+    assert str(tmp_path) not in page  # repository-relative paths only
+
+    shutil.copytree(repo / "data", clone / "data")  # the new machine has the data, not the experiment folder
+    real_train = train_module.train
+    monkeypatch.setattr(
+        train_module, "train", lambda *a, **k: pytest.fail("a recorded cell was trained again")
+    )
+    seen = []
+    run_experiment(clone / "grid.yaml", tmp_path / "new-exp", on_progress=seen.append)
+    assert [p.skipped for p in seen] == [True] * 4
+    monkeypatch.setattr(train_module, "train", real_train)
+
+    changed = json.loads((clone / "grid.yaml").read_text().split("\n", 1)[1])
+    changed["arms"]["adapter-infosam"]["set"].append("infosam.lam2=0.25")
+    (clone / "grid.yaml").write_text(json.dumps(changed), encoding="utf-8")
+    with pytest.raises(GridError, match=r"record .*adapter-infosam/seed-0.*another config"):
+        run_experiment(clone / "grid.yaml", tmp_path / "newer-exp")
+
+
+def test_pairs_order_and_dataset_seeds(tmp_path):
+    path = _grid(tmp_path)
+    data = json.loads(path.read_text().split("\n", 3)[3])
+    data["arms"]["lora"] = {"set": ["peft.methods=lora+decoder", "infosam.enabled=false"]}
+    data["arms"]["lora-infosam"] = {"set": ["peft.methods=lora+decoder"], "baseline": "lora"}
+    data["order"] = "pairs"
+    data["datasets"]["target"]["seeds"] = [0]
+    data["datasets"]["other"] = {"path": "data/target", "folds": 2, "split_seed": 3}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    grid = load_grid(path)
+    names = [c.name for c in cells(grid)]
+    assert names == [
+        "target/train4/adapter/seed-0",
+        "target/train4/adapter-infosam/seed-0",
+        "other/fold1of2/adapter/seed-0",
+        "other/fold1of2/adapter-infosam/seed-0",
+        "other/fold2of2/adapter/seed-0",
+        "other/fold2of2/adapter-infosam/seed-0",
+        "target/train4/lora/seed-0",
+        "target/train4/lora-infosam/seed-0",
+        "other/fold1of2/lora/seed-0",
+        "other/fold1of2/lora-infosam/seed-0",
+        "other/fold2of2/lora/seed-0",
+        "other/fold2of2/lora-infosam/seed-0",
+        "other/fold1of2/adapter/seed-1",  # target runs seed 0 only
+        "other/fold1of2/adapter-infosam/seed-1",
+        "other/fold2of2/adapter/seed-1",
+        "other/fold2of2/adapter-infosam/seed-1",
+        "other/fold1of2/lora/seed-1",
+        "other/fold1of2/lora-infosam/seed-1",
+        "other/fold2of2/lora/seed-1",
+        "other/fold2of2/lora-infosam/seed-1",
+    ]
+    from infosam.experiment.runner import shard_cells
+
+    shares = [shard_cells(cells(grid), k, 2, grid=grid) for k in (1, 2)]
+    assert sorted(c.name for s in shares for c in s) == sorted(names)
+    for share in shares:  # a pair's two arms of one part stay in one process
+        assert all(share[i].arm + "-infosam" == share[i + 1].arm for i in range(0, len(share), 2))
+    data["datasets"]["target"]["seeds"] = [5]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(GridError, match=r"datasets\.target\.seeds must be .* of the grid's seeds \[0, 1\]"):
+        load_grid(path)
+    data["datasets"]["target"]["seeds"] = [0]
+    data["order"] = "arms"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(GridError, match=r"order must be one of \['seeds', 'pairs'\]"):
+        load_grid(path)

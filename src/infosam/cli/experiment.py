@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         description=(
             "Run every cell of GRID.yaml as an ordinary training run, then score its student on its test split "
             "and on the retention datasets, and the zero-shot teacher once per split. Re-running skips finished "
-            "cells and resumes a half-finished one. The grid format is documented in infosam.experiment.grid."
+            "cells and resumes a half-finished one; with a `results` folder in the grid, every finished cell is also "
+            "recorded there (small, committable) and a recorded cell counts as finished. The grid format is documented in infosam.experiment.grid."
         ),
     )
     p.add_argument("grid", metavar="GRID.yaml", help="grid file")
@@ -27,6 +28,12 @@ def register(subparsers) -> None:
         metavar="K/N",
         help="run only the K-th of N shares of the grid (every N-th seed/dataset/part group, all its arms): start "
         "N processes (K = 1..N, e.g. one per GPU with CUDA_VISIBLE_DEVICES) on the same --out to share the work",
+    )
+    p.add_argument(
+        "--record-only",
+        action="store_true",
+        help="train and score nothing: copy the finished cells and teacher scores of --out into the grid's "
+        "results record (the grid file's `results` folder, meant to be committed)",
     )
     add_threads_option(p)
     p.set_defaults(func=run)
@@ -60,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {args.shard!r}") from None
         if not 1 <= shard[0] <= shard[1]:
             raise CLIError(f"--shard must be K/N with 1 <= K <= N (e.g. 1/2), got {args.shard!r}")
-    out = run_experiment(args.grid, args.out, on_progress=progress, train_progress=args.progress, shard=shard)
+    out = run_experiment(
+        args.grid,
+        args.out,
+        on_progress=progress,
+        train_progress=args.progress,
+        shard=shard,
+        record_only=args.record_only,
+    )
     print(f"experiment folder: {out}\nreport: infosam report {out}")
     return 0

@@ -172,11 +172,12 @@ def _name_ok(where: str, name: str) -> None:
         )
 
 
-def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
+def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars: bool = False) -> Grid:
     """Read and check a grid file (see the module doc); raises :class:`GridError` naming the bad key.
 
     Relative paths in it are taken relative to ``root`` (default: the grid file's folder; an experiment folder's
-    copy of its grid is read with the original file's folder)."""
+    copy of its grid is read with the original file's folder). ``lenient_vars``: a dataset path naming an unset
+    environment variable is kept as written instead of refused (reading results where the data is not)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
@@ -201,7 +202,7 @@ def load_grid(path: str | Path, *, root: str | Path | None = None) -> Grid:
             raise GridError(f"{where} must be a mapping with at least a path")
         _unknown(where, entry, _DATASET_KEYS)
         raw = os.path.expandvars(str(entry["path"]))
-        if "$" in raw:
+        if "$" in raw and not lenient_vars:
             raise GridError(f"{where}.path: {entry['path']!r} names an environment variable that is not set")
         d = DatasetEntry(
             name=str(name),

@@ -41,6 +41,7 @@ from .. import stats
 from ..metrics import METRIC_NAMES
 from ..runs import atomic_write, atomic_write_text
 from .grid import Cell, Grid, cells, model_config
+from .records import read_test_curve
 from .runner import CELL_FILE, EXPERIMENT_FILE, GRID_COPY, cell_dir, load_experiment_grid, teacher_dir
 
 TEACHER = "teacher (zero-shot)"
@@ -81,21 +82,26 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
             continue
         result = CellResult(cell, info=info)
         names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
-        record = read_run(folder / "run")
+        test_curve = read_test_curve(folder)  # a results record; an experiment folder has the run itself
+        if test_curve is None:
+            record = read_run(folder / "run")
+            test_curve, epochs = record.epoch_evals, record.config.train.epochs
+        else:
+            epochs = int(info["epochs"])
         for name in names:
             if not (folder / "eval" / name / "summary.json").is_file():
                 continue
             result.sets[name] = _rows_by_id(folder / "eval" / name)
             curve: dict[int, tuple[dict, int]] = {}
             if name == "test":
-                for epoch, summary in record.epoch_evals.items():
+                for epoch, summary in test_curve.items():
                     curve[epoch] = (summary, int(summary.get("n_images", 0)))
             else:
                 for path in sorted((folder / "eval" / name).glob("epoch-*/summary.json")):
                     summary = json.loads(path.read_text(encoding="utf-8"))
                     curve[int(path.parent.name.split("-")[1])] = (summary, int(summary["n_images"]))
                 final = json.loads((folder / "eval" / name / "summary.json").read_text(encoding="utf-8"))
-                curve[record.config.train.epochs] = (final, int(final["n_images"]))
+                curve[epochs] = (final, int(final["n_images"]))
             result.curves[name] = curve
         results.append(result)
     return results, len(todo)
@@ -537,14 +543,21 @@ def _files_section(md: Path, assets: Path) -> list[str]:
 
 
 def _shown(path: str | Path) -> str:
-    """``path`` relative to the current folder when it lies inside it, else absolute; quoted for a shell."""
+    """``path`` relative to the current folder (with ``..`` when outside it: a committed page never names a
+    machine's absolute paths); quoted for a shell."""
     path = Path(path).expanduser()
     absolute = path if path.is_absolute() else Path.cwd() / path
-    try:
-        text = absolute.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        text = str(absolute.resolve())
+    text = Path(os.path.relpath(absolute.resolve(), Path.cwd().resolve())).as_posix()
     return shlex.quote(text or ".")
+
+
+def _dataset_digest(folder: Path) -> str | None:
+    from .records import dataset_digest
+
+    try:
+        return dataset_digest(folder)
+    except OSError:
+        return None
 
 
 def _seconds(value: float) -> str:
@@ -589,16 +602,25 @@ def complete_seeds(results: list[CellResult], grid: Grid) -> list[CellResult]:
     return [r for r in results if have[k := (r.cell.dataset, r.cell.regime, r.cell.seed)] >= wanted[k]]
 
 
+def _experiment_info(exp_dir: Path) -> dict:
+    return json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+
+
+def _recorded_grid_file(exp_dir: Path, grid: Grid) -> Path:
+    """The grid file the experiment was started with (a results record names it relative to itself)."""
+    recorded = Path(_experiment_info(exp_dir).get("grid", str(grid.path)))
+    return recorded if recorded.is_absolute() else (exp_dir / recorded).resolve()
+
+
 def _grid_name(exp_dir: Path, grid: Grid) -> str:
     """The name of the grid file the experiment was started with (the folder's copy is always grid.yaml)."""
-    recorded = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("grid", str(grid.path))
-    return Path(recorded).name
+    return _recorded_grid_file(exp_dir, grid).name
 
 
 def _grid_description(exp_dir: Path, grid: Grid) -> list[str]:
     """The grid file's leading comment block (what the grid is and why: its pre-registration), quoted, or
     nothing when the file is gone or starts without one."""
-    recorded = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("grid", str(grid.path))
+    recorded = _recorded_grid_file(exp_dir, grid)
     try:
         text = Path(recorded).read_text(encoding="utf-8")
     except OSError:
@@ -624,32 +646,45 @@ def provenance(
 
     from .. import __version__
 
-    recorded = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8")).get("grid", str(grid.path))
+    info = _experiment_info(exp_dir)
+    recorded = _recorded_grid_file(exp_dir, grid)
     grid_file = _shown(recorded)
     report_out = _shown(md.parent if md.parent == assets else md)
-    lines = [
-        "## How these numbers were made",
-        "",
-        f"- Grid file: `{grid_file}` (the experiment folder keeps a copy with absolute paths: "
-        f"`{_shown(exp_dir / GRID_COPY)}`).",
-        f"- Reproduce: `infosam experiment {grid_file} --out {_shown(exp_dir)}` (finished cells are kept; a killed "
-        f"cell resumes), then `infosam report {_shown(exp_dir)} --out {report_out}`.",
-    ]
-    variables = _grid_variables(Path(recorded))
-    if variables:
-        lines.append(
-            "- The grid file reads the environment variable(s) "
-            + ", ".join(f"`{v}`" for v in variables)
-            + "; the datasets were read from "
-            + ", ".join(f"`{name}`: `{_shown(d.path)}`" for name, d in grid.datasets.items())
-            + "."
-        )
+    if "record_version" in info:  # a results record: the experiment folder it came from is not named
+        lines = [
+            "## How these numbers were made",
+            "",
+            f"- Grid file: `{grid_file}`; these numbers are read from its results record `{_shown(exp_dir)}` "
+            "(per-image scores, per-epoch summaries and times of every finished cell, committed with the grid).",
+            f"- Reproduce: `infosam experiment {grid_file} --out EXPERIMENT_FOLDER` (recorded cells are skipped, a "
+            f"killed cell resumes; new cells are recorded as they finish), then "
+            f"`infosam report {_shown(exp_dir)} --out {report_out}`.",
+        ]
     else:
-        lines.append(
-            "- Datasets: "
-            + ", ".join(f"`{name}`: `{_shown(d.path)}`" for name, d in grid.datasets.items())
-            + "."
+        lines = [
+            "## How these numbers were made",
+            "",
+            f"- Grid file: `{grid_file}` (the experiment folder keeps a copy with absolute paths: "
+            f"`{_shown(exp_dir / GRID_COPY)}`).",
+            f"- Reproduce: `infosam experiment {grid_file} --out {_shown(exp_dir)}` (finished cells are kept; a "
+            f"killed cell resumes), then `infosam report {_shown(exp_dir)} --out {report_out}`.",
+        ]
+    variables = _grid_variables(Path(recorded))
+    described = []
+    for name, d in grid.datasets.items():
+        entry = (info.get("datasets") or {}).get(name) or {}
+        folder = entry.get("folder") or d.path.name
+        digest = entry.get("sha256sums_sha256") if entry else _dataset_digest(d.path)
+        described.append(
+            f"`{name}`: folder `{folder}`"
+            + (f" (sha256 of its SHA256SUMS: `{digest[:16]}`)" if digest else " (no SHA256SUMS file)")
         )
+    where = (
+        "; the grid file reads the environment variable(s) " + ", ".join(f"`{v}`" for v in variables)
+        if variables
+        else ""
+    )
+    lines.append("- Datasets: " + ", ".join(described) + where + ".")
     lines.append(f"- Cells finished: {len(results)} of {total}.")
     if results:
         devices = Counter(str(r.info.get("device", "unknown")) for r in results)
@@ -774,6 +809,8 @@ def _relation_figures(
         chosen.setdefault((r.cell.dataset, r.cell.regime), r)
     written = []
     for (dataset, regime), r in sorted(chosen.items()):
+        if not (cell_dir(exp_dir, r.cell) / "run").is_dir():
+            continue  # a results record keeps no weights: no relation maps
         record = read_run(cell_dir(exp_dir, r.cell) / "run")
         if record.relation_weights is None:
             continue

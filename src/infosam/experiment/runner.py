@@ -33,6 +33,7 @@ import torch
 import yaml
 
 from ..runs import atomic_write_text, write_json
+from . import records
 from .grid import (
     Cell,
     Grid,
@@ -56,14 +57,18 @@ EXPERIMENT_FILE = "experiment.json"
 
 
 def load_experiment_grid(exp_dir: str | Path) -> Grid:
-    """The grid an experiment folder was last run with (its copy, relative paths as in the original)."""
+    """The grid an experiment folder (or a results record) was last run with (its copy, relative paths as in the
+    original; an unset $VARIABLE in a dataset path is kept as written, for reports made where the data is not)."""
     exp_dir = Path(exp_dir)
     if not (exp_dir / EXPERIMENT_FILE).is_file():
         raise FileNotFoundError(
             f"{exp_dir} is not an experiment folder: {exp_dir / EXPERIMENT_FILE} is missing"
         )
     info = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
-    return load_grid(exp_dir / GRID_COPY, root=info["grid_root"])
+    root = Path(info["grid_root"])  # a results record names it relative to itself
+    return load_grid(
+        exp_dir / GRID_COPY, root=root if root.is_absolute() else exp_dir / root, lenient_vars=True
+    )
 
 
 @dataclass
@@ -96,6 +101,7 @@ def run_experiment(
     on_progress: Callable[[Progress], None] | None = None,
     train_progress: bool = False,
     shard: tuple[int, int] | None = None,
+    record_only: bool = False,
 ) -> Path:
     """Run (or continue) the grid ``grid_path`` in the experiment folder ``out``; returns the folder.
 
@@ -107,6 +113,11 @@ def run_experiment(
         shard: ``(k, n)``, 1 <= k <= n: run only this process's share of the cells (:func:`shard_cells`), so n
             processes (one per GPU or CPU core) share one experiment folder without touching the same cell; each
             scores the zero-shot teacher on what its cells need (a split scored already is skipped).
+        record_only: train and score nothing: copy what is finished in ``out`` into the grid's ``results``
+            record (:mod:`infosam.experiment.records`), e.g. from a folder run by an older version.
+
+    With a ``results`` folder in the grid, every finished cell and teacher evaluation is also recorded there, and
+    a cell already recorded (on any machine) counts as finished.
     """
     if shard is not None:
         k, n = shard
@@ -120,10 +131,17 @@ def run_experiment(
     write_json(exp_dir / EXPERIMENT_FILE, {"grid": str(grid.path), "grid_root": str(grid.path.parent)})
     splits_dir = exp_dir / "splits"
     _write_splits(grid, splits_dir)
+    if records.has_records(grid):
+        records.write_common(grid, splits_dir)
     todo = cells(grid)
     _check_one_teacher(grid, todo)
     if shard is not None:
         todo = shard_cells(todo, *shard, grid=grid)
+    if record_only:
+        if not records.has_records(grid):
+            raise GridError(f"{grid.path} has no results folder: nothing to record into")
+        _record_finished(grid, todo, exp_dir)
+        return exp_dir
     _teacher_evaluations(grid, todo, exp_dir)
 
     spent: list[float] = []
@@ -222,7 +240,10 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
     cache = probe.cache if _cached_scoring(probe) else None
     for dataset, split in wanted:
         out = teacher_dir(exp_dir, dataset, split)
+        if records.recorded_teacher(grid, dataset, split):
+            continue
         if (out / "summary.json").is_file():
+            records.record_teacher(grid, out, dataset, split)
             continue
         log.info("zero-shot teacher on %s/%s", dataset, split)
         _score(
@@ -236,6 +257,7 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
             device=_device(cpu),
             cache=cache,
         )
+        records.record_teacher(grid, out, dataset, split)
 
 
 def _score(
@@ -285,6 +307,8 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     config = cell_config(grid, cell, exp_dir / "splits", run_dir)
     digest = config_hash(config, exp_dir)
     info_path = folder / CELL_FILE
+    if records.recorded_cell(grid, cell, digest) is not None:
+        return True  # recorded (here or on another machine): finished
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else None
     if info is not None and info["config_hash"] != digest:
         raise GridError(
@@ -292,6 +316,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
             "the grid changed under an existing name: give the changed arm a new name, or use another --out"
         )
     if info is not None and info.get("status") == "done" and _evaluations_complete(grid, cell, folder):
+        _record(grid, cell, folder, info, config)
         return True
     if info is None:
         info = {"cell": cell.name, "config_hash": digest, "status": "training", "train_seconds": 0.0}
@@ -304,7 +329,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     if record is None or not record.finished:
         info.setdefault("code", []).append(code_version())  # one entry per training attempt (resumes too)
         write_json(info_path, info)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if record is not None and record.resumable:
             log.info("cell %s: resuming", cell.name)
             train(config, resume=True, progress=train_progress)
@@ -313,12 +338,13 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
             # A folder with this cell's config but no checkpoint yet: killed in its first steps; start it again.
             train(config, overwrite=record is not None, progress=train_progress)
         info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - start
+        info["train_cpu_seconds"] = info.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_start
         info["device"] = torch.cuda.get_device_name() if _device(config.train.cpu) == "cuda" else "cpu"
         info["status"] = "trained"
         write_json(info_path, info)
         record = read_run(run_dir)
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     device = _device(config.train.cpu)
     d = grid.datasets[cell.dataset]
     targets = [("test", cell.dataset, f"{cell.part}-test")] + [
@@ -346,9 +372,45 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
                     cache=_cached_scoring(config),
                 )
     info["eval_seconds"] = info.get("eval_seconds", 0.0) + time.perf_counter() - start
+    info["eval_cpu_seconds"] = info.get("eval_cpu_seconds", 0.0) + time.process_time() - cpu_start
     info["status"] = "done"
     write_json(info_path, info)
+    _record(grid, cell, folder, info, config)
     return False
+
+
+def _record(grid: Grid, cell: Cell, folder: Path, info: dict, config) -> None:
+    """Copy a finished cell into the grid's results record (when it has one)."""
+    from ..runview import read_run
+
+    if not records.has_records(grid):
+        return
+    curve = read_run(folder / "run").epoch_evals
+    records.record_cell(grid, cell, folder, info, epochs=config.train.epochs, test_curve=curve)
+    log.info("cell %s: recorded in %s", cell.name, records.cell_record_dir(grid, cell))
+
+
+def _record_finished(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
+    """Record every finished cell of ``todo`` and every teacher evaluation in ``exp_dir`` (nothing runs)."""
+    for path in sorted((exp_dir / "teacher").glob("*/*/summary.json")):
+        dataset, split = path.parent.parent.name, path.parent.name
+        if dataset in grid.datasets:
+            records.record_teacher(grid, path.parent, dataset, split)
+    for cell in todo:
+        folder = cell_dir(exp_dir, cell)
+        info_path = folder / CELL_FILE
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        config = cell_config(grid, cell, exp_dir / "splits", folder / "run")
+        digest = config_hash(config, exp_dir)
+        if info.get("config_hash") != digest:
+            raise GridError(
+                f"cell {cell.name} in {exp_dir} was run with another config than the grid gives now"
+            )
+        if info.get("status") == "done" and _evaluations_complete(grid, cell, folder):
+            if records.recorded_cell(grid, cell, digest) is None:
+                _record(grid, cell, folder, info, config)
 
 
 def code_version() -> str:

@@ -1,0 +1,163 @@
+"""The committable record of a grid's results: what every finished cell and the zero-shot teacher scored.
+
+An experiment folder (:mod:`infosam.experiment.runner`) holds run folders with weights and logs: large, and local
+to the machine that ran them. A grid with a ``results`` folder also keeps, beside its grid file, a small record
+meant to be committed with it::
+
+    <results>/grid.yaml                        the grid file as written (relative paths, $VARIABLES kept)
+    <results>/experiment.json                  the grid file and its folder relative to the record; the datasets'
+                                               folder names and SHA256SUMS digests; record format version
+    <results>/splits/<dataset>/<split>.csv     every split list (image paths inside the dataset folder)
+    <results>/teacher/<dataset>/<split>/       per_image.csv + summary.json of the zero-shot teacher
+    <results>/cells/<dataset>/<part>/<arm>/seed-<s>/
+        cell.json                              config hash, code of every training attempt, wall and CPU
+                                               seconds, device, number of epochs
+        curve-test.json                        the run's own test evaluations, per evaluated epoch (summaries)
+        eval/<set>/per_image.csv, summary.json the final weights on every scored set
+        eval/<set>/epoch-NNN/summary.json      retention after each earlier evaluated epoch
+
+It has the experiment folder's layout (without ``run/``), so ``infosam report`` reads either, and
+``infosam experiment`` treats a cell with a record as finished on any machine (a record made with another config
+hash is refused). Machine paths are never written: summaries name their dataset folder by its name only.
+Never weights, never images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..runs import atomic_write_text, write_json
+from .grid import Cell, Grid, GridError
+
+RECORD_VERSION = 1
+CURVE_FILE = "curve-test.json"
+_SUMMARY_PATH_KEYS = ("data", "source", "checkpoint", "weights", "run", "model_source")
+
+
+def has_records(grid: Grid) -> bool:
+    return grid.results is not None
+
+
+def cell_record_dir(grid: Grid, cell: Cell) -> Path:
+    return grid.results / "cells" / cell.dataset / cell.part / cell.arm / f"seed-{cell.seed}"
+
+
+def teacher_record_dir(grid: Grid, dataset: str, split: str) -> Path:
+    return grid.results / "teacher" / dataset / split
+
+
+def recorded_cell(grid: Grid, cell: Cell, digest: str) -> dict | None:
+    """The record of ``cell`` (its ``cell.json``) when one exists; GridError when it was made with another config
+    hash (the grid changed under an existing cell name)."""
+    if not has_records(grid):
+        return None
+    path = cell_record_dir(grid, cell) / "cell.json"
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    if info.get("config_hash") != digest:
+        raise GridError(
+            f"the record {path} of cell {cell.name} was made with another config (hash {info.get('config_hash')}, "
+            f"now {digest}); the grid changed under an existing name: give the changed arm a new name"
+        )
+    return info
+
+
+def recorded_teacher(grid: Grid, dataset: str, split: str) -> bool:
+    return has_records(grid) and (teacher_record_dir(grid, dataset, split) / "summary.json").is_file()
+
+
+def dataset_digest(folder: Path) -> str | None:
+    """sha256 of the dataset folder's ``SHA256SUMS`` file (which lists every file's digest), or None."""
+    sums = Path(folder) / "SHA256SUMS"
+    return hashlib.sha256(sums.read_bytes()).hexdigest() if sums.is_file() else None
+
+
+def write_common(grid: Grid, splits_dir: Path) -> None:
+    """The grid file, ``experiment.json`` and the split lists; a split list that differs from a recorded one is
+    refused (the data or the split settings changed: the record would mix two splits)."""
+    root = grid.results
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "grid.yaml", grid.path.read_text(encoding="utf-8"))
+    datasets = {
+        name: {"folder": d.path.name, "sha256sums_sha256": dataset_digest(d.path)}
+        for name, d in grid.datasets.items()
+    }
+    write_json(
+        root / "experiment.json",
+        {
+            "grid": Path(os.path.relpath(grid.path, root)).as_posix(),
+            "grid_root": Path(os.path.relpath(grid.path.parent, root)).as_posix(),
+            "record_version": RECORD_VERSION,
+            "datasets": datasets,
+        },
+    )
+    for path in sorted(splits_dir.glob("*/*.csv")):
+        target = root / "splits" / path.parent.name / path.name
+        text = path.read_text(encoding="utf-8")
+        if target.is_file() and target.read_text(encoding="utf-8") != text:
+            raise GridError(f"{target} differs from the experiment's {path}: the record would mix two splits")
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, text)
+
+
+def _clean_summary(summary: dict) -> dict:
+    """A summary without machine paths: path-valued entries keep their last component."""
+    out = dict(summary)
+    for key in _SUMMARY_PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and (value.startswith("/") or value.startswith("~") or ":\\" in value):
+            out[key] = Path(value).name
+    return out
+
+
+def _copy_evaluation(src: Path, dst: Path, *, per_image: bool = True) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    if per_image:
+        shutil.copyfile(src / "per_image.csv", dst / ".per_image.csv.tmp")
+        os.replace(dst / ".per_image.csv.tmp", dst / "per_image.csv")
+    summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
+    write_json(dst / "summary.json", _clean_summary(summary))
+
+
+def record_teacher(grid: Grid, exp_teacher_dir: Path, dataset: str, split: str) -> None:
+    """Copy the zero-shot teacher's scores on ``dataset``/``split`` into the record."""
+    if has_records(grid) and (exp_teacher_dir / "summary.json").is_file():
+        _copy_evaluation(exp_teacher_dir, teacher_record_dir(grid, dataset, split))
+
+
+def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int, test_curve: dict) -> Path:
+    """Copy a finished cell's scores (its experiment ``folder``: ``eval/``) into the record, ``cell.json`` last
+    (so a record with a ``cell.json`` is whole). ``test_curve``: {epoch: summary} of the run's own test
+    evaluations."""
+    target = cell_record_dir(grid, cell)
+    for summary in sorted((folder / "eval").glob("**/summary.json")):
+        rel = summary.parent.relative_to(folder)
+        _copy_evaluation(summary.parent, target / rel, per_image=rel.parent.name == "eval")
+    write_json(target / CURVE_FILE, {str(k): _clean_summary(v) for k, v in sorted(test_curve.items())})
+    kept = (
+        "cell",
+        "config_hash",
+        "code",
+        "train_seconds",
+        "eval_seconds",
+        "train_cpu_seconds",
+        "eval_cpu_seconds",
+    )
+    record = {k: info[k] for k in kept if k in info}
+    record.update(device=info.get("device"), status="done", epochs=epochs, record_version=RECORD_VERSION)
+    write_json(target / "cell.json", record)
+    return target
+
+
+def read_test_curve(folder: Path) -> dict[int, dict] | None:
+    """The recorded per-epoch test summaries of a cell record (None in an experiment folder: read the run)."""
+    path = folder / CURVE_FILE
+    if not path.is_file():
+        return None
+    return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
