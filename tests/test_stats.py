@@ -75,3 +75,32 @@ def test_mean_std_and_relative():
     assert mean == 4.0 and math.isnan(std)
     assert stats.relative(0.45, 0.9) == pytest.approx(0.5)
     assert math.isnan(stats.relative(0.3, 0.0))
+
+
+def test_run_level_view_hand_computed():
+    from infosam.stats import run_level
+
+    # runs 1, 2, 3, 6: mean 3, sample sd sqrt(14/3); t(0.975, 3) = 3.182446305...
+    got = run_level([1.0, 2.0, 3.0, 6.0])
+    half = 3.182446305284263 * math.sqrt(14 / 3) / 2
+    assert got["mean"] == 3.0 and got["n_runs"] == 4 and got["positive"] == 4 and got["negative"] == 0
+    assert got["t_low"] == pytest.approx(3 - half, abs=1e-9) and got["t_high"] == pytest.approx(
+        3 + half, abs=1e-9
+    )
+    one = run_level([-0.5])
+    assert one["negative"] == 1 and math.isnan(one["t_low"]) and math.isnan(one["t_high"])
+    with pytest.raises(ValueError, match="at least one run"):
+        run_level([])
+
+
+def test_report_words_a_difference_by_the_weaker_interval():
+    from infosam.experiment.report import _points, _verdict
+
+    nan = float("nan")
+    assert _verdict(-0.03, -0.01, -0.05, -0.002) == "worse"
+    assert _verdict(-0.03, -0.01, -0.05, 0.01) == "worse on these images only (not across trainings)"
+    assert _verdict(-0.03, -0.01, nan, nan) == "worse on these images only (not across trainings)"
+    assert _verdict(-0.01, 0.02, 0.001, 0.02) == "no clear difference"
+    assert _verdict(0.01, 0.02, 0.001, 0.02) == "better"
+    assert _points("Dice", 4e-7) == "+4.0e-05" and _points("Dice", -0.0137) == "-1.37"
+    assert _points("MAE", 0.00001) == "+1.0e-05" and _points("Dice", 0.0) == "+0.00"

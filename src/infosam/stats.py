@@ -118,3 +118,33 @@ def relative(score: float, reference: float) -> float:
     if reference == 0:
         return math.nan
     return score / reference
+
+
+def run_level(run_means: Sequence[float], *, level: float = 0.95) -> dict[str, float]:
+    """The run-level view of a paired comparison: one value per training run (e.g. a fold or a seed: the mean
+    paired difference over that run's images), each run an independent replicate of the whole training.
+
+    Returns ``mean``, a Student-t interval ``t_low``/``t_high`` over the run values (``scipy.stats.t``; NaN with
+    fewer than two runs), ``positive`` (runs above zero), ``negative`` (below) and ``n_runs``. Unlike the image
+    bootstrap (which holds every trained model fixed), this interval counts the variation between trainings.
+    """
+    from scipy import stats as sps
+
+    values = np.asarray(run_means, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("run_level needs at least one run")
+    mean = float(values.mean())
+    low = high = math.nan
+    if values.size >= 2:
+        half = float(
+            sps.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+        )
+        low, high = mean - half, mean + half
+    return {
+        "mean": mean,
+        "t_low": low,
+        "t_high": high,
+        "positive": int((values > 0).sum()),
+        "negative": int((values < 0).sum()),
+        "n_runs": int(values.size),
+    }

@@ -208,6 +208,7 @@ def paired_table(
         for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
             for m in metrics:
                 groups: dict[int, list[np.ndarray]] = {}
+                runs: list[float] = []
                 for seed, pairs in sorted(seeds.items()):
                     diffs = []
                     for part, treated, base in pairs:
@@ -215,12 +216,14 @@ def paired_table(
                         t = {i: v[m] for i, v in treated.sets[name].items()}
                         b = {i: v[m] for i, v in base.sets[name].items()}
                         diffs.append(stats.paired_differences(t, b, name=where))
+                    runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
                     if name != "test":  # retention: the same images in every part; average over parts first
                         diffs = [np.mean(diffs, axis=0)]
                     groups[seed] = diffs
                 ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
                 per_seed = stats.seed_means(groups)
                 agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
+                run = stats.run_level(runs)
                 out.append(
                     {
                         "dataset": dataset,
@@ -236,9 +239,34 @@ def paired_table(
                         "n_seeds": total,
                         "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
                         "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
+                        "runs_positive": run["positive"],
+                        "runs_negative": run["negative"],
+                        "n_runs": run["n_runs"],
+                        "run_mean": run["mean"],
+                        "run_t_low": run["t_low"],
+                        "run_t_high": run["t_high"],
+                        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
                     }
                 )
     return out
+
+
+def _verdict(ci_low: float, ci_high: float, t_low: float, t_high: float) -> str:
+    """The comparison worded by the weaker of its two intervals: the image bootstrap (models fixed) and the
+    run-level t interval (trainings as replicates; NaN with one run). Only when both exclude zero on the same
+    side is a difference called one."""
+
+    def side(low: float, high: float) -> int:
+        if math.isnan(low) or math.isnan(high):
+            return 0
+        return 1 if low > 0 else -1 if high < 0 else 0
+
+    image, run = side(ci_low, ci_high), side(t_low, t_high)
+    if image == run != 0:
+        return "better" if image > 0 else "worse"
+    if image != 0:
+        return ("better" if image > 0 else "worse") + " on these images only (not across trainings)"
+    return "no clear difference"
 
 
 def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -> list[dict]:
@@ -330,9 +358,15 @@ def _pm(metric: str, mean: float, std: float) -> str:
 
 
 def _points(metric: str, value: float) -> str:
+    """A difference in points (MAE: as a fraction); a value that would round to zero but is not keeps two
+    significant digits (``+4.0e-05``), so a bound just above zero never reads as zero."""
     if _undefined(value):
         return "-"
-    return f"{value:+.4f}" if metric in LOWER_IS_BETTER else f"{100 * value:+.2f}"
+    shown, digits = (value, 4) if metric in LOWER_IS_BETTER else (100 * value, 2)
+    text = f"{shown:+.{digits}f}"
+    if shown != 0 and float(text) == 0:
+        return f"{shown:+.1e}"
+    return text
 
 
 def _relative(mean: float, std: float) -> str:
@@ -480,12 +514,16 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         "",
         "## Paired differences (arm minus its baseline; same seed, same split, same images)",
         "",
-        f"Difference in points (MAE: as a fraction); 95% interval from a hierarchical bootstrap ({n_boot} "
-        "replicates) resampling images within each seed and split part; 'seeds agree': seeds whose own mean "
-        "difference has the sign of the estimate.",
+        f"Difference in points (MAE: as a fraction). Two views, and the reading goes by the weaker: the image "
+        f"bootstrap (95%, {n_boot} replicates, resampling images within each seed and split part) holds every "
+        "trained model fixed, so it shows how sure we are about *these* models on these images; the run-level "
+        "view takes each training run (a fold or a seed: its mean difference over its images) as one replicate: "
+        "how many runs went each way, and a Student-t 95% interval over the runs (needs two runs or more). "
+        "'seeds agree': seeds whose own mean difference has the sign of the estimate.",
         "",
-        "| dataset | regime | set | arm - baseline | metric | difference | 95% CI | seeds agree |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | regime | set | arm - baseline | metric | difference | image-bootstrap 95% CI | seeds agree "
+        "| runs + / - | run-level t 95% CI | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in paired:
         ci = (
@@ -493,13 +531,23 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
             if _undefined(p["ci_low"]) or _undefined(p["ci_high"])
             else f"[{_points(p['metric'], p['ci_low'])}, {_points(p['metric'], p['ci_high'])}]"
         )
+        t_ci = (
+            "-"
+            if _undefined(p["run_t_low"]) or _undefined(p["run_t_high"])
+            else f"[{_points(p['metric'], p['run_t_low'])}, {_points(p['metric'], p['run_t_high'])}]"
+        )
         lines.append(
             f"| {p['dataset']} | {p['regime']} | {p['set']} | {p['arm']} - {p['baseline']} | {p['metric']} | "
-            f"{_points(p['metric'], p['difference'])} | {ci} | {p['seeds_agree']}/{p['n_seeds']} |"
+            f"{_points(p['metric'], p['difference'])} | {ci} | {p['seeds_agree']}/{p['n_seeds']} | "
+            f"{p['runs_positive']} / {p['runs_negative']} of {p['n_runs']} | {t_ci} | {p['verdict']} |"
         )
     lines += [
         "",
-        "## Retention (score on another domain relative to the zero-shot teacher; 100% = nothing forgotten)",
+        "## Retention (score on another domain relative to the zero-shot teacher on the same images)",
+        "",
+        "100% = the teacher's score. Above 100% the student scores higher than its teacher there: that is not "
+        "'nothing forgotten' (e.g. a decoder trained on noisy boxes may handle noisy boxes better in every "
+        "domain), only that no loss is measured on this set.",
         "",
         *([] if summary else [_NO_WHOLE_SEED, ""]),
         "| dataset | regime | set | arm | seeds | "
