@@ -480,7 +480,8 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
     lines = [
         f"{TITLE}: {_grid_name(exp_dir, grid)}",
         "",
-        f"Experiment folder `{exp_dir.name}`; {done} of {total} cells finished"
+        f"{'Results record' if 'record_version' in _experiment_info(exp_dir) else 'Experiment folder'} "
+        f"`{exp_dir.name}`; {done} of {total} cells finished"
         + partial
         + f"; seeds {grid.seeds}; arms "
         + ", ".join(
@@ -725,7 +726,11 @@ def provenance(
         digest = entry.get("sha256sums_sha256") if entry else _dataset_digest(d.path)
         described.append(
             f"`{name}`: folder `{folder}`"
-            + (f" (sha256 of its SHA256SUMS: `{digest[:16]}`)" if digest else " (no SHA256SUMS file)")
+            + (
+                f" (sha256 of its SHA256SUMS: `{digest[:16]}`)"
+                if digest
+                else " (no SHA256SUMS digest recorded)"
+            )
         )
     where = (
         "; the grid file reads the environment variable(s) " + ", ".join(f"`{v}`" for v in variables)
@@ -747,14 +752,24 @@ def provenance(
             + ", ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in codes.most_common())
             + "."
         )
-        train = [float(r.info.get("train_seconds", 0.0)) for r in results]
-        scoring = [float(r.info.get("eval_seconds", 0.0)) for r in results]
-        lines.append(
-            f"- Wall time of the {len(results)} finished cells (their `cell.json`; an attempt that was killed is "
-            f"not counted): training {_seconds(sum(train))} in total, median {_seconds(float(np.median(train)))} "
-            f"per cell; scoring after training {_seconds(sum(scoring))} in total, median "
-            f"{_seconds(float(np.median(scoring)))} per cell."
-        )
+        timed = [r for r in results if "train_seconds" in r.info]
+        if timed:
+            train = [float(r.info["train_seconds"]) for r in timed]
+            scoring = [float(r.info.get("eval_seconds", 0.0)) for r in timed]
+            lines.append(
+                f"- Wall time of {len(timed)} finished cells (their `cell.json`; an attempt that was killed is not "
+                f"counted): training {_seconds(sum(train))} in total, median {_seconds(float(np.median(train)))} "
+                f"per cell; scoring after training {_seconds(sum(scoring))} in total, median "
+                f"{_seconds(float(np.median(scoring)))} per cell."
+            )
+        cpu = [float(r.info["train_cpu_seconds"]) for r in timed if "train_cpu_seconds" in r.info]
+        if cpu:
+            lines.append(
+                f"- CPU time of training ({len(cpu)} cells, the training process only): median "
+                f"{_seconds(float(np.median(cpu)))} per cell."
+            )
+        if len(timed) < len(results):
+            lines.append(f"- {len(results) - len(timed)} finished cells have no recorded times.")
     lines += [
         f"- Machine that wrote this report (not necessarily the one that ran the cells): Python "
         f"{platform.python_version()}, torch {torch.__version__}, infosam {__version__}, {platform.platform()}, "
