@@ -156,7 +156,9 @@ def test_distill_at_batch_4_rewards_decorrelated_student_relations():
     n, d = 4, 64
     for _ in range(200):
         shared = torch.randn(1, d, generator=g, dtype=torch.float64)
-        a = gram_matrix(torch.randn(n, d, generator=g, dtype=torch.float64) + 2 * shared)  # correlated teacher
+        a = gram_matrix(
+            torch.randn(n, d, generator=g, dtype=torch.float64) + 2 * shared
+        )  # correlated teacher
         b = gram_matrix(torch.randn(n, d, generator=g, dtype=torch.float64) + torch.rand(1).item() * shared)
         i = mutual_information(a, b)
         assert i <= min(renyi2(a), renyi2(b)) + 1e-9

@@ -162,3 +162,27 @@ def test_load_models_for_each_kind_of_source(run, tmp_path, capsys):
     assert "give a run folder" in capsys.readouterr().err
     assert main(["serve", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_upload_honours_exif_orientation_like_predict(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6: the page reads it upright, exactly as infosam
+    predict's reader does (before, serve decoded the stored pixels and segmented the image sideways)."""
+    import numpy as np
+    from PIL import Image
+
+    from infosam.data.reading import read_image
+    from infosam.serve import read_upload
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10] = (255, 0, 0)  # red band on the stored image's left
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif, quality=95)
+    uploaded = read_upload(path)
+    expected, info = read_image(path)
+    assert info.orientation == 6
+    assert uploaded.shape == expected.shape == (40, 20, 3)  # upright: portrait
+    assert np.array_equal(uploaded, expected)
+    assert uploaded[:10, :, 0].mean() > 200 and uploaded[-10:, :, 0].mean() < 50  # the band is now on top

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from segment_anything.modeling import Sam
 
+from .data.reading import read_image
 from .predict import EncodedImage, Prompt, decode_prompt, encode_image, overlay
 
 MAX_PIXELS = 40_000_000
@@ -56,7 +57,9 @@ def read_upload(path: str | Path, *, max_pixels: int = MAX_PIXELS, max_bytes: in
                     f"{name} is {width} x {height} pixels ({width * height / 1e6:.0f} MP); the limit is "
                     f"{max_pixels / 1e6:g} MP (infosam serve --max-pixels): downscale it first"
                 )
-            return np.asarray(image.convert("RGB"))
+        # the package's one reader: EXIF orientation applied (a phone photo upright, as infosam predict sees it),
+        # grayscale and palette images expanded to RGB
+        return read_image(path)[0]
     except UploadError:
         raise
     except UnidentifiedImageError as err:
