@@ -575,3 +575,24 @@ def test_pairs_order_and_dataset_seeds(tmp_path):
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(GridError, match=r"order must be one of \['seeds', 'pairs'\]"):
         load_grid(path)
+
+
+def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch):
+    """A teacher split another process is scoring (its folder locked) is skipped, not scored a second time."""
+    from infosam.experiment import runner
+    from infosam.guard import RunLock
+
+    grid = load_grid(_grid(tmp_path))
+    exp = tmp_path / "exp"
+    runner._write_splits(grid, exp / "splits")
+    scored = []
+    monkeypatch.setattr(
+        runner, "_score", lambda grid, model, dataset, split, out, *a, **k: scored.append(split)
+    )
+    busy = runner.teacher_dir(exp, "source", "heldout")
+    busy.mkdir(parents=True)
+    with RunLock(busy):  # another shard holds it
+        runner._teacher_evaluations(grid, cells(grid), exp)
+    assert scored == ["train4-test"]
+    runner._teacher_evaluations(grid, cells(grid), exp)  # free again: now scored (the other had died)
+    assert scored == ["train4-test", "train4-test", "heldout"]  # the fake scorer writes no summary

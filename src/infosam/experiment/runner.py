@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..guard import RunLock, RunLockedError
 from ..runs import atomic_write_text, write_json
 from . import records
 from .grid import (
@@ -245,18 +246,27 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
         if (out / "summary.json").is_file():
             records.record_teacher(grid, out, dataset, split)
             continue
-        log.info("zero-shot teacher on %s/%s", dataset, split)
-        _score(
-            grid,
-            model,
-            dataset,
-            split,
-            out,
-            exp_dir,
-            model_seed=grid.seeds[0],
-            device=_device(cpu),
-            cache=cache,
-        )
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            # Shards share the teacher's splits: the first to take a split scores it, the others go on to their
+            # cells (the teacher's scores are needed by the report, not by training).
+            with RunLock(out):
+                if not (out / "summary.json").is_file():
+                    log.info("zero-shot teacher on %s/%s", dataset, split)
+                    _score(
+                        grid,
+                        model,
+                        dataset,
+                        split,
+                        out,
+                        exp_dir,
+                        model_seed=grid.seeds[0],
+                        device=_device(cpu),
+                        cache=cache,
+                    )
+        except RunLockedError:
+            log.info("zero-shot teacher on %s/%s: another process is scoring it", dataset, split)
+            continue
         records.record_teacher(grid, out, dataset, split)
 
 
