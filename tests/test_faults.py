@@ -101,13 +101,15 @@ def test_cache_image_replaced_in_place_is_not_served(tmp_path):
 def test_cache_filled_under_bf16_is_refused_in_float32_and_back(tmp_path):
     data = _dataset(tmp_path / "data", seed=0)
     cache = tmp_path / "cache"
-    _run(tmp_path, "bf16", data, cache, "train.precision=bf16")
+    # allow_slow_bf16: the point here is the cache's precision check, on any CPU (with or without bf16 instructions)
+    bf16 = ("train.precision=bf16", "train.allow_slow_bf16=true")
+    _run(tmp_path, "bf16", data, cache, *bf16)
     with pytest.raises(ValueError, match=r"fingerprint\.precision"):
         _run(tmp_path, "fp32", data, cache)
     other = tmp_path / "cache32"
     _run(tmp_path, "fp32-own", data, other)
     with pytest.raises(ValueError, match=r"fingerprint\.precision"):
-        _run(tmp_path, "bf16-on-fp32", data, other, "train.precision=bf16")
+        _run(tmp_path, "bf16-on-fp32", data, other, *bf16)
 
 
 def test_cache_clear_leaves_the_users_files(tmp_path, capsys):
