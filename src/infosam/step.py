@@ -26,6 +26,7 @@ from .data.prompts import train_prompts
 from .distill.features import capture_features
 from .distill.loss import InfoSAMLoss
 from .losses import segmentation_loss
+from .peft.conv_lora import aux_loss_modules, collect_aux_loss
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
 
 if TYPE_CHECKING:
@@ -167,10 +168,12 @@ class Trainee(nn.Module):
         self.infosam = infosam
         self.seg_loss = seg_loss
         self.split = split
-        if (
-            objective is not None
-        ):  # registered only when there is one: the InfoSAM / plain modules stay as they were
+        # Registered only when there is one: the InfoSAM and plain trainees keep exactly their modules.
+        if objective is not None:
             self.objective = objective
+        # PEFT layers that keep a training loss of their own (Conv-LoRA's load balancing); a plain list, not
+        # submodules. Empty for every other method, and then the step's loss is untouched.
+        self.aux_modules = aux_loss_modules(student)
 
     def forward(
         self,
@@ -184,12 +187,19 @@ class Trainee(nn.Module):
         (the output of the student's frozen encoder prefix for ``images``), only the rest of the encoder runs."""
         objective = getattr(self, "objective", None)
         if objective is not None:
-            return self._forward_objective(objective, images, masks, prompts, teacher, features)
-        if features is None:
-            student = sam_forward(self.student, images, **prompts)
+            terms = self._forward_objective(objective, images, masks, prompts, teacher, features)
         else:
-            student = decode(self.student, self.split.rest(features), **prompts)
-        return step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
+            if features is None:
+                student = sam_forward(self.student, images, **prompts)
+            else:
+                student = decode(self.student, self.split.rest(features), **prompts)
+            terms = step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
+        if self.aux_modules:
+            aux = collect_aux_loss(self.aux_modules)
+            if aux is not None:
+                terms["loss"] = terms["loss"] + aux
+                terms["balance"] = aux
+        return terms
 
     def _forward_objective(
         self,

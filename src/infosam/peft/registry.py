@@ -13,11 +13,20 @@ from .adapter import AdapterConfig
 from .adaptformer import AdaptFormerConfig
 from .base import MethodConfig
 from .bitfit import BitFitConfig
+from .conv_lora import ConvLoraConfig
 from .decoder import DecoderConfig
 from .lora import LoraMethodConfig
 
 METHODS: dict[str, type[MethodConfig]] = {
-    cls.name: cls for cls in (DecoderConfig, BitFitConfig, AdapterConfig, AdaptFormerConfig, LoraMethodConfig)
+    cls.name: cls
+    for cls in (
+        DecoderConfig,
+        BitFitConfig,
+        AdapterConfig,
+        AdaptFormerConfig,
+        LoraMethodConfig,
+        ConvLoraConfig,
+    )
 }
 
 
