@@ -31,6 +31,7 @@ CASES = [
     "lora+decoder",
     "adaptformer+adapter+lora",
     "conv_lora+decoder",
+    "hq_token+adapter",
 ]
 
 
@@ -90,6 +91,8 @@ def owns(method: str, name: str, spec=SPECS["tiny"]) -> bool:
         return ".adaptformer." in name
     if method == "lora":
         return "lora_" in name and ".default" in name  # peft's adapter name; Conv-LoRA's have none
+    if method == "hq_token":
+        return name.startswith("mask_decoder.hq.")
     if method == "conv_lora":
         return block >= 0 and any(f".qkv.{p}" in name for p in ("lora_A", "lora_B", "gate", "experts"))
     raise AssertionError(method)

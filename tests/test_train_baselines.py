@@ -202,3 +202,26 @@ def test_default_trainee_equals_calling_infosam_loss_directly(data):
         strict=True,
     ):
         assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name
+
+
+@pytest.mark.parametrize(
+    "methods, distill",
+    [("hq_token", "none"), ("conv_lora+decoder", "none"), ("conv_lora+decoder", "infosam")],
+)
+def test_infosam_train_end_to_end_sam_specific_peft(methods, distill, data, tmp_path):
+    run = tmp_path / "run"
+    args = ["model.name=tiny", f"data.path={data}", "train.batch_size=2", "train.epochs=1", "train.cpu=true"]
+    args += [
+        "eval.last_epochs=1",
+        "eval.batch_size=2",
+        f"peft.methods={methods}",
+        f"distill.method={distill}",
+    ]
+    assert (
+        main(["train", *[a for x in args for a in ("--set", x)], "--no-progress", "--output", str(run)]) == 0
+    )
+    (row,) = _rows(run)
+    assert math.isfinite(float(row["loss"]))
+    if methods.startswith("conv_lora"):  # the load-balancing loss is part of the loss
+        assert float(row["loss"]) > float(row["seg"]) + (float(row["infosam"]) if row["infosam"] else 0.0)
+    assert (run / "eval" / "epoch-001.json").is_file()

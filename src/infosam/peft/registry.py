@@ -15,6 +15,7 @@ from .base import MethodConfig
 from .bitfit import BitFitConfig
 from .conv_lora import ConvLoraConfig
 from .decoder import DecoderConfig
+from .hq_token import HQTokenConfig
 from .lora import LoraMethodConfig
 
 METHODS: dict[str, type[MethodConfig]] = {
@@ -26,6 +27,7 @@ METHODS: dict[str, type[MethodConfig]] = {
         AdaptFormerConfig,
         LoraMethodConfig,
         ConvLoraConfig,
+        HQTokenConfig,
     )
 }
 
