@@ -424,6 +424,11 @@ class Config:
                 f"distill.method={self.distill_method} reads the encoders' intermediate features, which the "
                 "teacher cache and the student-prefix cache skip; set cache.enabled=false"
             )
+        if "hq_token" in self.peft.methods.split("+") and self.cache.enabled and self.cache.student_prefix:
+            raise ConfigError(
+                "peft.methods hq_token fuses an early encoder block's output, which the student-prefix cache "
+                "skips; set cache.student_prefix=false (or cache.enabled=false)"
+            )
 
 
 # --------------------------------------------------------------------------------------------- building
