@@ -83,7 +83,8 @@ class ModelConfig(_Section):
 @dataclass
 class PeftConfig(_Section):
     methods: str = "adapter+decoder"
-    """PEFT methods joined by '+': decoder, bitfit, adapter, adaptformer, lora (the paper's student: adapter+decoder)."""
+    """PEFT methods joined by '+': decoder, bitfit, adapter, adaptformer, lora, conv_lora, hq_token (the paper's
+    student: adapter+decoder; docs/baselines.md for the last two)."""
     options: dict[str, dict] = field(default_factory=dict)
     """Per-method options, e.g. {adapter: {init: torch}, lora: {r: 8}}."""
 
