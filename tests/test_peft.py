@@ -24,7 +24,15 @@ from infosam.sam.build import build_sam
 from infosam.sam.specs import SPECS
 
 # Every registered method alone, plus compositions (the paper's students and a three-way stack on shared modules).
-CASES = [*METHODS, "adapter+decoder", "bitfit+decoder", "lora+decoder", "adaptformer+adapter+lora"]
+CASES = [
+    *METHODS,
+    "adapter+decoder",
+    "bitfit+decoder",
+    "lora+decoder",
+    "adaptformer+adapter+lora",
+    "conv_lora+decoder",
+    "hq_token+adapter",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -82,7 +90,11 @@ def owns(method: str, name: str, spec=SPECS["tiny"]) -> bool:
     if method == "adaptformer":
         return ".adaptformer." in name
     if method == "lora":
-        return "lora_" in name
+        return "lora_" in name and ".default" in name  # peft's adapter name; Conv-LoRA's have none
+    if method == "hq_token":
+        return name.startswith("mask_decoder.hq.")
+    if method == "conv_lora":
+        return block >= 0 and any(f".qkv.{p}" in name for p in ("lora_A", "lora_B", "gate", "experts"))
     raise AssertionError(method)
 
 
@@ -164,7 +176,7 @@ def test_only_own_parameters_train(family_sam, methods):
 
 @pytest.mark.parametrize("methods", CASES)
 def test_save_load_round_trip(family_sam, tmp_path, methods):
-    options = {"lora": {"use_rslora": True}} if "lora" in methods else None
+    options = {"lora": {"use_rslora": True}} if "lora" in methods.split("+") else None
     student = family_sam(seed=3)
     spec = apply_peft(student, methods, options)
     train_steps(student, steps=2)
@@ -182,7 +194,7 @@ def test_save_load_round_trip(family_sam, tmp_path, methods):
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("methods", ["adapter", "adaptformer", "lora"])
+@pytest.mark.parametrize("methods", ["adapter", "adaptformer", "lora", "conv_lora"])
 def test_zero_init_starts_as_the_pretrained_model(family_sam, methods):
     images, boxes = inputs()
     with torch.no_grad():

@@ -83,7 +83,8 @@ class ModelConfig(_Section):
 @dataclass
 class PeftConfig(_Section):
     methods: str = "adapter+decoder"
-    """PEFT methods joined by '+': decoder, bitfit, adapter, adaptformer, lora (the paper's student: adapter+decoder)."""
+    """PEFT methods joined by '+': decoder, bitfit, adapter, adaptformer, lora, conv_lora, hq_token (the paper's
+    student: adapter+decoder; docs/baselines.md for the last two)."""
     options: dict[str, dict] = field(default_factory=dict)
     """Per-method options, e.g. {adapter: {init: torch}, lora: {r: 8}}."""
 
@@ -222,6 +223,42 @@ class InfoSAMConfig(_Section):
 
 
 @dataclass
+class DistillConfig(_Section):
+    method: str = "infosam"
+    """Distillation objective: infosam (the paper's, weights in the infosam section), a baseline of the paper's
+    comparison (logit, pkd, pkt, vid, ibd, semckd, reviewkd, mobilesam, tinysam; docs/baselines.md) or none (no
+    teacher: plain PEFT). infosam.enabled=false also means none."""
+    options: dict[str, dict] = field(default_factory=dict)
+    """Options of the chosen baseline objective, e.g. {logit: {temperature: 2.0}, pkt: {weight: 0.5}}."""
+
+    section: ClassVar[str] = "distill"
+
+    def check(self) -> None:
+        from .distill.registry import METHODS, OBJECTIVES, objective_options
+
+        _choice("distill.method", self.method, METHODS)
+        stray = sorted(set(self.options) - {self.method})
+        if stray:
+            raise ConfigError(
+                f"distill.options given for {stray}, which is not distill.method ({self.method!r})"
+            )
+        if self.method in self.options and self.method not in OBJECTIVES:
+            raise ConfigError(
+                f"distill.method {self.method!r} takes no distill.options"
+                + (
+                    " (its weights are infosam.lam, infosam.lam1, infosam.lam2)"
+                    if self.method == "infosam"
+                    else ""
+                )
+            )
+        if self.method in OBJECTIVES:
+            try:
+                objective_options(self.method, self.options.get(self.method))
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+
+
+@dataclass
 class EvalConfig(_Section):
     last_epochs: int = 5
     """Evaluate on the test split after each of the last this many epochs (the paper: 5)."""
@@ -319,6 +356,8 @@ class Config:
     """Optimisation."""
     infosam: InfoSAMConfig = field(default_factory=InfoSAMConfig)
     """The information-theoretic distillation terms."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Which distillation objective (InfoSAM, a baseline of the paper's comparison, or none)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation on the test split during training."""
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -333,6 +372,25 @@ class Config:
         first = max(1, self.train.epochs - self.eval.last_epochs + 1)
         return list(range(first, self.train.epochs + 1)) if self.eval.last_epochs > 0 else []
 
+    @property
+    def distill_method(self) -> str:
+        """The objective that trains: ``distill.method``, or ``none`` when ``infosam.enabled`` is false."""
+        return self.distill.method if self.infosam.enabled else "none"
+
+    @property
+    def teacher_on(self) -> bool:
+        """Whether a run builds the frozen teacher (every method but ``none``)."""
+        return self.distill_method != "none"
+
+    def min_batch(self) -> int:
+        """The smallest batch the chosen objective says anything about (InfoSAM and PKT: 2)."""
+        from .distill.registry import OBJECTIVES
+
+        method = self.distill_method
+        if method == "infosam":
+            return 2
+        return OBJECTIVES[method].min_batch if method in OBJECTIVES else 1
+
     def validate(self) -> None:
         """Check every section again (fields may have been set since) and what spans sections or touches files;
         raise :class:`ConfigError` naming the option."""
@@ -345,11 +403,22 @@ class Config:
                 "data.path is required: the dataset folder (Conv-LoRA CSV folder or images/ + masks/)"
             )
         t, i, e = self.train, self.infosam, self.eval
-        if i.enabled and t.batch_size < 2:
+        if not i.enabled and self.distill.method not in ("infosam", "none"):
+            raise ConfigError(
+                f"distill.method={self.distill.method} needs the teacher, which infosam.enabled=false turns off; "
+                "set infosam.enabled=true, or distill.method=none for plain PEFT"
+            )
+        if self.distill_method == "infosam" and t.batch_size < 2:
             raise ConfigError(
                 f"train.batch_size must be >= 2 when infosam.enabled is true (its entropies run over the batch); "
                 f"got {t.batch_size}"
             )
+        if t.batch_size < self.min_batch():
+            raise ConfigError(
+                f"train.batch_size must be >= {self.min_batch()} with distill.method={self.distill_method} (it "
+                f"compares the samples of a batch); got {t.batch_size}"
+            )
+        self._check_distill_cache()
         if i.frozen_relation is not None and not Path(i.frozen_relation).expanduser().is_file():
             raise ConfigError(f"infosam.frozen_relation: file not found: {i.frozen_relation}")
         if e.epochs is not None:
@@ -358,6 +427,21 @@ class Config:
                 raise ConfigError(f"eval.epochs must lie in 1..train.epochs ({t.epochs}); got {bad}")
         if not self.output:
             raise ConfigError("output must name the run folder")
+
+    def _check_distill_cache(self) -> None:
+        from .distill.registry import OBJECTIVES
+
+        cls = OBJECTIVES.get(self.distill_method)
+        if cls is not None and cls.needs_features and self.cache.enabled:
+            raise ConfigError(
+                f"distill.method={self.distill_method} reads the encoders' intermediate features, which the "
+                "teacher cache and the student-prefix cache skip; set cache.enabled=false"
+            )
+        if "hq_token" in self.peft.methods.split("+") and self.cache.enabled and self.cache.student_prefix:
+            raise ConfigError(
+                "peft.methods hq_token fuses an early encoder block's output, which the student-prefix cache "
+                "skips; set cache.student_prefix=false (or cache.enabled=false)"
+            )
 
 
 # --------------------------------------------------------------------------------------------- building

@@ -23,12 +23,15 @@ from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
 from .data.prompts import train_prompts
+from .distill.features import capture_features
 from .distill.loss import InfoSAMLoss
 from .losses import segmentation_loss
+from .peft.conv_lora import aux_loss_modules, collect_aux_loss
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
 
 if TYPE_CHECKING:
     from .cache import TeacherCache
+    from .distill.objective import Objective
     from .guard import NonFiniteGuard
     from .prefix import EncoderSplit, StudentPrefix
 
@@ -64,12 +67,16 @@ def teacher_forward(
     *,
     cache: TeacherCache | None = None,
     keys: list[str] | None = None,
+    objective: Objective | None = None,
 ) -> SamOutput:
     """The frozen teacher's features for images (B, 3, S, S) without gradients: image embeddings and mask tokens
     (what InfoSAM uses of it; the decoder stops after its transformer, so logits and IoU are None). Its image
     embeddings come from ``cache`` when it holds all ``images`` (keyed by their content, ``keys`` if already
     computed), else they are computed, stored and read back (so every epoch and a resumed run see the stored
-    values, e.g. float16-rounded)."""
+    values, e.g. float16-rounded). A baseline ``objective`` may ask for more: the full decode (logits) and the
+    encoder's intermediate features (then the encoder always runs, without the cache)."""
+    if objective is not None and (objective.needs_logits or objective.needs_features):
+        return _teacher_for(objective, teacher, images, prompts, cache=cache, keys=keys)
     with torch.no_grad():
         if cache is not None and keys is None:
             keys = cache.keys(images)
@@ -82,6 +89,35 @@ def teacher_forward(
         return decode(teacher, embeddings.to(images.device), **prompts, tokens_only=True)
 
 
+def _teacher_for(
+    objective: Objective,
+    teacher: Sam,
+    images: Tensor,
+    prompts: dict[str, Tensor],
+    *,
+    cache: TeacherCache | None,
+    keys: list[str] | None,
+) -> SamOutput:
+    """The teacher outputs a baseline objective reads: a full decode when it needs logits, and the tap blocks'
+    outputs (scoped hooks) when it needs intermediate features."""
+    with torch.no_grad():
+        if objective.needs_features:
+            with capture_features(teacher, objective.taps) as features:
+                embeddings = encode_images(teacher, images)
+            out = decode(teacher, embeddings, **prompts, tokens_only=not objective.needs_logits)
+            out.features = features
+            return out
+        if cache is None:
+            return decode(teacher, encode_images(teacher, images), **prompts)
+        # The cache as teacher_forward uses it (same keys, same stored values), then a full decode.
+        keys = cache.keys(images) if keys is None else keys
+        embeddings = cache.get(keys)
+        if embeddings is None:
+            cache.put(keys, encode_images(teacher, images))
+            embeddings = cache.get(keys)
+        return decode(teacher, embeddings.to(images.device), **prompts)
+
+
 def step_losses(
     student: SamOutput,
     teacher: SamOutput | None,
@@ -89,13 +125,18 @@ def step_losses(
     *,
     seg_loss: str = "structure",
     infosam: InfoSAMLoss | None = None,
+    objective: Objective | None = None,
 ) -> dict[str, Tensor]:
     """Scalar loss terms of one batch: ``loss``, ``seg`` and, with ``infosam``, ``relation``, ``distill``,
-    ``infosam``. The segmentation loss is taken on the student's logits upsampled to the masks' (B, 1, S, S)."""
+    ``infosam``; with a baseline ``objective`` instead, ``distill`` is its weighted total. The segmentation loss is
+    taken on the student's logits upsampled to the masks' (B, 1, S, S)."""
     logits = F.interpolate(
         student.low_res_logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
     )
     seg = segmentation_loss(seg_loss, logits, masks, student.iou_predictions.float())
+    if objective is not None:
+        terms = objective(teacher, student, masks)
+        return {"loss": seg + terms["total"], "seg": seg, "distill": terms["total"]}
     if infosam is None:
         return {"loss": seg, "seg": seg}
     info = infosam(teacher, student)  # relation module on both -> L_r, L_d
@@ -118,6 +159,8 @@ class Trainee(nn.Module):
         seg_loss: name of the segmentation loss (:func:`infosam.losses.segmentation_loss`).
         split: the student's encoder cut at its frozen prefix (:func:`infosam.prefix.split_encoder`), needed to
             accept precomputed prefix ``features`` in :meth:`forward`.
+        objective: a baseline distillation objective (:mod:`infosam.distill.registry`) instead of ``infosam``;
+            its learned parts are parameters of this module, so they train with the student.
     """
 
     def __init__(
@@ -126,12 +169,21 @@ class Trainee(nn.Module):
         infosam: InfoSAMLoss | None,
         seg_loss: str = "structure",
         split: EncoderSplit | None = None,
+        objective: Objective | None = None,
     ) -> None:
         super().__init__()
+        if infosam is not None and objective is not None:
+            raise ValueError("a Trainee takes InfoSAM or a baseline objective, not both")
         self.student = student
         self.infosam = infosam
         self.seg_loss = seg_loss
         self.split = split
+        # Registered only when there is one: the InfoSAM and plain trainees keep exactly their modules.
+        if objective is not None:
+            self.objective = objective
+        # PEFT layers that keep a training loss of their own (Conv-LoRA's load balancing); a plain list, not
+        # submodules. Empty for every other method, and then the step's loss is untouched.
+        self.aux_modules = aux_loss_modules(student)
 
     def forward(
         self,
@@ -143,11 +195,42 @@ class Trainee(nn.Module):
     ) -> dict[str, Tensor]:
         """images (B, 3, S, S), masks (B, 1, S, S) -> the loss terms of :func:`step_losses`. With ``features``
         (the output of the student's frozen encoder prefix for ``images``), only the rest of the encoder runs."""
-        if features is None:
-            student = sam_forward(self.student, images, **prompts)
+        objective = getattr(self, "objective", None)
+        if objective is not None:
+            terms = self._forward_objective(objective, images, masks, prompts, teacher, features)
         else:
-            student = decode(self.student, self.split.rest(features), **prompts)
-        return step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
+            if features is None:
+                student = sam_forward(self.student, images, **prompts)
+            else:
+                student = decode(self.student, self.split.rest(features), **prompts)
+            terms = step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
+        if self.aux_modules:
+            aux = collect_aux_loss(self.aux_modules)
+            if aux is not None:
+                terms["loss"] = terms["loss"] + aux
+                terms["balance"] = aux
+        return terms
+
+    def _forward_objective(
+        self,
+        objective: Objective,
+        images: Tensor,
+        masks: Tensor,
+        prompts: dict[str, Tensor],
+        teacher: SamOutput | None,
+        features: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """The forward with a baseline objective: as :meth:`forward`, capturing the student's tap features when
+        the objective reads them (the student-prefix cache is then refused by the config)."""
+        taps = objective.taps if objective.needs_features else None
+        with capture_features(self.student, taps) as captured:
+            if features is None:
+                student = sam_forward(self.student, images, **prompts)
+            else:
+                student = decode(self.student, self.split.rest(features), **prompts)
+        if taps:
+            student.features = captured
+        return step_losses(student, teacher, masks, seg_loss=self.seg_loss, objective=objective)
 
 
 def optimizer_step(
@@ -193,6 +276,8 @@ class StepParts:
     """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
     prefix: StudentPrefix | None = None
     """The student's frozen encoder prefix, cached; ``None`` runs the whole student encoder every step."""
+    objective: Objective | None = None
+    """The baseline distillation objective (the same module the trainee holds), or ``None`` (InfoSAM, plain)."""
     box_noise: str = "per-coordinate"
     """How the train boxes are drawn from the tight box (:data:`infosam.data.prompts.BOX_NOISE_RULES`)."""
 
@@ -227,7 +312,9 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
             keys = store.keys(images) if store is not None else None  # content keys, hashed once for both
             teacher = None
             if parts.teacher is not None:
-                teacher = teacher_forward(parts.teacher, images, prompts, cache=parts.cache, keys=keys)
+                teacher = teacher_forward(
+                    parts.teacher, images, prompts, cache=parts.cache, keys=keys, objective=parts.objective
+                )
             features = None
             if parts.prefix is not None:
                 # A whole-encoder prefix shares the teacher cache: the teacher just read the same entries.

@@ -31,6 +31,8 @@ from .data.loading import EpochSampler, train_loader
 from .data.prompts import TRAIN_PROMPT_MODES
 from .distill.entropy import all_gather_rows
 from .distill.loss import InfoSAMLoss
+from .distill.objective import Objective
+from .distill.registry import build_objective
 from .distill.relation import RelationModule
 from .guard import NonFiniteGuard, RunLock, StopSignals
 from .metrics import METRIC_NAMES, best_of
@@ -70,6 +72,9 @@ class Parts:
     peft_spec: PeftSpec
     relation: RelationModule | None
     """The relation module when it trains (saved with the weights); ``None`` for the baseline or a frozen one."""
+    objective: Objective | None = None
+    """A baseline distillation objective (``distill.method`` other than infosam/none); its learned parts, if any,
+    go into every resume checkpoint's state (key ``distill``)."""
 
 
 # --------------------------------------------------------------------------------------------- building a run
@@ -109,14 +114,23 @@ def _build_parts(
         if t.activation_checkpointing:
             enable_checkpointing(student.image_encoder)
     student.train()
-    teacher, relation, infosam, cache = None, None, None, None
-    if i.enabled:
+    teacher, relation, infosam, cache, objective = None, None, None, None, None
+    method = config.distill_method
+    if method == "infosam":
         teacher = make_teacher(_base(config)).to(accelerator.device)
         relation = _build_relation(config, student, checkpoint)
         infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
         cache = open_teacher_cache(config, teacher) if config.cache.enabled else None
+    elif method != "none":  # a baseline objective: built only when chosen, seeded like the relation module
+        teacher = make_teacher(_base(config)).to(accelerator.device)
+        torch.manual_seed(t.seed)
+        objective = build_objective(method, config.distill.options.get(method), student).to(
+            accelerator.device
+        )
+        cache = open_teacher_cache(config, teacher) if config.cache.enabled else None
     prefix = open_student_prefix(config, student, teacher, cache) if config.cache.enabled else None
-    trainee = Trainee(student, infosam, t.seg_loss, split=prefix.split if prefix is not None else None)
+    split = prefix.split if prefix is not None else None
+    trainee = Trainee(student, infosam, t.seg_loss, split=split, objective=objective)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=0.0)
     # Stepped once per optimizer step by the step (accelerate's prepared scheduler would step once per process).
@@ -138,10 +152,11 @@ def _build_parts(
         guard,
         p_box,
         prefix,
+        objective,
         box_noise=t.box_noise,
     )
     trained_relation = relation if i.frozen_relation is None else None
-    return Parts(step, student, peft_spec, trained_relation)
+    return Parts(step, student, peft_spec, trained_relation, objective)
 
 
 def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> RelationModule:
@@ -234,12 +249,12 @@ def _train(
             num_replicas=accelerator.num_processes,
             rank=accelerator.process_index,
             num_workers=t.num_workers,
-            drop_single=config.infosam.enabled,
+            drop_single=config.min_batch() > 1,
         )
-        if sampler.batches == 0 or (config.infosam.enabled and sampler.length < 2):
+        if sampler.batches == 0 or (config.min_batch() > 1 and sampler.length < 2):
             raise ValueError(
                 f"{config.data.path}: the training split has too few images for one batch ({len(train_set)} "
-                "image(s); InfoSAM needs at least 2 per process)"
+                f"image(s); distill.method={config.distill_method} needs at least 2 per process)"
             )
         steps_total = math.ceil(sampler.batches / t.grad_accum) * t.epochs
         parts = _build_parts(config, accelerator, steps_total, checkpoint)
@@ -288,7 +303,13 @@ def startup_line(
     relation = sum(p.numel() for p in parts.relation.parameters()) if parts.relation is not None else 0
     trains = f"{student + relation:,} parameters ({config.peft.methods}"
     trains += f" + relation module {relation:,})" if relation else ")"
-    teacher = "InfoSAM (teacher on)" if config.infosam.enabled else "plain PEFT (no teacher)"
+    method = config.distill_method
+    teacher = {"infosam": "InfoSAM (teacher on)", "none": "plain PEFT (no teacher)"}.get(
+        method, f"distill.method={method} (teacher on)"
+    )
+    learned = sum(p.numel() for p in parts.objective.parameters()) if parts.objective is not None else 0
+    if learned:
+        trains = f"{student + learned:,} parameters ({config.peft.methods} + {method} objective {learned:,})"
     processes = f" x {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
     start = f", resuming at step {done}" if done else ""
     return (
@@ -324,6 +345,12 @@ def _check_before_work(config: Config) -> None:
 
 def _restore(run: runs.RunDir, checkpoint: Path, parts: Parts) -> Position:
     state = run.load_state(checkpoint)
+    if parts.objective is not None:
+        if "distill" not in state:
+            raise runs.CheckpointError(
+                f"{checkpoint} holds no state of the distill.method objective (was it written by another method?)"
+            )
+        parts.objective.load_state_dict(state["distill"])
     parts.step.optimizer.load_state_dict(state["optimizer"])
     parts.step.scheduler.load_state_dict(state["scheduler"])
     runs.set_rng_state(state["rng"])
@@ -458,6 +485,10 @@ def _save(parts: Parts, position: Position, run: runs.RunDir) -> None:
             "scheduler": parts.step.scheduler.state_dict(),
             "rng": runs.rng_state(),
         }
+        if (
+            parts.objective is not None
+        ):  # learned parts of a baseline objective (VID's variance, ...), for resume
+            state["distill"] = {k: v.detach().cpu() for k, v in parts.objective.state_dict().items()}
         run.save_checkpoint(position.step, parts.student, parts.peft_spec, parts.relation, state)
     acc.wait_for_everyone()
 

@@ -13,11 +13,22 @@ from .adapter import AdapterConfig
 from .adaptformer import AdaptFormerConfig
 from .base import MethodConfig
 from .bitfit import BitFitConfig
+from .conv_lora import ConvLoraConfig
 from .decoder import DecoderConfig
+from .hq_token import HQTokenConfig
 from .lora import LoraMethodConfig
 
 METHODS: dict[str, type[MethodConfig]] = {
-    cls.name: cls for cls in (DecoderConfig, BitFitConfig, AdapterConfig, AdaptFormerConfig, LoraMethodConfig)
+    cls.name: cls
+    for cls in (
+        DecoderConfig,
+        BitFitConfig,
+        AdapterConfig,
+        AdaptFormerConfig,
+        LoraMethodConfig,
+        ConvLoraConfig,
+        HQTokenConfig,
+    )
 }
 
 

@@ -27,6 +27,9 @@ class SamOutput:
     """(B, 1, 4h, 4w) single-mask logits (256 x 256 for the official 1024 input); None from a tokens-only decode."""
     iou_predictions: Tensor | None
     """(B, 1) predicted IoU of the single mask; None from a tokens-only decode."""
+    features: list[Tensor] | None = None
+    """Intermediate encoder feature maps (B, C_l, h_l, w_l), only where a distillation objective asked for them
+    (:func:`infosam.distill.features.capture_features`); None otherwise."""
 
 
 class _TokensCaptured(Exception):

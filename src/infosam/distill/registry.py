@@ -1,0 +1,51 @@
+"""The registry of distillation objectives selectable as ``distill.method``, beside InfoSAM.
+
+``infosam`` (the default) is InfoSAM's own loss (:class:`infosam.distill.loss.InfoSAMLoss`, weights in the
+``infosam`` config section) and ``none`` trains without a teacher (plain PEFT); every other name is an
+:class:`~infosam.distill.objective.Objective` in :data:`OBJECTIVES`, options under ``distill.options.<method>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from segment_anything.modeling import Sam
+
+from .ibd import IBD
+from .logit import LogitKD
+from .mobilesam import MobileSAMDistill
+from .objective import Objective, ObjectiveOptions
+from .pkd import PKD
+from .pkt import PKT
+from .reviewkd import ReviewKD
+from .semckd import SemCKD
+from .tinysam import TinySAMDistill
+from .vid import VID
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    cls.name: cls for cls in (LogitKD, PKD, PKT, VID, IBD, SemCKD, ReviewKD, MobileSAMDistill, TinySAMDistill)
+}
+METHODS: tuple[str, ...] = ("infosam", *OBJECTIVES, "none")
+"""Every valid ``distill.method``."""
+
+
+def objective_options(method: str, options: Mapping[str, Any] | None = None) -> ObjectiveOptions:
+    """Validated options of ``method`` (an :data:`OBJECTIVES` name); ValueError names a bad one."""
+    if method not in OBJECTIVES:
+        raise ValueError(f"distill.method must be one of {', '.join(METHODS)}; got {method!r}")
+    return OBJECTIVES[method].Options.from_options(method, options)
+
+
+def build_objective(method: str, options: Mapping[str, Any] | None, model: Sam) -> Objective:
+    """The objective ``method`` for a student/teacher pair built like ``model`` (its embedding width and, for the
+    feature objectives, its feature taps and their widths); draws its learned parts' initial values from torch's
+    global generator."""
+    from .features import feature_taps, tap_dims
+
+    opts = objective_options(method, options)
+    cls = OBJECTIVES[method]
+    taps = feature_taps(model) if cls.needs_features else ()
+    objective = cls(opts, embed_dim=model.spec.prompt_embed_dim, dims=tap_dims(model, taps))
+    objective.taps = taps
+    return objective
