@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# SAM 2 (Meta's sam2, an sdist): built against the torch just installed, without its optional CUDA extension
+	# (plain `pip install sam2` also works but downloads a second torch into an isolated build environment).
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-build-isolation 'sam2>=1.1'
 	touch $(STAMP)
 
 venv: $(STAMP)

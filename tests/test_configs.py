@@ -13,7 +13,8 @@ DATASETS = ("camo", "isic2017", "kvasir", "leaf", "road")
 RUNS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name in DATASETS and p.name != "dataset.yaml")
 LITEMEDSAM = CONFIGS / "litemedsam"
 LITEMEDSAM_RUNS = sorted(p for p in LITEMEDSAM.glob("*/*_*.yaml") if p.parent.name != "methods")
-PARTS = sorted(set(CONFIGS.rglob("*.yaml")) - set(RUNS) - set(LITEMEDSAM_RUNS))
+SAM2_RUNS = sorted(p for p in (CONFIGS / "sam2").glob("*/*_*.yaml"))
+PARTS = sorted(set(CONFIGS.rglob("*.yaml")) - set(RUNS) - set(LITEMEDSAM_RUNS) - set(SAM2_RUNS))
 
 
 def test_one_config_per_published_run():
@@ -77,3 +78,26 @@ def test_litemedsam_run_is_the_paper_protocol_with_box_prompts(path):
     methods = {"decoder": "decoder", "lora": "lora+decoder", "adapter": "adapter+decoder"}
     assert c.peft.methods == methods[run.split("_")[0]]
     assert c.output == f"runs/litemedsam/{dataset}/{run}"
+
+
+def test_sam2_runs_follow_the_protocol_on_sam2():
+    """configs/sam2: the paper's SAM 2 table (Kvasir, Leaf, Road; Adapter and LoRA, each +- InfoSAM) on the same
+    protocol as the ViT-B runs, with the SAM 2 model and no student-prefix cache (refused on SAM 2)."""
+    from infosam.sam.specs import SPECS
+
+    names = {p.relative_to(CONFIGS / "sam2").as_posix() for p in SAM2_RUNS}
+    assert names == {
+        f"{d}/{m}_{v}.yaml"
+        for d in ("kvasir", "leaf", "road")
+        for m in ("adapter", "lora")
+        for v in ("infosam", "baseline")
+    }
+    for path in SAM2_RUNS:
+        c = load_config(path)
+        dataset, run = path.parent.name, path.stem
+        assert SPECS[c.model.name].family == "sam2" and c.model.checkpoint.endswith(".pt")
+        assert (c.train.lr, c.train.batch_size, c.train.seed) == (2e-4, 4, 42)
+        assert c.train.epochs == (20 if dataset == "road" else 10)
+        assert c.infosam.enabled == run.endswith("infosam") and not c.cache.student_prefix
+        assert c.peft.methods == ("adapter+decoder" if run.startswith("adapter") else "lora+decoder")
+        assert c.output == f"runs/sam2/{dataset}/{run}"

@@ -21,6 +21,8 @@ from infosam.peft import (
     trainable_state_dict,
 )
 from infosam.sam.build import build_sam
+from infosam.sam.forward import encode_images
+from infosam.sam.sam2 import is_sam2, prompt_points, unpack
 from infosam.sam.specs import SPECS
 
 # Every registered method alone, plus compositions (the paper's students and a three-way stack on shared modules).
@@ -45,7 +47,7 @@ def one_thread():
 
 
 # The contract matrix runs on each family's tiny spec: Meta's ViT and the packages' TinyViT.
-FAMILY_SPECS = ["tiny", "tiny_tinyvit"]
+FAMILY_SPECS = ["tiny", "tiny_tinyvit", "tiny_sam2"]
 
 
 @pytest.fixture(params=FAMILY_SPECS)
@@ -67,6 +69,8 @@ def attention_block(name: str, spec) -> int:
     convolutional (no attention blocks) and stage s >= 1 starts after the blocks of stages 1..s-1.
     """
     parts = name.split(".")
+    if spec.family == "sam2":  # Hiera: image_encoder.trunk.blocks.<i>.
+        return int(parts[3]) if name.startswith("image_encoder.trunk.blocks.") else -1
     if spec.family == "vit":
         return int(parts[2]) if name.startswith("image_encoder.blocks.") else -1
     if not name.startswith("image_encoder.layers.") or parts[3] != "blocks":
@@ -80,7 +84,7 @@ def owns(method: str, name: str, spec=SPECS["tiny"]) -> bool:
     block = attention_block(name, spec)
     in_blocks = block >= 0
     if method == "decoder":
-        return name.startswith("mask_decoder.")
+        return name.startswith(("mask_decoder.", "sam_mask_decoder."))  # SAM 2 keeps Meta's name
     if method == "bitfit":
         added = (".adapter.", ".adaptformer.", "lora_")
         return in_blocks and name.endswith(".bias") and not any(a in name for a in added)
@@ -98,16 +102,18 @@ def owns(method: str, name: str, spec=SPECS["tiny"]) -> bool:
     raise AssertionError(method)
 
 
-def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two 64x64 images and one xyxy box each."""
+def inputs(seed: int = 1, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two size x size images (the spec's input side) and one xyxy box each."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.randn(2, 3, 64, 64, generator=g)
+    images = torch.randn(2, 3, size, size, generator=g)
     boxes = torch.tensor([[8.0, 10.0, 40.0, 50.0], [20.0, 4.0, 60.0, 30.0]])
     return images, boxes
 
 
 def run_sam(model, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
     """Image encoder on the batch, then prompt encoder + mask decoder per image (all multimask outputs)."""
+    if is_sam2(model):
+        return run_sam2(model, images, boxes)
     embeddings = model.image_encoder(images)
     logits, ious = [], []
     for b in range(images.shape[0]):
@@ -124,9 +130,25 @@ def run_sam(model, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch
     return {"image_embeddings": embeddings, "low_res_logits": torch.cat(logits), "iou": torch.cat(ious)}
 
 
+def run_sam2(model, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`run_sam` for SAM 2: Meta's prompt encoder and decoder (all multimask outputs, high-res features)."""
+    embeddings, high_res = unpack(model, encode_images(model, images))
+    sparse, dense = model.prompt_encoder(points=prompt_points(boxes, None, None), boxes=None, masks=None)
+    low_res, iou, _, _ = model.mask_decoder(
+        image_embeddings=embeddings,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+        repeat_image=False,
+        high_res_features=high_res,
+    )
+    return {"image_embeddings": embeddings, "low_res_logits": low_res, "iou": iou}
+
+
 def train_steps(model, steps: int = 3, lr: float = 1e-2) -> None:
     """A few Adam steps on a loss that reaches every part of the student."""
-    images, boxes = inputs()
+    images, boxes = inputs(size=model.spec.image_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
@@ -140,13 +162,13 @@ def train_steps(model, steps: int = 3, lr: float = 1e-2) -> None:
 
 @pytest.mark.parametrize("methods", CASES)
 def test_output_shapes_unchanged(family_sam, methods):
-    images, boxes = inputs()
+    images, boxes = inputs(size=family_sam.spec.image_size)
     with torch.no_grad():
         base = run_sam(family_sam(), images, boxes)
         student = family_sam()
         apply_peft(student, methods, {"adapter": {"init": "torch"}} if "adapter" in methods else None)
         out = run_sam(student, images, boxes)
-    g = family_sam.spec.embedding_size  # 8 (ViT tiny) or 16 (TinyViT tiny)
+    g = family_sam.spec.embedding_size  # 8 (ViT tiny, SAM 2 tiny) or 16 (TinyViT tiny)
     assert out["image_embeddings"].shape == (2, 32, g, g)
     assert out["low_res_logits"].shape == (2, 3, 4 * g, 4 * g)
     for key in base:
@@ -187,7 +209,7 @@ def test_save_load_round_trip(family_sam, tmp_path, methods):
 
     fresh = family_sam(seed=3)
     assert load_peft(path, fresh) == spec
-    images, boxes = inputs(seed=7)
+    images, boxes = inputs(seed=7, size=family_sam.spec.image_size)
     with torch.no_grad():
         a, b = run_sam(student, images, boxes), run_sam(fresh, images, boxes)
     for key in a:
@@ -196,7 +218,7 @@ def test_save_load_round_trip(family_sam, tmp_path, methods):
 
 @pytest.mark.parametrize("methods", ["adapter", "adaptformer", "lora", "conv_lora"])
 def test_zero_init_starts_as_the_pretrained_model(family_sam, methods):
-    images, boxes = inputs()
+    images, boxes = inputs(size=family_sam.spec.image_size)
     with torch.no_grad():
         base = run_sam(family_sam(), images, boxes)
         student = family_sam()
@@ -208,7 +230,7 @@ def test_zero_init_starts_as_the_pretrained_model(family_sam, methods):
 
 @pytest.mark.parametrize("methods", ["adapter", "adaptformer"])
 def test_torch_init_is_not_the_identity(family_sam, methods):
-    images, boxes = inputs()
+    images, boxes = inputs(size=family_sam.spec.image_size)
     with torch.no_grad():
         base = run_sam(family_sam(), images, boxes)
         student = family_sam()
@@ -283,7 +305,7 @@ def test_lora_first_block_keeps_lora_out_of_earlier_blocks(spec_name, tmp_path):
     load_peft(path, again)
     assert sorted(trainable_state_dict(again)) == sorted(trainable_state_dict(model))
     # first_stage alone: TinyViT's stage >= 2; ViT has one stage (0), so stage 1 selects nothing there
-    if spec_name == "tiny_tinyvit":
+    if spec_name in ("tiny_tinyvit", "tiny_sam2"):  # TinyViT attends in stages 1..3, Hiera in 0..3
         staged = build_base(spec_name, seed=0)
         apply_peft(staged, "lora", {"lora": {"first_stage": 2}})
         for entry in encoder_blocks(staged):

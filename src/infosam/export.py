@@ -7,6 +7,9 @@ Three formats (``infosam export RUN_DIR --format ...``):
   ``lora``, whose low-rank update is merged into the wrapped Linear by ``peft``'s own ``merge()``. Meta's
   ``sam_model_registry[name](checkpoint=...)`` (or any builder of the same architecture) loads it unchanged.
   ``adapter`` and ``adaptformer`` add layers the plain architecture does not have, so they are refused here.
+- ``sam2``: the same merge for a SAM 2 student, saved in SAM 2's official layout (``{"model": state_dict}``, the
+  keys of Meta's ``SAM2Base``), which ``sam2.build_sam.build_sam2(config, ckpt_path)`` loads strictly and
+  ``SAM2ImagePredictor`` runs. ``sam`` and ``sam2`` each refuse the other family.
 - ``infosam``: one self-contained safetensors file for any PEFT method: the pretrained base weights
   (``base.<key>``, the zero-shot teacher), the trained PEFT tensors (``peft.<key>``, wrapped names) and, in the
   metadata, the SAM model (name, input size) and the PEFT spec. :func:`load_model` rebuilds the student (or the
@@ -43,7 +46,7 @@ from .sam.layernorm import disable_fused_layernorm
 from .sam.tinyvit_attention import disable_sdpa_attention
 from .sam.transforms import SamTransform, make_transform
 
-FORMATS = ("sam", "infosam", "onnx")
+FORMATS = ("sam", "sam2", "infosam", "onnx")
 MERGEABLE = ("decoder", "bitfit", "lora")
 """PEFT methods whose result is expressible as weights of the unmodified architecture."""
 FORMAT_KEY = "infosam_format"
@@ -147,8 +150,11 @@ def check_layout(state: dict[str, Tensor], reference: nn.Module) -> None:
         )
 
 
-def export_sam(student: Sam, teacher: Sam, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the merged student as a plain state dict at ``out`` (``torch.save``, atomically).
+def export_sam(
+    student: Sam, teacher: Sam, out: str | Path, *, overwrite: bool = False, official_key: str | None = None
+) -> Path:
+    """Write the merged student as a plain state dict at ``out`` (``torch.save``, atomically); with
+    ``official_key`` (SAM 2: ``"model"``) the state dict is stored under that key, as official checkpoints are.
 
     ``teacher`` (a plain base of the same architecture) is the layout reference: the file is checked to load
     strictly into it before anything is written.
@@ -157,7 +163,8 @@ def export_sam(student: Sam, teacher: Sam, out: str | Path, *, overwrite: bool =
     merged = merge_peft(student)
     state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
     check_layout(state, teacher)
-    _atomic(out, lambda tmp: torch.save(state, tmp))
+    payload = state if official_key is None else {official_key: state}
+    _atomic(out, lambda tmp: torch.save(payload, tmp))
     return out
 
 
@@ -474,7 +481,7 @@ class OnnxSegmenter:
 
 def default_out(run_dir: str | Path, fmt: str) -> Path:
     """Where ``infosam export`` writes by default: ``RUN_DIR/export/{sam.pth, student.safetensors, onnx/}``."""
-    names = {"sam": "sam.pth", "infosam": "student.safetensors", "onnx": "onnx"}
+    names = {"sam": "sam.pth", "sam2": "sam2.pt", "infosam": "student.safetensors", "onnx": "onnx"}
     return Path(run_dir) / "export" / names[fmt]
 
 
@@ -497,14 +504,32 @@ def export_run(
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     model, student, teacher = open_run(run_dir, checkpoint=checkpoint, require_final=require_final)
-    if fmt == "sam" and unmergeable_methods(student):
+    if fmt in ("sam", "sam2") and unmergeable_methods(student):
         merge_peft(student)  # raises the explanatory UnmergeableError before anything is written
+    _check_family(fmt, student)
     out = Path(out) if out is not None else default_out(run_dir, fmt)
     if fmt == "sam":
         return export_sam(student, teacher, out, overwrite=overwrite)
+    if fmt == "sam2":
+        return export_sam(student, teacher, out, overwrite=overwrite, official_key="model")
     if fmt == "infosam":
         return export_student_file(student, teacher, model, out, overwrite=overwrite)
     return export_onnx(student, out, overwrite=overwrite)
+
+
+def _check_family(fmt: str, student: Sam) -> None:
+    """Refuse a format that does not fit the student's model family, naming the one that does."""
+    from .sam.sam2 import is_sam2
+
+    sam2 = is_sam2(student)
+    if fmt == "sam" and sam2:
+        raise ValueError("this run's model is a SAM 2: export it with --format sam2 (or infosam)")
+    if fmt == "sam2" and not sam2:
+        raise ValueError(
+            f"--format sam2 is for SAM 2 runs; this run's model is {student.spec.name}: use --format sam"
+        )
+    if fmt == "onnx" and sam2:
+        raise ValueError("--format onnx is not implemented for SAM 2 yet: use --format sam2 or infosam")
 
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:

@@ -297,6 +297,14 @@ def open_student_prefix(
 
     if not config.cache.student_prefix:
         return None
+    from .sam.sam2 import is_sam2
+
+    if is_sam2(student):
+        raise ValueError(
+            f"cache.student_prefix is not supported on SAM 2 ({student.spec.name}): its decoder's high-resolution "
+            "projections run inside the encode step, so no encoder prefix is frozen; set cache.student_prefix: "
+            "false (the teacher cache works)"
+        )
     split = split_encoder(student.image_encoder)
     if split.empty:
         return None

@@ -31,7 +31,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder of infosam train")
-    parser.add_argument("--format", required=True, choices=("sam", "infosam", "onnx"), help="export format")
+    parser.add_argument(
+        "--format", required=True, choices=("sam", "sam2", "infosam", "onnx"), help="export format"
+    )
     parser.add_argument(
         "--out",
         type=Path,

@@ -69,7 +69,13 @@ def run(args: argparse.Namespace) -> int:
         if opts:
             print(f"  {method}: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
     print(f"{'part':<18}{'all':>14}{'trainable':>14}{'base weights':>18}")
-    for key, label in _LABELS.items():
+    labels = dict(_LABELS)
+    if "other" in table:  # SAM 2: the video memory path, never run on images, before the total
+        labels = {k: v for k, v in _LABELS.items() if k != "total"} | {
+            "other": "memory (video)",
+            "total": "total",
+        }
+    for key, label in labels.items():
         print(f"{label:<18}{table[key]['all']:>14,}{table[key]['trainable']:>14,}{table[key]['stored']:>18,}")
     c = info["prompt_embed_dim"]
     print(

@@ -60,20 +60,26 @@ class EncoderBlock(NamedTuple):
     block: nn.Module
     """The block; it has ``attn`` and ``mlp`` children mapping (..., dim) tokens to the same shape."""
     stage: int
-    """ViT: 0 (one stage). TinyViT: the stage (``image_encoder.layers`` index, 1..3; stage 0 is convolutional)."""
+    """ViT: 0 (one stage). TinyViT: the stage (``image_encoder.layers`` index, 1..3; stage 0 is convolutional).
+    SAM 2: the Hiera stage, 0..3."""
     dim: int
-    """Token width of the block."""
+    """Token width of the block's attention output and MLP (Hiera: ``dim_out``; a stage's first block widens)."""
     norms: tuple[nn.Module, ...]
     """The block's LayerNorms before attention and before the MLP (ViT: norm1, norm2; TinyViT: attn.norm,
     mlp.norm; found through any wrapper a method put around attn/mlp)."""
 
 
 def encoder_blocks(model: Sam) -> Iterator[EncoderBlock]:
-    """Every attention block of the image encoder in forward order (ViT blocks, or TinyViT's windowed-attention
-    blocks of stages 1..3; TinyViT's convolutional stage 0 has none). Blocks themselves are never wrapped by a
+    """Every attention block of the image encoder in forward order (ViT blocks, TinyViT's windowed-attention
+    blocks of stages 1..3 (TinyViT's convolutional stage 0 has none), or SAM 2's Hiera blocks of stages 0..3). Blocks themselves are never wrapped by a
     method, so this also works on a model another method has already been applied to."""
+    from infosam.sam.sam2 import hiera_blocks, is_sam2
     from infosam.sam.tinyvit import TinyViTEncoder, attention_blocks
 
+    if is_sam2(model):
+        for index, (name, block, stage) in enumerate(hiera_blocks(model)):
+            yield EncoderBlock(index, name, block, stage, block.dim_out, (block.norm1, block.norm2))
+        return
     encoder = model.image_encoder
     if isinstance(encoder, TinyViTEncoder):
         for index, (stage, name, block) in enumerate(attention_blocks(encoder)):

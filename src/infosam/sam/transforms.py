@@ -32,6 +32,7 @@ inputs).
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -254,7 +255,84 @@ class LiteMedSamTransform(SamTransform):
         }
 
 
-TRANSFORMS: dict[str, type[SamTransform]] = {"sam": MetaSamTransform, "litemedsam": LiteMedSamTransform}
+class Sam2Transform(SamTransform):
+    """``SAM2ImagePredictor``'s processing, through Meta's own ``SAM2Transforms`` (sam2 package): the image is
+    stretched to ``S x S`` (no aspect preservation, no padding; torchvision ``Resize`` on the [0, 1] float tensor)
+    and normalised with ImageNet's mean/std; prompts scale x by S / W and y by S / H (float32, as the predictor);
+    logits go bilinearly from the decoder's low resolution straight to ``H x W``. Masks are stretched too
+    (nearest)."""
+
+    family = "sam2"
+    VERSION = 1
+
+    def __init__(self, image_size: int = 1024) -> None:
+        super().__init__(image_size)
+        self._meta = None
+
+    def _transforms(self):
+        if self._meta is None:
+            from .sam2 import _sam2_package
+
+            _sam2_package()
+            from sam2.utils.transforms import SAM2Transforms
+
+            with (
+                warnings.catch_warnings()
+            ):  # it torch.jit.scripts its resize + normalise (deprecated in torch)
+                warnings.simplefilter("ignore", FutureWarning)
+                self._meta = SAM2Transforms(resolution=self.image_size, mask_threshold=0.0)
+        return self._meta
+
+    def input_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Always ``(S, S)``: SAM 2 stretches the image to the square input."""
+        return self.image_size, self.image_size
+
+    def image(self, image: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
+        self._check_rgb(image)
+        with torch.no_grad():
+            x = self._transforms()(np.ascontiguousarray(image))
+        return x.float(), (self.image_size, self.image_size)
+
+    def coords(self, xy: np.ndarray | Tensor, original_size: tuple[int, int]) -> np.ndarray | Tensor:
+        """``(..., 2)`` x, y in original pixels -> input pixels: x / W * S, y / H * S (the predictor's order of
+        float operations for tensors). Returns float64 NumPy for NumPy input, a float tensor for tensors."""
+        height, width = (int(v) for v in original_size)
+        if isinstance(xy, Tensor):
+            out = xy.clone() if xy.is_floating_point() else xy.float()
+            out[..., 0] = out[..., 0] / width
+            out[..., 1] = out[..., 1] / height
+            return out * self.image_size
+        return np.asarray(xy, dtype=np.float64) / np.array([width, height]) * self.image_size
+
+    def postprocess(
+        self,
+        low_res_logits: Tensor,
+        input_size: tuple[int, int] | Tensor,
+        original_size: tuple[int, int] | Tensor,
+    ) -> Tensor:
+        """``(B, 1, l, l)`` logits -> ``(B, 1, H, W)`` float32: bilinear straight to ``H x W`` (Meta's
+        ``SAM2Transforms.postprocess_masks`` without its optional hole filling, which the predictor leaves off)."""
+        if low_res_logits.ndim != 4:
+            raise ValueError(f"expected (B, 1, l, l) logits, got shape {tuple(low_res_logits.shape)}")
+        big_h, big_w = (int(v) for v in original_size)
+        return F.interpolate(low_res_logits.float(), (big_h, big_w), mode="bilinear", align_corners=False)
+
+    def fingerprint(self) -> dict:
+        return {
+            "family": self.family,
+            "image_size": self.image_size,
+            "interpolation": "torchvision Resize((S, S)) of the [0, 1] float image (mask: PIL nearest)",
+            "normalisation": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+            "padding": "none (stretched to S x S)",
+            "version": self.VERSION,
+        }
+
+
+TRANSFORMS: dict[str, type[SamTransform]] = {
+    "sam": MetaSamTransform,
+    "litemedsam": LiteMedSamTransform,
+    "sam2": Sam2Transform,
+}
 """Transform classes by family name (the values ``SamSpec.transform`` may take)."""
 
 
