@@ -160,8 +160,19 @@ def train_steps(model, steps: int = 3, lr: float = 1e-2) -> None:
         optimizer.step()
 
 
+def _unsupported(family_sam, methods: str) -> bool:
+    """hq_token wraps segment_anything's decoder: on SAM 2 it is refused, by name (checked here), not run."""
+    if family_sam.spec.family != "sam2" or "hq_token" not in methods.split("+"):
+        return False
+    with pytest.raises(ValueError, match=r"'hq_token' .* SAM 2's decoder is not supported"):
+        apply_peft(family_sam(), methods)
+    return True
+
+
 @pytest.mark.parametrize("methods", CASES)
 def test_output_shapes_unchanged(family_sam, methods):
+    if _unsupported(family_sam, methods):
+        return
     images, boxes = inputs(size=family_sam.spec.image_size)
     with torch.no_grad():
         base = run_sam(family_sam(), images, boxes)
@@ -177,6 +188,8 @@ def test_output_shapes_unchanged(family_sam, methods):
 
 @pytest.mark.parametrize("methods", CASES)
 def test_only_own_parameters_train(family_sam, methods):
+    if _unsupported(family_sam, methods):
+        return
     model = family_sam()
     spec = apply_peft(model, methods)
     names = parse_methods(methods)
@@ -198,6 +211,8 @@ def test_only_own_parameters_train(family_sam, methods):
 
 @pytest.mark.parametrize("methods", CASES)
 def test_save_load_round_trip(family_sam, tmp_path, methods):
+    if _unsupported(family_sam, methods):
+        return
     options = {"lora": {"use_rslora": True}} if "lora" in methods.split("+") else None
     student = family_sam(seed=3)
     spec = apply_peft(student, methods, options)

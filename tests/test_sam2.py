@@ -195,3 +195,11 @@ def test_checkpoint_errors_explain(tmp_path):
         CheckpointError, match=r"looks like tiny_sam2 \(SAM 2.1 Hiera, embed 8.*model is sam2_hiera_tiny"
     ):
         load_checkpoint(build_sam("sam2_hiera_tiny"), good)
+
+
+def test_baseline_objectives_refuse_sam2_by_name():
+    from infosam.distill.registry import build_objective
+    from infosam.model import build_base
+
+    with pytest.raises(ValueError, match=r"distill\.method='mobilesam'.*SAM 2.*use infosam or none"):
+        build_objective("mobilesam", None, build_base("tiny_sam2", seed=0))

@@ -43,6 +43,11 @@ def build_objective(method: str, options: Mapping[str, Any] | None, model: Sam) 
     global generator."""
     from .features import feature_taps, tap_dims
 
+    if getattr(model.spec, "family", "vit") == "sam2":
+        raise ValueError(
+            f"distill.method={method!r}: the distillation baselines are built and tested for SAM ViT and TinyViT "
+            "students; on SAM 2 (whose embeddings travel packed with its high-resolution maps) use infosam or none"
+        )
     opts = objective_options(method, options)
     cls = OBJECTIVES[method]
     taps = feature_taps(model) if cls.needs_features else ()

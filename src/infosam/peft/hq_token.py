@@ -168,6 +168,11 @@ class HQTokenConfig(MethodConfig):
     """The single-mask output is the HQ mask alone (official training); false: SAM's mask plus the HQ mask."""
 
     def apply(self, model: Sam) -> None:
+        if getattr(getattr(model, "spec", None), "family", "vit") == "sam2":
+            raise ValueError(
+                "PEFT method 'hq_token' wraps segment_anything's MaskDecoder (SAM ViT and TinyViT); SAM 2's decoder "
+                "is not supported: on SAM 2 use decoder, bitfit, lora, adapter or adaptformer"
+            )
         if isinstance(model.mask_decoder, HQMaskDecoder):
             raise ValueError("hq_token is already applied to this model's mask decoder")
         block, vit_dim = early_block(model)
