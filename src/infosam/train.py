@@ -83,9 +83,13 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
     if config.cache.enabled and config.cache.inputs:
         from .data.input_cache import CachedInputDataset, open_input_store
 
-        directory = config.cache.inputs_dir or f"{str(config.cache.dir).rstrip('/')}-inputs"
+        directory = _inputs_dir(config)
         dataset = CachedInputDataset(dataset, open_input_store(directory, dataset))
     return dataset
+
+
+def _inputs_dir(config: Config) -> str:
+    return config.cache.inputs_dir or f"{str(config.cache.dir).rstrip('/')}-inputs"
 
 
 def _base(config: Config) -> Sam:
@@ -253,6 +257,8 @@ def _train(
             accelerator.wait_for_everyone()
             if not run.is_run():
                 raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
+        if parts.step.guard is not None:
+            parts.step.guard.has_checkpoint = lambda: bool(runs.checkpoint_folders(run.checkpoints_dir))
         position = Position()
         if checkpoint is not None:
             position = _restore(run, checkpoint, parts)
@@ -305,6 +311,14 @@ def _check_before_work(config: Config) -> None:
 
     if config.model.checkpoint is not None:
         check_checkpoint_path(config.model.checkpoint)
+    if (
+        config.cache.enabled
+    ):  # refused here, before the input cache beside it is created (a refusal leaves nothing)
+        from .cache import check_cache_folder
+
+        check_cache_folder(config.cache.dir)
+        if config.cache.inputs:
+            check_cache_folder(_inputs_dir(config), "cache.inputs_dir")
     if config.train.precision == "fp16" and (config.train.cpu or not torch.cuda.is_available()):
         raise ValueError(
             "train.precision=fp16 needs a CUDA GPU and this run trains on the CPU; use train.precision=bf16 "
