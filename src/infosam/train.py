@@ -404,6 +404,8 @@ def fit(
     tick = time.perf_counter()
     stop = stop if stop is not None else StopSignals("")  # not entered: never asked to stop
     for epoch in range(position.epoch, t.epochs):
+        if bar is not None:
+            bar.set_description(_bar_label(config, epoch))
         sampler.set_epoch(epoch)
         sampler.skip = position.batch * t.batch_size if epoch == position.epoch else 0
         for index, batch in enumerate(loader, start=sampler.skip // t.batch_size):
@@ -541,6 +543,17 @@ def _write_tensorboard(writer, row: dict) -> None:
         if name not in ("step", "epoch"):
             writer.add_scalar(f"train/{name}", value, row["step"])
     writer.flush()
+
+
+def _bar_label(config: Config, epoch: int) -> str:
+    """The progress bar's label: the first epoch of a cached run fills the caches, 2-3x slower than the epochs that
+    read them, so the ETA shown during it (extrapolated from cold steps) is that much too long; say so. Later
+    epochs' ETA follows tqdm's moving average of the warm steps."""
+    if config.cache.enabled and epoch == 0 and config.train.epochs > 1:
+        return (
+            "train (epoch 1 fills the caches: slower than later epochs, so the ETA is too long until epoch 2)"
+        )
+    return "train"
 
 
 def _progress_bar(batches_per_epoch: int, t, done: int):
