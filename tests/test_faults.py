@@ -102,13 +102,13 @@ def test_cache_image_replaced_in_place_is_not_served(tmp_path):
 def test_cache_filled_under_bf16_is_refused_in_float32_and_back(tmp_path):
     data = _dataset(tmp_path / "data", seed=0)
     cache = tmp_path / "cache"
-    _run(tmp_path, "bf16", data, cache, "train.precision=bf16")
+    _run(tmp_path, "bf16", data, cache, "train.precision=bf16", "train.allow_slow_bf16=true")
     with pytest.raises(ValueError, match=r"fingerprint\.precision"):
         _run(tmp_path, "fp32", data, cache)
     other = tmp_path / "cache32"
     _run(tmp_path, "fp32-own", data, other)
     with pytest.raises(ValueError, match=r"fingerprint\.precision"):
-        _run(tmp_path, "bf16-on-fp32", data, other, "train.precision=bf16")
+        _run(tmp_path, "bf16-on-fp32", data, other, "train.precision=bf16", "train.allow_slow_bf16=true")
 
 
 def test_cache_clear_leaves_the_users_files(tmp_path, capsys):
