@@ -53,7 +53,7 @@ def test_published_run_follows_the_protocol(path):
 def test_litemedsam_has_every_method_with_and_without_infosam():
     expected = {
         f"{d}/{m}_{v}.yaml"
-        for d in ("kvasir", "leaf")
+        for d in ("kvasir", "leaf", "ecssd", "any")
         for m in ("decoder", "lora", "adapter")
         for v in ("infosam", "baseline")
     }
@@ -62,22 +62,26 @@ def test_litemedsam_has_every_method_with_and_without_infosam():
 
 @pytest.mark.parametrize("path", LITEMEDSAM_RUNS, ids=lambda p: p.relative_to(CONFIGS).as_posix())
 def test_litemedsam_run_is_the_paper_protocol_with_box_prompts(path):
-    c = load_config(path)
     dataset, run = path.parent.name, path.stem
-    paper = load_config(CONFIGS / dataset / "lora_infosam.yaml")
+    overrides = ["data.path=/data/mine", "output=runs/mine"] if dataset == "any" else []
+    c = load_config(path, overrides)
+    paper = load_config(CONFIGS / dataset / "lora_infosam.yaml") if (CONFIGS / dataset).is_dir() else None
     assert (c.model.name, c.model.checkpoint) == ("litemedsam", "bundled")
     assert (c.train.prompt, c.eval.prompt) == ("box", "box")  # LiteMedSAM was trained with boxes only
-    assert (c.data, c.train.lr, c.train.epochs, c.eval.metrics) == (
-        paper.data,
-        paper.train.lr,
-        paper.train.epochs,
-        paper.eval.metrics,
-    )
+    if paper is not None:
+        assert (c.data, c.train.lr, c.train.epochs, c.eval.metrics) == (
+            paper.data,
+            paper.train.lr,
+            paper.train.epochs,
+            paper.eval.metrics,
+        )
+    else:  # the protocol of configs/base.yaml
+        assert (c.train.lr, c.train.min_lr, c.train.batch_size, c.train.epochs) == (2e-4, 2e-5, 4, 10)
     assert c.infosam.enabled == run.endswith("infosam")
     assert (c.infosam.lam, c.infosam.lam1, c.infosam.lam2) == (1.0, 1.0, 0.5)
     methods = {"decoder": "decoder", "lora": "lora+decoder", "adapter": "adapter+decoder"}
     assert c.peft.methods == methods[run.split("_")[0]]
-    assert c.output == f"runs/litemedsam/{dataset}/{run}"
+    assert c.output == ("runs/mine" if dataset == "any" else f"runs/litemedsam/{dataset}/{run}")
 
 
 def test_sam2_runs_follow_the_protocol_on_sam2():
@@ -101,3 +105,30 @@ def test_sam2_runs_follow_the_protocol_on_sam2():
         assert c.infosam.enabled == run.endswith("infosam") and not c.cache.student_prefix
         assert c.peft.methods == ("adapter+decoder" if run.startswith("adapter") else "lora+decoder")
         assert c.output == f"runs/sam2/{dataset}/{run}"
+
+
+@pytest.mark.parametrize("missing", ["data.path", "output"])
+def test_dataset_agnostic_litemedsam_config_takes_data_and_output_from_the_command_line(missing):
+    from infosam.config import ConfigError
+
+    given = {"data.path": "data.path=/data/mine", "output": "output=runs/mine"}
+    del given[missing]
+    with pytest.raises(ConfigError, match=missing.replace(".", r"\.") + ".*(--set|--output)"):
+        load_config(CONFIGS / "litemedsam" / "any" / "lora_infosam.yaml", list(given.values()))
+
+
+def test_shipped_split_files_name_the_readme_splits():
+    splits = CONFIGS.parent / "splits"
+    for name in (
+        "kvasir_train",
+        "kvasir_test",
+        "kvasir_few",
+        "leaf_train",
+        "leaf_test",
+        "ecssd_train",
+        "ecssd_test",
+    ):
+        stems = (splits / f"{name}.txt").read_text().split()
+        assert stems and len(stems) == len(set(stems)), name
+    train, test = ((splits / f"kvasir_{s}.txt").read_text().split() for s in ("train", "test"))
+    assert (len(train), len(test)) == (900, 100) and not set(train) & set(test)

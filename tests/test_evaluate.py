@@ -222,3 +222,66 @@ def test_cli_cache_fills_the_teacher_cache_then_scores_the_same(tiny_checkpoint,
         run_cli(
             ["eval", str(tmp_path), "--data", str(tiny_dataset), "--out", str(tmp_path / "x"), "--cache", "d"]
         )
+
+
+# --------------------------------------------------------------------------------------------- prompts named (issue 22)
+
+
+def test_points_alone_imply_point_prompts_and_box_with_points_is_refused(
+    tiny_checkpoint, tiny_dataset, tmp_path, capsys
+):
+    from infosam.cli import main
+
+    out = tmp_path / "out"
+    argv = _eval_argv(tiny_checkpoint, tiny_dataset, out, "--workers", "0", "--points", "1", "3")
+    assert main(argv) == 0  # was: the points silently ignored, a box scored
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["prompt"], summary["n_fg"], summary["n_bg"]) == ("points", 1, 3)
+    assert summary["prompt_kind"] == "points" and "prompt: points (1 foreground + 3 background" in (
+        capsys.readouterr().out
+    )
+    for extra in (["--prompt", "box", "--points", "1", "3"], ["--points", "1", "3", "--tight-box"]):
+        assert main(_eval_argv(tiny_checkpoint, tiny_dataset, tmp_path / "o2", *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--points" in err[0], err
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, rule, kind, words",
+    [
+        (
+            [],
+            "per-coordinate",
+            "noisy_box",
+            "each box coordinate moved independently by up to 5 px of the 64-px",
+        ),
+        (
+            ["--box-noise", "release"],
+            "release",
+            "noisy_box",
+            "one shared shift below min(5 px, half the shorter",
+        ),
+        (["--tight-box"], "none", "tight_box", "tight_box (the box around the ground-truth mask"),
+        (["--box-noise", "none"], "none", "tight_box", "tight_box"),
+    ],
+)
+def test_box_prompts_are_named_with_their_rule_and_scale(
+    tiny_checkpoint, tiny_dataset, tmp_path, capsys, flags, rule, kind, words
+):
+    from infosam.cli import main
+
+    out = tmp_path / "out"
+    assert main(_eval_argv(tiny_checkpoint, tiny_dataset, out, "--workers", "0", *flags)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["box_noise"], summary["prompt_kind"]) == (rule, kind)
+    assert words in summary["prompt_description"]
+    assert f"prompt: {summary['prompt_description']}" in capsys.readouterr().out
+
+
+def test_eval_help_names_the_prompt_kinds(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for word in ("--tight-box", "tight_box", "noisy_box", "per-coordinate", "release", "1024 px"):
+        assert word in text, word

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 
 from infosam import runs
@@ -275,7 +276,15 @@ def _flip_last_byte(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    ["state-empty", "state-truncated", "peft-byte-flipped", "relation-byte-flipped", "latest-missing"],
+    [
+        "state-empty",
+        "state-truncated",
+        "peft-byte-flipped",
+        "relation-byte-flipped",
+        "relation-torch-file",
+        "peft-torch-file",
+        "latest-missing",
+    ],
 )
 def test_resume_passes_over_a_damaged_newest_checkpoint(stopped, reference, tmp_path, caplog, damage):
     run = _copy(stopped, tmp_path)
@@ -289,6 +298,13 @@ def test_resume_passes_over_a_damaged_newest_checkpoint(stopped, reference, tmp_
         _flip_last_byte(newest / "peft.safetensors")
     elif damage == "relation-byte-flipped":
         _flip_last_byte(newest / "relation.safetensors")
+    elif damage.endswith(
+        "-torch-file"
+    ):  # torch.save under the safetensors name, and a manifest that matches it
+        name = "relation.safetensors" if damage.startswith("relation") else "peft.safetensors"
+        tensors = safetensors_load((newest / name).read_bytes())  # in memory: the file is rewritten below
+        torch.save(tensors, newest / name)
+        runs.write_manifest(newest)
     else:
         (run / "checkpoints" / "latest").unlink()
     log = _resume(run, caplog)
@@ -316,11 +332,22 @@ def test_diverging_run_stops_naming_the_step_and_keeps_the_last_finite_checkpoin
     assert main(_cli_args(data, out, "train.lr=1e12")) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("infosam train:")]
     assert len(err) == 1 and "non-finite loss" in err[0] and "at step 2" in err[0], err
+    assert "The newest checkpoint is the last finite one" in err[0]
     assert not (out / "weights" / "final").exists() and not (out / "summary.json").exists()
     assert _checkpoints(out / "checkpoints") == ["step-000001"]
     checkpoint = runs.RunDir(out).latest_checkpoint()
     tensors = load_file(str(checkpoint / "peft.safetensors"))
     assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_run_diverging_before_its_first_checkpoint_says_none_was_written(data, tmp_path, monkeypatch, capsys):
+    _nan_at_call(monkeypatch, {1})
+    out = tmp_path / "run"
+    assert main(_cli_args(data, out)) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("infosam train:")]
+    assert len(err) == 1 and "at step 1" in err[0] and "No checkpoint was written" in err[0], err
+    assert "newest checkpoint" not in err[0]
+    assert _checkpoints(out / "checkpoints") == []
 
 
 def _nan_at_call(monkeypatch, calls: set[int]) -> None:
@@ -509,21 +536,27 @@ def _one_image(root: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "case", ["bad-peft-option", "missing-checkpoint", "cache-dir-is-a-file", "one-image"]
+    "case",
+    ["bad-peft-option", "missing-checkpoint", "cache-dir-is-a-file", "cache-dir-not-a-cache", "one-image"],
 )
 def test_failed_start_leaves_nothing_that_blocks_the_corrected_rerun(data, tmp_path, case):
     out = tmp_path / "run"
     (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-folder" / "notes.txt").write_text("mine")
     bad = {
         "bad-peft-option": ["peft.methods=lora+decoder", "peft.options={lora: {target_modules: [nope]}}"],
         "missing-checkpoint": [f"model.checkpoint={tmp_path / 'missing.pth'}"],
         "cache-dir-is-a-file": ["cache.enabled=true", f"cache.dir={tmp_path / 'a-file'}"],
+        "cache-dir-not-a-cache": ["cache.enabled=true", f"cache.dir={tmp_path / 'a-folder'}"],
         "one-image": [f"data.path={_one_image(tmp_path / 'one')}"],
     }[case]
     with pytest.raises(ValueError):
         train(load_config(None, _tiny_overrides(data, out, "train.epochs=1", *bad)))
     assert not out.exists(), sorted(p.name for p in out.iterdir())
     assert (tmp_path / "a-file").read_text() == "mine"
+    assert [p.name for p in (tmp_path / "a-folder").iterdir()] == ["notes.txt"]
+    assert not list(tmp_path.glob("*-inputs")), "a refused start left an input cache beside the user's files"
     train(load_config(None, _tiny_overrides(data, out, "train.epochs=1")))  # the corrected rerun, same output
     assert (out / "weights" / "final" / "peft.safetensors").is_file()
 

@@ -75,7 +75,7 @@ def test_prompt_validation():
     assert box_from_mask(np.pad(np.ones((2, 3)), ((4, 1), (5, 2)))) == (5.0, 4.0, 7.0, 5.0)
 
 
-def test_predict_writes_masks_at_original_sizes_and_overlays(run_dir, images, tmp_path):
+def test_predict_writes_masks_at_original_sizes_and_overlays(run_dir, images, tmp_path, capsys):
     run, _ = run_dir
     out = tmp_path / "out"
     assert (
@@ -84,6 +84,8 @@ def test_predict_writes_masks_at_original_sizes_and_overlays(run_dir, images, tm
         )
         == 0
     )
+    err = capsys.readouterr().err
+    assert f"{len(SIZES)}/{len(SIZES)} images" in err  # progress on a folder (issue 22, item 10)
     for i, (h, w) in enumerate(SIZES):
         mask = np.asarray(Image.open(out / "masks" / f"img{i}.png"))
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}

@@ -169,3 +169,46 @@ def test_release_weights_wrong_shape_or_keys_are_refused_by_name(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"bad\.pth is truncated or corrupt"):
         RelationModule.load(path)
+
+
+def test_weights_files_are_read_by_content_not_name(tmp_path):
+    """Issue 22, item 1: torch.load hands any *.safetensors path to safetensors; the frozen relation module is
+    read by what the file holds, and a file that is neither format is one line naming it and what it holds."""
+    module = RelationModule(8)
+    torch_named_safetensors = tmp_path / "relation.safetensors"
+    torch.save(module.state_dict(), torch_named_safetensors)
+    loaded = RelationModule.load(torch_named_safetensors)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in module.state_dict().items())
+    safetensors_named_pth = tmp_path / "relation.pth"
+    module.save(safetensors_named_pth)
+    assert RelationModule.load(safetensors_named_pth).dim == 8
+    png = tmp_path / "picture.safetensors"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ValueError) as err:
+        RelationModule.load(png)
+    assert str(err.value).count("\n") == 0 and str(png) in str(err.value) and "a PNG image" in str(err.value)
+
+
+def test_frozen_relation_of_the_wrong_format_is_one_line(tmp_path, capsys):
+    from infosam.cli import main
+    from infosam.data.synthetic import write_synthetic_dataset
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data / "train", 4, domain="target")
+    write_synthetic_dataset(data / "test", 2, domain="target", start=100)
+    bad = tmp_path / "relation.safetensors"
+    torch.save({"something": torch.ones(2)}, bad)  # a torch file that holds no relation module
+    args = ["train", "--no-progress"]
+    for item in [
+        "model.name=tiny",
+        f"data.path={data}",
+        "train.epochs=1",
+        "train.cpu=true",
+        "eval.last_epochs=0",
+    ]:
+        args += ["--set", item]
+    args += ["--set", f"infosam.frozen_relation={bad}", "--set", f"output={tmp_path / 'run'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "run").exists()

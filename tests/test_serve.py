@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from browser import chromium, click_box, find_browser, served, settle, text, upload, wait_for_masks
@@ -186,3 +187,20 @@ def test_upload_honours_exif_orientation_like_predict(tmp_path):
     assert uploaded.shape == expected.shape == (40, 20, 3)  # upright: portrait
     assert np.array_equal(uploaded, expected)
     assert uploaded[:10, :, 0].mean() > 200 and uploaded[-10:, :, 0].mean() < 50  # the band is now on top
+
+
+def test_serve_offers_share_and_passes_gradio_no_launch_hint(monkeypatch, tmp_path, capsys):
+    """Issue 22, item 12: Gradio's "set share=True in launch()" hint named something the command could not do."""
+    import gradio
+
+    from infosam.cli import main
+    from infosam.sam.build import build_sam
+
+    calls = []
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: calls.append(kw))
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(build_sam("tiny").state_dict(), checkpoint)
+    for extra, share in (([], False), (["--share"], True)):
+        assert main(["serve", "--model", "tiny", "--checkpoint", str(checkpoint), "--port", "0", *extra]) == 0
+        assert calls[-1]["share"] is share and calls[-1]["quiet"] is True
+    assert "a public link follows" in capsys.readouterr().out

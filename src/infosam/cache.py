@@ -152,18 +152,10 @@ class TensorStore:
     # -- opening
 
     def _open(self, clear: bool) -> None:
-        if self.directory.exists() and not self.directory.is_dir():
-            raise CacheFolderError(f"cache folder {self.directory} is a file; give a folder (cache.dir)")
+        check_cache_folder(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / MANIFEST
-        if not path.exists():
-            foreign = sorted(p.name for p in self.directory.iterdir() if not p.name.startswith(TMP_PREFIX))
-            if foreign:
-                raise CacheFolderError(
-                    f"cache folder {self.directory} is not empty ({len(foreign)} files, e.g. {foreign[0]!r}) and is "
-                    f"not an infosam cache (no {MANIFEST}); give an empty or new folder (cache.dir)"
-                )
-        else:
+        if path.exists():
             found = read_manifest(self.directory)
             if found == self.manifest:
                 return
@@ -314,6 +306,21 @@ class TeacherCache(TensorStore):
 
 
 # ------------------------------------------------------------------------------------------------- folders
+
+
+def check_cache_folder(directory: str | Path, option: str = "cache.dir") -> None:
+    """Refuse (:class:`CacheFolderError`) a ``directory`` that is a file, or a non-empty folder that is not a cache
+    (no manifest); creates nothing, so a start can check its folders before it writes anywhere."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise CacheFolderError(f"cache folder {directory} is a file; give a folder ({option})")
+    if directory.is_dir() and not (directory / MANIFEST).exists():
+        foreign = sorted(p.name for p in directory.iterdir() if not p.name.startswith(TMP_PREFIX))
+        if foreign:
+            raise CacheFolderError(
+                f"cache folder {directory} is not empty ({len(foreign)} files, e.g. {foreign[0]!r}) and is "
+                f"not an infosam cache (no {MANIFEST}); give an empty or new folder ({option})"
+            )
 
 
 def store_id(manifest: Mapping[str, Any]) -> str:

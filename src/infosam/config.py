@@ -400,7 +400,8 @@ class Config:
                 value.__post_init__()
         if not self.data.path:
             raise ConfigError(
-                "data.path is required: the dataset folder (Conv-LoRA CSV folder or images/ + masks/)"
+                "data.path is required: the dataset folder (Conv-LoRA CSV folder or images/ + masks/); "
+                "--set data.path=DIR"
             )
         t, i, e = self.train, self.infosam, self.eval
         if not i.enabled and self.distill.method not in ("infosam", "none"):
@@ -426,7 +427,7 @@ class Config:
             if bad:
                 raise ConfigError(f"eval.epochs must lie in 1..train.epochs ({t.epochs}); got {bad}")
         if not self.output:
-            raise ConfigError("output must name the run folder")
+            raise ConfigError("output must name the run folder: --output DIR (or --set output=DIR)")
 
     def _check_distill_cache(self) -> None:
         from .distill.registry import OBJECTIVES

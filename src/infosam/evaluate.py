@@ -15,7 +15,7 @@ from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
-from .data.prompts import PROMPT_MODES, check_box_noise, test_prompts
+from .data.prompts import PROMPT_MODES, check_box_noise, describe_prompt, prompt_kind, test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
@@ -46,6 +46,20 @@ def _collate(samples: list[dict]) -> dict:
         same_shape = isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values)
         out[key] = torch.stack(values) if same_shape and key != "original_mask" else values
     return out
+
+
+def _original_tight_boxes(batch: dict, transform, fallback: torch.Tensor) -> torch.Tensor:
+    """``(B, 4)`` input-pixel boxes: the tight box of each ground truth at its original resolution, mapped to the
+    model input as a user's box would be (``transform.boxes``), the box ``zero_shot_priors.py`` and the README's
+    zero-shot table use; the resized mask's tight box (``fallback``) can be a pixel off. Empty masks keep
+    ``fallback`` (the whole image)."""
+    boxes = fallback.clone()
+    for i, mask in enumerate(batch["original_mask"]):
+        ys, xs = np.nonzero(np.asarray(mask))
+        if ys.size:
+            box = torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float32)
+            boxes[i] = transform.boxes(box, tuple(np.asarray(mask).shape))[0]
+    return boxes
 
 
 def check_prompt_settings(prompt: str, n_fg: int, n_bg: int) -> None:
@@ -112,7 +126,9 @@ def evaluate(
         prompt: ``"box"`` (noisy box, seeded per image) or ``"points"`` (``n_fg`` foreground + ``n_bg`` background).
         seed: prompt seed (the prompt of an image depends only on ``seed`` and its id).
         box_noise: how a box prompt is drawn from the tight box: ``per-coordinate``, ``release`` or ``none``
-            (the tight box); :data:`infosam.data.prompts.BOX_NOISE_RULES`.
+            (the tight box, of the original-resolution mask); :data:`infosam.data.prompts.BOX_NOISE_RULES`. The
+            summary names the prompt as ``prompt_kind`` (``tight_box``, ``noisy_box``, ``points``) and, with its
+            rule and scale, ``prompt_description``.
         compat: reproduce the release's table (clipped logits, IoU/Dice over five thresholds); see
             :mod:`infosam.metrics`.
         on_batch: called with ``(images_done, images_total)`` after each batch (progress display).
@@ -153,6 +169,8 @@ def evaluate(
             input_sizes=batch["input_size"],
             box_noise=box_noise,
         )
+        if prompt == "box" and box_noise == "none":
+            prompts["boxes"] = _original_tight_boxes(batch, transform, prompts["boxes"])
         prompts = {k: v.to(device) for k, v in prompts.items()}
         images = batch["image"].to(device)
         if encode is None:
@@ -173,6 +191,10 @@ def evaluate(
         "n_fg": n_fg if prompt == "points" else 0,
         "n_bg": n_bg if prompt == "points" else 0,
         "box_noise": box_noise if prompt == "box" else None,
+        "prompt_kind": prompt_kind(prompt, box_noise),
+        "prompt_description": describe_prompt(
+            prompt, box_noise, n_fg=n_fg, n_bg=n_bg, image_size=transform.image_size
+        ),
         "seed": seed,
         "compat": compat,
     }

@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -130,6 +130,8 @@ class NonFiniteGuard:
         self.max_skips = max_skips
         self.check_gradients = check_gradients
         self.accelerator = accelerator
+        self.has_checkpoint: Callable[[], bool] = lambda: True
+        """Whether the run has written a checkpoint yet (set by the training loop); named in the stop message."""
         self.skipped = 0
         """Steps skipped by this process (all of them, not only in a row)."""
         self.in_a_row = 0
@@ -140,6 +142,11 @@ class NonFiniteGuard:
         self._losses.append(
             (list(terms), torch.stack([v.detach().float().reshape(()) for v in terms.values()]))
         )
+
+    def _kept(self) -> str:
+        if self.has_checkpoint():
+            return "The newest checkpoint is the last finite one"
+        return "No checkpoint was written before it (--resume would start the run over)"
 
     def allow_step(self, parameters: Iterable[torch.nn.Parameter], step: int) -> bool:
         """True when optimizer step ``step`` (1-based) may run; False to skip it; :class:`NonFiniteError` to stop.
@@ -178,15 +185,15 @@ class NonFiniteGuard:
         reason = f"non-finite {' and '.join(what) or 'loss or gradients on another process'} at step {step}"
         if self.policy == "stop":
             raise NonFiniteError(
-                f"{reason}; stopped before the weights were updated (train.nonfinite=stop). The newest "
-                "checkpoint is the last finite one; a lower train.lr or train.grad_clip usually helps"
+                f"{reason}; stopped before the weights were updated (train.nonfinite=stop). "
+                f"{self._kept()}; a lower train.lr or train.grad_clip usually helps"
             )
         self.skipped += 1
         self.in_a_row += 1
         if self.in_a_row > self.max_skips:
             raise NonFiniteError(
                 f"{reason}: {self.in_a_row} steps in a row were non-finite (train.nonfinite_max_skips="
-                f"{self.max_skips}); stopped. The newest checkpoint is the last finite one"
+                f"{self.max_skips}); stopped. {self._kept()}"
             )
         log.warning(
             "%s: step skipped (%d in a row, %d in all; train.nonfinite=skip)",

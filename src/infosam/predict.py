@@ -13,7 +13,7 @@ with the mask tinted and the prompt drawn). Existing outputs are never overwritt
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,16 +289,25 @@ def plan_predictions(
     return jobs
 
 
-def write_predictions(model: Sam, jobs: Sequence[Prediction], threshold: float = 0.5) -> list[Prediction]:
-    """Segment each planned image (:func:`plan_predictions`) with ``model`` and write its mask and overlay."""
+def write_predictions(
+    model: Sam,
+    jobs: Sequence[Prediction],
+    threshold: float = 0.5,
+    *,
+    on_image: Callable[[int, int], None] | None = None,
+) -> list[Prediction]:
+    """Segment each planned image (:func:`plan_predictions`) with ``model`` and write its mask and overlay;
+    ``on_image(done, total)`` is called after each (the CLI's progress)."""
     cut = probability_to_logit(threshold)  # masks are logits > cut (exactly 0 for 0.5, as SAM does)
-    for job in jobs:
+    for done, job in enumerate(jobs, 1):
         job.mask.parent.mkdir(parents=True, exist_ok=True)
         job.overlay.parent.mkdir(parents=True, exist_ok=True)
         image, _ = read_image(job.image)
         mask = predict_logits(model, image, job.prompt) > cut
         Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
         overlay(image, mask, job.prompt).save(job.overlay)
+        if on_image is not None:
+            on_image(done, len(jobs))
     return list(jobs)
 
 
@@ -311,6 +320,7 @@ def predict_files(
     masks_dir: str | Path | None = None,
     overwrite: bool = False,
     threshold: float = 0.5,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> list[Prediction]:
     """Segment every image in ``images`` (files or folders) and write masks and overlays under ``out_dir``.
 
@@ -326,7 +336,7 @@ def predict_files(
     jobs = plan_predictions(
         images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
     )
-    return write_predictions(model, jobs, threshold)
+    return write_predictions(model, jobs, threshold, on_image=on_image)
 
 
 def predict(
@@ -344,6 +354,7 @@ def predict(
     overwrite: bool = False,
     threshold: float = 0.5,
     require_final: bool = False,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> list[Prediction]:
     """Load a model and :func:`predict_files` with it: the student of ``run_dir`` (:func:`infosam.runs.load_run`, or
     :func:`infosam.export.load_model` when ``run_dir`` is a self-contained ``infosam`` export file,
@@ -382,4 +393,4 @@ def predict(
             _, model = load_run(
                 run_dir, checkpoint=checkpoint, weights=weights, device=device, require_final=require_final
             )
-    return write_predictions(model, jobs, threshold)
+    return write_predictions(model, jobs, threshold, on_image=on_image)

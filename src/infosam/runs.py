@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from .guard import LOCK_FILE, NonFiniteError, NoSpaceError, RunLock, check_finite, nested_tensors
+from .weightfile import require_safetensors, torch_load
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -315,6 +316,10 @@ def verify_checkpoint(checkpoint: str | Path) -> dict:
     verify_folder(checkpoint)
     if not peft_file(checkpoint).is_file():
         raise CheckpointError(f"{peft_file(checkpoint)} is missing")
+    # By content, not name: a manifest that matches proves the bytes were not changed, not what they are.
+    require_safetensors(peft_file(checkpoint), "a PEFT weights file", error=CheckpointError)
+    if relation_file(checkpoint).is_file():
+        require_safetensors(relation_file(checkpoint), "a relation-module file", error=CheckpointError)
     return load_state(checkpoint)
 
 
@@ -371,7 +376,7 @@ def load_state(checkpoint: str | Path) -> dict:
         raise CheckpointError(f"{path} is empty (its write was cut short)")
     try:
         # weights_only=True: the state holds tensors and plain Python data only (see rng_state).
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path} cannot be read (truncated or damaged): {first}") from None

@@ -403,10 +403,12 @@ def serve(
     port: int = 7860,
     max_pixels: int = MAX_PIXELS,
     device: str = "cpu",
+    share: bool = False,
     report=print,
 ) -> None:
     """Load the models (:func:`load_models`) and serve the page on ``host:port`` until interrupted (``port`` 0:
-    a free port). ``report`` receives the one line that says where."""
+    a free port); ``share`` also opens Gradio's public link (Gradio prints it). ``report`` receives the one line
+    that says where."""
     import socket
 
     models = load_models(source, model=model, checkpoint=checkpoint, device=device)
@@ -416,5 +418,8 @@ def serve(
             port = probe.getsockname()[1]
     title = f"InfoSAM: {Path(source).name if source is not None else model}"
     page = build_app(App(Segmenter(models), max_pixels=int(max_pixels)), title=title)
-    report(f"serving {', '.join(models)} at http://{host}:{port} (Ctrl+C stops)")
-    page.launch(server_name=host, server_port=port, show_error=True)
+    public = "; a public link follows" if share else ""
+    report(f"serving {', '.join(models)} at http://{host}:{port}{public} (Ctrl+C stops)")
+    # quiet: our line above says where; Gradio's own would add "set share=True in launch()", which the command
+    # offers as --share instead.
+    page.launch(server_name=host, server_port=port, show_error=True, share=share, quiet=True)

@@ -88,9 +88,13 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
     if config.cache.enabled and config.cache.inputs:
         from .data.input_cache import CachedInputDataset, open_input_store
 
-        directory = config.cache.inputs_dir or f"{str(config.cache.dir).rstrip('/')}-inputs"
+        directory = _inputs_dir(config)
         dataset = CachedInputDataset(dataset, open_input_store(directory, dataset))
     return dataset
+
+
+def _inputs_dir(config: Config) -> str:
+    return config.cache.inputs_dir or f"{str(config.cache.dir).rstrip('/')}-inputs"
 
 
 def _base(config: Config) -> Sam:
@@ -268,6 +272,8 @@ def _train(
             accelerator.wait_for_everyone()
             if not run.is_run():
                 raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
+        if parts.step.guard is not None:
+            parts.step.guard.has_checkpoint = lambda: bool(runs.checkpoint_folders(run.checkpoints_dir))
         position = Position()
         if checkpoint is not None:
             position = _restore(run, checkpoint, parts)
@@ -326,6 +332,14 @@ def _check_before_work(config: Config) -> None:
 
     if config.model.checkpoint is not None:
         check_checkpoint_path(config.model.checkpoint)
+    if (
+        config.cache.enabled
+    ):  # refused here, before the input cache beside it is created (a refusal leaves nothing)
+        from .cache import check_cache_folder
+
+        check_cache_folder(config.cache.dir)
+        if config.cache.inputs:
+            check_cache_folder(_inputs_dir(config), "cache.inputs_dir")
     if config.train.precision == "fp16" and (config.train.cpu or not torch.cuda.is_available()):
         raise ValueError(
             "train.precision=fp16 needs a CUDA GPU and this run trains on the CPU; use train.precision=bf16 "
@@ -417,6 +431,8 @@ def fit(
     tick = time.perf_counter()
     stop = stop if stop is not None else StopSignals("")  # not entered: never asked to stop
     for epoch in range(position.epoch, t.epochs):
+        if bar is not None:
+            bar.set_description(_bar_label(config, epoch))
         sampler.set_epoch(epoch)
         sampler.skip = position.batch * t.batch_size if epoch == position.epoch else 0
         for index, batch in enumerate(loader, start=sampler.skip // t.batch_size):
@@ -558,6 +574,17 @@ def _write_tensorboard(writer, row: dict) -> None:
         if name not in ("step", "epoch"):
             writer.add_scalar(f"train/{name}", value, row["step"])
     writer.flush()
+
+
+def _bar_label(config: Config, epoch: int) -> str:
+    """The progress bar's label: the first epoch of a cached run fills the caches, 2-3x slower than the epochs that
+    read them, so the ETA shown during it (extrapolated from cold steps) is that much too long; say so. Later
+    epochs' ETA follows tqdm's moving average of the warm steps."""
+    if config.cache.enabled and epoch == 0 and config.train.epochs > 1:
+        return (
+            "train (epoch 1 fills the caches: slower than later epochs, so the ETA is too long until epoch 2)"
+        )
+    return "train"
 
 
 def _progress_bar(batches_per_epoch: int, t, done: int):

@@ -11,6 +11,8 @@ from . import CLIError, add_threads_option
 
 
 def register(subparsers) -> None:
+    from ..data.prompts import BOX_NOISE_RULES
+
     p = subparsers.add_parser(
         "eval",
         help="evaluate a trained run or zero-shot SAM on a dataset",
@@ -39,14 +41,35 @@ def register(subparsers) -> None:
     p.add_argument(
         "--split", default=None, help="CSV name (test_Kvasir.csv), split folder/list or split file"
     )
-    p.add_argument("--prompt", choices=["box", "points"], default=None, help="test prompt (default box)")
+    p.add_argument(
+        "--prompt",
+        choices=["box", "points"],
+        default=None,
+        help="test prompt: box (a box per image, drawn by --box-noise) or points (default: the run's, else box)",
+    )
+    p.add_argument(
+        "--box-noise",
+        choices=BOX_NOISE_RULES,
+        default=None,
+        help="how the box is drawn from the mask's tight box: per-coordinate (noisy_box: each coordinate moved "
+        "independently by up to 5 px of the model input; the default), release (noisy_box: the paper release's "
+        "one shared shift below min(5 px, half the shorter side) at 1024 px, scaled to the model input) or none "
+        "(tight_box: no noise). Summaries name the kind as prompt_kind",
+    )
+    p.add_argument(
+        "--tight-box",
+        action="store_const",
+        const="none",
+        dest="box_noise",
+        help="the tight box around each ground-truth mask (same as --box-noise none)",
+    )
     p.add_argument(
         "--points",
         nargs=2,
         type=int,
         default=None,
         metavar=("N_FG", "N_BG"),
-        help="points per image (default 2 3)",
+        help="foreground and background points per image; implies --prompt points (default 2 3)",
     )
     p.add_argument("--seed", type=int, default=None, help="prompt seed (default 42)")
     p.add_argument(
@@ -98,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(
             "--image-size is for zero-shot SAM (--model); a run's input size comes from its config"
         )
+    if args.points is not None:
+        if args.prompt == "box":
+            raise CLIError("--points N_FG N_BG is for --prompt points; with --prompt box, leave --points out")
+        args.prompt = "points"  # --points alone means point prompts, never silently ignored
+    if args.box_noise is not None and args.prompt == "points":
+        raise CLIError(
+            "--box-noise/--tight-box is for box prompts; leave it out with --prompt points or --points"
+        )
     if args.image_size is not None and args.image_size < 16:
         raise CLIError(f"--image-size must be >= 16, got {args.image_size}")
     # Warnings (empty ground-truth masks) as one line each, not as a logging record.
@@ -130,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             prompt=args.prompt,
             n_fg=None if args.points is None else args.points[0],
             n_bg=None if args.points is None else args.points[1],
+            box_noise=args.box_noise,
             seed=args.seed,
             compat=args.compat,
             batch_size=args.batch_size,
@@ -149,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_summary(summary: dict) -> str:
-    """A two-line table of the mean metrics in percent (MAE as a fraction), like the paper's tables."""
+    """The prompt, then a two-line table of the mean metrics in percent (MAE as a fraction), like the paper's."""
     from ..metrics import METRIC_NAMES
 
     names = [n for n in METRIC_NAMES if n in summary]
@@ -157,4 +189,6 @@ def format_summary(summary: dict) -> str:
     vals = [f"{summary['n_images']:>7d}"] + [
         f"{summary[n]:>7.4f}" if n == "MAE" else f"{100 * summary[n]:>7.1f}" for n in names
     ]
-    return head + "\n" + " ".join(vals)
+    table = head + "\n" + " ".join(vals)
+    prompt = summary.get("prompt_description")
+    return table if prompt is None else f"prompt: {prompt}\n{table}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from . import CLIError, add_threads_option
@@ -131,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.points is not None:
         points, labels = parse_points(args.points)
         prompt = Prompt(points=points, labels=labels)
+
+    def progress(done: int, total: int) -> None:  # as infosam eval: one line, rewritten in place
+        print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
+
     try:
         written = predict(
             images,
@@ -146,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             threshold=args.threshold,
             require_final=args.require_final,
+            on_image=progress,
         )
     except FileExistsError as err:  # the dispatcher reports ValueError/FileNotFoundError; this one is ours
         raise CLIError(str(err)) from err
+    print(file=sys.stderr)
     print(f"wrote {len(written)} mask(s) to {args.out / 'masks'} and overlays to {args.out / 'overlays'}")
     return 0

@@ -37,6 +37,12 @@ def register(subparsers) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
     )
     parser.add_argument(
+        "--share",
+        action="store_true",
+        help="also publish the page through a temporary public gradio.live link (Gradio's share=True; needs the "
+        "internet; anyone with the link can use the models)",
+    )
+    parser.add_argument(
         "--max-pixels", type=float, default=40e6, help="refuse uploads above this many pixels (default 40e6)"
     )
     parser.add_argument(
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         host=args.host,
         port=args.port,
+        share=args.share,
         max_pixels=int(args.max_pixels),
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
     )

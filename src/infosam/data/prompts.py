@@ -22,7 +22,9 @@ Rules:
     ``S / 1024``: at most 1.25 px at LiteMedSAM's 256). ``m = 0`` (a box under 2 px at 1024) gives no shift, where
     the release would fail. Unlike the release (which clips at 0 only) the box is also clipped at the image's far
     edges;
-  - ``none``: the tight box.
+  - ``none``: the tight box. (:func:`infosam.evaluate.evaluate` takes it from the ground truth at its original
+    resolution, mapped to the input as a user's box is, the box of the README's zero-shot table; training and
+    :func:`test_prompts` from the resized mask, which can be a pixel off.)
 * **Points**: foreground points are uniform over mask pixels, background points uniform over the non-mask pixels
   of the image (padding excluded), drawn with replacement (duplicates are possible but rare and harmless).
 * **Empty masks** (nothing to prompt): the box is the whole image ``(0, 0, w-1, h-1)`` without noise, and the
@@ -49,6 +51,10 @@ BOX_NOISE_RULES = ("per-coordinate", "release", "none")
 
 RELEASE_FRAME = 1024
 """Input side at which the release's box-noise rule is defined (SAM ViT's input)."""
+
+PROMPT_KINDS = ("tight_box", "noisy_box", "points")
+"""What a test prompt is, as evaluation summaries name it: the tight box (``box_noise: none``), a noisy box (its
+rule and scale in :func:`describe_prompt`) or points."""
 
 PROMPT_MODES = ("box", "points")
 """Test prompt modes: a noisy box, or foreground + background points."""
@@ -102,6 +108,42 @@ def _release_shift(box: Tensor, u: Tensor, side: int, max_shift: int) -> Tensor:
     k = (u * (2 * limit)).floor() - limit  # uniform integers in [-limit, limit - 1]
     dx, dy = (k / scale).float().tolist()
     return torch.tensor([dx, dy, dx, dy])
+
+
+def prompt_kind(prompt: str, box_noise: str = "per-coordinate") -> str:
+    """One of :data:`PROMPT_KINDS` for a test prompt mode and box-noise rule."""
+    if prompt == "points":
+        return "points"
+    check_box_noise(box_noise)
+    return "tight_box" if box_noise == "none" else "noisy_box"
+
+
+def describe_prompt(
+    prompt: str,
+    box_noise: str = "per-coordinate",
+    *,
+    n_fg: int = 2,
+    n_bg: int = 3,
+    image_size: int | None = None,
+    max_shift: int = 5,
+) -> str:
+    """A test prompt in words, with its rule and scale, e.g. ``"noisy_box (per-coordinate: each box coordinate
+    moved independently by up to 5 px of the 256-px model input)"``; ``image_size`` is the model input's side."""
+    kind = prompt_kind(prompt, box_noise)
+    if kind == "points":
+        return (
+            f"points ({n_fg} foreground + {n_bg} background, uniform over the mask and the rest of the image)"
+        )
+    if kind == "tight_box":
+        return "tight_box (the box around the ground-truth mask, no noise)"
+    frame = f"the {image_size}-px model input" if image_size else "the model input"
+    if box_noise == "per-coordinate":
+        return f"noisy_box (per-coordinate: each box coordinate moved independently by up to {max_shift} px of {frame})"
+    at_input = "" if not image_size else f", <= {max_shift * image_size / RELEASE_FRAME:g} px at {image_size}"
+    return (
+        f"noisy_box (release: both corners moved by one shared shift below min({max_shift} px, half the shorter "
+        f"side) at {RELEASE_FRAME} px, scaled to {frame}{at_input})"
+    )
 
 
 def noisy_box(

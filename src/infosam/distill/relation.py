@@ -109,9 +109,17 @@ class RelationModule(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"relation module file not found: {path}")
-        with open(path, "rb") as f:
-            head = f.read(8)
-        state = _read_torch_file(path) if head.startswith(_TORCH_MAGIC) else _read_safetensors(path)
+        from .. import weightfile
+
+        found_kind = weightfile.kind(
+            path
+        )  # by content: a torch file named .safetensors is still a torch file
+        if found_kind is None:
+            raise ValueError(
+                f"{path} is not a relation-module file: it holds {weightfile.describe(path)} (expected a "
+                "safetensors file written by RelationModule.save or the release's torch.save checkpoint)"
+            )
+        state = _read_torch_file(path) if found_kind == "torch" else _read_safetensors(path)
         if any(k.split(".")[0] in RELEASE_NAMES for k in state):
             state = remap_release_state(state, source=str(path))
         found = state.get("query.weight")
@@ -149,8 +157,6 @@ RELEASE_NAMES = {
 """The release's module names -> ours: ``query_proj`` projects the mask token, ``key_proj`` the image positions,
 ``layer_norm_feat`` normalises the image embeddings and ``layer_norm_mask`` the mask token (same formula, same
 ``1/sqrt(C)`` scale, so loaded weights give the same relation rows)."""
-
-_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip format, or its legacy pickle
 
 
 def remap_release_state(
@@ -207,8 +213,10 @@ def _read_torch_file(path: Path) -> dict[str, Tensor]:
     optimizer and scheduler entries are ignored) or a bare state dict."""
     import pickle
 
+    from ..weightfile import torch_load
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ValueError(
             f"{path} holds Python objects other than tensors and plain containers, so it was not unpickled "

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ..guard import check_finite
+from ..weightfile import require_safetensors
 from .registry import PeftSpec, apply_peft
 
 # safetensors metadata keys (string values only).
@@ -55,6 +56,7 @@ def read_peft_spec(path: str | Path) -> PeftSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"PEFT weights file not found: {path}")
+    require_safetensors(path, "a PEFT weights file (written by save_peft)")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

