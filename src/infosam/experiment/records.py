@@ -35,7 +35,7 @@ from .grid import Cell, Grid, GridError
 
 RECORD_VERSION = 1
 CURVE_FILE = "curve-test.json"
-_SUMMARY_PATH_KEYS = ("data", "source", "checkpoint", "weights", "run", "model_source")
+_SUMMARY_PATH_KEYS = ("data", "split", "source", "checkpoint", "weights", "run", "model_source", "split_file")
 
 
 def has_records(grid: Grid) -> bool:
