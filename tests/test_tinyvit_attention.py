@@ -103,3 +103,29 @@ def test_training_routes_tinyvit_attention_through_sdpa_unless_meta():
         isinstance(m, SdpaTinyViTAttention) for m in build_base("tiny_tinyvit", attention="meta").modules()
     )
     assert enable_sdpa_attention(build_base("tiny", attention="meta")) == 0  # ViT has no TinyViT attention
+
+
+def test_eval_of_a_tinyvit_run_uses_its_training_attention_and_scores_the_same(tmp_path, monkeypatch):
+    """`infosam eval RUN_DIR` builds the run's model through build_base, as training did: the same SDPA attention
+    for the same weights (before, only training switched it on), and the same scores as the run's last
+    evaluation."""
+    import json
+
+    from infosam.config import load_config
+    from infosam.data.synthetic import write_synthetic_dataset
+    from infosam.evaluate import evaluate_run, load_model
+    from infosam.train import train
+
+    data = write_synthetic_dataset(tmp_path / "d", 4, domain="target")
+    run = tmp_path / "run"
+    overrides = ["model.name=tiny_tinyvit", "train.batch_size=2", "train.cpu=true", "infosam.enabled=false"]
+    config = load_config(None, [f"data.path={data}", f"output={run}", *overrides])
+    config.train.epochs, config.data.train_split, config.data.test_split = 1, "all", "all"
+    config.eval.last_epochs = 1
+    train(config)
+    model, _ = load_model(run, device="cpu")
+    assert any(isinstance(m, SdpaTinyViTAttention) for m in model.modules())
+    _, summary = evaluate_run(run, data, "all", device="cpu")
+    logged = json.loads((run / "eval" / "epoch-001.json").read_text())["summary"]
+    for metric in ("IoU", "Dice", "S"):
+        assert summary[metric] == pytest.approx(logged[metric], abs=1e-6), metric
