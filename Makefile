@@ -30,6 +30,7 @@ format: $(STAMP)
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  echo "make test: installing Debian's chromium + chromium-driver with apt-get (the serve page's browser test)" && \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "chromium not installed (needs root + apt-get): the browser test will skip"; }
 

@@ -349,6 +349,9 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
     for target in targets:
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+    from .extras import require
+
+    require("onnx", "infosam export --format onnx")  # torch.onnx.export writes through it
     model = onnx_model(student)
     size = model.image_encoder.img_size
     image = torch.zeros(1, 3, size, size)
@@ -435,7 +438,9 @@ class OnnxSegmenter:
     folder: Path
 
     def __post_init__(self) -> None:
-        import onnxruntime as ort
+        from .extras import require
+
+        ort = require("onnxruntime", "running an ONNX export")
 
         self.folder = Path(self.folder)
         info_path = self.folder / ONNX_INFO_FILE

@@ -308,7 +308,9 @@ class App:
 def build_app(app: App, *, title: str = "InfoSAM"):
     """The Gradio page around ``app`` (imports gradio only here)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
+    from .extras import require
+
+    gr = require("gradio", "infosam serve")
 
     names = list(app.segmenter.models)
     with gr.Blocks(title=title) as page:

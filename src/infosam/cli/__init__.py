@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    from ..extras import MissingExtraError
     from ..guard import RunError
 
     try:
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"infosam {args.command}: interrupted", file=sys.stderr)
         return 130
     except CLIError as err:
+        print(f"infosam {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MissingExtraError as err:  # an optional dependency: the message says which extra to install
         print(f"infosam {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as err:

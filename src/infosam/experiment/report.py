@@ -787,8 +787,9 @@ def _save(fig, path: Path) -> None:
 
 
 def _curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
-    import matplotlib
+    from ..extras import require
 
+    matplotlib = require("matplotlib", "infosam report's figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -850,8 +851,9 @@ def _relation_figures(
 ):
     """Teacher and student relation maps (with the run's relation module) for a few test images of the first
     finished InfoSAM cell of each setting."""
-    import matplotlib
+    from ..extras import require
 
+    matplotlib = require("matplotlib", "infosam report's figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch

@@ -1,0 +1,81 @@
+"""Optional dependencies: the core package trains, evaluates and predicts without them; a command that needs one
+says in one line which extra to install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from infosam.extras import EXTRAS, MissingExtraError, require
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = sorted(EXTRAS)  # gradio, matplotlib, onnx, onnxruntime
+
+BLOCK = "import sys\n"
+
+
+def _without_extras(tmp_path: Path) -> dict:
+    """An environment in which the optional modules look uninstalled: a folder first on PYTHONPATH holds a stub
+    package per module whose import raises ModuleNotFoundError, as a missing package's does."""
+    import os
+
+    stubs = tmp_path / "no-extras"
+    for module in OPTIONAL:
+        (stubs / module).mkdir(parents=True)
+        (stubs / module / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n"
+        )
+    path = os.pathsep.join(p for p in (str(stubs), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def test_core_dependencies_leave_the_optional_parts_to_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    for module in OPTIONAL:
+        assert module not in core, module
+    extras = project["optional-dependencies"]
+    for module, extra in EXTRAS.items():
+        assert any(req.startswith(module) for req in extras[extra]), (module, extra)
+    assert "infosam[all]" in extras["dev"]  # make test installs what the suite needs
+
+
+def test_require_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingExtraError, match=r"infosam report's figures needs matplotlib.*'infosam\[report\]'"):
+        require("matplotlib", "infosam report's figures")
+    assert require("json", "anything").dumps([1]) == "[1]"
+
+
+def test_a_command_without_its_extra_is_one_line(tmp_path):
+    code = BLOCK + (
+        "import torch\n"
+        "from infosam.sam.build import build_sam\n"
+        "from infosam.cli import main\n"
+        f"torch.save(build_sam('tiny').state_dict(), {str(tmp_path / 'tiny.pth')!r})\n"
+        f"sys.exit(main(['serve', '--model', 'tiny', '--checkpoint', {str(tmp_path / 'tiny.pth')!r}, "
+        "'--port', '0']))\n"
+    )
+    env = _without_extras(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "infosam serve" in line]
+    assert lines and "pip install 'infosam[serve]'" in lines[-1]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_train_evaluate_and_predict_without_any_extra(tmp_path):
+    """`pip install infosam` (no extras): the demo's whole pipeline (pretrain, InfoSAM and plain training,
+    evaluation, prediction overlays) runs with gradio, onnx, onnxruntime and matplotlib unavailable."""
+    code = BLOCK + (
+        "from infosam.cli import main\n"
+        f"sys.exit(main(['demo', '--quick', '--out', {str(tmp_path / 'demo')!r}]))\n"
+    )
+    env = _without_extras(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
