@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ def _without_extras(tmp_path: Path) -> dict:
 
 
 def test_core_dependencies_leave_the_optional_parts_to_extras():
+    tomllib = pytest.importorskip("tomllib")  # the standard library from Python 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"])
     for module in OPTIONAL:
@@ -46,7 +46,9 @@ def test_core_dependencies_leave_the_optional_parts_to_extras():
 
 def test_require_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(MissingExtraError, match=r"infosam report's figures needs matplotlib.*'infosam\[report\]'"):
+    with pytest.raises(
+        MissingExtraError, match=r"infosam report's figures needs matplotlib.*'infosam\[report\]'"
+    ):
         require("matplotlib", "infosam report's figures")
     assert require("json", "anything").dumps([1]) == "[1]"
 
