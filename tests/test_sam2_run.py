@@ -93,3 +93,41 @@ def test_infosam_train_cli_on_tiny_sam2_then_export_predict(tmp_path, capsys):
             predict_logits(load_model(run), synthetic_pair(5, domain="target", size=(40, 60))[0], BOX)
         ),
     )
+
+
+def test_experiment_runner_and_report_on_tiny_sam2(tmp_path):
+    """The experiment runner trains, scores and records a SAM 2 grid (a pair of arms, InfoSAM and plain), and the
+    report reads its record, unchanged code."""
+    from infosam.experiment import run_experiment
+    from infosam.experiment.report import write_report
+
+    write_synthetic_dataset(tmp_path / "data" / "target", 6, domain="target")
+    grid = {
+        "set": [
+            "model.name=tiny_sam2",
+            "train.batch_size=2",
+            "train.epochs=1",
+            "train.cpu=true",
+            "eval.last_epochs=1",
+            "eval.batch_size=4",
+        ],
+        "seeds": [0],
+        "results": "results/sam2",
+        "datasets": {"target": {"path": "data/target", "test": 2, "train": [4]}},
+        "arms": {
+            "adapter": {"set": ["peft.methods=adapter+decoder", "infosam.enabled=false"]},
+            "adapter-infosam": {"set": ["peft.methods=adapter+decoder"], "baseline": "adapter"},
+        },
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(json.dumps(grid), encoding="utf-8")
+    seen = []
+    run_experiment(path, tmp_path / "exp", on_progress=seen.append)
+    assert [p.skipped for p in seen] == [False, False]
+    record = tmp_path / "results" / "sam2"
+    assert len(list(record.glob("cells/*/*/*/*/cell.json"))) == 2
+    page = write_report(record, tmp_path / "report.md", n_boot=50).read_text()
+    assert (
+        "2 of 2 cells finished" in page
+        and "| target | train4 | test | adapter-infosam - adapter | Dice |" in page
+    )

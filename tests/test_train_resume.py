@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -25,14 +26,14 @@ SLOW_TRAIN = [
 ]
 
 
-def _tiny_setup(tmp_path: Path) -> Path:
+def _tiny_setup(tmp_path: Path, model: str = "tiny") -> Path:
     """Synthetic train/test folders and a tiny-SAM config: 4 images, batch 2, 2 epochs = 4 steps."""
     data = tmp_path / "data"
     write_synthetic_dataset(data / "train", 4, domain="target")
     write_synthetic_dataset(data / "test", 2, domain="target", start=100)
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        f"model: {{name: tiny}}\n"
+        f"model: {{name: {model}}}\n"
         f"peft: {{methods: adapter+decoder, options: {{adapter: {{init: torch}}}}}}\n"
         f"data: {{path: {data}}}\n"
         f"train: {{batch_size: 2, epochs: 2, save_every_steps: 1, cpu: true}}\n"
@@ -55,8 +56,9 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
-    config = _tiny_setup(tmp_path)
+@pytest.mark.parametrize("model", ["tiny", "tiny_sam2"])
+def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path, model):
+    config = _tiny_setup(tmp_path, model)
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = ["train", "--config", str(config), "--no-progress", "--output"]
     subprocess.run([*INFOSAM, *args, str(full)], check=True, env=_env(), capture_output=True, timeout=600)
