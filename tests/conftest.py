@@ -34,6 +34,16 @@ def leaf_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared, loaded CPU more threads mostly wait on each other. A
+    module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_sam():
     """Factory for a randomly initialised tiny SAM (same builder as ViT-B/L/H), seeded for reproducibility."""

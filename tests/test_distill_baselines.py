@@ -24,13 +24,7 @@ from infosam.distill.tinysam import hardness, mask_iou
 from infosam.distill.vid import vid_nll
 from infosam.model import build_base
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _rand(*shape, seed=0):

@@ -16,13 +16,7 @@ from infosam.sam.sam2 import Sam2Model, compose_sam2
 from infosam.sam.specs import SPECS
 from infosam.sam.transforms import get_transform
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def pair(name: str, seed: int = 0) -> tuple[Sam2Model, SAM2ImagePredictor]:

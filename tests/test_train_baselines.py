@@ -26,13 +26,7 @@ from infosam.sam.forward import sam_forward
 from infosam.step import StepParts, Trainee, batch_prompts, step_losses, teacher_forward, train_step
 from infosam.train import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_ORIGINAL = "_infosam_original_layernorm"
+from .swap import swap_in, swap_out
 
 
 def _is_layernorm2d(module: nn.Module) -> bool:
@@ -36,28 +36,11 @@ class FusedLayerNorm2d(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
-_CLASSES: dict[type, type] = {}
-
-
 def enable_fused_layernorm(model: nn.Module) -> int:
     """Compute every ``LayerNorm2d`` in ``model`` with the fused kernel; returns how many were switched."""
-    count = 0
-    for module in model.modules():
-        if _is_layernorm2d(module) and not isinstance(module, FusedLayerNorm2d):
-            original = type(module)
-            if original not in _CLASSES:
-                _CLASSES[original] = type(f"Fused{original.__name__}", (FusedLayerNorm2d, original), {})
-            module.__class__ = _CLASSES[original]
-            module.__dict__[_ORIGINAL] = original
-            count += 1
-    return count
+    return swap_in(model, FusedLayerNorm2d, _is_layernorm2d, "Fused")
 
 
 def disable_fused_layernorm(model: nn.Module) -> int:
     """Undo :func:`enable_fused_layernorm`; returns how many modules were restored."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, FusedLayerNorm2d) and _ORIGINAL in module.__dict__:
-            module.__class__ = module.__dict__.pop(_ORIGINAL)
-            count += 1
-    return count
+    return swap_out(model, FusedLayerNorm2d)

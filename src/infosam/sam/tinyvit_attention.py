@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_ORIGINAL = "_infosam_original_class"
+from .swap import swap_in, swap_out
 
 
 def _is_tinyvit_attention(module: nn.Module) -> bool:
@@ -52,32 +52,11 @@ class SdpaTinyViTAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, self.dh))
 
 
-_CLASSES: dict[type, type] = {}
-
-
-def _sdpa_class(cls: type) -> type:
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Sdpa{cls.__name__}", (SdpaTinyViTAttention, cls), {})
-    return _CLASSES[cls]
-
-
 def enable_sdpa_attention(model: nn.Module) -> int:
     """Route every TinyViT attention module in ``model`` through SDPA; returns how many were switched."""
-    count = 0
-    for module in model.modules():
-        if _is_tinyvit_attention(module) and not isinstance(module, SdpaTinyViTAttention):
-            original = type(module)
-            module.__class__ = _sdpa_class(original)
-            module.__dict__[_ORIGINAL] = original
-            count += 1
-    return count
+    return swap_in(model, SdpaTinyViTAttention, _is_tinyvit_attention, "Sdpa")
 
 
 def disable_sdpa_attention(model: nn.Module) -> int:
     """Undo :func:`enable_sdpa_attention`; returns how many modules were restored."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, SdpaTinyViTAttention) and _ORIGINAL in module.__dict__:
-            module.__class__ = module.__dict__.pop(_ORIGINAL)
-            count += 1
-    return count
+    return swap_out(model, SdpaTinyViTAttention)
