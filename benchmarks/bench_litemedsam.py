@@ -350,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         "with that code, in the same run, for before/after rows",
     )
     parser.add_argument(
+        "--oom-first",
+        action="store_true",
+        help="ask Linux to kill the benchmark's workers first when memory runs out (beside an experiment grid)",
+    )
+    parser.add_argument(
         "--profile", help="write each variant's torch-profiler operator table to PROFILE.VARIANT.md"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
