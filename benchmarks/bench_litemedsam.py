@@ -54,7 +54,16 @@ ENCODER_ARMS = {
     "adapter": ("adapter+decoder", {"adapter": {"first_block": 2, "ratio": 0.25, "init": "torch"}}),
     "lora23": (
         "lora+decoder",
-        {"lora": {"r": 4, "lora_alpha": 4, "target_modules": ["qkv"], "first_block": 2}},
+        # LoRA on the qkv of TinyViT stages 2-3 (6 + 2 blocks), named in full (= lora.first_stage: 2, spelled so
+        # that an older checkout given as --baseline-src builds the same student)
+        {
+            "lora": {
+                "r": 4,
+                "lora_alpha": 4,
+                "target_modules": [f"layers.2.blocks.{j}.attn.qkv" for j in range(6)]
+                + [f"layers.3.blocks.{j}.attn.qkv" for j in range(2)],
+            }
+        },
     ),
 }
 VARIANTS = (
