@@ -133,6 +133,13 @@ def _build_ours(variant: str, tmp: str):
     attention = "fold" if kind in ("sdpa", "all", "all+bf16", "decoder-all") else "meta"
     teacher = make_teacher(build_base("litemedsam", checkpoint="bundled", attention=attention))
     student = build_base("litemedsam", checkpoint="bundled", attention=attention)
+    if attention != "meta":
+        # TinyViT's SDPA attention, as training switches it on (build_base does it too since the encoder-step
+        # work; older code given as --baseline-src did it in training only, so the bench switches it here)
+        from infosam.sam.tinyvit_attention import enable_sdpa_attention
+
+        enable_sdpa_attention(teacher)
+        enable_sdpa_attention(student)
     if arm is not None:
         make_student(student, *ENCODER_ARMS[arm])
     elif variant.startswith("decoder"):
