@@ -4,9 +4,12 @@
   the system when freed, so each training step's large activations (LiteMedSAM's stages 2-3 at batch 4: tensors of
   16 to 84 MB) are page-faulted and zeroed afresh, every step. Keeping freed memory in the heap (no mmap for
   allocations, no trimming) removes that work: an encoder student's warm step went from 11.0 to 9.3 CPU s on the
-  project's 2-core AVX2 machine (``docs/performance.md``). Nothing numerical changes. The commands that run a
-  model call it (set ``INFOSAM_ALLOCATOR=system`` to keep the C library's defaults); library users may call it
-  themselves. A no-op outside glibc.
+  project's 2-core AVX2 machine (``docs/performance.md``). Nothing numerical changes. The price is memory: freed
+  blocks stay with the process, so its resident set stays at its peak and grows with fragmentation (an encoder
+  grid cell's scoring reached 12.4 GB and was killed by the kernel beside a second grid process on a 24 GiB
+  machine). So it is opt-in: the commands that run a model call it when ``INFOSAM_ALLOCATOR=keep`` is set (one
+  process with memory to spare); library users may call it themselves (``INFOSAM_ALLOCATOR=system`` makes it a
+  no-op). A no-op outside glibc.
 - :func:`native_bf16`: whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16), read from
   ``torch.cpu.get_capabilities()``. Without them PyTorch emulates bf16 and autocast makes LiteMedSAM's encoder
   about 13x slower (measured), so training refuses ``train.precision: bf16`` on such a CPU unless

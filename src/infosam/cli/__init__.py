@@ -102,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if "threads" in vars(args):  # the commands that run a model
-            from ..runtime import tune_allocator
+            # opt-in (infosam.runtime says why): faster steps, but the process keeps its peak memory
+            if os.environ.get("INFOSAM_ALLOCATOR", "").strip().lower() == "keep":
+                from ..runtime import tune_allocator
 
-            tune_allocator()
+                tune_allocator()
             args.threads = resolve_threads(args.threads)
             return _with_threads(args)
         return _finish(int(args.func(args) or 0))
