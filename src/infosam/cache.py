@@ -14,8 +14,8 @@ exactly the files that carry that id (plus this module's own temporary files and
 user's file in the folder is left alone whatever its name. A folder that is not empty and has no manifest is refused
 as a new cache rather than adopted.
 
-Every file is written to a temporary name in the same folder and moved into place with ``os.replace`` (the manifest
-is created with ``os.link``, which fails if another process created it first), so readers in any process see either
+Every file is written by :mod:`infosam.files` (a temporary name in the same folder, then ``os.replace``; the
+manifest with ``create_exclusive``, which never replaces one another process created first), so readers in any process see either
 no file or a complete one.
 
 :class:`TeacherCache` is the store of the frozen teacher's image embeddings: keyed by the preprocessed input images
@@ -34,10 +34,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +44,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .files import atomic_write, create_exclusive, is_temporary
+
 FORMAT = 2
 MANIFEST = "manifest.json"
 SUFFIX = ".safetensors"
-TMP_PREFIX = ".infosam-tmp-"
+_LEGACY_TMP_PREFIX = ".infosam-tmp-"  # what versions before the one writer (files.py) left
 TEACHER_KIND = "teacher-image-embeddings"
 _EMBEDDINGS = "image_embeddings"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -171,24 +171,13 @@ class TensorStore:
     def _create_manifest(self, path: Path) -> None:
         """Create the manifest unless another process just did; then it must be the same one."""
         text = json.dumps(self.manifest, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache folder should stay readable
-            try:
-                os.link(tmp, path)  # atomic create-if-absent: complete content, and never replaces a manifest
-            except FileExistsError:
-                found = read_manifest(self.directory)
-                if found != self.manifest:
-                    raise CacheMismatchError(
-                        f"cache {self.directory} was just created by another process for another "
-                        f"{found.get('kind', 'model')} (differs in: {', '.join(_differences(found, self.manifest))})"
-                    ) from None
-            except OSError:  # a filesystem without hard links: replace (same content if two processes race)
-                os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        if not create_exclusive(path, text):  # never replaces a manifest another process wrote
+            found = read_manifest(self.directory)
+            if found != self.manifest:
+                raise CacheMismatchError(
+                    f"cache {self.directory} was just created by another process for another "
+                    f"{found.get('kind', 'model')} (differs in: {', '.join(_differences(found, self.manifest))})"
+                )
 
     # -- entries
 
@@ -246,7 +235,7 @@ class TensorStore:
         for b, key in enumerate(keys):
             row = {name: t[b].contiguous() for name, t in stored.items()}
             meta = {**meta_base, "key": key}
-            _atomic_write(self.path(key), lambda tmp, r=row, m=meta: save_file(r, tmp, m))
+            atomic_write(self.path(key), lambda tmp, r=row, m=meta: save_file(r, str(tmp), m))
 
     def _read(self, path: Path, key: str) -> dict[str, Tensor] | None:
         try:
@@ -315,7 +304,7 @@ def check_cache_folder(directory: str | Path, option: str = "cache.dir") -> None
     if directory.exists() and not directory.is_dir():
         raise CacheFolderError(f"cache folder {directory} is a file; give a folder ({option})")
     if directory.is_dir() and not (directory / MANIFEST).exists():
-        foreign = sorted(p.name for p in directory.iterdir() if not p.name.startswith(TMP_PREFIX))
+        foreign = sorted(p.name for p in directory.iterdir() if not _is_temporary(p.name))
         if foreign:
             raise CacheFolderError(
                 f"cache folder {directory} is not empty ({len(foreign)} files, e.g. {foreign[0]!r}) and is "
@@ -370,7 +359,7 @@ def cache_files(directory: str | Path) -> list[Path]:
         pattern, owned = _ENTRY_NAME, lambda meta: meta.get("store") == own_id
     files = []
     for p in sorted(directory.iterdir()):
-        if p.name.startswith(TMP_PREFIX) and p.is_file():
+        if _is_temporary(p.name) and p.is_file():
             files.append(p)
         elif pattern.match(p.name) and p.is_file() and owned(_metadata(p)):
             files.append(p)
@@ -511,14 +500,6 @@ def _differences(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """write(tmp) fills a temporary file beside ``path``, which then replaces ``path`` in one step."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache folder should stay readable
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _is_temporary(name: str) -> bool:
+    """A writer's temporary entry (:mod:`infosam.files`), or one left by an older version."""
+    return is_temporary(name) or name.startswith(_LEGACY_TMP_PREFIX)

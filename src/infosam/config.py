@@ -550,8 +550,10 @@ def config_to_yaml(config: Config) -> str:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable by :func:`load_config`)."""
-    Path(path).write_text(config_to_yaml(config), encoding="utf-8")
+    """Write the resolved config as YAML (loadable by :func:`load_config`), atomically."""
+    from .files import atomic_write_text
+
+    atomic_write_text(path, config_to_yaml(config))
 
 
 def validate_config(config: Config) -> None:

@@ -14,7 +14,6 @@ Everything is seeded; the output folder is never reused.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from .data.prompts import noisy_box, tight_box
 from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
+from .files import atomic_write_text, write_json
 from .model import build_base
 from .predict import Prompt, overlay, predict_logits
 from .runs import load_run
@@ -171,9 +171,9 @@ def run_demo(
     say(f"[4/4] evaluated and drew {len(shown)} overlay(s) ({seconds['evaluate']} s)")
 
     result = DemoResult(out, checkpoint, run_dir, baseline_dir, rows, table, shown, seconds)
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    atomic_write_text(out / "results.md", table + "\n")
     summary = {"rows": rows, "seconds": seconds, "settings": asdict(settings)}
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "results.json", summary)
     return result
 
 

@@ -418,7 +418,7 @@ def write_evaluation(
     each atomically; refuses to replace existing ones unless ``overwrite``. Returns ``out_dir``."""
     import io
 
-    from .runs import atomic_write_text
+    from .files import atomic_write_text
 
     out = Path(out_dir)
     targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
+from .files import atomic_write
 from .guard import check_finite
 from .peft import PeftSpec, apply_peft, trainable_state_dict
 from .predict import Prompt
@@ -164,7 +163,7 @@ def export_sam(
     state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
     check_layout(state, teacher)
     payload = state if official_key is None else {official_key: state}
-    _atomic(out, lambda tmp: torch.save(payload, tmp))
+    atomic_write(out, lambda tmp: torch.save(payload, tmp))
     return out
 
 
@@ -196,7 +195,7 @@ def export_student_file(
         _MODEL_KEY: json.dumps({"name": model["name"], "image_size": model.get("image_size")}),
         _PEFT_KEY: json.dumps(spec.to_dict()),
     }
-    _atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return out
 
 
@@ -361,7 +360,7 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python constants in Meta's code
-        _atomic(
+        atomic_write(
             targets[0],
             lambda tmp: torch.onnx.export(
                 model.image_encoder,
@@ -375,7 +374,7 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
         )
         coords = torch.tensor([[[1.0, 1.0], [size / 2, size / 2]]])
         labels = torch.tensor([[2.0, 3.0]])
-        _atomic(
+        atomic_write(
             targets[1],
             lambda tmp: torch.onnx.export(
                 PromptDecoderGraph(model),
@@ -404,7 +403,7 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
         "says; decoder: image_embeddings, "
         "point_coords (B, N, 2) input-frame xy, point_labels (B, N): 1 fg, 0 bg, 2/3 box corners, -1 padding",
     }
-    _atomic(targets[2], lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"))
+    atomic_write(targets[2], lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"))
     return out_dir
 
 
@@ -544,19 +543,3 @@ def _check_out(out: str | Path, overwrite: bool) -> Path:
     if out.is_dir():
         raise FileExistsError(f"{out} is a folder; name a file to write")
     return out
-
-
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an export is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -30,7 +30,6 @@ an infinity in it, and none is loaded with one.
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -47,6 +46,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .files import (  # noqa: F401  (atomic_write* and write_json: re-exported for the run folder's users)
+    OLD_PREFIX,
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_text,
+    final_name,
+    no_space,
+    remove,
+    write_json,
+)
 from .guard import LOCK_FILE, NonFiniteError, NoSpaceError, RunLock, check_finite, nested_tensors
 from .weightfile import require_safetensors, torch_load
 
@@ -73,7 +82,6 @@ SAMPLE_LOG = "samples-rank{rank}.txt"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "infosam-weights-folder/1"
 _STEP_DIR = re.compile(r"step-(\d+)")
-_TMP_NAME = re.compile(r"\.tmp-(.+)-\d+")
 
 log = logging.getLogger(__name__)
 
@@ -97,55 +105,6 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False) -> Path:
     RunDir(path).check_new(overwrite=overwrite)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the result to ``path`` atomically (file or folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    _remove(tmp)
-    try:
-        write(tmp)
-    except BaseException as err:
-        _remove(tmp)  # a failed write leaves nothing behind
-        if _no_space(err):
-            raise NoSpaceError(f"no space left on {path.parent} while writing {path.name}") from err
-        raise
-    if path.is_dir():  # a folder cannot be replaced by rename while it holds files: move it aside first
-        old = path.with_name(f".old-{path.name}-{os.getpid()}")
-        _remove(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        _remove(old)
-    else:
-        os.replace(tmp, path)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_json(path: str | Path, data: object) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
-
-
-def _no_space(err: BaseException) -> bool:
-    """Whether ``err`` is a full disk (an OSError, or safetensors' wrapped 'os error 28')."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(err)
-    return "No space left on device" in text or "os error 28" in text
 
 
 # --------------------------------------------------------------------------------------------- manifests
@@ -443,9 +402,7 @@ def weights_writer(
         tensors = list(trainable_state_dict(student).items())
         if relation is not None:
             tensors += [(f"relation.{k}", v) for k, v in relation.state_dict().items()]
-        target = folder.with_name(
-            _TMP_NAME.sub(r"\1", folder.name)
-        )  # the name it will have, not the temporary's
+        target = folder.with_name(final_name(folder))  # the name it will have, not the temporary's
         check_finite(tensors, f"refusing to write weights to {target}", error=NonFiniteError)
         folder.mkdir(parents=True, exist_ok=True)
         save_peft(peft_file(folder), student, peft_spec)
@@ -594,13 +551,13 @@ class RunDir:
             if not parent.is_dir():
                 continue
             for p in parent.iterdir():
-                if p.name.startswith(".tmp-"):
-                    _remove(p)
+                if p.name.startswith(TMP_PREFIX):
+                    remove(p)
                     removed.append(p)
-                elif p.name.startswith(".old-"):
-                    target = p.with_name(re.sub(r"^\.old-(.+)-\d+$", r"\1", p.name))
+                elif p.name.startswith(OLD_PREFIX):
+                    target = p.with_name(final_name(p))
                     if target.exists():
-                        _remove(p)
+                        remove(p)
                         removed.append(p)
                     else:
                         os.replace(p, target)

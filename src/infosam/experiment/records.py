@@ -30,7 +30,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..runs import atomic_write_text, write_json
+from ..files import atomic_write, atomic_write_text, write_json
 from .grid import Cell, Grid, GridError
 
 RECORD_VERSION = 1
@@ -119,8 +119,7 @@ def _clean_summary(summary: dict) -> dict:
 def _copy_evaluation(src: Path, dst: Path, *, per_image: bool = True) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     if per_image:
-        shutil.copyfile(src / "per_image.csv", dst / ".per_image.csv.tmp")
-        os.replace(dst / ".per_image.csv.tmp", dst / "per_image.csv")
+        atomic_write(dst / "per_image.csv", lambda tmp, f=src / "per_image.csv": shutil.copyfile(f, tmp))
     summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
     write_json(dst / "summary.json", _clean_summary(summary))
 

@@ -38,8 +38,8 @@ import numpy as np
 import yaml
 
 from .. import stats
+from ..files import atomic_write, atomic_write_text
 from ..metrics import METRIC_NAMES
-from ..runs import atomic_write, atomic_write_text
 from .grid import Cell, Grid, cells, model_config
 from .records import read_test_curve
 from .runner import CELL_FILE, EXPERIMENT_FILE, GRID_COPY, cell_dir, load_experiment_grid, teacher_dir

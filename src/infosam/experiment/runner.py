@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..files import atomic_write_text, write_json
 from ..guard import RunLock, RunLockedError
-from ..runs import atomic_write_text, write_json
 from . import records
 from .grid import (
     Cell,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from ..files import atomic_write
 from ..guard import check_finite
 from ..weightfile import require_safetensors
 from .registry import PeftSpec, apply_peft
@@ -40,15 +39,7 @@ def save_peft(path: str | Path, model: nn.Module, peft_spec: PeftSpec) -> None:
     spec = getattr(model, "spec", None)
     if spec is not None:
         metadata[_MODEL_KEY] = spec.name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def read_peft_spec(path: str | Path) -> PeftSpec:

@@ -12,7 +12,6 @@ MobileSAM's ``mobile_sam.pt`` carries TinyViT's unused classifier head; :func:`r
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import re
 import zipfile
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..files import atomic_write
 from ..weightfile import torch_load
 from .specs import SPECS
 
@@ -52,12 +52,8 @@ def save_sam_checkpoint(model: nn.Module, path: str | Path) -> Path:
     The write is atomic (temporary file + rename) so an interrupted save never leaves a truncated checkpoint.
     Returns the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    return path
+    state = model.state_dict()
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, *, spec_name: str | None = None) -> None:
