@@ -77,7 +77,9 @@ def test_every_writer_gets_the_umask_mode_even_from_a_private_creator(tmp_path, 
 
     assert _mode(files.atomic_write(tmp_path / "p", private)) == 0o644
     os.umask(0o077)
-    assert _mode(files.atomic_write_text(tmp_path / "q", "x")) == 0o600  # the user's umask decides, not the writer
+    assert (
+        _mode(files.atomic_write_text(tmp_path / "q", "x")) == 0o600
+    )  # the user's umask decides, not the writer
     assert files.file_mode() == 0o600 and files.file_mode(folder=True) == 0o700
 
 
@@ -136,7 +138,9 @@ def test_create_exclusive_never_replaces(tmp_path):
 
 
 def test_safetensors_written_through_the_writer_read_back(tmp_path):
-    path = files.atomic_write(tmp_path / "t.safetensors", lambda tmp: save_file({"w": torch.ones(3)}, str(tmp)))
+    path = files.atomic_write(
+        tmp_path / "t.safetensors", lambda tmp: save_file({"w": torch.ones(3)}, str(tmp))
+    )
     from safetensors.torch import load_file
 
     assert torch.equal(load_file(str(path))["w"], torch.ones(3))
