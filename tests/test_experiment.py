@@ -23,7 +23,9 @@ from infosam.data.synthetic import write_synthetic_dataset
 from infosam.evaluate import evaluate_run, read_evaluation
 from infosam.experiment import GridError, load_grid, run_experiment
 from infosam.experiment.grid import cells, make_splits
-from infosam.experiment.report import _grid_variables, write_report
+from infosam.experiment.layout import ExperimentDir
+from infosam.experiment.provenance import grid_variables
+from infosam.experiment.report import write_report
 from infosam.metrics import METRIC_NAMES
 from infosam.runview import read_run
 
@@ -386,14 +388,14 @@ def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     assert not [r for r in rows if (r["arm"], r["seed"]) == ("adapter-infosam", "1")]
 
 
-def test_provenance_names_the_grid_variables(tmp_path):
+def test_provenance_names_thegrid_variables(tmp_path):
     """The variables a grid's paths read (the committed grid reads INFOSAM_DATA), never words of its comments."""
     committed = Path(__file__).resolve().parents[1] / "experiments" / "litemedsam" / "grid.yaml"
-    assert _grid_variables(committed) == ["INFOSAM_DATA"]
+    assert grid_variables(committed) == ["INFOSAM_DATA"]
     path = tmp_path / "g.yaml"
     path.write_text("# $NOT_ME\ndatasets: {a: {path: $A/x}, b: {path: '${B}/y'}, c: {path: '${A}/z'}}\n")
-    assert _grid_variables(path) == ["A", "B"]
-    assert _grid_variables(tmp_path / "gone.yaml") == []
+    assert grid_variables(path) == ["A", "B"]
+    assert grid_variables(tmp_path / "gone.yaml") == []
 
 
 def test_cli_eval_of_a_run_folder(tmp_path, capsys):
@@ -593,7 +595,7 @@ def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch)
     monkeypatch.setattr(
         runner, "_score", lambda grid, model, dataset, split, out, *a, **k: scored.append(split)
     )
-    busy = runner.teacher_dir(exp, "source", "heldout")
+    busy = ExperimentDir(exp).teacher("source", "heldout")
     busy.mkdir(parents=True)
     with RunLock(busy):  # another shard holds it
         runner._teacher_evaluations(grid, cells(grid), exp)

@@ -94,7 +94,8 @@ def test_run_level_view_hand_computed():
 
 
 def test_report_words_a_difference_by_the_weaker_interval():
-    from infosam.experiment.report import _points, _verdict
+    from infosam.experiment.report import _points
+    from infosam.experiment.tables import _verdict
 
     nan = float("nan")
     assert _verdict(-0.03, -0.01, -0.05, -0.002) == "worse"

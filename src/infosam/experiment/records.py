@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text, write_json
 from .grid import Cell, Grid, GridError
+from .layout import EVAL_DIR, ExperimentDir
 
 RECORD_VERSION = 1
 CURVE_FILE = "curve-test.json"
@@ -43,11 +44,13 @@ def has_records(grid: Grid) -> bool:
 
 
 def cell_record_dir(grid: Grid, cell: Cell) -> Path:
-    return grid.results / "cells" / cell.dataset / cell.part / cell.arm / f"seed-{cell.seed}"
+    """Where ``cell``'s record lives (the grid's ``results`` folder has an experiment folder's layout)."""
+    return ExperimentDir(grid.results).cell(cell)
 
 
 def teacher_record_dir(grid: Grid, dataset: str, split: str) -> Path:
-    return grid.results / "teacher" / dataset / split
+    """Where the zero-shot teacher's record on ``dataset``/``split`` lives."""
+    return ExperimentDir(grid.results).teacher(dataset, split)
 
 
 def recorded_cell(grid: Grid, cell: Cell, digest: str) -> dict | None:
@@ -55,7 +58,7 @@ def recorded_cell(grid: Grid, cell: Cell, digest: str) -> dict | None:
     hash (the grid changed under an existing cell name)."""
     if not has_records(grid):
         return None
-    path = cell_record_dir(grid, cell) / "cell.json"
+    path = ExperimentDir(grid.results).cell_file(cell)
     if not path.is_file():
         return None
     info = json.loads(path.read_text(encoding="utf-8"))
@@ -80,15 +83,16 @@ def dataset_digest(folder: Path) -> str | None:
 def write_common(grid: Grid, splits_dir: Path) -> None:
     """The grid file, ``experiment.json`` and the split lists; a split list that differs from a recorded one is
     refused (the data or the split settings changed: the record would mix two splits)."""
-    root = grid.results
+    layout = ExperimentDir(grid.results)
+    root = layout.root
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "grid.yaml", grid.path.read_text(encoding="utf-8"))
+    atomic_write_text(layout.grid_copy, grid.path.read_text(encoding="utf-8"))
     datasets = {
         name: {"folder": d.path.name, "sha256sums_sha256": dataset_digest(d.path)}
         for name, d in grid.datasets.items()
     }
     write_json(
-        root / "experiment.json",
+        layout.experiment_file,
         {
             "grid": Path(os.path.relpath(grid.path, root)).as_posix(),
             "grid_root": Path(os.path.relpath(grid.path.parent, root)).as_posix(),
@@ -97,7 +101,7 @@ def write_common(grid: Grid, splits_dir: Path) -> None:
         },
     )
     for path in sorted(splits_dir.glob("*/*.csv")):
-        target = root / "splits" / path.parent.name / path.name
+        target = layout.splits / path.parent.name / path.name
         text = path.read_text(encoding="utf-8")
         if target.is_file() and target.read_text(encoding="utf-8") != text:
             raise GridError(f"{target} differs from the experiment's {path}: the record would mix two splits")
@@ -135,9 +139,9 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
     (so a record with a ``cell.json`` is whole). ``test_curve``: {epoch: summary} of the run's own test
     evaluations."""
     target = cell_record_dir(grid, cell)
-    for summary in sorted((folder / "eval").glob("**/summary.json")):
+    for summary in sorted((folder / EVAL_DIR).glob("**/summary.json")):
         rel = summary.parent.relative_to(folder)
-        _copy_evaluation(summary.parent, target / rel, per_image=rel.parent.name == "eval")
+        _copy_evaluation(summary.parent, target / rel, per_image=rel.parent.name == EVAL_DIR)
     write_json(target / CURVE_FILE, {str(k): _clean_summary(v) for k, v in sorted(test_curve.items())})
     kept = (
         "cell",
@@ -150,7 +154,7 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
     )
     record = {k: info[k] for k in kept if k in info}
     record.update(device=info.get("device"), status="done", epochs=epochs, record_version=RECORD_VERSION)
-    write_json(target / "cell.json", record)
+    write_json(ExperimentDir(grid.results).cell_file(cell), record)
     return target
 
 

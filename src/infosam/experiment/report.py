@@ -18,300 +18,30 @@ results page. The Markdown links its figures relative to itself.
 A partly run grid is reported from its finished cells (the header says how many of the grid's cells finished);
 a spread or interval that does not exist (one seed) is shown as ``-``.
 
-The statistics are the pure functions of :mod:`infosam.stats`; this module only gathers the numbers.
+The parts: :mod:`~infosam.experiment.collect` gathers the finished cells' scores, :mod:`~infosam.experiment.tables`
+makes the numbers (the statistics are :mod:`infosam.stats`), :mod:`~infosam.experiment.figures` draws,
+:mod:`~infosam.experiment.provenance` says how the numbers were made; this module writes the files and the page.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import platform
-import re
-import shlex
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import yaml
-
-from .. import stats
 from ..files import atomic_write, atomic_write_text
 from ..metrics import METRIC_NAMES
-from .grid import Cell, Grid, cells, model_config
-from .records import read_test_curve
-from .runner import CELL_FILE, EXPERIMENT_FILE, GRID_COPY, cell_dir, load_experiment_grid, teacher_dir
+from .collect import TEACHER, collect, complete_seeds, per_image_rows
+from .figures import curve_figures, relation_figures
+from .layout import ExperimentDir
+from .provenance import experiment_info, grid_description, grid_name, provenance
+from .runner import load_experiment_grid
+from .tables import arm_summary, paired_table, retention_table, seed_scores, teacher_scores
 
-TEACHER = "teacher (zero-shot)"
 LOWER_IS_BETTER = {"MAE"}
 TITLE = "# Experiment report"
 """First words of every report's Markdown: an existing ``.md`` output that does not start so is never replaced."""
-
-
-@dataclass
-class CellResult:
-    cell: Cell
-    sets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """Per scored set (``test``, ``retention-<dataset>``): ``{image id: {metric: value}}``."""
-    curves: dict[str, dict[int, tuple[dict, int]]] = field(default_factory=dict)
-    """Per set: ``{epoch: (summary, n_images)}``."""
-    info: dict = field(default_factory=dict)
-    """The cell's ``cell.json`` (status, ``train_seconds``, ``eval_seconds``, ``device``)."""
-
-
-def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
-    from ..evaluate import read_evaluation
-
-    rows, _ = read_evaluation(path)
-    return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in rows}
-
-
-def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
-    """The finished cells' per-image scores and curves, and the number of cells in the grid."""
-    from ..runview import read_run
-
-    todo = cells(grid)
-    results = []
-    for cell in todo:
-        folder = cell_dir(exp_dir, cell)
-        info_path = folder / CELL_FILE
-        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-        if info.get("status") != "done":
-            continue
-        result = CellResult(cell, info=info)
-        names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
-        test_curve = read_test_curve(folder)  # a results record; an experiment folder has the run itself
-        if test_curve is None:
-            record = read_run(folder / "run")
-            test_curve, epochs = record.epoch_evals, record.config.train.epochs
-        else:
-            epochs = int(info["epochs"])
-        for name in names:
-            if not (folder / "eval" / name / "summary.json").is_file():
-                continue
-            result.sets[name] = _rows_by_id(folder / "eval" / name)
-            curve: dict[int, tuple[dict, int]] = {}
-            if name == "test":
-                for epoch, summary in test_curve.items():
-                    curve[epoch] = (summary, int(summary.get("n_images", 0)))
-            else:
-                for path in sorted((folder / "eval" / name).glob("epoch-*/summary.json")):
-                    summary = json.loads(path.read_text(encoding="utf-8"))
-                    curve[int(path.parent.name.split("-")[1])] = (summary, int(summary["n_images"]))
-                final = json.loads((folder / "eval" / name / "summary.json").read_text(encoding="utf-8"))
-                curve[epochs] = (final, int(final["n_images"]))
-            result.curves[name] = curve
-        results.append(result)
-    return results, len(todo)
-
-
-def _teacher_rows(exp_dir: Path, dataset: str, split: str) -> dict[str, dict[str, float]] | None:
-    path = teacher_dir(exp_dir, dataset, split)
-    return _rows_by_id(path) if (path / "summary.json").is_file() else None
-
-
-def _set_source(cell: Cell, name: str) -> tuple[str, str]:
-    """(dataset, split) a scored set of a cell comes from."""
-    if name == "test":
-        return cell.dataset, f"{cell.part}-test"
-    return name.removeprefix("retention-"), "heldout"
-
-
-# --------------------------------------------------------------------------------------------- the numbers
-
-
-def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
-    """One row per (dataset, regime, set, arm, seed): each metric's mean over the seed's images (parts pooled)."""
-    pooled: dict[tuple, dict[str, dict[str, float]]] = defaultdict(dict)
-    parts: dict[tuple, set] = defaultdict(set)
-    for r in results:
-        for name, rows in r.sets.items():
-            key = (r.cell.dataset, r.cell.regime, name, r.cell.arm, r.cell.seed)
-            # Retention sets are the same images in every part: average over parts per image.
-            for image_id, values in rows.items():
-                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == "test" else image_id, [])
-                pooled[key][f"{r.cell.part}|{image_id}" if name == "test" else image_id].append(values)
-            parts[key].add(r.cell.part)
-    out = []
-    for key, images in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        row = dict(zip(("dataset", "regime", "set", "arm", "seed"), key, strict=True))
-        row.update(n_images=len(images), n_parts=len(parts[key]))
-        for m in metrics:
-            row[m] = float(np.mean([np.mean([v[m] for v in vs]) for vs in images.values()]))
-        out.append(row)
-    return out
-
-
-def teacher_scores(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:
-    """The zero-shot teacher's mean per (dataset, regime, set), over the same images the students were scored on."""
-    seen: dict[tuple, dict[str, dict[str, float]]] = {}
-    for r in results:
-        for name in r.sets:
-            key = (r.cell.dataset, r.cell.regime, name)
-            dataset, split = _set_source(r.cell, name)
-            rows = _teacher_rows(exp_dir, dataset, split)
-            if rows is None:
-                continue
-            bucket = seen.setdefault(key, {})
-            for image_id, values in rows.items():
-                bucket[f"{r.cell.part}|{image_id}" if name == "test" else image_id] = values
-    out = []
-    for key, images in sorted(seen.items()):
-        row = dict(zip(("dataset", "regime", "set"), key, strict=True))
-        row.update(arm=TEACHER, seed="", n_images=len(images))
-        for m in metrics:
-            row[m] = float(np.mean([v[m] for v in images.values()]))
-        out.append(row)
-    return out
-
-
-def arm_summary(rows: list[dict], metrics: list[str]) -> list[dict]:
-    """Mean +- std over seeds per (dataset, regime, set, arm)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
-    out = []
-    for key, group in groups.items():
-        row = dict(zip(("dataset", "regime", "set", "arm"), key, strict=True))
-        row["n_seeds"] = len(group)
-        for m in metrics:
-            mean, std = stats.mean_std([g[m] for g in group])
-            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
-        out.append(row)
-    return out
-
-
-def paired_table(
-    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = 2000
-) -> list[dict]:
-    """InfoSAM arm minus its baseline per (dataset, regime, set, metric): hierarchical-bootstrap CI over images
-    within (seed, part), per-seed means and how many seeds agree in sign."""
-    by_key = {(r.cell.dataset, r.cell.part, r.cell.arm, r.cell.seed): r for r in results}
-    out = []
-    for arm in grid.arms.values():
-        if arm.baseline is None:
-            continue
-        settings: dict[tuple, dict[str, dict[int, list[tuple[str, CellResult, CellResult]]]]] = {}
-        for r in results:
-            if r.cell.arm != arm.name:
-                continue
-            base = by_key.get((r.cell.dataset, r.cell.part, arm.baseline, r.cell.seed))
-            if base is None:
-                continue
-            for name in r.sets:
-                if name not in base.sets:
-                    continue
-                setting = settings.setdefault((r.cell.dataset, r.cell.regime, name), {})
-                setting.setdefault(r.cell.seed, []).append((r.cell.part, r, base))
-        for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
-            for m in metrics:
-                groups: dict[int, list[np.ndarray]] = {}
-                runs: list[float] = []
-                for seed, pairs in sorted(seeds.items()):
-                    diffs = []
-                    for part, treated, base in pairs:
-                        where = f"{dataset}/{part}/{name} seed {seed}"
-                        t = {i: v[m] for i, v in treated.sets[name].items()}
-                        b = {i: v[m] for i, v in base.sets[name].items()}
-                        diffs.append(stats.paired_differences(t, b, name=where))
-                    runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
-                    if name != "test":  # retention: the same images in every part; average over parts first
-                        diffs = [np.mean(diffs, axis=0)]
-                    groups[seed] = diffs
-                ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
-                per_seed = stats.seed_means(groups)
-                agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
-                run = stats.run_level(runs)
-                out.append(
-                    {
-                        "dataset": dataset,
-                        "regime": regime,
-                        "set": name,
-                        "arm": arm.name,
-                        "baseline": arm.baseline,
-                        "metric": m,
-                        "difference": ci.estimate,
-                        "ci_low": ci.low,
-                        "ci_high": ci.high,
-                        "seeds_agree": agree,
-                        "n_seeds": total,
-                        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
-                        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
-                        "runs_positive": run["positive"],
-                        "runs_negative": run["negative"],
-                        "n_runs": run["n_runs"],
-                        "run_mean": run["mean"],
-                        "run_t_low": run["t_low"],
-                        "run_t_high": run["t_high"],
-                        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
-                    }
-                )
-    return out
-
-
-def _verdict(ci_low: float, ci_high: float, t_low: float, t_high: float) -> str:
-    """The comparison worded by the weaker of its two intervals: the image bootstrap (models fixed) and the
-    run-level t interval (trainings as replicates; NaN with one run). Only when both exclude zero on the same
-    side is a difference called one."""
-
-    def side(low: float, high: float) -> int:
-        if math.isnan(low) or math.isnan(high):
-            return 0
-        return 1 if low > 0 else -1 if high < 0 else 0
-
-    image, run = side(ci_low, ci_high), side(t_low, t_high)
-    if image == run != 0:
-        return "better" if image > 0 else "worse"
-    if image != 0:
-        return ("better" if image > 0 else "worse") + " on these images only (not across trainings)"
-    return "no clear difference"
-
-
-def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -> list[dict]:
-    """Score on each retention set relative to the zero-shot teacher's on the same images, mean +- std over
-    seeds per (dataset, regime, set, arm)."""
-    ref = {(t["dataset"], t["regime"], t["set"]): t for t in teacher}
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        if row["set"].startswith("retention-"):
-            groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
-    out = []
-    for key, group in sorted(groups.items()):
-        t = ref.get(key[:3])
-        if t is None:
-            continue
-        row = dict(zip(("dataset", "regime", "set", "arm"), key, strict=True))
-        row["n_seeds"] = len(group)
-        for m in metrics:
-            mean, std = stats.mean_std([stats.relative(g[m], t[m]) for g in group])
-            row[f"{m}_teacher"] = t[m]
-            row[f"{m}_relative_mean"], row[f"{m}_relative_std"] = mean, std
-        out.append(row)
-    return out
-
-
-def per_image_rows(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:
-    """One row per (finished cell, scored set, image): the final weights' score in every metric; then the zero-shot
-    teacher's rows (``arm`` = ``teacher (zero-shot)``, ``seed`` empty) for every (dataset, part, set) those cells
-    were scored on, so teacher and student rows join on (dataset, part, set, id)."""
-    rows = []
-    sources: dict[tuple[str, str, str], tuple[str, str]] = {}
-    for r in results:
-        for name, images in r.sets.items():
-            where = {"dataset": r.cell.dataset, "part": r.cell.part, "arm": r.cell.arm, "seed": r.cell.seed}
-            for image_id, values in images.items():
-                rows.append({**where, "set": name, "id": image_id, **{m: values[m] for m in metrics}})
-            sources.setdefault((r.cell.dataset, r.cell.part, name), _set_source(r.cell, name))
-    teacher: dict[tuple[str, str], dict[str, dict[str, float]] | None] = {}
-    for (dataset, part, name), source in sources.items():
-        if source not in teacher:
-            teacher[source] = _teacher_rows(exp_dir, *source)
-        where = {"dataset": dataset, "part": part, "arm": TEACHER, "seed": ""}
-        for image_id, values in (teacher[source] or {}).items():
-            rows.append({**where, "set": name, "id": image_id, **{m: values[m] for m in metrics}})
-    return rows
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -335,10 +65,9 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) ->
 def _copy_splits(exp_dir: Path, folder: Path) -> list[Path]:
     """Copy the experiment's split lists (``splits/**/*.csv``) into ``folder``, keeping their relative paths."""
     written = []
-    for path in sorted((exp_dir / "splits").rglob("*.csv")):
-        written.append(
-            atomic_write_text(folder / path.relative_to(exp_dir / "splits"), path.read_text("utf-8"))
-        )
+    splits = ExperimentDir(exp_dir).splits
+    for path in sorted(splits.rglob("*.csv")):
+        written.append(atomic_write_text(folder / path.relative_to(splits), path.read_text("utf-8")))
     return written
 
 
@@ -437,8 +166,8 @@ def write_report(
         ["dataset", "part", "arm", "seed", "set", "id", *metrics],
     )
     _copy_splits(exp_dir, assets / "splits")
-    figures = _curve_figures(results, teacher, grid, assets / "figures")
-    figures += _relation_figures(finished, grid, exp_dir, assets / "figures", show_images=show_images)
+    figures = curve_figures(results, teacher, grid, assets / "figures")
+    figures += relation_figures(finished, grid, exp_dir, assets / "figures", show_images=show_images)
     text = _markdown(
         grid,
         exp_dir,
@@ -478,9 +207,9 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
             f"the paired differences use every finished pair)"
         )
     lines = [
-        f"{TITLE}: {_grid_name(exp_dir, grid)}",
+        f"{TITLE}: {grid_name(exp_dir, grid)}",
         "",
-        f"{'Results record' if 'record_version' in _experiment_info(exp_dir) else 'Experiment folder'} "
+        f"{'Results record' if 'record_version' in experiment_info(exp_dir) else 'Experiment folder'} "
         f"`{exp_dir.name}`; {done} of {total} cells finished"
         + partial
         + f"; seeds {grid.seeds}; arms "
@@ -492,7 +221,7 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed. "
         "'-': a spread or interval that does not exist (one seed).",
         "",
-        *_grid_description(exp_dir, grid),
+        *grid_description(exp_dir, grid),
         "## Scores (mean ± std over seeds)",
         "",
         *([] if summary else [_NO_WHOLE_SEED, ""]),
@@ -589,344 +318,3 @@ def _files_section(md: Path, assets: Path) -> list[str]:
         "Per-epoch scores stay in the experiment folder (`cells/*/.../eval/`, `cells/*/.../run/eval/`).",
         "",
     ]
-
-
-def _shown(path: str | Path) -> str:
-    """``path`` relative to the current folder (with ``..`` when outside it: a committed page never names a
-    machine's absolute paths); quoted for a shell."""
-    path = Path(path).expanduser()
-    absolute = path if path.is_absolute() else Path.cwd() / path
-    text = Path(os.path.relpath(absolute.resolve(), Path.cwd().resolve())).as_posix()
-    return shlex.quote(text or ".")
-
-
-def _dataset_digest(folder: Path) -> str | None:
-    from .records import dataset_digest
-
-    try:
-        return dataset_digest(folder)
-    except OSError:
-        return None
-
-
-def _seconds(value: float) -> str:
-    if value >= 3600:
-        return f"{value:.1f} s ({value / 3600:.2f} h)"
-    if value >= 60:
-        return f"{value:.1f} s ({value / 60:.1f} min)"
-    return f"{value:.1f} s"
-
-
-def _grid_variables(grid_file: Path) -> list[str]:
-    """Environment variables the grid file's values name (``$X`` / ``${X}``), in order of appearance."""
-    try:
-        data = yaml.safe_load(grid_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return []
-    found: list[str] = []
-
-    def walk(value) -> None:
-        if isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, str):
-            found.extend(n for n in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value) if n not in found)
-
-    walk(data)
-    return found
-
-
-def complete_seeds(results: list[CellResult], grid: Grid) -> list[CellResult]:
-    """The results whose (dataset, regime, seed) has every cell of the grid finished (all folds or parts of the
-    regime, all arms): a seed's mean then covers the same images for every arm and is the whole regime's."""
-    wanted: dict[tuple, set] = defaultdict(set)
-    for cell in cells(grid):
-        wanted[(cell.dataset, cell.regime, cell.seed)].add((cell.part, cell.arm))
-    have: dict[tuple, set] = defaultdict(set)
-    for r in results:
-        have[(r.cell.dataset, r.cell.regime, r.cell.seed)].add((r.cell.part, r.cell.arm))
-    return [r for r in results if have[k := (r.cell.dataset, r.cell.regime, r.cell.seed)] >= wanted[k]]
-
-
-def _experiment_info(exp_dir: Path) -> dict:
-    return json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
-
-
-def _recorded_grid_file(exp_dir: Path, grid: Grid) -> Path:
-    """The grid file the experiment was started with (a results record names it relative to itself)."""
-    recorded = Path(_experiment_info(exp_dir).get("grid", str(grid.path)))
-    return recorded if recorded.is_absolute() else (exp_dir / recorded).resolve()
-
-
-def _grid_name(exp_dir: Path, grid: Grid) -> str:
-    """The name of the grid file the experiment was started with (the folder's copy is always grid.yaml)."""
-    return _recorded_grid_file(exp_dir, grid).name
-
-
-def _grid_description(exp_dir: Path, grid: Grid) -> list[str]:
-    """The grid file's leading comment block (what the grid is and why: its pre-registration), quoted, or
-    nothing when the file is gone or starts without one."""
-    recorded = _recorded_grid_file(exp_dir, grid)
-    try:
-        text = Path(recorded).read_text(encoding="utf-8")
-    except OSError:
-        return []
-    block = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        block.append(line[1:].strip())
-    while block and not block[-1]:
-        block.pop()
-    if not block:
-        return []
-    return ["The grid file says:", "", *(f"> {line}" if line else ">" for line in block), ""]
-
-
-def provenance(
-    exp_dir: Path, grid: Grid, results: list[CellResult], total: int, md: Path, assets: Path
-) -> list[str]:
-    """The Markdown lines of "How these numbers were made": grid file, commands, devices and wall time of the
-    finished cells (their ``cell.json``), and the machine writing the report."""
-    import torch
-
-    from .. import __version__
-
-    info = _experiment_info(exp_dir)
-    recorded = _recorded_grid_file(exp_dir, grid)
-    grid_file = _shown(recorded)
-    report_out = _shown(md.parent if md.parent == assets else md)
-    if "record_version" in info:  # a results record: the experiment folder it came from is not named
-        lines = [
-            "## How these numbers were made",
-            "",
-            f"- Grid file: `{grid_file}`; these numbers are read from its results record `{_shown(exp_dir)}` "
-            "(per-image scores, per-epoch summaries and times of every finished cell, committed with the grid).",
-            f"- Reproduce: `infosam experiment {grid_file} --out EXPERIMENT_FOLDER` (recorded cells are skipped, a "
-            f"killed cell resumes; new cells are recorded as they finish), then "
-            f"`infosam report {_shown(exp_dir)} --out {report_out}`.",
-        ]
-    else:
-        lines = [
-            "## How these numbers were made",
-            "",
-            f"- Grid file: `{grid_file}` (the experiment folder keeps a copy with absolute paths: "
-            f"`{_shown(exp_dir / GRID_COPY)}`).",
-            f"- Reproduce: `infosam experiment {grid_file} --out {_shown(exp_dir)}` (finished cells are kept; a "
-            f"killed cell resumes), then `infosam report {_shown(exp_dir)} --out {report_out}`.",
-        ]
-    variables = _grid_variables(Path(recorded))
-    described = []
-    for name, d in grid.datasets.items():
-        entry = (info.get("datasets") or {}).get(name) or {}
-        folder = entry.get("folder") or d.path.name
-        digest = entry.get("sha256sums_sha256") if entry else _dataset_digest(d.path)
-        described.append(
-            f"`{name}`: folder `{folder}`"
-            + (
-                f" (sha256 of its SHA256SUMS: `{digest[:16]}`)"
-                if digest
-                else " (no SHA256SUMS digest recorded)"
-            )
-        )
-    where = (
-        "; the grid file reads the environment variable(s) " + ", ".join(f"`{v}`" for v in variables)
-        if variables
-        else ""
-    )
-    lines.append("- Datasets: " + ", ".join(described) + where + ".")
-    lines.append(f"- Cells finished: {len(results)} of {total}.")
-    if results:
-        devices = Counter(str(r.info.get("device", "unknown")) for r in results)
-        lines.append(
-            "- Devices the finished cells trained on: "
-            + ", ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in devices.most_common())
-            + "."
-        )
-        codes = Counter(c for r in results for c in dict.fromkeys(r.info.get("code") or ["not recorded"]))
-        lines.append(
-            "- Code the finished cells trained with (every training attempt, resumes included): "
-            + ", ".join(f"{name} ({n} cell{'s' * (n != 1)})" for name, n in codes.most_common())
-            + "."
-        )
-        timed = [r for r in results if "train_seconds" in r.info]
-        if timed:
-            train = [float(r.info["train_seconds"]) for r in timed]
-            scoring = [float(r.info.get("eval_seconds", 0.0)) for r in timed]
-            lines.append(
-                f"- Wall time of {len(timed)} finished cells (their `cell.json`; an attempt that was killed is not "
-                f"counted): training {_seconds(sum(train))} in total, median {_seconds(float(np.median(train)))} "
-                f"per cell; scoring after training {_seconds(sum(scoring))} in total, median "
-                f"{_seconds(float(np.median(scoring)))} per cell."
-            )
-        cpu = [float(r.info["train_cpu_seconds"]) for r in timed if "train_cpu_seconds" in r.info]
-        if cpu:
-            lines.append(
-                f"- CPU time of training ({len(cpu)} cells, the training process only): median "
-                f"{_seconds(float(np.median(cpu)))} per cell."
-            )
-        if len(timed) < len(results):
-            lines.append(f"- {len(results) - len(timed)} finished cells have no recorded times.")
-    lines += [
-        f"- Machine that wrote this report (not necessarily the one that ran the cells): Python "
-        f"{platform.python_version()}, torch {torch.__version__}, infosam {__version__}, {platform.platform()}, "
-        f"{os.cpu_count()} CPUs.",
-        "",
-    ]
-    return lines
-
-
-# --------------------------------------------------------------------------------------------- figures
-
-
-def _save(fig, path: Path) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-
-
-def _curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
-    from ..extras import require
-
-    matplotlib = require("matplotlib", "infosam report's figures")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = grid.metrics[0]
-    settings: dict[tuple, dict[str, dict[str, dict[int, list[tuple[float, int, int]]]]]] = {}
-    for r in results:
-        setting = settings.setdefault((r.cell.dataset, r.cell.regime), {})
-        for name, curve in r.curves.items():
-            for epoch, (summary, n) in curve.items():
-                if metric in summary:
-                    setting.setdefault(name, {}).setdefault(r.cell.arm, {}).setdefault(epoch, []).append(
-                        (summary[metric], n, r.cell.seed)
-                    )
-    ref = {(t["dataset"], t["regime"], t["set"]): t[metric] for t in teacher}
-    written = []
-    for (dataset, regime), sets in sorted(settings.items()):
-        names = sorted(sets, key=lambda s: (s != "test", s))
-        fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-        for ax, name in zip(axes[0], names, strict=True):
-            for arm, curve in sorted(sets[name].items()):
-                epochs = sorted(curve)
-                # Parts weighted by their images within a seed, then the mean over seeds.
-                values = []
-                for e in epochs:
-                    by_seed: dict[int, list[tuple[float, int]]] = defaultdict(list)
-                    for v, n, seed in curve[e]:
-                        by_seed[seed].append((v, n))
-                    values.append(
-                        np.mean(
-                            [
-                                sum(v * n for v, n in vs) / max(1, sum(n for _, n in vs))
-                                for vs in by_seed.values()
-                            ]
-                        )
-                    )
-                style = "-" if grid.arms[arm].baseline is not None else "--"
-                ax.plot(epochs, values, style, marker="o", label=arm)
-            if (dataset, regime, name) in ref:
-                ax.axhline(ref[(dataset, regime, name)], color="grey", linestyle=":", label=TEACHER)
-            ax.set_title(f"{dataset} {regime}: {name}")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(metric)
-        axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / f"curves-{dataset}-{regime}.png"
-        _save(fig, path)
-        plt.close(fig)
-        written.append((f"{metric} per epoch: {dataset} {regime}", path))
-    return written
-
-
-def _relation_figures(
-    results: list[CellResult],
-    grid: Grid,
-    exp_dir: Path,
-    folder: Path,
-    n_images: int = 3,
-    show_images: bool = True,
-):
-    """Teacher and student relation maps (with the run's relation module) for a few test images of the first
-    finished InfoSAM cell of each setting."""
-    from ..extras import require
-
-    matplotlib = require("matplotlib", "infosam report's figures")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from ..data.formats import open_dataset
-    from ..data.prompts import test_prompts
-    from ..distill.relation import RelationModule
-    from ..evaluate import load_model
-    from ..runview import read_run
-    from ..sam.transforms import get_transform
-    from .grid import eval_config
-    from .relmaps import crop_valid, relation_maps
-
-    chosen: dict[tuple, CellResult] = {}
-    for r in results:
-        if grid.arms[r.cell.arm].baseline is None:
-            continue
-        chosen.setdefault((r.cell.dataset, r.cell.regime), r)
-    written = []
-    for (dataset, regime), r in sorted(chosen.items()):
-        if not (cell_dir(exp_dir, r.cell) / "run").is_dir():
-            continue  # a results record keeps no weights: no relation maps
-        record = read_run(cell_dir(exp_dir, r.cell) / "run")
-        if record.relation_weights is None:
-            continue
-        relation = RelationModule.load(record.relation_weights)
-        student = record.student()
-        teacher, _ = load_model(model_config(grid, r.cell), seed=grid.seeds[0])
-        data = open_dataset(
-            record.config.data.path,
-            split=record.config.data.test_split,
-            transform=get_transform(student.spec),  # the model family's own preprocessing (LiteMedSAM's too)
-        )
-        k = min(n_images, len(data))
-        samples = [data[i] for i in range(k)]
-        images = torch.stack([s["image"] for s in samples])
-        masks = torch.stack([s["mask"] for s in samples])
-        sizes = torch.stack([s["input_size"] for s in samples])
-        e = eval_config(grid, dataset)
-        prompts = test_prompts(
-            masks,
-            [s["id"] for s in samples],
-            seed=e.seed,
-            mode=e.prompt,
-            n_fg=e.n_fg,
-            n_bg=e.n_bg,
-            input_sizes=sizes,
-        )
-        size = student.image_encoder.img_size
-        maps = {
-            "teacher": crop_valid(relation_maps(teacher, relation, images, prompts), sizes, size),
-            "student": crop_valid(relation_maps(student, relation, images, prompts), sizes, size),
-        }
-        # Without the image column (show_images=False) the figure holds only computed maps, no dataset pixels:
-        # for reports committed where the data may not be redistributed.
-        first = 1 if show_images else 0
-        fig, axes = plt.subplots(k, 2 + first, figsize=(3 * (2 + first), 3 * k), squeeze=False)
-        for i in range(k):
-            name = Path(samples[i]["id"]).name
-            if show_images:
-                picture, truth = data.read_pair(i)
-                axes[i][0].imshow(picture)
-                axes[i][0].contour(truth, levels=[0.5], colors="yellow", linewidths=0.8)
-                axes[i][0].set_title(name, fontsize=8)
-            for j, who in enumerate(("teacher", "student"), start=first):
-                axes[i][j].imshow(maps[who][i], cmap="magma")
-                axes[i][j].set_title(f"{who} relation map" + ("" if show_images else f": {name}"), fontsize=8)
-            for ax in axes[i]:
-                ax.axis("off")
-        fig.suptitle(f"{dataset} {regime}: {r.cell.arm}, seed {r.cell.seed}, {r.cell.part}", fontsize=9)
-        fig.tight_layout()
-        path = folder / f"relation-{dataset}-{regime}.png"
-        _save(fig, path)
-        plt.close(fig)
-        written.append((f"relation maps: {dataset} {regime}", path))
-    return written

@@ -49,26 +49,18 @@ from .grid import (
     pairs,
     split_text,
 )
+from .layout import ExperimentDir
 
 log = logging.getLogger(__name__)
-
-CELL_FILE = "cell.json"
-GRID_COPY = "grid.yaml"
-EXPERIMENT_FILE = "experiment.json"
 
 
 def load_experiment_grid(exp_dir: str | Path) -> Grid:
     """The grid an experiment folder (or a results record) was last run with (its copy, relative paths as in the
     original; an unset $VARIABLE in a dataset path is kept as written, for reports made where the data is not)."""
-    exp_dir = Path(exp_dir)
-    if not (exp_dir / EXPERIMENT_FILE).is_file():
-        raise FileNotFoundError(
-            f"{exp_dir} is not an experiment folder: {exp_dir / EXPERIMENT_FILE} is missing"
-        )
-    info = json.loads((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
-    root = Path(info["grid_root"])  # a results record names it relative to itself
+    layout = ExperimentDir(exp_dir)
+    root = Path(layout.info()["grid_root"])  # a results record names it relative to itself
     return load_grid(
-        exp_dir / GRID_COPY, root=root if root.is_absolute() else exp_dir / root, lenient_vars=True
+        layout.grid_copy, root=root if root.is_absolute() else layout.root / root, lenient_vars=True
     )
 
 
@@ -85,14 +77,6 @@ class Progress:
     eta_seconds: float | None
     """Estimated time left (mean time of the cells run in this call x cells left); None before the first."""
     skipped: bool
-
-
-def cell_dir(exp_dir: Path, cell: Cell) -> Path:
-    return exp_dir / "cells" / cell.dataset / cell.part / cell.arm / f"seed-{cell.seed}"
-
-
-def teacher_dir(exp_dir: Path, dataset: str, split: str) -> Path:
-    return exp_dir / "teacher" / dataset / split
 
 
 def run_experiment(
@@ -128,9 +112,10 @@ def run_experiment(
     exp_dir = Path(out if out is not None else Path("runs") / "experiments" / grid.path.stem).expanduser()
     exp_dir = exp_dir.resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
-    _write_grid_copy(grid, exp_dir / GRID_COPY)
-    write_json(exp_dir / EXPERIMENT_FILE, {"grid": str(grid.path), "grid_root": str(grid.path.parent)})
-    splits_dir = exp_dir / "splits"
+    layout = ExperimentDir(exp_dir)
+    _write_grid_copy(grid, layout.grid_copy)
+    write_json(layout.experiment_file, {"grid": str(grid.path), "grid_root": str(grid.path.parent)})
+    splits_dir = layout.splits
     _write_splits(grid, splits_dir)
     if records.has_records(grid):
         records.write_common(grid, splits_dir)
@@ -236,11 +221,12 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
         wanted[(cell.dataset, f"{cell.part}-test")] = None
         for other in grid.datasets[cell.dataset].retention:
             wanted[(other, "heldout")] = None
-    probe = cell_config(grid, todo[0], exp_dir / "splits", exp_dir / "probe")
+    layout = ExperimentDir(exp_dir)
+    probe = cell_config(grid, todo[0], layout.splits, exp_dir / "probe")
     cpu = probe.train.cpu
     cache = probe.cache if _cached_scoring(probe) else None
     for dataset, split in wanted:
-        out = teacher_dir(exp_dir, dataset, split)
+        out = layout.teacher(dataset, split)
         if records.recorded_teacher(grid, dataset, split):
             continue
         if (out / "summary.json").is_file():
@@ -312,11 +298,10 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     from ..runview import read_run
     from ..train import train
 
-    folder = cell_dir(exp_dir, cell)
-    run_dir = folder / "run"
-    config = cell_config(grid, cell, exp_dir / "splits", run_dir)
+    layout = ExperimentDir(exp_dir)
+    folder, run_dir, info_path = layout.cell(cell), layout.run(cell), layout.cell_file(cell)
+    config = cell_config(grid, cell, layout.splits, run_dir)
     digest = config_hash(config, exp_dir)
-    info_path = folder / CELL_FILE
     if records.recorded_cell(grid, cell, digest) is not None:
         return True  # recorded (here or on another machine): finished
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else None
@@ -325,7 +310,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
             f"cell {cell.name} in {exp_dir} was run with another config (hash {info['config_hash']}, now {digest}); "
             "the grid changed under an existing name: give the changed arm a new name, or use another --out"
         )
-    if info is not None and info.get("status") == "done" and _evaluations_complete(grid, cell, folder):
+    if info is not None and info.get("status") == "done" and _evaluations_complete(grid, cell, layout):
         _record(grid, cell, folder, info, config)
         return True
     if info is None:
@@ -361,10 +346,10 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
         (f"retention-{other}", other, "heldout") for other in d.retention
     ]
     for name, dataset, split in targets:
-        jobs = [(folder / "eval" / name, None)]
+        jobs = [(layout.evaluation(cell, name), None)]
         if name != "test":  # forgetting curves (target curves are in the run's own eval files)
             jobs += [
-                (folder / "eval" / name / f"epoch-{epoch:03d}", weights)
+                (layout.evaluation(cell, name) / f"epoch-{epoch:03d}", weights)
                 for epoch, weights in record.epoch_weights.items()
                 if epoch != config.train.epochs
             ]
@@ -402,23 +387,22 @@ def _record(grid: Grid, cell: Cell, folder: Path, info: dict, config) -> None:
 
 def _record_finished(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
     """Record every finished cell of ``todo`` and every teacher evaluation in ``exp_dir`` (nothing runs)."""
-    for path in sorted((exp_dir / "teacher").glob("*/*/summary.json")):
+    layout = ExperimentDir(exp_dir)
+    for path in sorted(layout.teachers.glob("*/*/summary.json")):
         dataset, split = path.parent.parent.name, path.parent.name
         if dataset in grid.datasets:
             records.record_teacher(grid, path.parent, dataset, split)
     for cell in todo:
-        folder = cell_dir(exp_dir, cell)
-        info_path = folder / CELL_FILE
-        if not info_path.is_file():
+        folder, info = layout.cell(cell), layout.cell_info(cell)
+        if not info:
             continue
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        config = cell_config(grid, cell, exp_dir / "splits", folder / "run")
+        config = cell_config(grid, cell, layout.splits, layout.run(cell))
         digest = config_hash(config, exp_dir)
         if info.get("config_hash") != digest:
             raise GridError(
                 f"cell {cell.name} in {exp_dir} was run with another config than the grid gives now"
             )
-        if info.get("status") == "done" and _evaluations_complete(grid, cell, folder):
+        if info.get("status") == "done" and _evaluations_complete(grid, cell, layout):
             if records.recorded_cell(grid, cell, digest) is None:
                 _record(grid, cell, folder, info, config)
 
@@ -456,6 +440,6 @@ def _cached_scoring(config) -> bool:
     return config.cache.enabled and config.train.precision == "no"
 
 
-def _evaluations_complete(grid: Grid, cell: Cell, folder: Path) -> bool:
+def _evaluations_complete(grid: Grid, cell: Cell, layout: ExperimentDir) -> bool:
     names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
-    return all((folder / "eval" / n / "summary.json").is_file() for n in names)
+    return all((layout.evaluation(cell, n) / "summary.json").is_file() for n in names)

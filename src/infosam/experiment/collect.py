@@ -1,0 +1,124 @@
+"""Gathering an experiment's numbers: the finished cells' per-image scores and curves, and the teacher's.
+
+Reads an experiment folder or a results record (the same layout, :mod:`infosam.experiment.layout`); computes
+nothing but what the files hold. The tables are :mod:`infosam.experiment.tables`, the page
+:mod:`infosam.experiment.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .grid import Cell, Grid, cells
+from .layout import ExperimentDir
+from .records import read_test_curve
+
+TEACHER = "teacher (zero-shot)"
+"""The arm name the zero-shot teacher's rows carry in every table."""
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    sets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """Per scored set (``test``, ``retention-<dataset>``): ``{image id: {metric: value}}``."""
+    curves: dict[str, dict[int, tuple[dict, int]]] = field(default_factory=dict)
+    """Per set: ``{epoch: (summary, n_images)}``."""
+    info: dict = field(default_factory=dict)
+    """The cell's ``cell.json`` (status, ``train_seconds``, ``eval_seconds``, ``device``)."""
+
+
+def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
+    from ..evaluate import read_evaluation
+
+    rows, _ = read_evaluation(path)
+    return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in rows}
+
+
+def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
+    """The finished cells' per-image scores and curves, and the number of cells in the grid."""
+    from ..runview import read_run
+
+    layout = ExperimentDir(exp_dir)
+    todo = cells(grid)
+    results = []
+    for cell in todo:
+        folder, info = layout.cell(cell), layout.cell_info(cell)
+        if info.get("status") != "done":
+            continue
+        result = CellResult(cell, info=info)
+        names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
+        test_curve = read_test_curve(folder)  # a results record; an experiment folder has the run itself
+        if test_curve is None:
+            record = read_run(layout.run(cell))
+            test_curve, epochs = record.epoch_evals, record.config.train.epochs
+        else:
+            epochs = int(info["epochs"])
+        for name in names:
+            evaluation = layout.evaluation(cell, name)
+            if not (evaluation / "summary.json").is_file():
+                continue
+            result.sets[name] = _rows_by_id(evaluation)
+            curve: dict[int, tuple[dict, int]] = {}
+            if name == "test":
+                for epoch, summary in test_curve.items():
+                    curve[epoch] = (summary, int(summary.get("n_images", 0)))
+            else:
+                for path in sorted(evaluation.glob("epoch-*/summary.json")):
+                    summary = json.loads(path.read_text(encoding="utf-8"))
+                    curve[int(path.parent.name.split("-")[1])] = (summary, int(summary["n_images"]))
+                final = json.loads((evaluation / "summary.json").read_text(encoding="utf-8"))
+                curve[epochs] = (final, int(final["n_images"]))
+            result.curves[name] = curve
+        results.append(result)
+    return results, len(todo)
+
+
+def teacher_rows(exp_dir: Path, dataset: str, split: str) -> dict[str, dict[str, float]] | None:
+    """The zero-shot teacher's per-image scores on ``dataset``/``split`` (``{id: {metric: value}}``), or None."""
+    path = ExperimentDir(exp_dir).teacher(dataset, split)
+    return _rows_by_id(path) if (path / "summary.json").is_file() else None
+
+
+def set_source(cell: Cell, name: str) -> tuple[str, str]:
+    """(dataset, split) a scored set of a cell comes from."""
+    if name == "test":
+        return cell.dataset, f"{cell.part}-test"
+    return name.removeprefix("retention-"), "heldout"
+
+
+def complete_seeds(results: list[CellResult], grid: Grid) -> list[CellResult]:
+    """The results whose (dataset, regime, seed) has every cell of the grid finished (all folds or parts of the
+    regime, all arms): a seed's mean then covers the same images for every arm and is the whole regime's."""
+    wanted: dict[tuple, set] = defaultdict(set)
+    for cell in cells(grid):
+        wanted[(cell.dataset, cell.regime, cell.seed)].add((cell.part, cell.arm))
+    have: dict[tuple, set] = defaultdict(set)
+    for r in results:
+        have[(r.cell.dataset, r.cell.regime, r.cell.seed)].add((r.cell.part, r.cell.arm))
+    return [r for r in results if have[k := (r.cell.dataset, r.cell.regime, r.cell.seed)] >= wanted[k]]
+
+
+def per_image_rows(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:
+    """One row per (finished cell, scored set, image): the final weights' score in every metric; then the zero-shot
+    teacher's rows (``arm`` = ``teacher (zero-shot)``, ``seed`` empty) for every (dataset, part, set) those cells
+    were scored on, so teacher and student rows join on (dataset, part, set, id)."""
+    rows = []
+    sources: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for r in results:
+        for name, images in r.sets.items():
+            where = {"dataset": r.cell.dataset, "part": r.cell.part, "arm": r.cell.arm, "seed": r.cell.seed}
+            for image_id, values in images.items():
+                rows.append({**where, "set": name, "id": image_id, **{m: values[m] for m in metrics}})
+            sources.setdefault((r.cell.dataset, r.cell.part, name), set_source(r.cell, name))
+    teacher: dict[tuple[str, str], dict[str, dict[str, float]] | None] = {}
+    for (dataset, part, name), source in sources.items():
+        if source not in teacher:
+            teacher[source] = teacher_rows(exp_dir, *source)
+        where = {"dataset": dataset, "part": part, "arm": TEACHER, "seed": ""}
+        for image_id, values in (teacher[source] or {}).items():
+            rows.append({**where, "set": name, "id": image_id, **{m: values[m] for m in metrics}})
+    return rows

@@ -1,0 +1,187 @@
+"""The report's numbers: per-seed scores, summaries over seeds, paired differences and retention.
+
+Pure functions of the collected results (:mod:`infosam.experiment.collect`); the statistics themselves are
+:mod:`infosam.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import stats
+from .collect import TEACHER, CellResult, set_source, teacher_rows
+from .grid import Grid
+
+
+def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
+    """One row per (dataset, regime, set, arm, seed): each metric's mean over the seed's images (parts pooled)."""
+    pooled: dict[tuple, dict[str, dict[str, float]]] = defaultdict(dict)
+    parts: dict[tuple, set] = defaultdict(set)
+    for r in results:
+        for name, rows in r.sets.items():
+            key = (r.cell.dataset, r.cell.regime, name, r.cell.arm, r.cell.seed)
+            # Retention sets are the same images in every part: average over parts per image.
+            for image_id, values in rows.items():
+                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == "test" else image_id, [])
+                pooled[key][f"{r.cell.part}|{image_id}" if name == "test" else image_id].append(values)
+            parts[key].add(r.cell.part)
+    out = []
+    for key, images in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        row = dict(zip(("dataset", "regime", "set", "arm", "seed"), key, strict=True))
+        row.update(n_images=len(images), n_parts=len(parts[key]))
+        for m in metrics:
+            row[m] = float(np.mean([np.mean([v[m] for v in vs]) for vs in images.values()]))
+        out.append(row)
+    return out
+
+
+def teacher_scores(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:
+    """The zero-shot teacher's mean per (dataset, regime, set), over the same images the students were scored on."""
+    seen: dict[tuple, dict[str, dict[str, float]]] = {}
+    for r in results:
+        for name in r.sets:
+            key = (r.cell.dataset, r.cell.regime, name)
+            dataset, split = set_source(r.cell, name)
+            rows = teacher_rows(exp_dir, dataset, split)
+            if rows is None:
+                continue
+            bucket = seen.setdefault(key, {})
+            for image_id, values in rows.items():
+                bucket[f"{r.cell.part}|{image_id}" if name == "test" else image_id] = values
+    out = []
+    for key, images in sorted(seen.items()):
+        row = dict(zip(("dataset", "regime", "set"), key, strict=True))
+        row.update(arm=TEACHER, seed="", n_images=len(images))
+        for m in metrics:
+            row[m] = float(np.mean([v[m] for v in images.values()]))
+        out.append(row)
+    return out
+
+
+def arm_summary(rows: list[dict], metrics: list[str]) -> list[dict]:
+    """Mean +- std over seeds per (dataset, regime, set, arm)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
+    out = []
+    for key, group in groups.items():
+        row = dict(zip(("dataset", "regime", "set", "arm"), key, strict=True))
+        row["n_seeds"] = len(group)
+        for m in metrics:
+            mean, std = stats.mean_std([g[m] for g in group])
+            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+        out.append(row)
+    return out
+
+
+def paired_table(
+    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = 2000
+) -> list[dict]:
+    """InfoSAM arm minus its baseline per (dataset, regime, set, metric): hierarchical-bootstrap CI over images
+    within (seed, part), per-seed means and how many seeds agree in sign."""
+    by_key = {(r.cell.dataset, r.cell.part, r.cell.arm, r.cell.seed): r for r in results}
+    out = []
+    for arm in grid.arms.values():
+        if arm.baseline is None:
+            continue
+        settings: dict[tuple, dict[str, dict[int, list[tuple[str, CellResult, CellResult]]]]] = {}
+        for r in results:
+            if r.cell.arm != arm.name:
+                continue
+            base = by_key.get((r.cell.dataset, r.cell.part, arm.baseline, r.cell.seed))
+            if base is None:
+                continue
+            for name in r.sets:
+                if name not in base.sets:
+                    continue
+                setting = settings.setdefault((r.cell.dataset, r.cell.regime, name), {})
+                setting.setdefault(r.cell.seed, []).append((r.cell.part, r, base))
+        for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
+            for m in metrics:
+                groups: dict[int, list[np.ndarray]] = {}
+                runs: list[float] = []
+                for seed, pairs in sorted(seeds.items()):
+                    diffs = []
+                    for part, treated, base in pairs:
+                        where = f"{dataset}/{part}/{name} seed {seed}"
+                        t = {i: v[m] for i, v in treated.sets[name].items()}
+                        b = {i: v[m] for i, v in base.sets[name].items()}
+                        diffs.append(stats.paired_differences(t, b, name=where))
+                    runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
+                    if name != "test":  # retention: the same images in every part; average over parts first
+                        diffs = [np.mean(diffs, axis=0)]
+                    groups[seed] = diffs
+                ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
+                per_seed = stats.seed_means(groups)
+                agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
+                run = stats.run_level(runs)
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "regime": regime,
+                        "set": name,
+                        "arm": arm.name,
+                        "baseline": arm.baseline,
+                        "metric": m,
+                        "difference": ci.estimate,
+                        "ci_low": ci.low,
+                        "ci_high": ci.high,
+                        "seeds_agree": agree,
+                        "n_seeds": total,
+                        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
+                        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
+                        "runs_positive": run["positive"],
+                        "runs_negative": run["negative"],
+                        "n_runs": run["n_runs"],
+                        "run_mean": run["mean"],
+                        "run_t_low": run["t_low"],
+                        "run_t_high": run["t_high"],
+                        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
+                    }
+                )
+    return out
+
+
+def _verdict(ci_low: float, ci_high: float, t_low: float, t_high: float) -> str:
+    """The comparison worded by the weaker of its two intervals: the image bootstrap (models fixed) and the
+    run-level t interval (trainings as replicates; NaN with one run). Only when both exclude zero on the same
+    side is a difference called one."""
+
+    def side(low: float, high: float) -> int:
+        if math.isnan(low) or math.isnan(high):
+            return 0
+        return 1 if low > 0 else -1 if high < 0 else 0
+
+    image, run = side(ci_low, ci_high), side(t_low, t_high)
+    if image == run != 0:
+        return "better" if image > 0 else "worse"
+    if image != 0:
+        return ("better" if image > 0 else "worse") + " on these images only (not across trainings)"
+    return "no clear difference"
+
+
+def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -> list[dict]:
+    """Score on each retention set relative to the zero-shot teacher's on the same images, mean +- std over
+    seeds per (dataset, regime, set, arm)."""
+    ref = {(t["dataset"], t["regime"], t["set"]): t for t in teacher}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["set"].startswith("retention-"):
+            groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
+    out = []
+    for key, group in sorted(groups.items()):
+        t = ref.get(key[:3])
+        if t is None:
+            continue
+        row = dict(zip(("dataset", "regime", "set", "arm"), key, strict=True))
+        row["n_seeds"] = len(group)
+        for m in metrics:
+            mean, std = stats.mean_std([stats.relative(g[m], t[m]) for g in group])
+            row[f"{m}_teacher"] = t[m]
+            row[f"{m}_relative_mean"], row[f"{m}_relative_std"] = mean, std
+        out.append(row)
+    return out
