@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from browser import chromium, click_box, find_browser, served, settle, text, upload, wait_for_masks
+from browser import chromium, click_box, find_browser, served, settle, text, upload, wait_for, wait_for_masks
 from infosam.data.synthetic import synthetic_pair
 from infosam.predict import Prompt, predict_logits
 from infosam.serve import (
@@ -204,3 +204,41 @@ def test_serve_offers_share_and_passes_gradio_no_launch_hint(monkeypatch, tmp_pa
         assert main(["serve", "--model", "tiny", "--checkpoint", str(checkpoint), "--port", "0", *extra]) == 0
         assert calls[-1]["share"] is share and calls[-1]["quiet"] is True
     assert "a public link follows" in capsys.readouterr().out
+
+
+def test_phone_photo_on_the_page_gives_predicts_mask(run, models, tmp_path):
+    """A photo stored sideways with EXIF orientation 6, uploaded in the browser with a typed box: the mask the
+    page offers for download is pixel for pixel the one `infosam predict` writes for the same file and box."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    if find_browser() is None:
+        pytest.skip(
+            "chromium/chromedriver not installed (make test installs them with apt-get where possible)"
+        )
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from infosam.cli import main
+    from infosam.serve import build_app
+
+    upright = synthetic_pair(5, domain="target", size=(90, 120))[0]
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))  # 120 x 90 on disk: portrait
+    exif = stored.getexif()
+    exif[0x0112] = 6  # a viewer turns it 90 degrees clockwise: landscape 90 x 120 again
+    phone = tmp_path / "phone.jpg"
+    stored.save(phone, exif=exif, quality=95)
+    box = "10 10 80 70"  # in the upright image's pixels, as a user sees it
+    app = App(Segmenter(models), mask_dir=tmp_path / "masks")
+    with served(build_app(app)) as url, chromium() as driver:
+        upload(driver, url, phone)
+        wait_for(driver, lambda d: "90 pixels" in text(d, "status"))
+        field = driver.find_element(By.CSS_SELECTOR, "#box-text textarea, #box-text input")
+        field.send_keys(box + Keys.ENTER)
+        wait_for_masks(driver, 2)
+        wait_for(driver, lambda d: "Done." in text(d, "status"))
+    page_masks = sorted((tmp_path / "masks").rglob("phone-mask.png"))
+    assert len(page_masks) == 1
+    assert main(["predict", str(run), str(phone), "--box", *box.split(), "--out", str(tmp_path / "cli")]) == 0
+    cli_mask = np.asarray(Image.open(tmp_path / "cli" / "masks" / "phone.png"))
+    page_mask = np.asarray(Image.open(page_masks[0]))
+    assert page_mask.shape == cli_mask.shape == (90, 120)  # both upright
+    assert (page_mask > 0).any() and np.array_equal(page_mask > 0, cli_mask > 0)
