@@ -40,7 +40,7 @@ import yaml
 from .. import stats
 from ..files import atomic_write, atomic_write_text
 from ..metrics import METRIC_NAMES
-from .grid import Cell, Grid, cells, model_config
+from .grid import Cell, Grid, cells
 from .records import read_test_curve
 from .runner import CELL_FILE, EXPERIMENT_FILE, GRID_COPY, cell_dir, load_experiment_grid, teacher_dir
 
@@ -861,7 +861,7 @@ def _relation_figures(
     from ..data.formats import open_dataset
     from ..data.prompts import test_prompts
     from ..distill.relation import RelationModule
-    from ..evaluate import load_model
+    from ..load import open_model
     from ..runview import read_run
     from ..sam.transforms import get_transform
     from .grid import eval_config
@@ -881,7 +881,9 @@ def _relation_figures(
             continue
         relation = RelationModule.load(record.relation_weights)
         student = record.student()
-        teacher, _ = load_model(model_config(grid, r.cell), seed=grid.seeds[0])
+        teacher = open_model(
+            record.config
+        ).model  # the base this student was trained from, as training built it
         data = open_dataset(
             record.config.data.path,
             split=record.config.data.test_split,
