@@ -161,7 +161,7 @@ def test_bad_pairs_are_all_listed_before_the_model_loads(
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the data was checked")
 
-    monkeypatch.setattr("infosam.evaluate.load_model", refuse)
+    monkeypatch.setattr("infosam.load.ModelSource.open", refuse)
     out = tmp_path / "out"
     assert main(_eval_argv(tiny_checkpoint, tiny_dataset, out)) == 2
     err = capsys.readouterr().err
@@ -285,3 +285,37 @@ def test_eval_help_names_the_prompt_kinds(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for word in ("--tight-box", "tight_box", "noisy_box", "per-coordinate", "release", "1024 px"):
         assert word in text, word
+
+
+def test_eval_of_a_run_reads_it_once_and_builds_one_model(
+    tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch
+):
+    """`infosam eval RUN_DIR --cache` reads the run's config once and builds one model: the decoder-only student's
+    frozen encoder is the checkpoint's, so it serves as its own reference for the teacher cache (before: three
+    config reads, and a second base model built only to compare encoder weights)."""
+    from infosam import model as model_module
+    from infosam.cli import main
+    from infosam.config import save_config
+    from infosam.runs import RunDir
+    from test_export import make_run
+
+    run = make_run(tmp_path, "decoder", checkpoint=str(tiny_checkpoint))
+    config = RunDir(run).read_config()
+    config.cache.dir = str(tmp_path / "cache")
+    save_config(config, run / "config.yaml")
+    reads, builds = [], []
+    real_read, real_build = RunDir.read_config, model_module.build_base
+    monkeypatch.setattr(RunDir, "read_config", lambda self: reads.append(self.path) or real_read(self))
+    monkeypatch.setattr(model_module, "build_base", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+
+    out = tmp_path / "out"
+    argv = ["eval", str(run), "--data", str(tiny_dataset), "--out", str(out), "--workers", "0", "--cache"]
+    assert main(argv) == 0
+    assert len(reads) == 1 and len(builds) == 1
+    cached = json.loads((out / "summary.json").read_text())
+    assert cached["cached_features"] is True and len(list((tmp_path / "cache").glob("**/*.safetensors"))) == 3
+    assert main([*argv[:-1], "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert plain["cached_features"] is False
+    for metric in ("IoU", "Dice"):  # float16 features, the same scores within their rounding
+        assert cached[metric] == pytest.approx(plain[metric], abs=1e-3), metric

@@ -562,7 +562,7 @@ def test_failed_start_leaves_nothing_that_blocks_the_corrected_rerun(data, tmp_p
 
 
 def test_unfinished_run_says_which_weights_it_gives_or_refuses(stopped, tmp_path, caplog, capsys):
-    from infosam.evaluate import load_model
+    from infosam.load import open_model
 
     with caplog.at_level(logging.WARNING):
         _, model = runs.load_run(stopped)
@@ -570,7 +570,7 @@ def test_unfinished_run_says_which_weights_it_gives_or_refuses(stopped, tmp_path
     assert "step-000003 (step 3 of 4)" in caplog.text
     with pytest.raises(runs.UnfinishedRunError, match=r"did not finish .*newest weights are checkpoint"):
         runs.load_run(stopped, require_final=True)
-    _, described = load_model(stopped)
+    described = open_model(stopped).description
     assert (
         described["weights"].endswith("step-000003/peft.safetensors") and described["run_finished"] is False
     )

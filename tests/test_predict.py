@@ -277,8 +277,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr("infosam.runs.load_run", refuse)
-    monkeypatch.setattr(predict_module, "load_zero_shot", refuse)
+    monkeypatch.setattr("infosam.load.ModelSource.open", refuse)  # every source is opened there
 
 
 def _truncated_jpeg(path):

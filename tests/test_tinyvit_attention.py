@@ -113,7 +113,8 @@ def test_eval_of_a_tinyvit_run_uses_its_training_attention_and_scores_the_same(t
 
     from infosam.config import load_config
     from infosam.data.synthetic import write_synthetic_dataset
-    from infosam.evaluate import evaluate_run, load_model
+    from infosam.evaluate import evaluate_run
+    from infosam.load import open_model
     from infosam.train import train
 
     data = write_synthetic_dataset(tmp_path / "d", 4, domain="target")
@@ -123,7 +124,7 @@ def test_eval_of_a_tinyvit_run_uses_its_training_attention_and_scores_the_same(t
     config.train.epochs, config.data.train_split, config.data.test_split = 1, "all", "all"
     config.eval.last_epochs = 1
     train(config)
-    model, _ = load_model(run, device="cpu")
+    model = open_model(run).model
     assert any(isinstance(m, SdpaTinyViTAttention) for m in model.modules())
     _, summary = evaluate_run(run, data, "all", device="cpu")
     logged = json.loads((run / "eval" / "epoch-001.json").read_text())["summary"]

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
@@ -21,7 +20,8 @@ from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
 
 if TYPE_CHECKING:
-    from .config import CacheConfig, ModelConfig
+    from .config import CacheConfig, Config, EvalConfig, ModelConfig
+    from .load import ModelSource, OpenedModel
 
 logger = logging.getLogger(__name__)
 
@@ -207,86 +207,15 @@ PER_IMAGE_FILE = "per_image.csv"
 SUMMARY_FILE = "summary.json"
 
 
-def load_model(
-    source: str | Path | ModelConfig,
-    *,
-    checkpoint: str | Path | None = None,
-    weights: str | Path | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    image_size: int | None = None,
-    require_final: bool = False,
-) -> tuple[Sam, dict]:
-    """The model ``source`` names, in eval mode, and a description of it for summaries.
-
-    Args:
-        source: a run folder (its trained student), a SAM spec name (``vit_b``, ``tiny``, ...: zero-shot SAM) or a
-            :class:`~infosam.config.ModelConfig`.
-        checkpoint: base SAM weights (for a spec name: required unless ``tiny``/``tiny_tinyvit``; ``"bundled"`` for
-            LiteMedSAM's packaged weights; for a run: overrides the path recorded in its config).
-        weights: for a run, a ``peft.safetensors`` to load instead of the run's newest (of an unfinished run:
-            its newest intact checkpoint, with a warning naming it).
-        seed: initialisation seed of weights no checkpoint covers (random ``tiny`` models in tests).
-        image_size: for a spec name, the input side (default the spec's); refused for a run or a ModelConfig.
-        require_final: for a run, refuse one that did not finish (:class:`infosam.runs.UnfinishedRunError`).
-    """
-    from .config import ModelConfig
-    from .model import build_base
-
-    if image_size is not None and (isinstance(source, ModelConfig) or Path(source).expanduser().is_dir()):
-        raise ValueError("image_size is for a SAM model name; a run's or a config's input size is its own")
-    if isinstance(source, ModelConfig):
-        m = source
-        model = build_base(
-            m.name, checkpoint=m.checkpoint, image_size=m.image_size, attention=m.attention, seed=seed
-        )
-        return model.eval().to(device), {"model": source.name, "checkpoint": source.checkpoint}
-    path = Path(source).expanduser()
-    if path.is_dir():
-        from .runs import RunDir, load_run
-
-        run = RunDir(path)
-        used = weights if weights is not None else run.student_weights(require_final=require_final)
-        config, model = load_run(path, checkpoint=checkpoint, weights=used, device=device)
-        return model, {
-            "run": str(path),
-            "weights": str(used),
-            "run_finished": run.is_finished(),
-            "model": config.model.name,
-            "checkpoint": str(checkpoint) if checkpoint is not None else config.model.checkpoint,
-        }
-    from .sam.specs import SPECS
-
-    if str(source) not in SPECS:
-        raise FileNotFoundError(f"{source} is neither a run folder nor a SAM model name ({', '.join(SPECS)})")
-    if checkpoint is None and str(source) not in ("tiny", "tiny_tinyvit"):
-        raise ValueError(
-            f"a checkpoint is required for model {source} (random weights make no sense to score)"
-        )
-    # fast attention: same function, faster
-    model = build_base(str(source), checkpoint=checkpoint, image_size=image_size, seed=seed)
-    described = {"model": str(source), "checkpoint": None if checkpoint is None else str(checkpoint)}
-    if image_size is not None:
-        described["image_size"] = image_size
-    return model.eval().to(device), described
-
-
 def evaluate_run(
-    source: str | Path | ModelConfig,
+    source: str | Path | Config | ModelConfig | ModelSource,
     data: str | Path,
     split: str | None = None,
     *,
+    settings: EvalConfig | None = None,
     checkpoint: str | Path | None = None,
     weights: str | Path | None = None,
-    prompt: str | None = None,
-    n_fg: int | None = None,
-    n_bg: int | None = None,
-    seed: int | None = None,
-    compat: bool | None = None,
-    batch_size: int | None = None,
-    box_noise: str | None = None,
     image_size: int | None = None,
-    model_seed: int = 0,
     device: str | torch.device | None = None,
     require_final: bool = False,
     num_workers: int = 0,
@@ -295,13 +224,18 @@ def evaluate_run(
 ) -> tuple[list[dict], dict]:
     """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
 
-    Prompt settings left ``None`` take the run's ``eval`` section (for a run) or the defaults of :func:`evaluate`,
-    so a run scored here on its own test split matches what training logged. See :func:`load_model` for
-    ``source``, ``checkpoint``, ``weights``, ``model_seed`` and ``require_final``; ``image_size`` is zero-shot SAM's input side
-    (default the spec's; a run's comes from its config).
+    ``source`` is anything :func:`infosam.load.open_model` opens (a run folder, an exported or SAM checkpoint
+    file, a SAM model name, a Config or ModelConfig), or a :class:`~infosam.load.ModelSource` already resolved
+    (then ``checkpoint``, ``weights``, ``image_size`` and ``require_final`` are its own). A run folder is read
+    once and its model built once.
+
+    ``settings``: how to score (prompt, points, box noise, seed, compat, batch size); ``None`` takes the source's
+    own (:meth:`~infosam.load.ModelSource.eval_settings`: a run's ``eval`` section, so a run scored here on its
+    own test split matches what training logged; else the defaults). Override single fields with
+    ``dataclasses.replace(source.eval_settings(), prompt="points")``.
 
     ``cache``: read (and fill) the model's frozen encoder prefix from the caches of :mod:`infosam.prefix`, as
-    training's own evaluations do: ``True`` takes a run's ``cache`` section (switched on), a
+    training's own evaluations do: ``True`` takes a run's (or config's) ``cache`` section (switched on), a
     :class:`~infosam.config.CacheConfig` is used as given (a zero-shot model: its whole encoder, the teacher
     cache). Scores then come from the stored (e.g. float16) features, like training's; a student whose encoder
     trains from its first block runs uncached. ``None``/``False``: every image through the whole encoder.
@@ -315,27 +249,17 @@ def evaluate_run(
         ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split and
         ``cached_features`` (whether the encoder's frozen prefix came from a cache).
     """
-    from .config import EvalConfig, ModelConfig
     from .data.formats import SegmentationDataset, open_dataset
+    from .load import open_model, resolve
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    e = EvalConfig()
-    is_run = not isinstance(source, ModelConfig) and Path(source).expanduser().is_dir()
-    if is_run:
-        from .runs import RunDir
-
-        e = RunDir(Path(source).expanduser()).read_config().eval
-        if image_size is not None:
-            raise ValueError(
-                "--image-size (image_size) is for zero-shot SAM; a run's input size comes from its config"
-            )
-    prompt = e.prompt if prompt is None else prompt
-    n_fg = e.n_fg if n_fg is None else n_fg
-    n_bg = e.n_bg if n_bg is None else n_bg
-    box_noise = e.box_noise if box_noise is None else box_noise
-    check_prompt_settings(prompt, n_fg, n_bg)
-    check_box_noise(box_noise)
+    found = resolve(
+        source, checkpoint=checkpoint, weights=weights, image_size=image_size, require_final=require_final
+    )
+    e = found.eval_settings() if settings is None else settings
+    check_prompt_settings(e.prompt, e.n_fg, e.n_bg)
+    check_box_noise(e.box_noise)
     listing = open_dataset(data, split=split)
     empty = check_eval_data(listing)
     if empty:
@@ -348,66 +272,60 @@ def evaluate_run(
             len(listing),
             shown,
         )
-    model, described = load_model(
-        source,
-        checkpoint=checkpoint,
-        weights=weights,
-        seed=model_seed,
-        device=device,
-        image_size=image_size,
-        require_final=require_final,
-    )
+    opened = open_model(found, device=device)
+    model = opened.model
     dataset = SegmentationDataset(
         listing.root, listing.pairs, split=listing.split, transform=get_transform(model.spec)
     )
-    encode = _cached_encode(source, model, cache, checkpoint, image_size, model_seed) if cache else None
+    encode = _cached_encode(opened, cache) if cache else None
     rows, summary = evaluate(
         model,
         dataset,
-        prompt=prompt,
-        n_fg=n_fg,
-        n_bg=n_bg,
-        seed=e.seed if seed is None else seed,
-        box_noise=box_noise,
-        compat=e.compat if compat is None else compat,
-        batch_size=e.batch_size if batch_size is None else batch_size,
+        **e.scoring(),
         device=device,
         num_workers=num_workers,
         on_batch=on_batch,
         encode=encode,
     )
-    summary.update(described, data=str(data), split=split, cached_features=encode is not None)
+    summary.update(opened.description, data=str(data), split=split, cached_features=encode is not None)
     return rows, summary
 
 
 def _cached_encode(
-    source, model: Sam, cache, checkpoint, image_size: int | None, model_seed: int
+    opened: OpenedModel, cache: CacheConfig | bool
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The model's encoder through its cached frozen prefix, or None when nothing of it is frozen."""
+    """The model's encoder through its cached frozen prefix, or None when nothing of it is frozen.
+
+    No second model is built when the base weights come from a file: a student's frozen encoder weights are that
+    file's (only its PEFT tensors were trained and loaded), so the student itself serves as the reference the
+    prefix is compared with and fingerprinted by. Random base weights (test models) are fingerprinted by the
+    whole teacher's state, so that teacher is built from the config, as training built it.
+    """
+    import copy
     from dataclasses import replace
 
-    from .config import CacheConfig, Config, ModelConfig
+    from .config import CacheConfig, Config
     from .model import make_teacher
     from .prefix import open_student_prefix
 
-    if isinstance(source, ModelConfig) or not Path(source).expanduser().is_dir():
-        if not isinstance(cache, CacheConfig):
-            raise ValueError("a zero-shot model is cached with a CacheConfig (which cache folders to use)")
-        m = source
-        if not isinstance(source, ModelConfig):
-            ckpt = None if checkpoint is None else str(checkpoint)
-            m = ModelConfig(name=str(source), checkpoint=ckpt, image_size=image_size)
-        config = Config(model=m, cache=cache)
-        config.train.seed = model_seed
-        prefix = open_student_prefix(config, make_teacher(model), teacher=model)
-    else:
-        from .runs import RunDir
-
-        config = RunDir(Path(source).expanduser()).read_config()
-        if checkpoint is not None:
-            config.model.checkpoint = str(checkpoint)
+    if opened.config is None:
+        raise ValueError(
+            f"{opened.source} has no config to take cache folders from; score its run folder or a SAM model"
+        )
+    config = copy.deepcopy(opened.config)
+    if opened.is_student:
         config.cache = cache if isinstance(cache, CacheConfig) else replace(config.cache, enabled=True)
-        prefix = open_student_prefix(config, model)
+        reference = opened.model if config.model.checkpoint is not None else None
+        prefix = open_student_prefix(config, opened.model, teacher=reference)
+    else:
+        if not isinstance(cache, CacheConfig):
+            if not isinstance(opened.source.given, Config):
+                raise ValueError(
+                    "a zero-shot model is cached with a CacheConfig (which cache folders to use)"
+                )
+            cache = replace(config.cache, enabled=True)
+        config.cache = cache
+        prefix = open_student_prefix(config, make_teacher(opened.model), teacher=opened.model)
     return prefix.encode if prefix is not None else None
 
 
@@ -448,7 +366,7 @@ def read_evaluation(out_dir: str | Path) -> tuple[list[dict], dict]:
 
 
 def evaluate_to_folder(
-    source: str | Path | ModelConfig,
+    source: str | Path | Config | ModelConfig | ModelSource,
     data: str | Path,
     split: str | None,
     out_dir: str | Path,

@@ -24,7 +24,6 @@ from segment_anything.modeling import Sam
 
 from .data.prompts import tight_box
 from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask
-from .model import build_base
 from .sam.forward import decode, encode_images, sam_forward
 from .sam.transforms import SamTransform, get_transform
 
@@ -129,14 +128,6 @@ def mask_prompt(masks_dir: Path, image_path: Path) -> Prompt:
     if box is None:
         raise ValueError(f"mask {found[0]} is empty: no box can be derived from it")
     return Prompt(box=tuple(box.tolist()))
-
-
-def load_zero_shot(
-    name: str, checkpoint: str | Path, *, image_size: int | None = None, device: str | torch.device = "cpu"
-) -> Sam:
-    """Pretrained SAM ``name`` (vit_b, vit_l, vit_h, tiny) from ``checkpoint``, in eval mode, without PEFT."""
-    model = build_base(name, checkpoint=checkpoint, image_size=image_size)
-    return model.eval().to(device)
 
 
 @torch.no_grad()
@@ -356,13 +347,12 @@ def predict(
     require_final: bool = False,
     on_image: Callable[[int, int], None] | None = None,
 ) -> list[Prediction]:
-    """Load a model and :func:`predict_files` with it: the student of ``run_dir`` (:func:`infosam.runs.load_run`, or
-    :func:`infosam.export.load_model` when ``run_dir`` is a self-contained ``infosam`` export file,
-    ``checkpoint`` replacing its base SAM's path, ``weights`` its PEFT weights; an unfinished run gives its newest
-    intact checkpoint with a warning, or :class:`infosam.runs.UnfinishedRunError` with ``require_final``), or
-    zero-shot SAM ``model_name`` from ``checkpoint`` (:func:`load_zero_shot`). Exactly one of ``run_dir`` and
-    ``model_name``."""
-    from .runs import load_run
+    """Load a model (:func:`infosam.load.open_model`) and :func:`predict_files` with it: the student of ``run_dir``
+    (a run folder, ``checkpoint`` replacing its base SAM's path and ``weights`` its PEFT weights, an unfinished run
+    giving its newest intact checkpoint with a warning, or :class:`infosam.runs.UnfinishedRunError` with
+    ``require_final``; or a self-contained ``infosam`` export file), or zero-shot SAM ``model_name`` from
+    ``checkpoint``. Exactly one of ``run_dir`` and ``model_name``."""
+    from .load import open_model, resolve
 
     if (run_dir is None) == (model_name is None):
         raise ValueError("give exactly one of a run folder and a SAM model name")
@@ -373,24 +363,17 @@ def predict(
             raise ValueError("PEFT weights belong to a run folder; they cannot be used with a SAM model name")
     elif image_size is not None:
         raise ValueError("image_size belongs to a SAM model name; a run's input size comes from its config")
-    else:
-        from .export import is_student_file
-
-        if is_student_file(run_dir) and (checkpoint is not None or weights is not None):
-            raise ValueError(f"{run_dir} is a self-contained export; a checkpoint or weights do not apply")
+    # What the source is, and whether the options fit it, is known before anything else is read or built.
+    source = resolve(
+        run_dir if run_dir is not None else model_name,
+        checkpoint=checkpoint,
+        weights=weights,
+        image_size=image_size,
+        require_final=require_final,
+    )
     # Every input and output is checked before the model loads (seconds to minutes for ViT-H) or anything is written.
     jobs = plan_predictions(
         images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
     )
-    if model_name is not None:
-        model = load_zero_shot(model_name, checkpoint, image_size=image_size, device=device)
-    else:
-        from .export import is_student_file, load_model
-
-        if is_student_file(run_dir):  # `infosam export --format infosam`: everything is inside the file
-            model = load_model(run_dir, device=device)
-        else:
-            _, model = load_run(
-                run_dir, checkpoint=checkpoint, weights=weights, device=device, require_final=require_final
-            )
+    model = open_model(source, device=device).model
     return write_predictions(model, jobs, threshold, on_image=on_image)

@@ -373,27 +373,25 @@ def load_models(
       the zero-shot teacher it was trained from;
     - a plain SAM state dict (official or ``--format sam``): that model alone;
     - no ``source`` but ``model`` + ``checkpoint``: zero-shot SAM ``model`` alone.
+
+    Every source goes through :func:`infosam.load.open_model`; ``checkpoint`` with a run folder replaces the base
+    SAM's path its config records.
     """
-    from .export import is_student_file, load_model, load_student_file, open_run
+    from .load import open_model
 
     if (source is None) == (model is None):
         raise ValueError("give a run folder / exported file, or --model with --checkpoint (not both)")
     if model is not None:
-        from .predict import load_zero_shot
-
         if checkpoint is None:
             raise ValueError("--model needs --checkpoint (the pretrained weights)")
-        return {f"zero-shot {model}": load_zero_shot(model, checkpoint, device=device)}
+        return {f"zero-shot {model}": open_model(model, checkpoint=checkpoint, device=device).model}
     source = Path(source).expanduser()
-    if source.is_dir() or is_student_file(source):
-        if source.is_dir():
-            if not (source / "config.yaml").is_file():
-                raise ValueError(f"{source} is not a run folder (no config.yaml)")
-            _, student, teacher = open_run(source, checkpoint=checkpoint)
-        else:
-            _, student, teacher = load_student_file(source)
-        return {STUDENT: student.to(device), TEACHER: teacher.to(device)}
-    return {f"{source.name}": load_model(source, device=device)}
+    if not source.exists():
+        raise FileNotFoundError(f"model {source} does not exist (expected a run folder or an exported file)")
+    opened = open_model(source, checkpoint=checkpoint, device=device, teacher=True)
+    if opened.is_student:
+        return {STUDENT: opened.model, TEACHER: opened.teacher}
+    return {f"{source.name}": opened.model}
 
 
 def serve(

@@ -111,7 +111,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_to_folder
+    from dataclasses import replace
+
+    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, check_prompt_settings, evaluate_to_folder
+    from ..load import resolve
 
     if args.run is not None and not Path(args.run).is_dir():
         raise CLIError(f"RUN_DIR {args.run} is not a folder")
@@ -149,27 +152,39 @@ def run(args: argparse.Namespace) -> int:
             else CacheConfig(enabled=True, **({"dir": args.cache} if args.cache else {}))
         )
     out = Path(args.out)
+    overrides = {
+        "prompt": args.prompt,
+        "n_fg": None if args.points is None else args.points[0],
+        "n_bg": None if args.points is None else args.points[1],
+        "box_noise": args.box_noise,
+        "seed": args.seed,
+        "compat": args.compat,
+        "batch_size": args.batch_size,
+    }
     try:
-        summary = evaluate_to_folder(
+        # the run's folder is looked at and its config read here, once; the model is built after the data check
+        source = resolve(
             args.run if args.run is not None else args.model,
+            checkpoint=args.checkpoint,
+            weights=args.weights,
+            image_size=args.image_size,
+            require_final=args.require_final,
+        )
+        base = source.eval_settings()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        chosen = {k: given.get(k, getattr(base, k)) for k in ("prompt", "n_fg", "n_bg")}
+        check_prompt_settings(**chosen)  # the message names the command's options, not the config's
+        settings = replace(base, **given)
+        summary = evaluate_to_folder(
+            source,
             args.data,
             args.split,
             out,
             overwrite=args.overwrite,
-            checkpoint=args.checkpoint,
-            weights=args.weights,
-            prompt=args.prompt,
-            n_fg=None if args.points is None else args.points[0],
-            n_bg=None if args.points is None else args.points[1],
-            box_noise=args.box_noise,
-            seed=args.seed,
-            compat=args.compat,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
+            settings=settings,
             device=args.device,
             num_workers=args.workers,
             on_batch=progress,
-            require_final=args.require_final,
             cache=cache,
         )
     except FileExistsError as err:

@@ -106,7 +106,7 @@ def parse_points(values: list[float]) -> tuple[tuple[tuple[float, float], ...], 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..export import is_student_file
+    from ..load import is_student_file
     from ..predict import Prompt, predict
     from ..runs import RunDir
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..files import atomic_write
 from .collect import TEACHER, CellResult
-from .grid import Grid, model_config
+from .grid import Grid
 from .layout import ExperimentDir
 
 
@@ -96,7 +96,7 @@ def relation_figures(
     from ..data.formats import open_dataset
     from ..data.prompts import test_prompts
     from ..distill.relation import RelationModule
-    from ..evaluate import load_model
+    from ..load import open_model
     from ..runview import read_run
     from ..sam.transforms import get_transform
     from .grid import eval_config
@@ -117,7 +117,9 @@ def relation_figures(
             continue
         relation = RelationModule.load(record.relation_weights)
         student = record.student()
-        teacher, _ = load_model(model_config(grid, r.cell), seed=grid.seeds[0])
+        teacher = open_model(
+            record.config
+        ).model  # the base this student was trained from, as training built it
         data = open_dataset(
             record.config.data.path,
             split=record.config.data.test_split,

@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -215,13 +215,15 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
     """The zero-shot teacher on every split a student is scored on, once per (dataset, split)."""
     if not todo:
         return
-    model = model_config(grid, todo[0])
+    # The teacher is the base model of the first seed's config: its train.seed draws what no checkpoint covers
+    # (random test models), as that run's own teacher was drawn.
+    layout = ExperimentDir(exp_dir)
+    teacher = cell_config(grid, replace(todo[0], seed=grid.seeds[0]), layout.splits, exp_dir / "probe")
     wanted: dict[tuple[str, str], None] = {}
     for cell in todo:
         wanted[(cell.dataset, f"{cell.part}-test")] = None
         for other in grid.datasets[cell.dataset].retention:
             wanted[(other, "heldout")] = None
-    layout = ExperimentDir(exp_dir)
     probe = cell_config(grid, todo[0], layout.splits, exp_dir / "probe")
     cpu = probe.train.cpu
     cache = probe.cache if _cached_scoring(probe) else None
@@ -239,17 +241,7 @@ def _teacher_evaluations(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
             with RunLock(out):
                 if not (out / "summary.json").is_file():
                     log.info("zero-shot teacher on %s/%s", dataset, split)
-                    _score(
-                        grid,
-                        model,
-                        dataset,
-                        split,
-                        out,
-                        exp_dir,
-                        model_seed=grid.seeds[0],
-                        device=_device(cpu),
-                        cache=cache,
-                    )
+                    _score(grid, teacher, dataset, split, out, exp_dir, device=_device(cpu), cache=cache)
         except RunLockedError:
             log.info("zero-shot teacher on %s/%s: another process is scoring it", dataset, split)
             continue
@@ -265,23 +257,20 @@ def _score(
     exp_dir: Path,
     *,
     weights: Path | None = None,
-    model_seed: int = 0,
     device: str = "cpu",
     cache=None,
 ) -> None:
-    """Score ``source`` (a run folder or the teacher's model section) on ``split`` of ``dataset`` with the
-    dataset's eval settings, into ``out``; ``cache`` as :func:`infosam.evaluate.evaluate_run` (a cell whose
-    config caches is scored through its cached frozen encoder prefix, as its training evaluations were)."""
+    """Score ``source`` (a run folder, or the config whose base model is the teacher) on ``split`` of ``dataset``
+    with the dataset's eval settings, into ``out``; ``cache`` as :func:`infosam.evaluate.evaluate_run` (a cell
+    whose config caches is scored through its cached frozen encoder prefix, as its training evaluations were)."""
     from ..evaluate import evaluate_run, write_evaluation
 
-    e = eval_config(grid, dataset)
     rows, summary = evaluate_run(
         source,
         grid.datasets[dataset].path,
-        str(exp_dir / "splits" / dataset / f"{split}.csv"),
+        str(ExperimentDir(exp_dir).split_file(dataset, split)),
+        settings=eval_config(grid, dataset),
         weights=weights,
-        **e.scoring(),
-        model_seed=model_seed,
         device=device,
         cache=cache,
     )
