@@ -39,6 +39,7 @@ from .metrics import METRIC_NAMES, best_of
 from .model import build_configured, make_student, make_teacher
 from .peft import PeftSpec, load_peft
 from .prefix import open_step_caches
+from .runtime import reset_accelerate_state
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
 from .sam.transforms import SamTransform, get_transform
@@ -293,7 +294,7 @@ def _train(
                 stop=stop,
             )
     finally:
-        _forget_accelerate_state()
+        reset_accelerate_state()  # a later train() in this process may use another precision or device
     return run.path
 
 
@@ -388,16 +389,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _forget_accelerate_state() -> None:
-    """Forget accelerate's process-wide settings (not the process group), so a later :func:`train` in the same
-    process may use another precision or device. accelerate (1.15) offers no public way to do this; its own tests
-    call these two private resets, and this is the package's only call of them."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
 
 
 # --------------------------------------------------------------------------------------------- the loop
