@@ -15,7 +15,8 @@ from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
-from .data.prompts import PROMPT_MODES, check_box_noise, describe_prompt, prompt_kind, test_prompts
+from .data.prompts import PROMPT_MODES, check_box_noise, describe_prompt, prompt_kind
+from .data.prompts import eval_prompts as test_prompts
 from .metrics import MetricAccumulator
 from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
