@@ -331,7 +331,7 @@ def open_caches(
     reference = teacher if teacher is not None else reference
     fingerprint: dict | None = None
 
-    def teacher_fingerprint() -> dict:
+    def fingerprint_once() -> dict:  # hashing the weights file costs ~1 s (ViT-B): derived at most once
         nonlocal fingerprint
         if fingerprint is None:
             fingerprint = model_teacher_fingerprint(reference, checkpoint, precision)
@@ -339,7 +339,7 @@ def open_caches(
 
     cache = None
     if teacher is not None and teacher_cache:
-        cache = TeacherCache(Path(teacher_dir).expanduser(), teacher_fingerprint())
+        cache = TeacherCache(Path(teacher_dir).expanduser(), fingerprint_once())
     split = _frozen_prefix(student) if student_prefix else None
     if split is None:
         return StepCaches(cache)
@@ -347,14 +347,12 @@ def open_caches(
         raise ValueError("open_caches: a student prefix needs the teacher (teacher or reference)")
     if split.whole and _same_state(student.image_encoder, reference.image_encoder):
         store = (
-            cache
-            if cache is not None
-            else TeacherCache(Path(teacher_dir).expanduser(), teacher_fingerprint())
+            cache if cache is not None else TeacherCache(Path(teacher_dir).expanduser(), fingerprint_once())
         )
         return StepCaches(cache, StudentPrefix(split, store, teacher_embeddings=True))
     directory = prefix_dir or cache_folders(teacher_dir).prefix
     dtype = getattr(torch, precision_name(prefix_dtype))
-    store = open_prefix_store(directory, prefix_fingerprint(teacher_fingerprint(), split), dtype)
+    store = open_prefix_store(directory, prefix_fingerprint(fingerprint_once(), split), dtype)
     return StepCaches(cache, StudentPrefix(split, store))
 
 
@@ -381,14 +379,6 @@ def open_step_caches(config: Config, student: Sam, teacher: Sam | None = None) -
     return _open_configured(config, student, teacher, teacher_cache=True)
 
 
-def open_teacher_cache(config: Config, teacher: Sam) -> TeacherCache:
-    """The teacher cache in ``config.cache.dir`` for ``teacher`` (built from ``config.model``), fingerprinted by
-    its spec, weights file, preprocessing and ``config.train.precision``
-    (:func:`~infosam.fingerprint.model_teacher_fingerprint`)."""
-    fingerprint = model_teacher_fingerprint(teacher, config.model.checkpoint, config.train.precision)
-    return TeacherCache(cache_folders(config.cache.dir).teacher, fingerprint)
-
-
 def open_student_prefix(config: Config, student: Sam, teacher: Sam | None = None) -> StudentPrefix | None:
     """The cached frozen encoder prefix of ``student`` (``cache.student_prefix``; :func:`open_caches` decides
     where its entries live), or None when it has none. ``teacher``: the teacher's weights (else built from
@@ -401,8 +391,8 @@ def _open_configured(config: Config, student: Sam, teacher: Sam | None, *, teach
 
     c = config.cache
     reference = None
-    if teacher is None and c.student_prefix:
-        reference = make_teacher(build_configured(config))
+    if teacher is None and c.student_prefix and _frozen_prefix(student) is not None:
+        reference = make_teacher(build_configured(config))  # built only when a prefix needs it
     folders = cache_folders(c.dir, c.prefix_dir, c.inputs_dir)
     return open_caches(
         student,
