@@ -50,15 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args(argv)
 
-    from infosam.cache import TeacherCache, content_keys, teacher_fingerprint
+    from infosam.cache import TeacherCache, content_keys
     from infosam.data.prompts import tight_box
     from infosam.distill.loss import infosam_terms
     from infosam.distill.relation import RelationModule
+    from infosam.fingerprint import model_teacher_fingerprint
     from infosam.peft import apply_peft
     from infosam.sam.attention import enable_fast_attention
     from infosam.sam.build import build_sam
     from infosam.sam.forward import decode, encode_images
-    from infosam.sam.transforms import get_transform
 
     started = time.perf_counter()
     torch.manual_seed(0)
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         exact = encode_images(teacher, images)
         student_out = decode(student, encode_images(student, images), boxes=boxes)
-        prep = get_transform(teacher.spec).fingerprint()
-        fingerprint = teacher_fingerprint(teacher.spec, args.checkpoint, prep, precision="no", model=teacher)
+        fingerprint = model_teacher_fingerprint(teacher, args.checkpoint, "no")
         keys = content_keys(images)
         results = {}
         for dtype in (torch.float32, torch.float16, torch.bfloat16):

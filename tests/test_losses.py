@@ -65,21 +65,31 @@ def test_structure_weight_counts_the_padding():
     assert structure_loss(_logits_like(y), y).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_structure_variants_differ_exactly_in_the_bce_term():
-    g = torch.Generator().manual_seed(0)
-    logits = 3 * torch.randn(3, 1, 16, 16, generator=g)
-    y = (torch.rand(3, 1, 16, 16, generator=g) > 0.6).float()
-    w = 1 + 5 * (F.avg_pool2d(y, 31, 1, 15) - y).abs()
-    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-    weighted = ((w * bce).sum(dim=(2, 3)) / w.sum(dim=(2, 3))).mean()
-    plain = bce.mean()
-    diff = structure_loss(logits, y) - structure_loss(logits, y, weighted_bce=False)
-    assert diff.item() == pytest.approx((weighted - plain).item(), abs=1e-6)
-    assert abs(diff.item()) > 1e-4  # the two really differ on a non-constant weight map
-    prob = torch.sigmoid(logits)
-    inter = (prob * y * w).sum(dim=(2, 3))
-    wiou = 1 - (inter + 1) / (((prob + y) * w).sum(dim=(2, 3)) - inter + 1)
-    assert structure_loss(logits, y).item() == pytest.approx((weighted + wiou.mean()).item(), abs=1e-6)
+def test_structure_loss_on_a_2x2_image_by_hand():
+    """A 2 x 2 image, target (1 0 / 0 0), probabilities (3/4 1/4 / 1/2 1/4), computed on paper.
+
+    Weights: every 31 x 31 window (padding 15) covers the whole image, so avgpool = 1/961 everywhere:
+    w = 1 + 5 (1 - 1/961) = 5761/961 on the foreground pixel (a), 1 + 5/961 = 966/961 on the others (b).
+    BCE per pixel: -ln(3/4) = ln(4/3) on the three pixels at 3/4 (fg) or 1/4 (bg), ln 2 on the one at 1/2.
+    Weighted BCE = ((a + 2b) ln(4/3) + b ln 2) / (a + 3b) = (7693 ln(4/3) + 966 ln 2) / 8659.
+    IoU: I = 3a/4, U = (3/4 + 1) a + (1/4 + 1/2 + 1/4) b = 7a/4 + b, so
+    1 - (I + 1)/(U - I + 1) = 1 - (3a/4 + 1)/(a + b + 1) = 1 - (21127/3844)/(7688/961) = 1 - 21127/30752.
+    The release's plain BCE is the mean (3 ln(4/3) + ln 2)/4; the IoU term is the same.
+    """
+    ln3 = math.log(3.0)
+    logits = torch.tensor([[[[ln3, -ln3], [0.0, -ln3]]]])
+    y = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    torch.testing.assert_close(structure_weight(y), torch.tensor([[[[5761.0, 966.0], [966.0, 966.0]]]]) / 961)
+    iou = 1 - 21127 / 30752
+    weighted = (7693 * math.log(4 / 3) + 966 * math.log(2)) / 8659
+    plain = (3 * math.log(4 / 3) + math.log(2)) / 4
+    assert structure_loss(logits, y).item() == pytest.approx(weighted + iou, rel=1e-6)
+    assert structure_loss(logits, y, weighted_bce=False).item() == pytest.approx(plain + iou, rel=1e-6)
+    assert segmentation_loss("structure", logits, y).item() == pytest.approx(weighted + iou, rel=1e-6)
+    assert segmentation_loss("structure_release", logits, y).item() == pytest.approx(plain + iou, rel=1e-6)
+    # a batch is the mean over its images: the same image twice gives the same loss
+    two = structure_loss(logits.repeat(2, 1, 1, 1), y.repeat(2, 1, 1, 1)).item()
+    assert two == pytest.approx(weighted + iou, rel=1e-6)
 
 
 def test_focal_by_hand():
@@ -124,12 +134,15 @@ def test_mask_iou_and_iou_mse_by_hand():
 
 
 def test_dispatcher():
+    # Half target, p = 0.5 everywhere (logits 0): focal ln 2 / 8 and dice 32/65 (the tests above); nothing is
+    # predicted (logits > 0 nowhere), so the thresholded IoU is 0 and the IoU term (0.5 - 0)^2.
     y = _half_target(2)
     logits = torch.zeros_like(y)
     iou_pred = torch.full((2, 1), 0.5)
-    expected = focal_loss(logits, y) + dice_loss(logits, y) + iou_mse_loss(iou_pred, logits, y)
-    assert torch.allclose(segmentation_loss("focal_dice_iou", logits, y, iou_pred), expected)
-    assert torch.equal(segmentation_loss("structure", logits, y, iou_pred), structure_loss(logits, y))
+    expected = math.log(2) / 8 + 32 / 65 + 0.25
+    assert segmentation_loss("focal_dice_iou", logits, y, iou_pred).item() == pytest.approx(
+        expected, rel=1e-6
+    )
     with pytest.raises(ValueError, match="needs iou_pred"):
         segmentation_loss("focal_dice_iou", logits, y)
     with pytest.raises(ValueError, match="unknown segmentation loss 'bce'; choose one of structure, "):
@@ -201,6 +214,14 @@ def test_release_focal_saturates_and_iou_term_reaches_the_logits():
 
 def test_structure_weight_equals_the_31x31_box_mean():
     """The separable pooling is the 31 x 31 zero-padded box mean of the original (divided by 961 everywhere)."""
+    # By hand: one foreground pixel at (20, 20) of 48 x 48. Its own window holds it once: w = 1 + 5 (1 - 1/961);
+    # a background pixel within 15 rows and columns of it sees it: 1 + 5/961; one farther away: exactly 1.
+    dot = torch.zeros(1, 1, 48, 48)
+    dot[..., 20, 20] = 1
+    w = structure_weight(dot)[0, 0]
+    assert w[20, 20].item() == pytest.approx(1 + 5 * 960 / 961, rel=1e-6)
+    assert w[35, 5].item() == pytest.approx(1 + 5 / 961, rel=1e-6) == w[5, 35].item()
+    assert w[36, 20].item() == 1.0 and w[20, 4].item() == 1.0
     g = torch.Generator().manual_seed(0)
     for size in (8, 40, 64):
         y = (torch.rand(3, 1, size, size, generator=g) > 0.6).float()

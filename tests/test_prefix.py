@@ -12,16 +12,19 @@ import torch
 from infosam.cache import TEACHER_KIND, CacheMismatchError, TeacherCache, cache_info, read_manifest
 from infosam.config import load_config
 from infosam.data.synthetic import write_synthetic_dataset
-from infosam.model import build_base, make_student
+from infosam.model import build_base, make_student, make_teacher
 from infosam.prefix import (
     PREFIX_KIND,
     EncoderSplit,
+    StepCaches,
     StudentPrefix,
     encoder_segments,
+    open_caches,
     open_prefix_store,
     prefix_fingerprint,
     split_encoder,
 )
+from infosam.sam.forward import SamOutput
 from infosam.step import Trainee
 from infosam.train import train
 from run_logs import logged_losses
@@ -126,8 +129,60 @@ def test_features_are_computed_once_then_read(tmp_path):
 
 def test_a_partial_prefix_cannot_live_in_the_teacher_cache(tmp_path):
     split = split_encoder(_student("tiny_tinyvit", "lora+decoder").image_encoder)
+    teacher_cache = TeacherCache(tmp_path / "t", {"test": 1})
     with pytest.raises(ValueError, match="whole-encoder"):
-        StudentPrefix(split, TeacherCache(tmp_path / "t", {"test": 1}))
+        StudentPrefix(split, teacher_cache, teacher_embeddings=True)
+    with pytest.raises(ValueError, match="kind"):  # the flag and the store must agree
+        StudentPrefix(split, teacher_cache)
+
+
+def _caches(tmp_path, student, teacher, **options):
+    return open_caches(
+        student,
+        teacher,
+        teacher_dir=tmp_path / "cache",
+        prefix_dir=None,
+        checkpoint=None,
+        precision="no",
+        **options,
+    )
+
+
+def test_open_caches_decides_once_whether_the_prefix_is_the_teacher_cache(tmp_path):
+    teacher = make_teacher(build_base("tiny_tinyvit", checkpoint=None, seed=0))
+    # decoder-only with the teacher's weights: the prefix is the teacher's embeddings, in the teacher cache
+    shared = _caches(tmp_path, _student("tiny_tinyvit", "decoder", seed=0), teacher)
+    assert shared.prefix.teacher_embeddings and shared.prefix.store is shared.teacher
+    assert not (tmp_path / "cache-prefix").exists()
+    images = torch.randn(2, 3, 64, 64)
+    keys = shared.keys(images)
+    output = SamOutput(torch.full((2, 16, 16, 16), 7.0), torch.zeros(2, 1, 16), None, None)
+    assert shared.features(images, keys, output) is output.image_embeddings  # the teacher just read them
+    # without a teacher forward (plain baseline, evaluation) the same entries are read from the teacher cache
+    alone = _caches(tmp_path, _student("tiny_tinyvit", "decoder", seed=0), None, reference=teacher)
+    assert alone.teacher is None and alone.prefix.teacher_embeddings
+    assert torch.equal(alone.features(images, keys), shared.teacher.get(keys))
+    # another encoder (other weights, or a partial prefix): a store of its own beside the teacher cache
+    other = _caches(tmp_path, _student("tiny_tinyvit", "decoder", seed=1), teacher)
+    lora = _caches(tmp_path / "lora", _student("tiny_tinyvit", "lora+decoder", seed=0), teacher)
+    for caches in (other, lora):
+        assert not caches.prefix.teacher_embeddings and caches.prefix.store.manifest["kind"] == PREFIX_KIND
+    assert lora.prefix.store.directory == tmp_path / "lora" / "cache-prefix"
+    assert lora.features(images, keys, output).shape == (
+        2,
+        32 * 32,
+        16,
+    )  # its own features, not the teacher's
+    # switched off: nothing opened, nothing hashed
+    off = _caches(
+        tmp_path / "off",
+        _student("tiny_tinyvit", "decoder"),
+        teacher,
+        teacher_cache=False,
+        student_prefix=False,
+    )
+    assert off == StepCaches() and off.keys(images) is None and off.features(images, None, output) is None
+    assert not (tmp_path / "off").exists()
 
 
 def test_prefix_store_is_refused_for_other_weights_or_boundary(tmp_path):

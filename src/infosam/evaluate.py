@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
-from .data.prompts import PROMPT_MODES, check_box_noise, describe_prompt, prompt_kind, test_prompts
+from .data.prompts import PROMPT_MODES, check_box_noise, describe_prompt, eval_prompts, prompt_kind
 from .metrics import MetricAccumulator
 from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
@@ -159,7 +159,7 @@ def evaluate(
     )
     done = 0
     for batch in loader:
-        prompts = test_prompts(
+        prompts = eval_prompts(
             batch["mask"],
             batch["id"],
             seed=seed,

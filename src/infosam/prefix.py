@@ -19,6 +19,10 @@ fingerprinted by the teacher's fingerprint (spec, weights file, transform, compu
 sha256 of the prefix's own weights, so a changed model, transform, precision, placement or weight is refused, never
 served. Like the teacher cache, a computed prefix is stored and read back, so every epoch (and a resumed run) sees
 the same stored values.
+
+Which caches a training step uses, and whether the student's prefix *is* the teacher's embeddings, is decided once,
+by :func:`open_step_caches` (from a config) or :func:`open_caches` (from folders and models): the step, the
+evaluation and the benchmarks take its :class:`StepCaches` and ask it, never the stores' types.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor, nn
 
-from .cache import TeacherCache, TensorStore
+from .cache import TEACHER_KIND, TeacherCache, TensorStore, cache_folders, content_keys
+from .fingerprint import model_teacher_fingerprint, precision_name
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
     from .config import Config
+    from .sam.forward import SamOutput
 
 PREFIX_KIND = "student-encoder-prefix"
 _FEATURES = "features"
@@ -199,23 +205,32 @@ class StudentPrefix:
 
     Args:
         split: :func:`split_encoder` of the student's image encoder (not empty).
-        store: where the prefix outputs live: a :class:`~infosam.cache.TensorStore` of kind
-            :data:`PREFIX_KIND` fingerprinted by :func:`prefix_fingerprint`, or, when ``split.whole`` and the
-            encoder's weights are the teacher's, the teacher cache (its embeddings are the same function).
+        store: where the prefix outputs live, read and written through its one tensor (``store.get`` /
+            ``store.put``): a store of kind :data:`PREFIX_KIND` fingerprinted by :func:`prefix_fingerprint`
+            (:func:`open_prefix_store`), or the teacher cache when ``teacher_embeddings``.
+        teacher_embeddings: the prefix is the whole encoder with the teacher's weights, so its output is the
+            teacher's image embeddings and its entries are the teacher cache's (``store``); decided by
+            :func:`open_caches`.
 
     Use: ``features = prefix.features(images, keys)`` (no gradients; float32 on ``images``' device), then
     ``split.rest(features)`` with gradients inside the student.
     """
 
-    def __init__(self, split: EncoderSplit, store: TensorStore) -> None:
+    def __init__(self, split: EncoderSplit, store: TensorStore, *, teacher_embeddings: bool = False) -> None:
         if split.empty:
             raise ValueError("the student's first encoder segment trains: there is no frozen prefix to cache")
-        if isinstance(store, TeacherCache) and not split.whole:
+        if teacher_embeddings and not split.whole:
             raise ValueError(
                 "only a whole-encoder prefix (the image embeddings) can live in the teacher cache"
             )
+        if teacher_embeddings != (store.manifest["kind"] == TEACHER_KIND):
+            raise ValueError(
+                f"a prefix with teacher_embeddings={teacher_embeddings} cannot live in a store of kind "
+                f"{store.manifest['kind']!r}"
+            )
         self.split = split
         self.store = store
+        self.teacher_embeddings = teacher_embeddings
         self.computed = 0
         """Images whose prefix was computed (not read) by this object: a warm store leaves it at 0."""
 
@@ -224,11 +239,11 @@ class StudentPrefix:
         read from the store, or computed, stored and read back; float32 on ``images``' device, no gradients."""
         keys = list(keys) if keys is not None else self.store.keys(images)
         with torch.no_grad():
-            found = self._get(keys)
+            found = self.store.get(keys)
             if found is None:
-                self._put(keys, self.split.prefix(images))
+                self.store.put(keys, self.split.prefix(images))
                 self.computed += len(keys)
-                found = self._get(keys)
+                found = self.store.get(keys)
                 if found is None:
                     raise RuntimeError(
                         f"prefix cache {self.store.directory}: entries just written cannot be read"
@@ -240,63 +255,109 @@ class StudentPrefix:
         encoder (what evaluation runs: test images are computed once and read at every evaluation after)."""
         return self.split.rest(self.features(images))
 
-    def _get(self, keys: list[str]) -> Tensor | None:
-        if isinstance(self.store, TeacherCache):
-            return self.store.get(keys)
-        found = self.store.get_tensors(keys)
-        return None if found is None else found[_FEATURES]
 
-    def _put(self, keys: list[str], features: Tensor) -> None:
-        if isinstance(self.store, TeacherCache):
-            self.store.put(keys, features)
-        else:
-            self.store.put_tensors(keys, {_FEATURES: features})
+@dataclass(frozen=True)
+class StepCaches:
+    """The caches a training step reads, as :func:`open_caches` decided them; empty when caching is off."""
+
+    teacher: TeacherCache | None = None
+    """The teacher's image embeddings, when a teacher runs and the cache is on."""
+    prefix: StudentPrefix | None = None
+    """The student's frozen encoder prefix, when it has one and ``cache.student_prefix`` is on."""
+
+    def keys(self, images: Tensor) -> list[str] | None:
+        """Content keys of images (B, 3, S, S), hashed once for every cache of the step; None without caches."""
+        return content_keys(images) if self.teacher is not None or self.prefix is not None else None
+
+    def features(
+        self, images: Tensor, keys: list[str] | None, teacher: SamOutput | None = None
+    ) -> Tensor | None:
+        """The student's prefix features of ``images`` (None without a prefix). A prefix that is the teacher's
+        embeddings takes them from ``teacher`` (the teacher's output of this batch, read through :attr:`teacher`,
+        the same entries) rather than reading the entries twice."""
+        if self.prefix is None:
+            return None
+        if self.prefix.teacher_embeddings and self.teacher is not None and teacher is not None:
+            return teacher.image_embeddings
+        return self.prefix.features(images, keys)
 
 
 def open_prefix_store(
     directory: str | Path, fingerprint: Mapping[str, Any], dtype: torch.dtype
 ) -> TensorStore:
-    """The prefix store in ``directory`` (created if missing; refused if it was made for another fingerprint)."""
-    return TensorStore(Path(directory).expanduser(), PREFIX_KIND, fingerprint, dtype)
+    """The prefix store in ``directory`` (created if missing; refused if it was made for another fingerprint); its
+    one tensor per entry is the prefix's output (``store.get`` / ``store.put``)."""
+    return TensorStore(Path(directory).expanduser(), PREFIX_KIND, fingerprint, dtype, tensor=_FEATURES)
 
 
-# --------------------------------------------------------------------------------------------- from a config
+# --------------------------------------------------------------------------------------------- opening
 
 
-def open_teacher_cache(config: Config, teacher: Sam) -> TeacherCache:
-    """The teacher cache in ``config.cache.dir`` for ``teacher`` (built from ``config.model``), fingerprinted by
-    its spec, weights file, preprocessing and ``config.train.precision``; a random teacher (no checkpoint) is
-    fingerprinted by its weights, so two such teachers never share entries."""
-    from .cache import teacher_fingerprint
-    from .sam.checkpoint import resolve_checkpoint  # 'bundled' -> the package's verified file
-    from .sam.transforms import get_transform
+def open_caches(
+    student: Sam,
+    teacher: Sam | None,
+    *,
+    teacher_dir: str | Path,
+    prefix_dir: str | Path | None,
+    checkpoint: str | Path | None,
+    precision: str | torch.dtype | None,
+    prefix_dtype: str = "float16",
+    teacher_cache: bool = True,
+    student_prefix: bool = True,
+    reference: Sam | None = None,
+) -> StepCaches:
+    """The caches of a step, and the one place that decides whether the student's prefix shares the teacher cache.
 
-    preprocessing = get_transform(teacher.spec).fingerprint()
-    model = teacher if config.model.checkpoint is None else None
-    weights = None if config.model.checkpoint is None else resolve_checkpoint(config.model.checkpoint)
-    fingerprint = teacher_fingerprint(
-        teacher.spec, weights, preprocessing, precision=config.train.precision, model=model
-    )
-    return TeacherCache(Path(config.cache.dir).expanduser(), fingerprint)
+    Args:
+        student: the student, its trainable parameters marked (``requires_grad``).
+        teacher: the frozen teacher the step runs, or None (no teacher forward: plain baseline, evaluation).
+        teacher_dir: the teacher cache's folder; prefix_dir: the prefix store's (see :func:`cache_folders`).
+        checkpoint: the teacher's weights (a config's ``model.checkpoint``; None: fingerprinted by its state dict).
+        precision: the compute precision (config ``train.precision``).
+        prefix_dtype: storage dtype of the prefix store (float16 or float32).
+        teacher_cache: open the teacher cache for ``teacher`` (ignored without a teacher).
+        student_prefix: open the student's frozen prefix (None when nothing of its encoder is frozen).
+        reference: the teacher's weights when ``teacher`` is None (built by the caller); needed only to compare a
+            whole frozen student encoder with them and to fingerprint the prefix.
+
+    A whole frozen student encoder (decoder-only, zero-shot) whose weights equal the teacher's computes the
+    teacher's embeddings: its prefix reads and writes the teacher cache's entries (``teacher_embeddings``), in the
+    step taken from the teacher's output. Any other prefix has its own store, fingerprinted by the teacher's
+    fingerprint plus its boundary and weights (:func:`prefix_fingerprint`).
+
+    Raises:
+        ValueError: ``student_prefix`` on SAM 2 (no frozen encoder prefix exists).
+    """
+    reference = teacher if teacher is not None else reference
+    fingerprint: dict | None = None
+
+    def fingerprint_once() -> dict:  # hashing the weights file costs ~1 s (ViT-B): derived at most once
+        nonlocal fingerprint
+        if fingerprint is None:
+            fingerprint = model_teacher_fingerprint(reference, checkpoint, precision)
+        return fingerprint
+
+    cache = None
+    if teacher is not None and teacher_cache:
+        cache = TeacherCache(Path(teacher_dir).expanduser(), fingerprint_once())
+    split = _frozen_prefix(student) if student_prefix else None
+    if split is None:
+        return StepCaches(cache)
+    if reference is None:
+        raise ValueError("open_caches: a student prefix needs the teacher (teacher or reference)")
+    if split.whole and _same_state(student.image_encoder, reference.image_encoder):
+        store = (
+            cache if cache is not None else TeacherCache(Path(teacher_dir).expanduser(), fingerprint_once())
+        )
+        return StepCaches(cache, StudentPrefix(split, store, teacher_embeddings=True))
+    directory = prefix_dir or cache_folders(teacher_dir).prefix
+    dtype = getattr(torch, precision_name(prefix_dtype))
+    store = open_prefix_store(directory, prefix_fingerprint(fingerprint_once(), split), dtype)
+    return StepCaches(cache, StudentPrefix(split, store))
 
 
-def open_student_prefix(
-    config: Config, student: Sam, teacher: Sam | None = None, cache: TeacherCache | None = None
-) -> StudentPrefix | None:
-    """The cached frozen encoder prefix of ``student`` (``cache.student_prefix``), or None when it has none.
-
-    Which parameters are frozen is read from ``requires_grad``. A whole frozen encoder (decoder-only, or a
-    zero-shot model) computes the teacher's embeddings: when its weights are the teacher's (``teacher``, else
-    built from ``config.model``), its entries are the teacher cache's (``cache``, else opened here); otherwise,
-    and for a partial prefix, the prefix has its own store (``cache.prefix_dir``) fingerprinted by the prefix's
-    weights. Training and evaluation (:func:`infosam.evaluate.evaluate_run` with ``cache``) open it alike."""
-    from .cache import precision_name, teacher_fingerprint
-    from .model import build_configured, make_teacher
-    from .sam.checkpoint import resolve_checkpoint
-    from .sam.transforms import get_transform
-
-    if not config.cache.student_prefix:
-        return None
+def _frozen_prefix(student: Sam) -> EncoderSplit | None:
+    """The student encoder's split at its frozen prefix, or None when its first segment trains."""
     from .sam.sam2 import is_sam2
 
     if is_sam2(student):
@@ -306,25 +367,45 @@ def open_student_prefix(
             "false (the teacher cache works)"
         )
     split = split_encoder(student.image_encoder)
-    if split.empty:
-        return None
-    m = config.model
-    reference = teacher if teacher is not None else make_teacher(build_configured(config))
-    if split.whole and _same_state(student.image_encoder, reference.image_encoder):
-        return StudentPrefix(split, cache if cache is not None else open_teacher_cache(config, reference))
-    preprocessing = get_transform(reference.spec).fingerprint()
-    weights = None if m.checkpoint is None else resolve_checkpoint(m.checkpoint)
-    fingerprint = teacher_fingerprint(
-        reference.spec,
-        weights,
-        preprocessing,
+    return None if split.empty else split
+
+
+def open_step_caches(config: Config, student: Sam, teacher: Sam | None = None) -> StepCaches:
+    """:func:`open_caches` as ``config`` sets them (``cache.*``, ``model.checkpoint``, ``train.precision``): the
+    teacher cache for ``teacher`` and the student's prefix (``cache.student_prefix``); empty unless
+    ``cache.enabled``. Without a teacher, the reference weights are built from ``config.model`` when needed."""
+    if not config.cache.enabled:
+        return StepCaches()
+    return _open_configured(config, student, teacher, teacher_cache=True)
+
+
+def open_student_prefix(config: Config, student: Sam, teacher: Sam | None = None) -> StudentPrefix | None:
+    """The cached frozen encoder prefix of ``student`` (``cache.student_prefix``; :func:`open_caches` decides
+    where its entries live), or None when it has none. ``teacher``: the teacher's weights (else built from
+    ``config.model``). Evaluation (:func:`infosam.evaluate.evaluate_run` with ``cache``) opens it so."""
+    return _open_configured(config, student, teacher, teacher_cache=False).prefix
+
+
+def _open_configured(config: Config, student: Sam, teacher: Sam | None, *, teacher_cache: bool) -> StepCaches:
+    from .model import build_configured, make_teacher
+
+    c = config.cache
+    reference = None
+    if teacher is None and c.student_prefix and _frozen_prefix(student) is not None:
+        reference = make_teacher(build_configured(config))  # built only when a prefix needs it
+    folders = cache_folders(c.dir, c.prefix_dir, c.inputs_dir)
+    return open_caches(
+        student,
+        teacher if teacher_cache else None,
+        teacher_dir=folders.teacher,
+        prefix_dir=folders.prefix,
+        checkpoint=config.model.checkpoint,
         precision=config.train.precision,
-        model=reference if weights is None else None,
+        prefix_dtype=c.prefix_dtype,
+        teacher_cache=teacher_cache,
+        student_prefix=c.student_prefix,
+        reference=teacher if teacher is not None else reference,
     )
-    directory = config.cache.prefix_dir or f"{str(config.cache.dir).rstrip('/')}-prefix"
-    dtype = getattr(torch, precision_name(config.cache.prefix_dtype))
-    store = open_prefix_store(directory, prefix_fingerprint(fingerprint, split), dtype)
-    return StudentPrefix(split, store)
 
 
 def _same_state(a: nn.Module, b: nn.Module) -> bool:

@@ -14,6 +14,8 @@
   ``torch.cpu.get_capabilities()``. Without them PyTorch emulates bf16 and autocast makes LiteMedSAM's encoder
   about 13x slower (measured), so training refuses ``train.precision: bf16`` on such a CPU unless
   ``train.allow_slow_bf16`` says to go on.
+- :func:`reset_accelerate_state`: forgets accelerate's process-wide state, so a later run in the same process may
+  use another precision or device.
 """
 
 from __future__ import annotations
@@ -29,6 +31,23 @@ _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 1 << 30
 _tuned: bool | None = None
+
+
+def reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide settings (not the process group), so that a later ``Accelerator`` in this
+    process may use another mixed precision or device.
+
+    Why: ``AcceleratorState`` and ``GradientState`` keep their settings in class-level shared dicts, so the first
+    ``Accelerator`` of a process fixes the mixed precision of every later one: a second :func:`infosam.train.train`
+    with another ``train.precision`` would silently train under the first one's. accelerate (1.16) offers no public
+    way to forget them (its own tests call these private resets), so this is the package's one call of them:
+    :func:`infosam.train.train` calls it when a run ends, and tests that start runs of different precisions in one
+    process call it before each.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def tune_allocator() -> bool:

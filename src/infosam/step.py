@@ -27,13 +27,14 @@ from .distill.features import capture_features
 from .distill.loss import InfoSAMLoss
 from .losses import segmentation_loss
 from .peft.conv_lora import aux_loss_modules, collect_aux_loss
+from .prefix import StepCaches
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
 
 if TYPE_CHECKING:
     from .cache import TeacherCache
     from .distill.objective import Objective
     from .guard import NonFiniteGuard
-    from .prefix import EncoderSplit, StudentPrefix
+    from .prefix import EncoderSplit
 
 
 # --------------------------------------------------------------------------------------------- phases
@@ -266,7 +267,9 @@ class StepParts:
     """The frozen teacher, or ``None`` for the plain baseline."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    cache: TeacherCache | None = None
+    caches: StepCaches = StepCaches()
+    """The teacher cache and the student's cached frozen prefix (:func:`infosam.prefix.open_step_caches`);
+    empty: the teacher and the whole student encoder run every step."""
     seed: int = 42
     """Seed of the train prompts."""
     grad_clip: float | None = None
@@ -274,8 +277,6 @@ class StepParts:
     """Checks losses and gradients before each optimizer step (stop, or skip the step); ``None``: no check."""
     p_box: float = 0.5
     """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
-    prefix: StudentPrefix | None = None
-    """The student's frozen encoder prefix, cached; ``None`` runs the whole student encoder every step."""
     objective: Objective | None = None
     """The baseline distillation objective (the same module the trainee holds), or ``None`` (InfoSAM, plain)."""
     box_noise: str = "per-coordinate"
@@ -308,18 +309,14 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
     images, masks = batch["image"].to(acc.device), batch["mask"].to(acc.device)
     with contextlib.nullcontext() if sync else acc.no_sync(parts.trainee):
         with acc.autocast():
-            store = parts.cache if parts.cache is not None else parts.prefix and parts.prefix.store
-            keys = store.keys(images) if store is not None else None  # content keys, hashed once for both
+            caches = parts.caches
+            keys = caches.keys(images)  # content keys, hashed once for every cache
             teacher = None
             if parts.teacher is not None:
                 teacher = teacher_forward(
-                    parts.teacher, images, prompts, cache=parts.cache, keys=keys, objective=parts.objective
+                    parts.teacher, images, prompts, cache=caches.teacher, keys=keys, objective=parts.objective
                 )
-            features = None
-            if parts.prefix is not None:
-                # A whole-encoder prefix shares the teacher cache: the teacher just read the same entries.
-                shared = teacher is not None and parts.prefix.store is parts.cache
-                features = teacher.image_embeddings if shared else parts.prefix.features(images, keys)
+            features = caches.features(images, keys, teacher)  # None: the whole student encoder runs
             terms = parts.trainee(images, masks, prompts, teacher, features)  # student -> losses
         acc.backward(terms["loss"] * (1.0 / window))
     if parts.guard is not None:

@@ -38,7 +38,8 @@ from .guard import NonFiniteGuard, RunLock, StopSignals
 from .metrics import METRIC_NAMES, best_of
 from .model import build_configured, make_student, make_teacher
 from .peft import PeftSpec, load_peft
-from .prefix import open_student_prefix, open_teacher_cache
+from .prefix import open_step_caches
+from .runtime import reset_accelerate_state
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
 from .sam.transforms import SamTransform, get_transform
@@ -88,13 +89,14 @@ def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
     if config.cache.enabled and config.cache.inputs:
         from .data.input_cache import CachedInputDataset, open_input_store
 
-        directory = _inputs_dir(config)
-        dataset = CachedInputDataset(dataset, open_input_store(directory, dataset))
+        dataset = CachedInputDataset(dataset, open_input_store(_inputs_dir(config), dataset))
     return dataset
 
 
-def _inputs_dir(config: Config) -> str:
-    return config.cache.inputs_dir or f"{str(config.cache.dir).rstrip('/')}-inputs"
+def _inputs_dir(config: Config) -> Path:
+    from .cache import cache_folders
+
+    return cache_folders(config.cache.dir, config.cache.prefix_dir, config.cache.inputs_dir).inputs
 
 
 def _base(config: Config) -> Sam:
@@ -118,22 +120,20 @@ def _build_parts(
         if t.activation_checkpointing:
             enable_checkpointing(student.image_encoder)
     student.train()
-    teacher, relation, infosam, cache, objective = None, None, None, None, None
+    teacher, relation, infosam, objective = None, None, None, None
     method = config.distill_method
     if method == "infosam":
         teacher = make_teacher(_base(config)).to(accelerator.device)
         relation = _build_relation(config, student, checkpoint)
         infosam = InfoSAMLoss(relation, i.weights, gather=all_gather_rows if i.global_batch else None)
-        cache = open_teacher_cache(config, teacher) if config.cache.enabled else None
     elif method != "none":  # a baseline objective: built only when chosen, seeded like the relation module
         teacher = make_teacher(_base(config)).to(accelerator.device)
         torch.manual_seed(t.seed)
         objective = build_objective(method, config.distill.options.get(method), student).to(
             accelerator.device
         )
-        cache = open_teacher_cache(config, teacher) if config.cache.enabled else None
-    prefix = open_student_prefix(config, student, teacher, cache) if config.cache.enabled else None
-    split = prefix.split if prefix is not None else None
+    caches = open_step_caches(config, student, teacher)  # empty unless cache.enabled
+    split = caches.prefix.split if caches.prefix is not None else None
     trainee = Trainee(student, infosam, t.seg_loss, split=split, objective=objective)
     params = [p for p in trainee.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=0.0)
@@ -150,13 +150,12 @@ def _build_parts(
         teacher,
         optimizer,
         scheduler,
-        cache,
-        t.seed,
-        t.grad_clip,
-        guard,
-        p_box,
-        prefix,
-        objective,
+        caches=caches,
+        seed=t.seed,
+        grad_clip=t.grad_clip,
+        guard=guard,
+        p_box=p_box,
+        objective=objective,
         box_noise=t.box_noise,
     )
     trained_relation = relation if i.frozen_relation is None else None
@@ -295,7 +294,7 @@ def _train(
                 stop=stop,
             )
     finally:
-        _forget_accelerate_state()
+        reset_accelerate_state()  # a later train() in this process may use another precision or device
     return run.path
 
 
@@ -390,16 +389,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _forget_accelerate_state() -> None:
-    """Forget accelerate's process-wide settings (not the process group), so a later :func:`train` in the same
-    process may use another precision or device. accelerate (1.15) offers no public way to do this; its own tests
-    call these two private resets, and this is the package's only call of them."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -520,7 +509,7 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
                 test_set,
                 **e.scoring(),
                 device=acc.device,
-                encode=parts.step.prefix.encode if parts.step.prefix is not None else None,
+                encode=parts.step.caches.prefix.encode if parts.step.caches.prefix is not None else None,
             )
     finally:
         parts.student.train()

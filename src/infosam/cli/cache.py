@@ -45,7 +45,8 @@ def run_info(args: argparse.Namespace) -> int:
     )
     print(f"  entries: {info['entries']} ({info['bytes'] / 2**20:.1f} MiB)")
     print(f"  storage dtype: {info.get('storage_dtype')}")
-    print(f"  model: {spec.get('name')} at {spec.get('image_size')} px, computed in {precision}")
+    size = spec.get("image_size", _spec_default("image_size"))  # left out of a fingerprint at its default
+    print(f"  model: {spec.get('name')} at {size} px, computed in {precision}")
     print(f"  weights: {json.dumps(weights) if weights else 'unknown (random initialisation)'}")
     print(f"  preprocessing: {json.dumps(fp.get('preprocessing'))}")
     return 0
@@ -63,3 +64,12 @@ def run_clear(args: argparse.Namespace) -> int:
     kept = f"; {left} other files left alone" if left else ""
     print(f"removed {removed} cache files from {args.directory}{kept}")
     return 0
+
+
+def _spec_default(name: str):
+    """The default of :class:`~infosam.sam.specs.SamSpec` field ``name`` (what a fingerprint that omits it means)."""
+    import dataclasses
+
+    from ..sam.specs import SamSpec
+
+    return next(f.default for f in dataclasses.fields(SamSpec) if f.name == name)

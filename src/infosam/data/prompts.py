@@ -24,7 +24,7 @@ Rules:
     edges;
   - ``none``: the tight box. (:func:`infosam.evaluate.evaluate` takes it from the ground truth at its original
     resolution, mapped to the input as a user's box is, the box of the README's zero-shot table; training and
-    :func:`test_prompts` from the resized mask, which can be a pixel off.)
+    :func:`eval_prompts` from the resized mask, which can be a pixel off.)
 * **Points**: foreground points are uniform over mask pixels, background points uniform over the non-mask pixels
   of the image (padding excluded), drawn with replacement (duplicates are possible but rare and harmless).
 * **Empty masks** (nothing to prompt): the box is the whole image ``(0, 0, w-1, h-1)`` without noise, and the
@@ -268,7 +268,7 @@ def prompt_generator(seed: int, image_id: str) -> torch.Generator:
     return g
 
 
-def test_prompts(
+def eval_prompts(
     masks: Tensor,
     ids: Sequence[str],
     *,
@@ -305,6 +305,3 @@ def test_prompts(
     if mode == "box":
         return {"boxes": torch.cat(outs)}
     return {"points": torch.cat([p for p, _ in outs]), "point_labels": torch.cat([lb for _, lb in outs])}
-
-
-test_prompts.__test__ = False  # not a pytest test despite the name

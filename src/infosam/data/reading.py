@@ -124,14 +124,6 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     return to_rgb_uint8(_transpose_for(img, info.orientation)), info
 
 
-def upright_shape(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` of the upright image (EXIF orientation applied) from the header only, without decoding pixels."""
-    img, info = open_image(path)
-    img.close()
-    width, height = info.upright_size
-    return height, width
-
-
 def read_mask(path: str | Path, image_info: ImageInfo | None = None) -> np.ndarray:
     """``(H, W)`` bool upright mask (foreground True), oriented like the image described by ``image_info``."""
     img, info = open_image(path)

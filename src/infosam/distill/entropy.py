@@ -31,7 +31,7 @@ Gather = Callable[[Tensor], Tensor]
 """``(n_local, d) -> (n_global, d)``: all-gathers rows across processes, keeping the local rows' gradients."""
 
 
-def _no_autocast(x: Tensor) -> contextlib.AbstractContextManager:
+def no_autocast(x: Tensor) -> contextlib.AbstractContextManager:
     """A context that switches autocast off on ``x``'s device (a no-op where autocast does not exist)."""
     try:
         return torch.autocast(device_type=x.device.type, enabled=False)
@@ -54,7 +54,7 @@ def normalize_rows(x: Tensor, *, eps: float = EPS) -> Tensor:
     """
     if x.dim() < 2:
         raise ValueError(f"expected features of shape (n, ...) with at least 2 dims, got {tuple(x.shape)}")
-    with _no_autocast(x):
+    with no_autocast(x):
         return F.normalize(_upcast(x.flatten(1)), p=2.0, dim=1, eps=eps)
 
 
@@ -67,7 +67,7 @@ def normalize_trace(k: Tensor, *, eps: float = EPS) -> Tensor:
         ``(n, n)`` with unit trace (all zeros if ``k`` is all zeros).
     """
     _check_square(k)
-    with _no_autocast(k):
+    with no_autocast(k):
         k = _upcast(k)
         return k / torch.diagonal(k).sum().clamp_min(eps)
 
@@ -85,7 +85,7 @@ def gram_matrix(x: Tensor, *, gather: Gather | None = None, eps: float = EPS) ->
     Returns:
         ``(n, n)`` float32 (float64 if ``x`` is), ``n`` being the gathered batch size when ``gather`` is given.
     """
-    with _no_autocast(x):
+    with no_autocast(x):
         rows = normalize_rows(x, eps=eps)
         if gather is not None:
             rows = _upcast(gather(rows))
@@ -95,7 +95,7 @@ def gram_matrix(x: Tensor, *, gather: Gather | None = None, eps: float = EPS) ->
 def log2_frobenius_sq(a: Tensor, *, eps: float = EPS) -> Tensor:
     """``log2 ||a||_F^2`` with the squared norm clamped at ``eps`` (scalar). Equals ``-renyi2(a)``."""
     _check_square(a)
-    with _no_autocast(a):
+    with no_autocast(a):
         return torch.log2(_upcast(a).square().sum().clamp_min(eps))
 
 
@@ -122,7 +122,7 @@ def hadamard_normalized(*mats: Tensor, eps: float = EPS) -> Tensor:
             raise ValueError(
                 f"joint entropy needs Gram matrices of one shape, got {[tuple(x.shape) for x in mats]}"
             )
-    with _no_autocast(mats[0]):
+    with no_autocast(mats[0]):
         product = _upcast(mats[0])
         for m in mats[1:]:
             product = product * _upcast(m)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .entropy import _no_autocast
+from .entropy import no_autocast
 
 _FORMAT = "infosam-relation"
 
@@ -59,7 +59,7 @@ class RelationModule(nn.Module):
         # Always float32 (float64 for a float64 module), autocast off: under bf16 autocast the rows lose enough
         # precision to move L_r by up to ~1e-2 relative (4e-2 seen in training), and they feed log-entropies.
         dtype = torch.float64 if self.query.weight.dtype == torch.float64 else torch.float32
-        with _no_autocast(image_embeddings):
+        with no_autocast(image_embeddings):
             z_i = self.norm_image(image_embeddings.to(dtype).flatten(2).transpose(1, 2))  # (B, HW, C)
             z_m = self.norm_token(mask_tokens.to(dtype))  # (B, 1, C)
             q = self.query(z_m)  # (B, 1, C)

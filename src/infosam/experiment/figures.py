@@ -94,7 +94,7 @@ def relation_figures(
     import torch
 
     from ..data.formats import open_dataset
-    from ..data.prompts import test_prompts
+    from ..data.prompts import eval_prompts
     from ..distill.relation import RelationModule
     from ..load import open_model
     from ..runview import read_run
@@ -131,7 +131,7 @@ def relation_figures(
         masks = torch.stack([s["mask"] for s in samples])
         sizes = torch.stack([s["input_size"] for s in samples])
         e = eval_config(grid, dataset)
-        prompts = test_prompts(
+        prompts = eval_prompts(
             masks,
             [s["id"] for s in samples],
             seed=e.seed,

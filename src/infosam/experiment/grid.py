@@ -61,10 +61,10 @@ import yaml
 
 from ..config import (
     Config,
-    _deep_merge,
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    deep_merge,
     read_yaml_tree,
     validate_config,
 )
@@ -419,7 +419,7 @@ def _tree(grid: Grid, arm: Arm | None, d: DatasetEntry) -> dict:
     data: dict = read_yaml_tree(grid.base) if grid.base is not None else {}
     data = apply_overrides(data, grid.overrides)
     if arm is not None and arm.config is not None:
-        data = _deep_merge(data, read_yaml_tree(arm.config))
+        data = deep_merge(data, read_yaml_tree(arm.config))
     data = apply_overrides(data, d.overrides)
     if arm is not None:
         data = apply_overrides(data, arm.overrides)
