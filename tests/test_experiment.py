@@ -586,7 +586,7 @@ def test_pairs_order_and_dataset_seeds(tmp_path):
 def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch):
     """A teacher split another process is scoring (its folder locked) is skipped, not scored a second time."""
     from infosam.experiment import runner
-    from infosam.guard import RunLock
+    from infosam.lock import RunLock
 
     grid = load_grid(_grid(tmp_path))
     exp = tmp_path / "exp"

@@ -49,6 +49,7 @@ import torch
 from .files import (  # noqa: F401  (atomic_write* and write_json: re-exported for the run folder's users)
     OLD_PREFIX,
     TMP_PREFIX,
+    NoSpaceError,
     atomic_write,
     atomic_write_text,
     final_name,
@@ -56,7 +57,8 @@ from .files import (  # noqa: F401  (atomic_write* and write_json: re-exported f
     remove,
     write_json,
 )
-from .guard import LOCK_FILE, NonFiniteError, NoSpaceError, RunLock, check_finite, nested_tensors
+from .guard import NonFiniteError, check_finite, nested_tensors
+from .lock import LOCK_FILE, RunLock
 from .weightfile import require_safetensors, torch_load
 
 if TYPE_CHECKING:

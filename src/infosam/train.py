@@ -34,7 +34,8 @@ from .distill.loss import InfoSAMLoss
 from .distill.objective import Objective
 from .distill.registry import build_objective
 from .distill.relation import RelationModule
-from .guard import NonFiniteGuard, RunLock, StopSignals
+from .guard import NonFiniteGuard
+from .lock import RunLock
 from .metrics import METRIC_NAMES, best_of
 from .model import build_configured, make_student, make_teacher
 from .peft import PeftSpec, load_peft
@@ -42,6 +43,7 @@ from .prefix import open_student_prefix, open_teacher_cache
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
 from .sam.transforms import SamTransform, get_transform
+from .signals import StopSignals
 from .step import StepParts, Trainee, train_step
 
 log = logging.getLogger(__name__)
@@ -421,7 +423,7 @@ def fit(
     """Run the epochs from ``position``: a step per batch, a metrics row every ``train.log_every_steps`` steps,
     a resume checkpoint every ``train.save_every_steps`` steps and at each epoch end, evaluation after the
     configured epochs, and the final weights and summary. When ``stop`` (entered) receives SIGINT/SIGTERM, a
-    checkpoint is written at the next step boundary and :class:`~infosam.guard.RunInterrupted` is raised."""
+    checkpoint is written at the next step boundary and :class:`~infosam.signals.RunInterrupted` is raised."""
     acc, t = parts.step.accelerator, config.train
     main = acc.is_main_process
     metrics = run.metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from ..files import atomic_write_text, write_json
-from ..guard import RunLock, RunLockedError
+from ..lock import RunLock, RunLockedError
 from . import records
 from .grid import (
     Cell,
