@@ -277,7 +277,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr("infosam.runs.load_run", refuse)
+    monkeypatch.setattr("infosam.model.load_run", refuse)
     monkeypatch.setattr(predict_module, "load_zero_shot", refuse)
 
 

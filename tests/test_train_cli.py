@@ -7,6 +7,7 @@ import torch
 
 from infosam import runs
 from infosam.cli import main
+from infosam.files import atomic_write
 
 
 def _cfg(tmp_path):
@@ -55,7 +56,7 @@ def test_run_folder_is_never_overwritten_without_the_flag(tmp_path):
 def test_atomic_folder_replace_and_metrics_truncation_on_resume(tmp_path):
     target = tmp_path / "ckpt"
     for text in ("one", "two"):
-        runs.atomic_write(target, lambda tmp, t=text: (tmp.mkdir(), (tmp / "f").write_text(t)))
+        atomic_write(target, lambda tmp, t=text: (tmp.mkdir(), (tmp / "f").write_text(t)))
     assert (target / "f").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     log = runs.MetricsLog(tmp_path / "m.csv", ["step", "loss"])
     for step in (1, 2, 3):

@@ -243,7 +243,8 @@ def load_model(
         return model.eval().to(device), {"model": source.name, "checkpoint": source.checkpoint}
     path = Path(source).expanduser()
     if path.is_dir():
-        from .runs import RunDir, load_run
+        from .model import load_run
+        from .runs import RunDir
 
         run = RunDir(path)
         used = weights if weights is not None else run.student_weights(require_final=require_final)

@@ -77,8 +77,7 @@ def open_run(
     """
     import dataclasses
 
-    from .model import build_configured
-    from .runs import load_run
+    from .model import build_configured, load_run
 
     config, student = load_run(run_dir, checkpoint=checkpoint, require_final=require_final)
     return dataclasses.asdict(config.model), student, build_configured(config).eval()

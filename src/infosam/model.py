@@ -1,6 +1,6 @@
 """Assembly of teacher and student: build_base (build_sam -> load_checkpoint -> fast attention) is the one door to
 a pretrained SAM; make_teacher freezes one, make_student applies PEFT (-> activation checkpointing of the
-encoder blocks, when asked).
+encoder blocks, when asked). load_run builds a trained student back from its run folder.
 
 Teacher and student are built the same way from the same seed, so without a checkpoint (tests) they still start
 from identical weights; they differ only in PEFT, gradients and eval mode.
@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from segment_anything.modeling import Sam
 
-from .peft import PeftSpec, apply_peft
+from .checkpoints import verify_folder
+from .peft import PeftSpec, apply_peft, load_peft
+from .runs import RunDir
 from .sam.attention import enable_fast_attention
 from .sam.checkpointing import enable_checkpointing
 from .sam.layernorm import enable_fused_layernorm
@@ -92,3 +94,49 @@ def make_student(
     if activation_checkpointing:  # after PEFT: it checkpoints the blocks' forward as wrapped
         enable_checkpointing(base.image_encoder)
     return spec
+
+
+def load_run(
+    run_dir: str | Path | RunDir,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    require_final: bool = False,
+) -> tuple[Config, Sam]:
+    """The config and fine-tuned student of a run, in eval mode: base SAM from the run's config (+ its SAM
+    checkpoint), then the saved PEFT weights. The relation module is a training-time device and is not loaded.
+
+    Args:
+        run_dir: the run folder written by :func:`infosam.train.train`.
+        checkpoint: base SAM weights to use instead of the path recorded in the run's config (moved files).
+        weights: a ``peft.safetensors`` to load instead of :meth:`infosam.runs.RunDir.student_weights`'s choice (which warns
+            when the run did not finish and names the weights it takes).
+        device: where the student goes.
+        require_final: refuse a run without intact final weights (:class:`infosam.runs.UnfinishedRunError`).
+
+    Raises:
+        FileNotFoundError: not a run folder, no trained weights, or the recorded SAM checkpoint moved.
+        ValueError: the weights are damaged or hold NaN/inf.
+    """
+    from .sam.checkpoint import BUNDLED
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    config = run.read_config()
+    if weights is None:
+        weights = run.student_weights(require_final=require_final)
+    else:
+        verify_folder(
+            Path(weights).parent
+        )  # given weights inside a weights folder: checked against its manifest
+    recorded = config.model.checkpoint
+    if checkpoint is not None:
+        config.model.checkpoint = str(checkpoint)
+    elif recorded is not None and recorded != BUNDLED and not Path(recorded).expanduser().is_file():
+        raise FileNotFoundError(
+            f"base SAM checkpoint {config.model.checkpoint} (model.checkpoint in {run.config_file}) not found; "
+            "pass --checkpoint with its new location"
+        )
+    model = build_configured(config)
+    load_peft(weights, model)
+    return config, model.eval().to(device)

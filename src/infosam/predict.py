@@ -362,7 +362,7 @@ def predict(
     intact checkpoint with a warning, or :class:`infosam.runs.UnfinishedRunError` with ``require_final``), or
     zero-shot SAM ``model_name`` from ``checkpoint`` (:func:`load_zero_shot`). Exactly one of ``run_dir`` and
     ``model_name``."""
-    from .runs import load_run
+    from .model import load_run
 
     if (run_dir is None) == (model_name is None):
         raise ValueError("give exactly one of a run folder and a SAM model name")

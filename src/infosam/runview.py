@@ -34,7 +34,7 @@ class RunRecord:
 
     def student(self, *, weights: Path | None = None, device: str | torch.device = "cpu") -> Sam:
         """The trained student (base SAM + PEFT ``weights``, default: the newest the run holds), in eval mode."""
-        from .runs import load_run
+        from .model import load_run
 
         return load_run(self.path, weights=weights, device=device)[1]
 
@@ -45,7 +45,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     Raises:
         FileNotFoundError: ``run_dir`` is not a run folder (no ``config.yaml``).
     """
-    from .runs import RunDir, peft_file, relation_file
+    from .checkpoints import peft_file, relation_file
+    from .runs import RunDir
 
     run = RunDir(run_dir)
     final = run.weights_dir()

@@ -23,7 +23,7 @@ from segment_anything.modeling import Sam
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from . import runs
+from . import checkpoints, runs
 from .config import Config
 from .data.check import validate_dataset
 from .data.formats import open_dataset
@@ -116,7 +116,7 @@ def _build_parts(
             activation_checkpointing=t.activation_checkpointing,
         )
     else:
-        peft_spec = load_peft(runs.peft_file(checkpoint), student)
+        peft_spec = load_peft(checkpoints.peft_file(checkpoint), student)
         if t.activation_checkpointing:
             enable_checkpointing(student.image_encoder)
     student.train()
@@ -169,7 +169,7 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
     if config.infosam.frozen_relation is not None:
         return RelationModule.load(config.infosam.frozen_relation, frozen=True)
     if checkpoint is not None:
-        return RelationModule.load(runs.relation_file(checkpoint), frozen=False)
+        return RelationModule.load(checkpoints.relation_file(checkpoint), frozen=False)
     torch.manual_seed(config.train.seed)
     return RelationModule(student.spec.prompt_embed_dim)
 
@@ -275,7 +275,7 @@ def _train(
             if not run.is_run():
                 raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
         if parts.step.guard is not None:
-            parts.step.guard.has_checkpoint = lambda: bool(runs.checkpoint_folders(run.checkpoints_dir))
+            parts.step.guard.has_checkpoint = run.is_resumable
         position = Position()
         if checkpoint is not None:
             position = _restore(run, checkpoint, parts)
@@ -363,13 +363,13 @@ def _restore(run: runs.RunDir, checkpoint: Path, parts: Parts) -> Position:
     state = run.load_state(checkpoint)
     if parts.objective is not None:
         if "distill" not in state:
-            raise runs.CheckpointError(
+            raise checkpoints.CheckpointError(
                 f"{checkpoint} holds no state of the distill.method objective (was it written by another method?)"
             )
         parts.objective.load_state_dict(state["distill"])
     parts.step.optimizer.load_state_dict(state["optimizer"])
     parts.step.scheduler.load_state_dict(state["scheduler"])
-    runs.set_rng_state(state["rng"])
+    checkpoints.set_rng_state(state["rng"])
     evaluated = {int(k): v for k, v in state["evaluated"].items()}
     position = Position(state["step"], state["epoch"], state["batch"], evaluated)
     log.info(
@@ -501,7 +501,7 @@ def _save(parts: Parts, position: Position, run: runs.RunDir) -> None:
             "evaluated": {str(k): v for k, v in position.evaluated.items()},
             "optimizer": parts.step.optimizer.state_dict(),
             "scheduler": parts.step.scheduler.state_dict(),
-            "rng": runs.rng_state(),
+            "rng": checkpoints.rng_state(),
         }
         if (
             parts.objective is not None
