@@ -67,6 +67,7 @@ def test_atomic_folder_replace_and_metrics_truncation_on_resume(tmp_path):
 
 def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     from infosam.config import config_from_dict
+    from infosam.distill.relation import RelationModule
     from infosam.model import build_base
     from infosam.peft import apply_peft
 
@@ -86,6 +87,10 @@ def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     assert run.student_weights() == run.weights_dir(2) / "peft.safetensors"
     run.save_weights(student, spec)
     assert run.student_weights() == run.weights_dir() / "peft.safetensors"
+    assert run.relation_weights() is None  # none trained
+    run.save_weights(student, spec, RelationModule(8))
+    assert run.relation_weights() == run.weights_dir() / "relation.safetensors"
+    assert run.relation_weights().is_file()
 
     loaded_config, loaded = runs.load_run(run.path)
     assert loaded_config.output == str(run.path) and loaded_config.model.name == "tiny"

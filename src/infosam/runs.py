@@ -44,6 +44,7 @@ from .checkpoints import (
     find_checkpoint,
     load_state,
     peft_file,
+    relation_file,
     save_checkpoint,
     verify_folder,
     weights_writer,
@@ -356,6 +357,11 @@ class RunDir:
         """PEFT weights files after each evaluated epoch, by 1-based epoch."""
         found = sorted((self.path / WEIGHTS).glob(f"epoch-*/{PEFT_FILE}"))
         return {int(p.parent.name.split("-")[1]): p for p in found}
+
+    def relation_weights(self) -> Path | None:
+        """The relation module trained to the end (``weights/final``; InfoSAM runs only), or ``None``."""
+        path = relation_file(self.weights_dir())
+        return path if path.is_file() else None
 
     def is_finished(self) -> bool:
         """Training ended: the final weights and the summary are written."""

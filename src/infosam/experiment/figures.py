@@ -97,7 +97,8 @@ def relation_figures(
     from ..data.prompts import test_prompts
     from ..distill.relation import RelationModule
     from ..evaluate import load_model
-    from ..runview import read_run
+    from ..model import load_run
+    from ..runs import RunDir
     from ..sam.transforms import get_transform
     from .grid import eval_config
     from .relmaps import crop_valid, relation_maps
@@ -112,15 +113,15 @@ def relation_figures(
         run = ExperimentDir(exp_dir).run(r.cell)
         if not run.is_dir():
             continue  # a results record keeps no weights: no relation maps
-        record = read_run(run)
-        if record.relation_weights is None:
+        relation_weights = RunDir(run).relation_weights()
+        if relation_weights is None:
             continue
-        relation = RelationModule.load(record.relation_weights)
-        student = record.student()
+        relation = RelationModule.load(relation_weights)
+        config, student = load_run(run)
         teacher, _ = load_model(model_config(grid, r.cell), seed=grid.seeds[0])
         data = open_dataset(
-            record.config.data.path,
-            split=record.config.data.test_split,
+            config.data.path,
+            split=config.data.test_split,
             transform=get_transform(student.spec),  # the model family's own preprocessing (LiteMedSAM's too)
         )
         k = min(n_images, len(data))
