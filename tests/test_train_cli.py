@@ -77,6 +77,7 @@ def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     assert run.weights_dir(3) == run.path / "weights" / "epoch-003"
     assert run.evaluation_file(10) == run.path / "eval" / "epoch-010.json"
     assert run.sample_log(1) == run.path / "samples-rank1.txt"
+    assert run.export_dir == run.path / "export" and run.checkpoints_dir == run.path / "checkpoints"
     config = config_from_dict({"model": {"name": "tiny"}, "data": {"path": "x"}, "output": "elsewhere"})
     student = build_base("tiny", seed=config.train.seed)  # what load_run rebuilds the base from
     spec = apply_peft(student, "decoder")

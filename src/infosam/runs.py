@@ -17,6 +17,7 @@ Layout of a run folder::
     eval/epoch-010.json         test-split metrics after that epoch (summary + per-image rows)
     summary.json                reported epoch (the last), every evaluated epoch, best-of table
     samples-rank<r>.txt         only with train.log_samples (debug): the sample ids of each batch of process r
+    export/                     where `infosam export` writes by default (sam.pth, student.safetensors, onnx/)
 
 A weights folder (``weights/*``, ``checkpoints/step-*``) holds ``peft.safetensors`` (the student's trained tensors
 and PEFT spec) and, when the relation module trained, ``relation.safetensors``, and ``manifest.json``
@@ -67,6 +68,7 @@ CHECKPOINTS = "checkpoints"
 WEIGHTS = "weights"
 FINAL = "final"
 EVAL = "eval"
+EXPORT = "export"
 SAMPLE_LOG = "samples-rank{rank}.txt"
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,11 @@ class RunDir:
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def export_dir(self) -> Path:
+        """Where ``infosam export`` writes by default (``export/``)."""
+        return self.path / EXPORT
 
     def weights_dir(self, epoch: int | None = None) -> Path:
         """``weights/final`` (``epoch`` None) or ``weights/epoch-<epoch>`` (1-based)."""
