@@ -33,7 +33,7 @@ def main() -> int:
     from infosam.evaluate import write_evaluation
     from infosam.experiment.grid import cell_config, cells, config_hash, load_grid
     from infosam.experiment.records import RECORD_VERSION, cell_record_dir, dataset_digest, teacher_record_dir
-    from infosam.runs import write_json
+    from infosam.files import write_json
 
     grid = load_grid(GRID, lenient_vars=True)
     record = grid.results

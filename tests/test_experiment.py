@@ -27,7 +27,7 @@ from infosam.experiment.layout import ExperimentDir
 from infosam.experiment.provenance import grid_variables
 from infosam.experiment.report import write_report
 from infosam.metrics import METRIC_NAMES
-from infosam.runview import read_run
+from infosam.runs import RunDir
 
 TINY = [
     "model.name=tiny",
@@ -154,7 +154,8 @@ def tiny_experiment(tmp_path_factory):
         with pytest.raises(KeyboardInterrupt):
             run_experiment(grid, exp, on_progress=facts.first.append)
     facts.killed_status = json.loads((killed / "cell.json").read_text())["status"]
-    facts.killed_run = read_run(killed / "run")
+    killed_run = RunDir(killed / "run")
+    facts.killed_resumable, facts.killed_finished = killed_run.is_resumable(), killed_run.is_finished()
 
     facts.started, facts.second = [], []
     with pytest.MonkeyPatch.context() as mp:
@@ -175,7 +176,7 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tiny_experiment, tmp_p
     seen = t.first
     assert [p.done for p in seen] == [1, 2] and seen[-1].total == 4 and seen[-1].eta_seconds > 0
     assert t.killed_status == "training"
-    assert t.killed_run.resumable and not t.killed_run.finished
+    assert t.killed_resumable and not t.killed_finished
 
     seen, started = t.second, t.started
     assert [p.skipped for p in seen] == [True, True, False, False]
@@ -185,7 +186,7 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tiny_experiment, tmp_p
     # The cell's own test evaluation (evaluate_run) equals what training logged for its last epoch.
     cell = exp / "cells/target/train4/adapter-infosam/seed-0"
     rows, summary = read_evaluation(cell / "eval" / "test")
-    logged = read_run(cell / "run").epoch_evals[2]
+    logged = RunDir(cell / "run").evaluations()[2]
     assert summary["n_images"] == len(rows) == 4
     assert summary["Dice"] == pytest.approx(logged["Dice"], abs=1e-6)
     assert (cell / "eval" / "retention-source" / "epoch-001" / "per_image.csv").is_file()
@@ -586,7 +587,7 @@ def test_pairs_order_and_dataset_seeds(tmp_path):
 def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch):
     """A teacher split another process is scoring (its folder locked) is skipped, not scored a second time."""
     from infosam.experiment import runner
-    from infosam.guard import RunLock
+    from infosam.lock import RunLock
 
     grid = load_grid(_grid(tmp_path))
     exp = tmp_path / "exp"

@@ -22,10 +22,10 @@ from infosam.export import (
     onnx_model,
     onnx_prompt,
 )
+from infosam.load import load_run
 from infosam.model import build_base
 from infosam.peft import apply_peft, save_peft
 from infosam.predict import Prompt, decode_prompt, encode_image, predict_logits
-from infosam.runs import load_run
 from infosam.sam.build import build_sam
 from infosam.sam.transforms import get_transform
 

@@ -8,7 +8,7 @@ and a non-empty folder that is not a cache given as ``cache.dir``. Every case fa
 Run cases (issue 13, points 1-3, 5, 6): kill -9 at random points then resume, a damaged newest checkpoint, NaN
 losses (diverging lr, an injected NaN), a full disk during a checkpoint, SIGTERM/SIGINT, two processes on one run
 folder, failed starts that must leave nothing behind, predictions from an unfinished run. Every case failed before
-the guards (infosam.guard, the checkpoint manifests of infosam.runs).
+the guards (infosam.guard, infosam.signals, infosam.lock, the checkpoint manifests of infosam.checkpoints).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file, save_file
 
-from infosam import runs
+from infosam import checkpoints, runs
 from infosam.cli import main
 from infosam.config import load_config
 from infosam.data.synthetic import write_synthetic_dataset
+from infosam.load import load_run
 from infosam.peft import load_peft
 from infosam.runtime import reset_accelerate_state
 from infosam.train import train
@@ -304,7 +305,7 @@ def test_resume_passes_over_a_damaged_newest_checkpoint(stopped, reference, tmp_
         name = "relation.safetensors" if damage.startswith("relation") else "peft.safetensors"
         tensors = safetensors_load((newest / name).read_bytes())  # in memory: the file is rewritten below
         torch.save(tensors, newest / name)
-        runs.write_manifest(newest)
+        checkpoints.write_manifest(newest)
     else:
         (run / "checkpoints" / "latest").unlink()
     log = _resume(run, caplog)
@@ -376,7 +377,7 @@ def test_injected_nan_stops_before_the_weights_change(data, tmp_path, monkeypatc
     assert not (out / "weights" / "final").exists() and not (out / "summary.json").exists()
     assert _checkpoints(out / "checkpoints") == ["step-000002", "step-000001"]
     for name in _checkpoints(out / "checkpoints"):
-        runs.verify_checkpoint(out / "checkpoints" / name)  # intact and finite
+        checkpoints.verify_checkpoint(out / "checkpoints" / name)  # intact and finite
 
 
 def test_injected_nan_is_skipped_with_nonfinite_skip(data, tmp_path, monkeypatch, caplog):
@@ -438,7 +439,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(data, reference, t
     ):
         train(load_config(None, _tiny_overrides(data, out)), on_step=disk_fills_at_step_2)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-000001"]
-    runs.verify_checkpoint(out / "checkpoints" / "step-000001")
+    checkpoints.verify_checkpoint(out / "checkpoints" / "step-000001")
     monkeypatch.undo()  # space freed: the run resumes from the kept checkpoint and ends as if nothing happened
     _resume(out)
     _assert_equal(_final_weights(out), reference)
@@ -470,7 +471,7 @@ def test_signal_writes_a_checkpoint_and_says_how_to_resume(data, reference, tmp_
     assert last.startswith(f"infosam train: stopped by {sig.name}: checkpoint step-"), last
     assert last.endswith(f"continue with `infosam train --resume {out}`"), last
     written = last.split("checkpoint ")[1].split(" ")[0]
-    runs.verify_checkpoint(out / "checkpoints" / written)
+    checkpoints.verify_checkpoint(out / "checkpoints" / written)
     assert not (out / "weights" / "final").exists()
     assert f"from {written}" in _resume(out, caplog)
     _assert_equal(_final_weights(out), reference)
@@ -565,11 +566,11 @@ def test_unfinished_run_says_which_weights_it_gives_or_refuses(stopped, tmp_path
     from infosam.load import open_model
 
     with caplog.at_level(logging.WARNING):
-        _, model = runs.load_run(stopped)
+        _, model = load_run(stopped)
     assert f"{stopped}: the run did not finish (no weights/final); using checkpoint" in caplog.text
     assert "step-000003 (step 3 of 4)" in caplog.text
     with pytest.raises(runs.UnfinishedRunError, match=r"did not finish .*newest weights are checkpoint"):
-        runs.load_run(stopped, require_final=True)
+        load_run(stopped, require_final=True)
     described = open_model(stopped).description
     assert (
         described["weights"].endswith("step-000003/peft.safetensors") and described["run_finished"] is False

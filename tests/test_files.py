@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from infosam import files
-from infosam.guard import NoSpaceError
+from infosam.files import NoSpaceError
 from infosam.runs import RunDir
 
 

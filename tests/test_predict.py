@@ -14,10 +14,11 @@ from infosam.cli import main
 from infosam.config import config_from_dict
 from infosam.data.prompts import tight_box
 from infosam.data.synthetic import synthetic_pair
+from infosam.load import load_run
 from infosam.model import build_base
 from infosam.peft import apply_peft
 from infosam.predict import Prompt, map_prompt, predict_files
-from infosam.runs import RunDir, load_run
+from infosam.runs import RunDir
 from infosam.sam.checkpoint import save_sam_checkpoint
 from infosam.sam.transforms import MetaSamTransform
 

@@ -7,6 +7,8 @@ import torch
 
 from infosam import runs
 from infosam.cli import main
+from infosam.files import atomic_write
+from infosam.load import load_run
 
 
 def _cfg(tmp_path):
@@ -84,7 +86,7 @@ def test_run_folder_is_never_overwritten_without_the_flag(tmp_path):
 def test_atomic_folder_replace_and_metrics_truncation_on_resume(tmp_path):
     target = tmp_path / "ckpt"
     for text in ("one", "two"):
-        runs.atomic_write(target, lambda tmp, t=text: (tmp.mkdir(), (tmp / "f").write_text(t)))
+        atomic_write(target, lambda tmp, t=text: (tmp.mkdir(), (tmp / "f").write_text(t)))
     assert (target / "f").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     log = runs.MetricsLog(tmp_path / "m.csv", ["step", "loss"])
     for step in (1, 2, 3):
@@ -95,6 +97,7 @@ def test_atomic_folder_replace_and_metrics_truncation_on_resume(tmp_path):
 
 def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     from infosam.config import config_from_dict
+    from infosam.distill.relation import RelationModule
     from infosam.model import build_base
     from infosam.peft import apply_peft
 
@@ -104,6 +107,7 @@ def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     assert run.weights_dir(3) == run.path / "weights" / "epoch-003"
     assert run.evaluation_file(10) == run.path / "eval" / "epoch-010.json"
     assert run.sample_log(1) == run.path / "samples-rank1.txt"
+    assert run.export_dir == run.path / "export" and run.checkpoints_dir == run.path / "checkpoints"
     config = config_from_dict({"model": {"name": "tiny"}, "data": {"path": "x"}, "output": "elsewhere"})
     student = build_base("tiny", seed=config.train.seed)  # what load_run rebuilds the base from
     spec = apply_peft(student, "decoder")
@@ -114,8 +118,12 @@ def test_run_dir_names_every_path_and_load_run_finds_the_weights(tmp_path):
     assert run.student_weights() == run.weights_dir(2) / "peft.safetensors"
     run.save_weights(student, spec)
     assert run.student_weights() == run.weights_dir() / "peft.safetensors"
+    assert run.relation_weights() is None  # none trained
+    run.save_weights(student, spec, RelationModule(8))
+    assert run.relation_weights() == run.weights_dir() / "relation.safetensors"
+    assert run.relation_weights().is_file()
 
-    loaded_config, loaded = runs.load_run(run.path)
+    loaded_config, loaded = load_run(run.path)
     assert loaded_config.output == str(run.path) and loaded_config.model.name == "tiny"
     assert not loaded.training
     for (name, a), b in zip(loaded.named_parameters(), student.parameters(), strict=True):

@@ -135,7 +135,8 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
 
 
 def test_resume_without_checkpoint_config_fails_clearly(tmp_path):
-    from infosam.runs import RunDir, load_run
+    from infosam.load import load_run
+    from infosam.runs import RunDir
 
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         RunDir(tmp_path).read_config()

@@ -31,9 +31,9 @@ from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
 from .files import atomic_write_text, write_json
+from .load import load_run
 from .model import build_base
 from .predict import Prompt, overlay, predict_logits
-from .runs import load_run
 from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
 from .sam.specs import get_spec

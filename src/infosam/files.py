@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .guard import NoSpaceError
+from .errors import RunError
 
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
@@ -30,6 +30,7 @@ _SUFFIX = re.compile(r"-\d+(?:-[0-9a-f]{8})?$")  # -PID-TOKEN (older versions wr
 
 __all__ = [
     "TMP_PREFIX",
+    "NoSpaceError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -40,6 +41,10 @@ __all__ = [
     "remove",
     "write_json",
 ]
+
+
+class NoSpaceError(RunError):
+    """The disk filled up during a write; the message names the folder (temporaries are already removed)."""
 
 
 def file_mode(*, folder: bool = False) -> int:

@@ -277,6 +277,42 @@ def open_model(
     return found.open(device=device, teacher=teacher)
 
 
+def load_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    require_final: bool = False,
+) -> tuple[Config, Sam]:
+    """The config and fine-tuned student of a run folder, in eval mode (:func:`open_model` of a run).
+
+    Base SAM from the run's config (+ its SAM checkpoint), then the saved PEFT weights; the relation module is a
+    training-time device and is not loaded.
+
+    Args:
+        run_dir: the run folder written by :func:`infosam.train.train`.
+        checkpoint: base SAM weights to use instead of the path recorded in the run's config (moved files).
+        weights: a ``peft.safetensors`` to load instead of :meth:`infosam.runs.RunDir.student_weights`'s choice
+            (which warns when the run did not finish and names the weights it takes).
+        device: where the student goes.
+        require_final: refuse a run without intact final weights (:class:`infosam.runs.UnfinishedRunError`).
+
+    Raises:
+        FileNotFoundError: not a run folder, no trained weights, or the recorded SAM checkpoint moved.
+        ValueError: the weights are damaged or hold NaN/inf.
+    """
+    from .runs import RunDir
+
+    path = Path(run_dir).expanduser()
+    if not RunDir(path).is_run():
+        raise FileNotFoundError(f"{path} is not a run folder (no {RunDir(path).config_file.name})")
+    opened = open_model(
+        path, checkpoint=checkpoint, weights=weights, device=device, require_final=require_final
+    )
+    return opened.config, opened.model
+
+
 # --------------------------------------------------------------------------------------------- openers
 
 
@@ -291,9 +327,10 @@ def _with_attention(config: Config, attention: str | None) -> Config:
 
 def _open_run(source: ModelSource, teacher: bool) -> OpenedModel:
     """A run's student from its config (read by :func:`resolve`) and its newest (or the given) PEFT weights."""
+    from .checkpoints import verify_folder
     from .model import build_configured
     from .peft import load_peft
-    from .runs import RunDir, verify_folder
+    from .runs import RunDir
     from .sam.checkpoint import BUNDLED
 
     run = RunDir(source.path)

@@ -23,7 +23,7 @@ from segment_anything.modeling import Sam
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from . import runs
+from . import checkpoints, runs
 from .config import Config
 from .data.check import validate_dataset
 from .data.formats import open_dataset
@@ -34,7 +34,8 @@ from .distill.loss import InfoSAMLoss
 from .distill.objective import Objective
 from .distill.registry import build_objective
 from .distill.relation import RelationModule
-from .guard import NonFiniteGuard, RunLock, StopSignals
+from .guard import NonFiniteGuard
+from .lock import RunLock
 from .metrics import METRIC_NAMES, best_of
 from .model import build_configured, make_student, make_teacher
 from .peft import PeftSpec, load_peft
@@ -43,6 +44,7 @@ from .runtime import reset_accelerate_state
 from .sam.checkpointing import enable_checkpointing
 from .sam.specs import get_spec
 from .sam.transforms import SamTransform, get_transform
+from .signals import StopSignals
 from .step import StepParts, Trainee, train_step
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def _build_parts(
             activation_checkpointing=t.activation_checkpointing,
         )
     else:
-        peft_spec = load_peft(runs.peft_file(checkpoint), student)
+        peft_spec = load_peft(checkpoints.peft_file(checkpoint), student)
         if t.activation_checkpointing:
             enable_checkpointing(student.image_encoder)
     student.train()
@@ -166,7 +168,7 @@ def _build_relation(config: Config, student: Sam, checkpoint: Path | None) -> Re
     if config.infosam.frozen_relation is not None:
         return RelationModule.load(config.infosam.frozen_relation, frozen=True)
     if checkpoint is not None:
-        return RelationModule.load(runs.relation_file(checkpoint), frozen=False)
+        return RelationModule.load(checkpoints.relation_file(checkpoint), frozen=False)
     torch.manual_seed(config.train.seed)
     return RelationModule(student.spec.prompt_embed_dim)
 
@@ -272,7 +274,7 @@ def _train(
             if not run.is_run():
                 raise runs.RunFolderError(f"the main process did not create the run folder {run.path}")
         if parts.step.guard is not None:
-            parts.step.guard.has_checkpoint = lambda: bool(runs.checkpoint_folders(run.checkpoints_dir))
+            parts.step.guard.has_checkpoint = run.is_resumable
         position = Position()
         if checkpoint is not None:
             position = _restore(run, checkpoint, parts)
@@ -360,13 +362,13 @@ def _restore(run: runs.RunDir, checkpoint: Path, parts: Parts) -> Position:
     state = run.load_state(checkpoint)
     if parts.objective is not None:
         if "distill" not in state:
-            raise runs.CheckpointError(
+            raise checkpoints.CheckpointError(
                 f"{checkpoint} holds no state of the distill.method objective (was it written by another method?)"
             )
         parts.objective.load_state_dict(state["distill"])
     parts.step.optimizer.load_state_dict(state["optimizer"])
     parts.step.scheduler.load_state_dict(state["scheduler"])
-    runs.set_rng_state(state["rng"])
+    checkpoints.set_rng_state(state["rng"])
     evaluated = {int(k): v for k, v in state["evaluated"].items()}
     position = Position(state["step"], state["epoch"], state["batch"], evaluated)
     log.info(
@@ -410,7 +412,7 @@ def fit(
     """Run the epochs from ``position``: a step per batch, a metrics row every ``train.log_every_steps`` steps,
     a resume checkpoint every ``train.save_every_steps`` steps and at each epoch end, evaluation after the
     configured epochs, and the final weights and summary. When ``stop`` (entered) receives SIGINT/SIGTERM, a
-    checkpoint is written at the next step boundary and :class:`~infosam.guard.RunInterrupted` is raised."""
+    checkpoint is written at the next step boundary and :class:`~infosam.signals.RunInterrupted` is raised."""
     acc, t = parts.step.accelerator, config.train
     main = acc.is_main_process
     metrics = run.metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None
@@ -488,7 +490,7 @@ def _save(parts: Parts, position: Position, run: runs.RunDir) -> None:
             "evaluated": {str(k): v for k, v in position.evaluated.items()},
             "optimizer": parts.step.optimizer.state_dict(),
             "scheduler": parts.step.scheduler.state_dict(),
-            "rng": runs.rng_state(),
+            "rng": checkpoints.rng_state(),
         }
         if (
             parts.objective is not None

@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    from ..errors import RunError
     from ..extras import MissingExtraError
-    from ..guard import RunError
 
     try:
         if "threads" in vars(args):  # the commands that run a model

@@ -56,8 +56,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import export_run
+    from ..runs import RunDir
 
-    if not (args.run_dir / "config.yaml").is_file():
+    if not RunDir(args.run_dir).is_run():
         raise CLIError(f"{args.run_dir} is not a run folder (no config.yaml)")
     out = export_run(
         args.run_dir,

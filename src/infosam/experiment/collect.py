@@ -40,7 +40,7 @@ def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
 
 def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
     """The finished cells' per-image scores and curves, and the number of cells in the grid."""
-    from ..runview import read_run
+    from ..runs import RunDir
 
     layout = ExperimentDir(exp_dir)
     todo = cells(grid)
@@ -53,8 +53,8 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
         names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
         test_curve = read_test_curve(folder)  # a results record; an experiment folder has the run itself
         if test_curve is None:
-            record = read_run(layout.run(cell))
-            test_curve, epochs = record.epoch_evals, record.config.train.epochs
+            run = RunDir(layout.run(cell))
+            test_curve, epochs = run.evaluations(), run.read_config().train.epochs
         else:
             epochs = int(info["epochs"])
         for name in names:

@@ -97,7 +97,7 @@ def relation_figures(
     from ..data.prompts import eval_prompts
     from ..distill.relation import RelationModule
     from ..load import open_model
-    from ..runview import read_run
+    from ..runs import RunDir
     from ..sam.transforms import get_transform
     from .grid import eval_config
     from .relmaps import crop_valid, relation_maps
@@ -112,17 +112,17 @@ def relation_figures(
         run = ExperimentDir(exp_dir).run(r.cell)
         if not run.is_dir():
             continue  # a results record keeps no weights: no relation maps
-        record = read_run(run)
-        if record.relation_weights is None:
+        relation_weights = RunDir(run).relation_weights()
+        if relation_weights is None:
             continue
-        relation = RelationModule.load(record.relation_weights)
-        student = record.student()
-        teacher = open_model(
-            record.config
-        ).model  # the base this student was trained from, as training built it
+        relation = RelationModule.load(relation_weights)
+        opened = open_model(
+            run, teacher=True
+        )  # the student and the base it was trained from, as training built it
+        config, student, teacher = opened.config, opened.model, opened.teacher
         data = open_dataset(
-            record.config.data.path,
-            split=record.config.data.test_split,
+            config.data.path,
+            split=config.data.test_split,
             transform=get_transform(student.spec),  # the model family's own preprocessing (LiteMedSAM's too)
         )
         k = min(n_images, len(data))

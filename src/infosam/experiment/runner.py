@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from ..files import atomic_write_text, write_json
-from ..guard import RunLock, RunLockedError
+from ..lock import RunLock, RunLockedError
 from . import records
 from .grid import (
     Cell,
@@ -284,7 +284,6 @@ def _score(
 def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bool:
     """Train (or resume) and score one cell; returns True when there was nothing left to do."""
     from ..runs import RunDir
-    from ..runview import read_run
     from ..train import train
 
     layout = ExperimentDir(exp_dir)
@@ -307,26 +306,26 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
         folder.mkdir(parents=True, exist_ok=True)
         write_json(info_path, info)
 
-    record = read_run(run_dir) if RunDir(run_dir).is_run() else None
-    if record is not None and config_hash(record.config, exp_dir) != digest:
+    run = RunDir(run_dir)
+    started = run.is_run()
+    if started and config_hash(run.read_config(), exp_dir) != digest:
         raise GridError(f"{run_dir} holds a run of another config than cell {cell.name}; move it away")
-    if record is None or not record.finished:
+    if not run.is_finished():
         info.setdefault("code", []).append(code_version())  # one entry per training attempt (resumes too)
         write_json(info_path, info)
         start, cpu_start = time.perf_counter(), time.process_time()
-        if record is not None and record.resumable:
+        if started and run.is_resumable():
             log.info("cell %s: resuming", cell.name)
             train(config, resume=True, progress=train_progress)
         else:
             log.info("cell %s: training", cell.name)
             # A folder with this cell's config but no checkpoint yet: killed in its first steps; start it again.
-            train(config, overwrite=record is not None, progress=train_progress)
+            train(config, overwrite=started, progress=train_progress)
         info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - start
         info["train_cpu_seconds"] = info.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_start
         info["device"] = torch.cuda.get_device_name() if _device(config.train.cpu) == "cuda" else "cpu"
         info["status"] = "trained"
         write_json(info_path, info)
-        record = read_run(run_dir)
 
     start, cpu_start = time.perf_counter(), time.process_time()
     device = _device(config.train.cpu)
@@ -339,7 +338,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
         if name != "test":  # forgetting curves (target curves are in the run's own eval files)
             jobs += [
                 (layout.evaluation(cell, name) / f"epoch-{epoch:03d}", weights)
-                for epoch, weights in record.epoch_weights.items()
+                for epoch, weights in run.epoch_weights().items()
                 if epoch != config.train.epochs
             ]
         for out, weights in jobs:
@@ -365,11 +364,11 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
 
 def _record(grid: Grid, cell: Cell, folder: Path, info: dict, config) -> None:
     """Copy a finished cell into the grid's results record (when it has one)."""
-    from ..runview import read_run
+    from ..runs import RunDir
 
     if not records.has_records(grid):
         return
-    curve = read_run(folder / "run").epoch_evals
+    curve = RunDir(folder / "run").evaluations()
     records.record_cell(grid, cell, folder, info, epochs=config.train.epochs, test_curve=curve)
     log.info("cell %s: recorded in %s", cell.name, records.cell_record_dir(grid, cell))
 

@@ -20,8 +20,10 @@ from .formats import (
 
 def default_out(run_dir: str | Path, fmt: str) -> Path:
     """Where ``infosam export`` writes by default: ``RUN_DIR/export/{sam.pth, student.safetensors, onnx/}``."""
+    from ..runs import RunDir
+
     names = {"sam": "sam.pth", "sam2": "sam2.pt", "infosam": "student.safetensors", "onnx": "onnx"}
-    return Path(run_dir) / "export" / names[fmt]
+    return RunDir(run_dir).export_dir / names[fmt]
 
 
 def export_run(
