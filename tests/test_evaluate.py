@@ -319,3 +319,30 @@ def test_eval_of_a_run_reads_it_once_and_builds_one_model(
     assert plain["cached_features"] is False
     for metric in ("IoU", "Dice"):  # float16 features, the same scores within their rounding
         assert cached[metric] == pytest.approx(plain[metric], abs=1e-3), metric
+
+
+@pytest.mark.parametrize("flags", [["--tight-box"], ["--box-noise", "release"]])
+def test_box_noise_on_a_run_scored_with_points_is_refused(
+    tiny_checkpoint, tiny_dataset, tmp_path, capsys, flags
+):
+    """A run whose eval section asks for point prompts draws no box: ``--tight-box`` (or ``--box-noise``) given
+    without ``--prompt box`` is a one-line error naming the option and the run's prompt mode (was: silently
+    ignored, points scored); with ``--prompt box`` the tight box is scored."""
+    from infosam.cli import main
+    from infosam.config import save_config
+    from infosam.runs import RunDir
+    from test_export import make_run
+
+    run = make_run(tmp_path, "decoder", checkpoint=str(tiny_checkpoint))
+    config = RunDir(run).read_config()
+    config.eval.prompt = "points"
+    save_config(config, run / "config.yaml")
+    out = tmp_path / "out"
+    argv = ["eval", str(run), "--data", str(tiny_dataset), "--out", str(out), "--workers", "0", *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flags[0] in err[0] and "eval.prompt is points" in err[0], err
+    assert "--prompt box" in err[0] and not out.exists()
+    assert main([*argv, "--prompt", "box"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompt"] == "box" and summary["box_noise"] == flags[-1].replace("--tight-box", "none")

@@ -173,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
         base = source.eval_settings()
         given = {k: v for k, v in overrides.items() if v is not None}
         chosen = {k: given.get(k, getattr(base, k)) for k in ("prompt", "n_fg", "n_bg")}
+        if args.box_noise is not None and chosen["prompt"] != "box":
+            # the prompt comes from the run's eval section: a box rule would be silently unused
+            raise CLIError(
+                f"--box-noise/--tight-box is for box prompts, and {source}'s eval.prompt is {chosen['prompt']}; "
+                "add --prompt box to score it with boxes, or leave --box-noise/--tight-box out"
+            )
         check_prompt_settings(**chosen)  # the message names the command's options, not the config's
         settings = replace(base, **given)
         summary = evaluate_to_folder(
