@@ -81,3 +81,40 @@ def test_no_grad_runs_blocks_directly_and_bad_every_is_refused(tiny_sam):
         enable_checkpointing(sam.image_encoder, every=0)
     with pytest.raises(TypeError, match="image encoder"):
         enable_checkpointing(sam, every=1)
+
+
+@pytest.mark.parametrize("methods", ["lora+decoder", "adapter+decoder"])
+def test_checkpointed_sam2_student_step_has_equal_loss_and_gradients(methods):
+    """SAM 2's Hiera blocks (``image_encoder.trunk.blocks``, (B, H, W, C) -> same shape) are checkpointed like
+    ViT's (was: a TypeError from train.activation_checkpointing with a sam2 model): a training step's loss and
+    gradients stay equal."""
+    from infosam.model import build_base, make_student
+    from infosam.sam.specs import SPECS
+    from infosam.step import Trainee
+
+    size = SPECS["tiny_sam2"].image_size
+    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 1, size, size)
+    masks[:, :, 16:80, 24:96] = 1
+    prompts = {"boxes": torch.tensor([[24.0, 16.0, 96.0, 80.0]] * 2)}
+    results = []
+    for checkpointing in (False, True):
+        student = build_base("tiny_sam2", seed=0)
+        make_student(student, methods, activation_checkpointing=checkpointing)
+        student.train()
+        blocks = student.image_encoder.trunk.blocks
+        assert sum("forward" in b.__dict__ for b in blocks) == (len(blocks) if checkpointing else 0)
+        trainee = Trainee(student, None)
+        saved: list[int] = []
+        with saved_tensors_hooks(lambda t, saved=saved: saved.append(t.numel()) or t, lambda t: t):
+            loss = trainee(images, masks, prompts, None)["loss"]
+        loss.backward()
+        grads = {n: p.grad for n, p in student.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, sum(saved)))
+    (ref_loss, ref_grads, ref_saved), (loss, grads, saved) = results
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
+    assert grads.keys() == ref_grads.keys() and any("trunk" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert saved < ref_saved
+    assert disable_checkpointing(student.image_encoder) == len(student.image_encoder.trunk.blocks)

@@ -27,16 +27,21 @@ def _checkpointed(inner: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tenso
 
 
 def _blocks(image_encoder: nn.Module) -> list[nn.Module]:
-    """The encoder's transformer blocks: ViT's ``blocks``, or TinyViT's windowed-attention blocks (stages 1..3)."""
+    """The encoder's transformer blocks: ViT's ``blocks``, SAM 2's Hiera blocks (``trunk.blocks``), or TinyViT's
+    windowed-attention blocks (stages 1..3)."""
     blocks = getattr(image_encoder, "blocks", None)
     if isinstance(blocks, nn.ModuleList):
+        return list(blocks)
+    blocks = getattr(getattr(image_encoder, "trunk", None), "blocks", None)
+    if isinstance(blocks, nn.ModuleList):  # SAM 2: Hiera's MultiScaleBlocks, (B, H, W, C) -> (B, H', W', C')
         return list(blocks)
     from .tinyvit import TinyViTEncoder, attention_blocks
 
     if isinstance(image_encoder, TinyViTEncoder):
         return [entry.block for entry in attention_blocks(image_encoder)]
     raise TypeError(
-        f"enable_checkpointing expects SAM's image encoder (ViT with .blocks, or TinyViT), got {type(image_encoder)}"
+        "enable_checkpointing expects SAM's image encoder (ViT with .blocks, SAM 2 with .trunk.blocks, or TinyViT), "
+        f"got {type(image_encoder)}"
     )
 
 
@@ -44,7 +49,8 @@ def enable_checkpointing(image_encoder: nn.Module, every: int = 1) -> int:
     """Checkpoint every ``every``-th block (0, every, 2*every, ...) of the encoder; returns the count.
 
     ``image_encoder`` is ``model.image_encoder``: Meta's ``ImageEncoderViT`` (blocks map (B, H, W, dim) tokens to
-    the same shape) or a TinyViT encoder (its windowed-attention blocks map (B, L, dim) tokens; the convolutional
+    the same shape), SAM 2's ``ImageEncoder`` (its Hiera trunk's blocks: (B, H, W, C) tokens, pooled at a stage's
+    first block) or a TinyViT encoder (its windowed-attention blocks map (B, L, dim) tokens; the convolutional
     stage 0 is never checkpointed: PEFT leaves it frozen). Calling it again first undoes the previous call, so
     ``every`` can change.
     """
