@@ -24,7 +24,7 @@ from infosam.evaluate import evaluate_run, read_evaluation
 from infosam.experiment import GridError, load_grid, run_experiment
 from infosam.experiment.grid import cells, make_splits
 from infosam.experiment.layout import ExperimentDir
-from infosam.experiment.provenance import grid_variables
+from infosam.experiment.provenance import grid_variables, prompt_sentence
 from infosam.experiment.report import write_report
 from infosam.metrics import METRIC_NAMES
 from infosam.runs import RunDir
@@ -268,6 +268,12 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
 
     # Provenance: commands as run from here, devices and wall time from the cells' cell.json.
     assert "> A tiny grid for the tests.\n>\n> Fixed before the run.\n" in text
+    # The prompts the cells were scored with (the grid's eval settings): the defaults, a per-coordinate noisy box.
+    assert (
+        "Test prompts (the grid's eval settings; every arm and the zero-shot teacher scored alike): noisy_box "
+        "(per-coordinate: each box coordinate moved independently by up to 5 px of the model input), prompt seed "
+        "42.\n" in text
+    )
     section = text[text.index("## How these numbers were made") :]
     assert "`infosam experiment grid.yaml --out exp`" in section
     assert "`infosam report exp --out docs/results/tiny.md`" in section
@@ -387,6 +393,22 @@ def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "partial" / "per_image.csv")))
     assert len(rows) == 3 * (4 + 3) + (4 + 3)
     assert not [r for r in rows if (r["arm"], r["seed"]) == ("adapter-infosam", "1")]
+
+
+def test_prompt_sentence_names_each_datasets_prompt_kind(tmp_path):
+    """The report says which prompts scored the cells, per dataset when their eval settings differ (a dataset's
+    `set` overrides the grid's: here a tight box for the target, points for the retention set)."""
+    path = _grid(tmp_path)
+    data = json.loads(path.read_text().split("\n", 3)[3])
+    data["set"] = [*data["set"], "eval.box_noise=none", "eval.seed=7"]
+    data["datasets"]["source"]["set"] = ["eval.prompt=points", "eval.n_fg=1", "eval.n_bg=2"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    text = prompt_sentence(load_grid(path))
+    assert text == (
+        "Test prompts (the grid's eval settings; every arm and the zero-shot teacher scored alike): `target`: "
+        "tight_box (the box around the ground-truth mask, no noise), prompt seed 7; `source`: points (1 foreground "
+        "+ 2 background, uniform over the mask and the rest of the image), prompt seed 7."
+    )
 
 
 def test_provenance_names_thegrid_variables(tmp_path):

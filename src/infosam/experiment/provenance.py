@@ -37,6 +37,25 @@ def grid_name(exp_dir: Path, grid: Grid) -> str:
     return recorded_grid_file(exp_dir, grid).name
 
 
+def prompt_sentence(grid: Grid) -> str:
+    """The sentence naming the prompts every set was scored with: each dataset's ``eval`` settings in the grid
+    (:func:`~infosam.experiment.grid.eval_config`: every arm and the zero-shot teacher scored alike), as
+    :func:`infosam.data.prompts.describe_prompt` words them (box rule, or point counts), with the prompt seed; one
+    description when every dataset shares it."""
+    from ..data.prompts import describe_prompt
+    from .grid import eval_config
+
+    described = {}
+    for name in grid.datasets:
+        e = eval_config(grid, name)
+        text = describe_prompt(e.prompt, e.box_noise, n_fg=e.n_fg, n_bg=e.n_bg) + f", prompt seed {e.seed}"
+        described[name] = text + ("; the release's metric quirks (eval.compat)" if e.compat else "")
+    head = "Test prompts (the grid's eval settings; every arm and the zero-shot teacher scored alike): "
+    if len(set(described.values())) <= 1:
+        return head + "".join(set(described.values())) + "."
+    return head + "; ".join(f"`{name}`: {text}" for name, text in described.items()) + "."
+
+
 def grid_description(exp_dir: Path, grid: Grid) -> list[str]:
     """The grid file's leading comment block (what the grid is and why: its pre-registration), quoted, or
     nothing when the file is gone or starts without one."""

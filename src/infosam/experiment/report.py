@@ -35,7 +35,7 @@ from ..metrics import METRIC_NAMES
 from .collect import TEACHER, collect, complete_seeds, per_image_rows
 from .figures import curve_figures, relation_figures
 from .layout import ExperimentDir
-from .provenance import experiment_info, grid_description, grid_name, provenance
+from .provenance import experiment_info, grid_description, grid_name, prompt_sentence, provenance
 from .runner import load_experiment_grid
 from .tables import arm_summary, paired_table, retention_table, seed_scores, teacher_scores
 
@@ -220,6 +220,8 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         "",
         "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed. "
         "'-': a spread or interval that does not exist (one seed).",
+        "",
+        prompt_sentence(grid),
         "",
         *grid_description(exp_dir, grid),
         "## Scores (mean ± std over seeds)",
