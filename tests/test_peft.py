@@ -370,3 +370,21 @@ def test_vit_b_parameter_counts():
         apply_peft(model, "lora")
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_A" in n or "lora_B" in n)
     assert lora == 147_456 == count_parameters(model)["total"]["trainable"]
+
+
+def test_two_saves_of_the_same_student_are_byte_identical(tiny_sam, tmp_path):
+    """The PEFT file's metadata (the spec and the SAM name) came out in either order, safetensors keeping it in a
+    hash map: two saves of one student gave two files. Sorted now, and the contents read back the same."""
+    student = tiny_sam(seed=3)
+    spec = apply_peft(student, "lora+decoder")
+    paths = [tmp_path / f"peft-{i}.safetensors" for i in range(16)]
+    for path in paths:
+        save_peft(path, student, spec)
+    first = paths[0].read_bytes()
+    assert all(p.read_bytes() == first for p in paths[1:])
+    assert first.index(b'"infosam_peft"') < first.index(b'"sam_spec"') < first.index(b'"image_encoder')
+    assert read_peft_spec(paths[0]) == spec
+    fresh = tiny_sam(seed=4)
+    assert load_peft(paths[0], fresh) == spec
+    for name, value in trainable_state_dict(fresh).items():
+        assert torch.equal(value, trainable_state_dict(student)[name]), name

@@ -81,3 +81,41 @@ def torch_load(path: str | Path, *, mmap: bool = False, **kwargs):
         return torch.load(path, mmap=mmap, **kwargs)
     with open(path, "rb") as f:
         return torch.load(f, **kwargs)
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` and ``metadata`` as a safetensors file, atomically, byte for byte the same on every save
+    of the same contents.
+
+    safetensors keeps the metadata in a Rust hash map, so its keys come out in a different order from one save to
+    the next (two saves of the same module gave two files; their digests, in a checkpoint's manifest, differed).
+    The header is rewritten here with the metadata keys sorted: the same JSON, the same length, the same tensors
+    (their order and offsets are safetensors' own, already deterministic)."""
+    from safetensors.torch import save_file
+
+    from .files import atomic_write
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
+
+    return atomic_write(path, write)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the header of the safetensors file ``path`` in place with ``__metadata__``'s keys sorted."""
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(n)
+        header = json.loads(raw)
+        if len(header.get("__metadata__") or {}) < 2:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        header = {"__metadata__": header.pop("__metadata__"), **header}  # where safetensors puts it: first
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > n or json.loads(text) != json.loads(
+            raw
+        ):  # pragma: no cover - never for safetensors' JSON
+            return  # keep safetensors' own (valid) header rather than risk the file
+        f.seek(8)
+        f.write(text.ljust(n, b" "))  # safetensors pads its header with spaces

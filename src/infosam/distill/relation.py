@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..weightfile import save_safetensors
 from .entropy import no_autocast
 
 _FORMAT = "infosam-relation"
@@ -76,11 +77,10 @@ class RelationModule(nn.Module):
         return f"dim={self.dim}"
 
     def save(self, path: str | Path) -> None:
-        """Write the parameters to a safetensors file (with ``dim`` in its metadata)."""
-        from safetensors.torch import save_file
-
+        """Write the parameters to a safetensors file (with ``dim`` in its metadata), atomically; the same
+        parameters give the same bytes."""
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={"format": _FORMAT, "dim": str(self.dim)})
+        save_safetensors(path, state, {"format": _FORMAT, "dim": str(self.dim)})
 
     @classmethod
     def load(

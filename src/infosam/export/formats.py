@@ -127,7 +127,7 @@ def export_student_file(
         teacher: its pretrained base without PEFT (its weights are stored as ``base.<key>``).
         model: ``name`` and ``image_size`` of the SAM (other keys are ignored).
     """
-    from safetensors.torch import save_file
+    from ..weightfile import save_safetensors
 
     out = _check_out(out, overwrite)
     spec: PeftSpec | None = getattr(student, "peft_spec", None)
@@ -142,8 +142,7 @@ def export_student_file(
         MODEL_KEY: json.dumps({"name": model["name"], "image_size": model.get("image_size")}),
         PEFT_KEY: json.dumps(spec.to_dict()),
     }
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    return out
+    return save_safetensors(out, tensors, metadata)
 
 
 # --------------------------------------------------------------------------------------------- ONNX

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from ..files import atomic_write
 from ..guard import check_finite
-from ..weightfile import require_safetensors
+from ..weightfile import require_safetensors, save_safetensors
 from .registry import PeftSpec, apply_peft
 
 # safetensors metadata keys (string values only).
@@ -39,7 +38,7 @@ def save_peft(path: str | Path, model: nn.Module, peft_spec: PeftSpec) -> None:
     spec = getattr(model, "spec", None)
     if spec is not None:
         metadata[_MODEL_KEY] = spec.name
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    save_safetensors(path, tensors, metadata)
 
 
 def read_peft_spec(path: str | Path) -> PeftSpec:
