@@ -63,3 +63,39 @@ def test_plain_trainee_has_no_aux_modules():
     student = build_base("tiny", seed=0)
     make_student(student, "adapter+decoder")
     assert Trainee(student, None).aux_modules == []
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_balancing_loss_is_a_metrics_csv_column(tmp_path):
+    """The load-balancing term is part of the step's loss, so metrics.csv has it (column ``balance``, as in
+    TensorBoard): was dropped (the log's fixed columns), leaving a loss that was not the sum of the logged terms.
+    A run without Conv-LoRA keeps its columns."""
+    import csv
+    import math
+
+    from infosam.cli import main
+    from infosam.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data" / "train", 4, domain="target")
+    write_synthetic_dataset(tmp_path / "data" / "test", 2, domain="target", start=100)
+    headers = {}
+    for methods in ("conv_lora+decoder", "decoder"):
+        run = tmp_path / methods
+        args = ["model.name=tiny", f"data.path={tmp_path / 'data'}", "train.batch_size=2", "train.epochs=1"]
+        args += ["train.cpu=true", "train.log_every_steps=1", "eval.last_epochs=0", f"peft.methods={methods}"]
+        argv = ["train", *[a for x in args for a in ("--set", x)], "--no-progress", "--output", str(run)]
+        assert main(argv) == 0
+        with open(run / "metrics.csv", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        headers[methods] = reader.fieldnames
+        assert [r["step"] for r in rows] == ["1", "2"]
+        for row in rows if methods != "decoder" else []:
+            balance = float(row["balance"])
+            assert math.isfinite(balance) and balance >= 0
+            terms = float(row["seg"]) + float(row["infosam"]) + balance
+            assert float(row["loss"]) == pytest.approx(terms, rel=1e-5)
+    assert headers["conv_lora+decoder"] == [
+        "step", "epoch", "loss", "seg", "relation", "distill", "infosam", "balance", "lr", "images_per_s"
+    ]  # fmt: skip
+    assert headers["decoder"] == [h for h in headers["conv_lora+decoder"] if h != "balance"]

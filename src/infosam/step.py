@@ -293,7 +293,8 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
         sync: the last batch of the window: gradients are synchronised and the optimizer steps (unless
             ``parts.guard`` finds a non-finite loss or gradient in the window: it stops the run or skips the step).
     Returns:
-        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``.
+        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``;
+        with Conv-LoRA, ``balance`` (its load-balancing loss, part of ``loss``).
     """
     acc = parts.accelerator
     prompts = batch_prompts(

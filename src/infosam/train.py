@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from segment_anything.modeling import Sam
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoints, runs
@@ -39,6 +39,7 @@ from .lock import RunLock
 from .metrics import METRIC_NAMES, best_of
 from .model import build_configured, make_student, make_teacher
 from .peft import PeftSpec, load_peft
+from .peft.conv_lora import aux_loss_modules
 from .prefix import open_step_caches
 from .runtime import reset_accelerate_state
 from .sam.checkpointing import enable_checkpointing
@@ -50,6 +51,21 @@ from .step import StepParts, Trainee, train_step
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["step", "epoch", "loss", "seg", "relation", "distill", "infosam", "lr", "images_per_s"]
+BALANCE_FIELD = "balance"
+"""The column of the PEFT layers' own training loss (Conv-LoRA's load balancing), added to the step's loss; in
+metrics.csv (before ``lr``) only for a student that has such layers."""
+
+
+def metric_fields(student: nn.Module) -> list[str]:
+    """metrics.csv's columns for ``student``: :data:`METRIC_FIELDS`, with :data:`BALANCE_FIELD` when its PEFT
+    layers keep a loss of their own (:func:`infosam.peft.conv_lora.aux_loss_modules`), so every term of the
+    logged ``loss`` has its column."""
+    if not aux_loss_modules(student):
+        return list(METRIC_FIELDS)
+    at = METRIC_FIELDS.index("lr")
+    return [*METRIC_FIELDS[:at], BALANCE_FIELD, *METRIC_FIELDS[at:]]
+
+
 StepCallback = Callable[[int], None]
 """Called with the number of optimizer steps done, after each optimizer step (e.g. progress, or a test pausing
 the run so that it can be killed mid-way)."""
@@ -415,7 +431,7 @@ def fit(
     checkpoint is written at the next step boundary and :class:`~infosam.signals.RunInterrupted` is raised."""
     acc, t = parts.step.accelerator, config.train
     main = acc.is_main_process
-    metrics = run.metrics_log(METRIC_FIELDS, resume_step=position.step) if main else None
+    metrics = run.metrics_log(metric_fields(parts.student), resume_step=position.step) if main else None
     writer = _tensorboard(run, position.step) if main else None
     bar = _progress_bar(sampler.batches, t, position.step) if progress and main else None
     window: list[dict[str, Tensor]] = []
