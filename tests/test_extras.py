@@ -83,3 +83,25 @@ def test_train_evaluate_and_predict_without_any_extra(tmp_path):
     env = _without_extras(tmp_path)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_export_refuses_a_missing_extra_or_an_existing_output_before_building(tmp_path, monkeypatch):
+    """An ONNX export without onnx, or onto an existing file, stops before the (slow) model build, not after it."""
+    from infosam.export import export_run
+    from infosam.load import ModelSource
+    from test_export import make_run
+
+    run = make_run(tmp_path, "decoder")
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built before the export's inputs were checked")
+
+    monkeypatch.setattr(ModelSource, "open", built)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingExtraError, match=r"--format onnx needs onnx.*'infosam\[export\]'"):
+        export_run(run, "onnx")
+    taken = tmp_path / "taken.pth"
+    taken.write_bytes(b"the user's file")
+    with pytest.raises(FileExistsError, match="taken.pth exists; pass --overwrite"):
+        export_run(run, "sam", taken)
+    assert taken.read_bytes() == b"the user's file"

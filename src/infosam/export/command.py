@@ -10,6 +10,7 @@ from segment_anything.modeling import Sam
 from ..load import SourceError, resolve
 from .formats import (
     FORMATS,
+    check_output,
     export_onnx,
     export_sam,
     export_student_file,
@@ -48,12 +49,14 @@ def export_run(
     source = resolve(run_dir, checkpoint=checkpoint, require_final=require_final)
     if source.kind != "run":
         raise SourceError(f"{run_dir} is not a run folder (no config.yaml): infosam export takes a RUN_DIR")
+    out = Path(out) if out is not None else default_out(run_dir, fmt)
+    # An existing output or a missing extra is refused before the (slow) model build.
+    check_output(fmt, out, overwrite)
     opened = source.open(teacher=True)
     student, teacher = opened.model, opened.teacher
     if fmt in ("sam", "sam2") and unmergeable_methods(student):
         merge_peft(student)  # raises the explanatory UnmergeableError before anything is written
     _check_family(fmt, student)
-    out = Path(out) if out is not None else default_out(run_dir, fmt)
     if fmt == "sam":
         return export_sam(student, teacher, out, overwrite=overwrite)
     if fmt == "sam2":

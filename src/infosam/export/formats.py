@@ -199,13 +199,7 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
     Exported with the TorchScript-based ``torch.onnx.export`` (``dynamo=False``, opset 17).
     """
     out_dir = Path(out_dir)
-    targets = [out_dir / n for n in (ENCODER_FILE, DECODER_FILE, ONNX_INFO_FILE)]
-    for target in targets:
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
-    from ..extras import require
-
-    require("onnx", "infosam export --format onnx")  # torch.onnx.export writes through it
+    targets = check_output("onnx", out_dir, overwrite)
     model = onnx_model(student)
     size = model.image_encoder.img_size
     image = torch.zeros(1, 3, size, size)
@@ -263,6 +257,23 @@ def export_onnx(student: Sam, out_dir: str | Path, *, overwrite: bool = False) -
 
 
 # --------------------------------------------------------------------------------------------- files
+
+
+def check_output(fmt: str, out: str | Path, overwrite: bool) -> list[Path]:
+    """The files an export in ``fmt`` to ``out`` writes, after refusing what would stop it half-way: an existing
+    output without ``overwrite``, and for ``onnx`` a missing ``onnx`` package (the ``[export]`` extra). Cheap: call
+    it before building the model."""
+    if fmt != "onnx":
+        return [_check_out(out, overwrite)]
+    out_dir = Path(out)
+    targets = [out_dir / n for n in (ENCODER_FILE, DECODER_FILE, ONNX_INFO_FILE)]
+    for target in targets:
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+    from ..extras import require
+
+    require("onnx", "infosam export --format onnx")  # torch.onnx.export writes through it
+    return targets
 
 
 def _check_out(out: str | Path, overwrite: bool) -> Path:
