@@ -105,3 +105,18 @@ def test_export_refuses_a_missing_extra_or_an_existing_output_before_building(tm
     with pytest.raises(FileExistsError, match="taken.pth exists; pass --overwrite"):
         export_run(run, "sam", taken)
     assert taken.read_bytes() == b"the user's file"
+
+
+def test_serve_says_its_missing_extra_before_loading_models(tmp_path, monkeypatch):
+    from infosam import serve as serve_module
+    from test_export import make_run
+
+    run = make_run(tmp_path, "decoder")
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the models were loaded before the missing extra was named")
+
+    monkeypatch.setattr(serve_module, "load_models", loaded)
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    with pytest.raises(MissingExtraError, match=r"infosam serve needs gradio.*'infosam\[serve\]'"):
+        serve_module.serve(run)

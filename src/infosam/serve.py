@@ -411,6 +411,9 @@ def serve(
     that says where."""
     import socket
 
+    from .extras import require
+
+    require("gradio", "infosam serve")  # before the models load: a missing extra is said at once
     models = load_models(source, model=model, checkpoint=checkpoint, device=device)
     if port == 0:
         with socket.socket() as probe:
