@@ -120,3 +120,14 @@ def test_serve_says_its_missing_extra_before_loading_models(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(MissingExtraError, match=r"infosam serve needs gradio.*'infosam\[serve\]'"):
         serve_module.serve(run)
+
+
+def test_report_without_matplotlib_writes_nothing(tmp_path, monkeypatch):
+    """The committed encoder-grid record, reported with matplotlib missing: one clear error, no half-made report."""
+    from infosam.experiment.report import write_report
+
+    record = Path(__file__).resolve().parents[1] / "experiments" / "litemedsam" / "results" / "grid_encoder"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingExtraError, match=r"'infosam\[report\]'"):
+        write_report(record, tmp_path / "page.md", n_boot=10)
+    assert list(tmp_path.iterdir()) == []

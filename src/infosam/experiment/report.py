@@ -141,10 +141,13 @@ def write_report(
     ``out``: a folder (default ``<exp_dir>/report``; the Markdown is its ``report.md``) or a Markdown file
     ``NAME.md`` (its assets go into ``NAME/`` beside it), see :func:`report_paths`. Files of the report are
     replaced atomically; nothing else in the output folder is touched."""
+    from ..extras import require
+
     exp_dir = Path(exp_dir).expanduser().resolve()
     grid = load_experiment_grid(exp_dir)
     md, assets = report_paths(exp_dir, out)
     _check_outputs(md, assets)
+    require("matplotlib", "infosam report's figures")  # before anything is written: no half-made report
     (assets / "figures").mkdir(parents=True, exist_ok=True)
     finished, total = collect(exp_dir, grid)
     # Scores, retention and curves average over a seed's images: only whole seeds (every part and arm of the
