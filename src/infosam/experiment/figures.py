@@ -17,16 +17,27 @@ from .grid import Grid
 from .layout import ExperimentDir
 
 
-def _save(fig, path: Path) -> None:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-
-
-def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (the ``[report]`` extra; a one-line error names it)."""
     from ..extras import require
 
     matplotlib = require("matplotlib", "infosam report's figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay ``fig`` out, write it as a PNG atomically, and close it."""
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    _pyplot().close(fig)
+    return path
+
+
+def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
+    plt = _pyplot()
 
     metric = grid.metrics[0]
     settings: dict[tuple, dict[str, dict[str, dict[int, list[tuple[float, int, int]]]]]] = {}
@@ -68,10 +79,7 @@ def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, fo
             ax.set_xlabel("epoch")
             ax.set_ylabel(metric)
         axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / f"curves-{dataset}-{regime}.png"
-        _save(fig, path)
-        plt.close(fig)
+        path = _save(fig, folder / f"curves-{dataset}-{regime}.png")
         written.append((f"{metric} per epoch: {dataset} {regime}", path))
     return written
 
@@ -86,11 +94,7 @@ def relation_figures(
 ):
     """Teacher and student relation maps (with the run's relation module) for a few test images of the first
     finished InfoSAM cell of each setting."""
-    from ..extras import require
-
-    matplotlib = require("matplotlib", "infosam report's figures")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import torch
 
     from ..data.formats import open_dataset
@@ -162,9 +166,6 @@ def relation_figures(
             for ax in axes[i]:
                 ax.axis("off")
         fig.suptitle(f"{dataset} {regime}: {r.cell.arm}, seed {r.cell.seed}, {r.cell.part}", fontsize=9)
-        fig.tight_layout()
-        path = folder / f"relation-{dataset}-{regime}.png"
-        _save(fig, path)
-        plt.close(fig)
+        path = _save(fig, folder / f"relation-{dataset}-{regime}.png")
         written.append((f"relation maps: {dataset} {regime}", path))
     return written
