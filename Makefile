@@ -3,10 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MIN_FREE_KB ?= 8000000
 
 .PHONY: venv test lint format demo bench clean browser
 
 $(STAMP): pyproject.toml
+	@# A new venv takes about 7 GB (torch's wheel alone unpacks to 5.5 GB): on a fuller disk, say so before starting
+	@# rather than fail mid-install.
+	@test -x $(BIN)/python || { avail=$$(df -Pk . | awk 'NR==2 {print $$4}'); [ "$${avail:-0}" -ge $(MIN_FREE_KB) ] || \
+	  { echo "make: creating $(VENV) needs about 8 GB free on the disk of $$(pwd); $$(( $${avail:-0} / 1024 )) MB are free"; exit 1; }; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
