@@ -387,6 +387,9 @@ def test_report_of_a_partly_run_grid(tiny_experiment, tmp_path):
     info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "trained"}))
     none_whole = write_report(exp, tmp_path / "none.md", n_boot=10).read_text()
     assert none_whole.count("No whole seed has finished yet") == 2
+    assert "no seed has finished whole yet" in none_whole and "use the 0 cells" not in none_whole
+    assert "| dataset | regime | set | arm | seeds |" not in none_whole  # no table that is only a header
+    assert "\n\n\n" not in none_whole
     assert "| test | adapter-infosam - adapter | Dice |" not in none_whole  # no finished pair left either
     info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "done"}))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text
@@ -203,11 +204,16 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
     m = grid.metrics
     done, whole = counts
     partial = ""
-    if done < total:
+    if done < total and whole:
         partial = (
             f" (the score and retention tables and the curves use the {whole} cells of whole seeds: seeds in "
             "which every fold or part and every arm of a regime finished, so each row covers the same images; "
             f"the paired differences use every finished pair)"
+        )
+    elif done < total:
+        partial = (
+            " (no seed has finished whole yet, every fold or part and every arm of a regime: the score and "
+            "retention tables and the curves wait for one; the paired differences use every finished pair)"
         )
     lines = [
         f"{TITLE}: {grid_name(exp_dir, grid)}",
@@ -230,8 +236,14 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         "## Scores (mean ± std over seeds)",
         "",
         *([] if summary else [_NO_WHOLE_SEED, ""]),
-        "| dataset | regime | set | arm | seeds | " + " | ".join(m) + " |",
-        "|---|---|---|---|---|" + "---|" * len(m),
+        *(
+            [
+                "| dataset | regime | set | arm | seeds | " + " | ".join(m) + " |",
+                "|---|---|---|---|---|" + "---|" * len(m),
+            ]
+            if summary or teacher
+            else []
+        ),
     ]
     for t in teacher:
         lines.append(
@@ -285,10 +297,16 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
         "domain), only that no loss is measured on this set.",
         "",
         *([] if summary else [_NO_WHOLE_SEED, ""]),
-        "| dataset | regime | set | arm | seeds | "
-        + " | ".join(f"{k} teacher | {k} relative" for k in m)
-        + " |",
-        "|---|---|---|---|---|" + "---|---|" * len(m),
+        *(
+            [
+                "| dataset | regime | set | arm | seeds | "
+                + " | ".join(f"{k} teacher | {k} relative" for k in m)
+                + " |",
+                "|---|---|---|---|---|" + "---|---|" * len(m),
+            ]
+            if retention
+            else []
+        ),
     ]
     for r in retention:
         cells_text = []
@@ -305,7 +323,7 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
     lines += ["", "## Figures", ""]
     for title, path in figures:
         lines += [f"### {title}", "", f"![{title}]({_link(path, md)})", ""]
-    return "\n".join(lines) + "\n"
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines) + "\n")  # one blank line where a table was left out
 
 
 def _files_section(md: Path, assets: Path) -> list[str]:
