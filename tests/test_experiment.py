@@ -521,6 +521,17 @@ def test_results_record_reports_identically_without_the_experiment_folder(
     run_experiment(grid, exp, record_only=True)
     record = repo / "results" / "tiny"
     assert len(list(record.glob("cells/*/*/*/*/cell.json"))) == 4
+    logs = sorted(record.glob("cells/*/*/*/*/train-log.csv"))
+    assert len(logs) == 4  # every cell keeps its training log: the run's metrics.csv, as written
+    for path in logs:
+        assert (
+            path.read_bytes() == (exp / path.relative_to(record).parent / "run" / "metrics.csv").read_bytes()
+        )
+    # A record made before records kept the log gets it from the experiment folder (--record-only), and only then.
+    older = logs[1]
+    older.unlink()
+    run_experiment(grid, exp, record_only=True)
+    assert older.read_bytes() == (exp / older.relative_to(record).parent / "run" / "metrics.csv").read_bytes()
     assert not list(record.glob("**/*.safetensors")) and not list(record.glob("**/run"))
     for path in record.glob("**/*.json"):  # no machine paths in a committed record
         values = json.loads(path.read_text())
@@ -536,10 +547,24 @@ def test_results_record_reports_identically_without_the_experiment_folder(
     )  # a fresh clone: no data, no experiment
     monkeypatch.chdir(clone)
     from_record = write_report(clone / "results" / "tiny", clone / "docs" / "tiny.md", n_boot=200)
-    for name in ("scores.csv", "summary.csv", "paired.csv", "retention.csv", "per_image.csv"):
+    for name in (
+        "scores.csv",
+        "summary.csv",
+        "paired.csv",
+        "retention.csv",
+        "per_image.csv",
+        "loss_terms.csv",
+    ):
         assert (from_record.parent / "tiny" / name).read_text() == (from_exp.parent / name).read_text(), name
     page = from_record.read_text()
     assert "4 of 4 cells finished" in page and "results record `results/tiny`" in page
+    section = page.split("## InfoSAM's loss terms during training", 1)[1].split("\n## ", 1)[0]
+    assert re.search(
+        r"\| target \| adapter-infosam \| 2 \| 1 → 2 \| [+-]\d\.\d{3} → [+-]\d\.\d{3} \|", section
+    )
+    assert re.search(
+        r"\| target \| adapter \| 2 \| 1 → 2 \| [+-]\d\.\d{3} → [+-]\d\.\d{3} \| - \| - \| - \|", section
+    )
     assert str(tmp_path) not in page  # repository-relative paths only
 
     shutil.copytree(repo / "data", clone / "data")  # the new machine has the data, not the experiment folder
@@ -628,3 +653,40 @@ def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch)
     assert scored == ["train4-test"]
     runner._teacher_evaluations(grid, cells(grid), exp)  # free again: now scored (the other had died)
     assert scored == ["train4-test", "train4-test", "heldout"]  # the fake scorer writes no summary
+
+
+def test_loss_terms_table_by_hand():
+    """Each term: the mean over a run's first (last) logged epoch, then over the arm's runs; 'I fell' counts runs
+    whose L_d rose; a plain arm has no L_r or L_d ('-', NaN); no InfoSAM arm at all: no table."""
+    from infosam.experiment.collect import CellResult
+    from infosam.experiment.grid import Cell
+    from infosam.experiment.tables import loss_terms_table
+
+    def run(arm, seed, rows):
+        cell = Cell(dataset="d", part="p", arm=arm, seed=seed)
+        return CellResult(
+            cell, train_log=[dict(zip(("epoch", "seg", "relation", "distill"), r, strict=True)) for r in rows]
+        )
+
+    a = run("x-infosam", 0, [(1, 1.0, -0.5, -1.0), (1, 0.8, -0.7, -0.5), (2, 0.4, -1.0, -0.25)])
+    b = run("x-infosam", 1, [(1, 0.6, -0.2, -0.5), (2, 0.2, -0.4, -0.75), (2, 0.4, -0.6, -0.75)])
+    plain = CellResult(
+        Cell(dataset="d", part="p", arm="x", seed=0),
+        train_log=[{"epoch": 1, "seg": 1.0}, {"epoch": 2, "seg": 0.5}],
+    )
+    unlogged = CellResult(Cell(dataset="d", part="p", arm="x", seed=1))  # a record without its training log
+    table = loss_terms_table([a, b, plain, unlogged])
+    by_arm = {r["arm"]: r for r in table}
+    infosam = by_arm["x-infosam"]
+    assert infosam["n_runs"] == 2 and (infosam["first_epoch"], infosam["last_epoch"]) == (1, 2)
+    assert infosam["seg_first"] == pytest.approx((0.9 + 0.6) / 2) and infosam["seg_last"] == pytest.approx(
+        0.35
+    )
+    assert infosam["relation_first"] == pytest.approx((-0.6 - 0.2) / 2)
+    assert infosam["relation_last"] == pytest.approx((-1.0 - 0.5) / 2)
+    assert infosam["distill_first"] == pytest.approx((-0.75 - 0.5) / 2)
+    assert infosam["distill_last"] == pytest.approx((-0.25 - 0.75) / 2)
+    assert (infosam["runs_mi_fell"], infosam["runs_with_distill"]) == (1, 2)  # run a's I fell, run b's rose
+    assert by_arm["x"]["n_runs"] == 1 and by_arm["x"]["seg_last"] == pytest.approx(0.5)
+    assert math.isnan(by_arm["x"]["distill_first"]) and by_arm["x"]["runs_with_distill"] == 0
+    assert loss_terms_table([plain, unlogged]) == []

@@ -7,6 +7,7 @@ nothing but what the files hold. The tables are :mod:`infosam.experiment.tables`
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ class CellResult:
     """Per set: ``{epoch: (summary, n_images)}``."""
     info: dict = field(default_factory=dict)
     """The cell's ``cell.json`` (status, ``train_seconds``, ``eval_seconds``, ``device``)."""
+    train_log: list[dict] = field(default_factory=list)
+    """The run's training log, one dict per logged step (``epoch`` and every loss term that was logged; a term
+    the run did not have is absent); empty when the record has none."""
 
 
 def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
@@ -49,7 +53,7 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
         folder, info = layout.cell(cell), layout.cell_info(cell)
         if info.get("status") != "done":
             continue
-        result = CellResult(cell, info=info)
+        result = CellResult(cell, info=info, train_log=read_train_log(layout.train_log(cell)))
         names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
         test_curve = read_test_curve(folder)  # a results record; an experiment folder has the run itself
         if test_curve is None:
@@ -75,6 +79,17 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
             result.curves[name] = curve
         results.append(result)
     return results, len(todo)
+
+
+def read_train_log(path: Path | None) -> list[dict]:
+    """A run's ``metrics.csv`` (or a record's ``train-log.csv``) as numbers: one dict per logged step, empty
+    cells left out; [] for None."""
+    if path is None:
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        return [
+            {k: float(v) for k, v in row.items() if k and v not in (None, "")} for row in csv.DictReader(f)
+        ]
 
 
 def teacher_rows(exp_dir: Path, dataset: str, split: str) -> dict[str, dict[str, float]] | None:

@@ -10,6 +10,7 @@ An experiment folder (``infosam experiment GRID --out DIR``) and a grid's commit
     cells/<dataset>/<part>/<arm>/seed-<n>/
         cell.json                   status, config hash, timings, device
         run/                        the training run (experiment folders only: records keep no weights)
+        train-log.csv               the run's metrics.csv: loss terms per logged step (results records only)
         eval/<set>/                 final evaluation per scored set (test, retention-<dataset>), epoch-* inside
 
 This module is the only one that spells those names; the runner, the records and the report ask it.
@@ -27,6 +28,8 @@ CELL_FILE = "cell.json"
 GRID_COPY = "grid.yaml"
 EXPERIMENT_FILE = "experiment.json"
 EVAL_DIR = "eval"
+RUN_DIR = "run"
+TRAIN_LOG_FILE = "train-log.csv"
 
 __all__ = ["CELL_FILE", "EVAL_DIR", "EXPERIMENT_FILE", "GRID_COPY", "ExperimentDir"]
 
@@ -77,7 +80,17 @@ class ExperimentDir:
 
     def run(self, cell: Cell) -> Path:
         """The cell's training run folder (absent in a results record)."""
-        return self.cell(cell) / "run"
+        return self.cell(cell) / RUN_DIR
+
+    def train_log(self, cell: Cell) -> Path | None:
+        """The cell's training log (loss terms per logged step): a record's ``train-log.csv``, else the run's
+        ``metrics.csv``; None when neither exists (a record made before records kept it)."""
+        from ..runs import METRICS_FILE
+
+        for path in (self.cell(cell) / TRAIN_LOG_FILE, self.run(cell) / METRICS_FILE):
+            if path.is_file():
+                return path
+        return None
 
     def evaluation(self, cell: Cell, name: str) -> Path:
         """The cell's final evaluation of one scored set (``test`` or ``retention-<dataset>``)."""

@@ -13,6 +13,8 @@ meant to be committed with it::
         cell.json                              config hash, code of every training attempt, wall and CPU
                                                seconds, device, number of epochs
         curve-test.json                        the run's own test evaluations, per evaluated epoch (summaries)
+        train-log.csv                          the run's metrics.csv: loss terms (L_seg, L_r, L_d), lr, speed
+                                               per logged step
         eval/<set>/per_image.csv, summary.json the final weights on every scored set
         eval/<set>/epoch-NNN/summary.json      retention after each earlier evaluated epoch
 
@@ -30,9 +32,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ..files import atomic_write, atomic_write_text, write_json
+from ..files import atomic_write, atomic_write_bytes, atomic_write_text, write_json
 from .grid import Cell, Grid, GridError
-from .layout import EVAL_DIR, ExperimentDir
+from .layout import EVAL_DIR, RUN_DIR, TRAIN_LOG_FILE, ExperimentDir
 
 RECORD_VERSION = 1
 CURVE_FILE = "curve-test.json"
@@ -143,6 +145,7 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
         rel = summary.parent.relative_to(folder)
         _copy_evaluation(summary.parent, target / rel, per_image=rel.parent.name == EVAL_DIR)
     write_json(target / CURVE_FILE, {str(k): _clean_summary(v) for k, v in sorted(test_curve.items())})
+    copy_train_log(folder, target)
     kept = (
         "cell",
         "config_hash",
@@ -156,6 +159,18 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
     record.update(device=info.get("device"), status="done", epochs=epochs, record_version=RECORD_VERSION)
     write_json(ExperimentDir(grid.results).cell_file(cell), record)
     return target
+
+
+def copy_train_log(folder: Path, target: Path) -> bool:
+    """Copy the training log of the cell in the experiment ``folder`` (its run's ``metrics.csv``: numbers only) to
+    ``target/train-log.csv``; False when the run has none."""
+    from ..runs import METRICS_FILE
+
+    source = folder / RUN_DIR / METRICS_FILE
+    if not source.is_file():
+        return False
+    atomic_write_bytes(target / TRAIN_LOG_FILE, source.read_bytes())
+    return True
 
 
 def read_test_curve(folder: Path) -> dict[int, dict] | None:

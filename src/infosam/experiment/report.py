@@ -38,7 +38,7 @@ from .figures import curve_figures, relation_figures
 from .layout import ExperimentDir
 from .provenance import experiment_info, grid_description, grid_name, prompt_sentence, provenance
 from .runner import load_experiment_grid
-from .tables import arm_summary, paired_table, retention_table, seed_scores, teacher_scores
+from .tables import arm_summary, loss_terms_table, paired_table, retention_table, seed_scores, teacher_scores
 
 LOWER_IS_BETTER = {"MAE"}
 TITLE = "# Experiment report"
@@ -160,10 +160,17 @@ def write_report(
     summary = arm_summary(rows, metrics)
     paired = paired_table(finished, grid, grid.metrics, n_boot=n_boot)
     retention = retention_table(rows, teacher, grid.metrics)
+    losses = loss_terms_table(finished)
     _write_csv(assets / "scores.csv", teacher + rows)
     _write_csv(assets / "summary.csv", summary)
     _write_csv(assets / "paired.csv", paired)
     _write_csv(assets / "retention.csv", retention)
+    if losses:
+        _write_csv(assets / "loss_terms.csv", losses)
+    elif (assets / "loss_terms.csv").is_file():
+        (
+            assets / "loss_terms.csv"
+        ).unlink()  # an earlier report's: no run of this one logged the InfoSAM terms
     _write_csv(
         assets / "per_image.csv",
         per_image_rows(exp_dir, finished, metrics),
@@ -181,12 +188,16 @@ def write_report(
         teacher,
         paired,
         retention,
+        losses,
         figures,
         n_boot,
         md,
     )
     text += (
-        "\n".join(_files_section(md, assets) + provenance(exp_dir, grid, finished, total, md, assets)) + "\n"
+        "\n".join(
+            _files_section(md, assets, bool(losses)) + provenance(exp_dir, grid, finished, total, md, assets)
+        )
+        + "\n"
     )
     atomic_write_text(md, text)
     return md
@@ -200,7 +211,9 @@ def _link(path: Path, md: Path) -> str:
 _NO_WHOLE_SEED = "No whole seed has finished yet (see the paired differences for the finished pairs)."
 
 
-def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention, figures, n_boot, md) -> str:
+def _markdown(
+    grid, exp_dir, counts, total, summary, teacher, paired, retention, losses, figures, n_boot, md
+) -> str:
     m = grid.metrics
     done, whole = counts
     partial = ""
@@ -320,13 +333,49 @@ def _markdown(grid, exp_dir, counts, total, summary, teacher, paired, retention,
             + " | ".join(cells_text)
             + " |"
         )
+    lines += _loss_terms_section(losses)
     lines += ["", "## Figures", ""]
     for title, path in figures:
         lines += [f"### {title}", "", f"![{title}]({_link(path, md)})", ""]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines) + "\n")  # one blank line where a table was left out
 
 
-def _files_section(md: Path, assets: Path) -> list[str]:
+def _loss_terms_section(losses: list[dict]) -> list[str]:
+    """The InfoSAM terms at the start and the end of training (nothing when no run logged them)."""
+    if not losses:
+        return []
+    lines = [
+        "",
+        "## InfoSAM's loss terms during training",
+        "",
+        "Each term averaged over a run's first and over its last logged epoch, then over the arm's runs (every "
+        "finished cell whose record keeps its training log, `train-log.csv`). L_seg: the segmentation loss. "
+        "L_r = I(z_i^T, z_m^T; r_t) up to a constant: only the relation module learns from it. "
+        "L_d = -I(r_t; r_s) in bits: minus the mutual information between the teacher's and the student's "
+        "relation maps over a batch of B images (between 0 and log2 B); '-': an arm without the term. "
+        "'I(r_t; r_s) fell': runs whose L_d rose from the first epoch to the last, i.e. whose relation maps "
+        "shared less with the teacher's at the end of training than at its start.",
+        "",
+        "| dataset | arm | runs | epochs | L_seg first → last | L_r first → last | L_d first → last "
+        "| I(r_t; r_s) fell in |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def span(r: dict, term: str) -> str:
+        if _undefined(r[f"{term}_first"]):
+            return "-"
+        return f"{r[f'{term}_first']:+.3f} → {r[f'{term}_last']:+.3f}"
+
+    for r in losses:
+        lines.append(
+            f"| {r['dataset']} | {r['arm']} | {r['n_runs']} | {r['first_epoch']} → {r['last_epoch']} | "
+            f"{span(r, 'seg')} | {span(r, 'relation')} | {span(r, 'distill')} | "
+            + (f"{r['runs_mi_fell']} of {r['runs_with_distill']} |" if r["runs_with_distill"] else "- |")
+        )
+    return lines
+
+
+def _files_section(md: Path, assets: Path, losses: bool = False) -> list[str]:
     def f(name: str) -> str:
         return f"[`{name}`]({_link(assets / name, md)})"
 
@@ -338,6 +387,7 @@ def _files_section(md: Path, assets: Path) -> list[str]:
         "set and image, and the zero-shot teacher's on the same images (columns dataset, part, arm, seed, set, id "
         f"and every metric; teacher rows: arm `{TEACHER}`, seed empty); [`splits/`]({_link(assets / 'splits', md)})"
         ": the exact image lists of every split (`<dataset>/<split>.csv`, paths relative to the dataset folder). "
-        "Per-epoch scores stay in the experiment folder (`cells/*/.../eval/`, `cells/*/.../run/eval/`).",
+        "Per-epoch scores stay in the experiment folder (`cells/*/.../eval/`, `cells/*/.../run/eval/`)."
+        + (f" {f('loss_terms.csv')}: the loss-terms table above." if losses else ""),
         "",
     ]

@@ -49,7 +49,7 @@ from .grid import (
     pairs,
     split_text,
 )
-from .layout import ExperimentDir
+from .layout import TRAIN_LOG_FILE, ExperimentDir
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def run_experiment(
             processes (one per GPU or CPU core) share one experiment folder without touching the same cell; each
             scores the zero-shot teacher on what its cells need (a split scored already is skipped).
         record_only: train and score nothing: copy what is finished in ``out`` into the grid's ``results``
-            record (:mod:`infosam.experiment.records`), e.g. from a folder run by an older version.
+            record (:mod:`infosam.experiment.records`), e.g. from a folder run by an older version; a cell
+            recorded before records kept the training log gets it from ``out`` (same config hash).
 
     With a ``results`` folder in the grid, every finished cell and teacher evaluation is also recorded there, and
     a cell already recorded (on any machine) counts as finished.
@@ -393,6 +394,10 @@ def _record_finished(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
         if info.get("status") == "done" and _evaluations_complete(grid, cell, layout):
             if records.recorded_cell(grid, cell, digest) is None:
                 _record(grid, cell, folder, info, config)
+            else:  # recorded before records kept the training log: add it from this run (same config hash)
+                target = records.cell_record_dir(grid, cell)
+                if not (target / TRAIN_LOG_FILE).is_file() and records.copy_train_log(folder, target):
+                    log.info("cell %s: training log added to its record", cell.name)
 
 
 def code_version() -> str:

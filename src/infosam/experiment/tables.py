@@ -1,4 +1,5 @@
-"""The report's numbers: per-seed scores, summaries over seeds, paired differences and retention.
+"""The report's numbers: per-seed scores, summaries over seeds, paired differences, retention, and the InfoSAM
+loss terms during training.
 
 Pure functions of the collected results (:mod:`infosam.experiment.collect`); the statistics themselves are
 :mod:`infosam.stats`.
@@ -185,3 +186,43 @@ def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -
             row[f"{m}_relative_mean"], row[f"{m}_relative_std"] = mean, std
         out.append(row)
     return out
+
+
+LOSS_TERMS = ("seg", "relation", "distill")
+"""The training log's columns the loss-terms table reads: L_seg, L_r and L_d (as ``train.py`` logs them)."""
+
+
+def loss_terms_table(results: list[CellResult]) -> list[dict]:
+    """Per dataset and arm: each loss term averaged over a run's first and over its last logged epoch, then the
+    mean over the arm's runs (``n_runs``; every finished cell with a training log). A term the arm does not have
+    (L_r and L_d of a plain PEFT arm) is NaN. Empty when no arm logged the InfoSAM terms.
+
+    The distillation term is L_d = -I(r_t; r_s), so ``distill_*`` is minus the mutual information (bits) between
+    the teacher's and the student's relation maps over the batch."""
+    per_arm: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        rows = [row for row in r.train_log if "epoch" in row]
+        if not rows or not any("seg" in row for row in rows):
+            continue
+        first, last = min(row["epoch"] for row in rows), max(row["epoch"] for row in rows)
+        run = {"first_epoch": first, "last_epoch": last}
+        for term in LOSS_TERMS:
+            for name, epoch in (("first", first), ("last", last)):
+                values = [row[term] for row in rows if row["epoch"] == epoch and term in row]
+                run[f"{term}_{name}"] = float(np.mean(values)) if values else math.nan
+        per_arm[(r.cell.dataset, r.cell.arm)].append(run)
+    table = []
+    for (dataset, arm), runs in sorted(per_arm.items()):
+        row = {"dataset": dataset, "arm": arm, "n_runs": len(runs)}
+        row["first_epoch"] = int(min(x["first_epoch"] for x in runs))
+        row["last_epoch"] = int(max(x["last_epoch"] for x in runs))
+        for term in LOSS_TERMS:
+            for name in ("first", "last"):
+                row[f"{term}_{name}"] = float(np.mean([x[f"{term}_{name}"] for x in runs]))
+        with_distill = [x for x in runs if not math.isnan(x["distill_first"])]
+        row["runs_mi_fell"] = sum(x["distill_last"] > x["distill_first"] for x in with_distill)
+        row["runs_with_distill"] = len(with_distill)
+        table.append(row)
+    if not any(r["runs_with_distill"] for r in table):
+        return []
+    return table
