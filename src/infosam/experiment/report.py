@@ -31,7 +31,7 @@ import os
 import re
 from pathlib import Path
 
-from ..files import atomic_write, atomic_write_text
+from ..files import atomic_write, atomic_write_text, remove
 from ..metrics import METRIC_NAMES
 from .collect import TEACHER, collect, complete_seeds, per_image_rows
 from .figures import curve_figures, relation_figures
@@ -167,10 +167,8 @@ def write_report(
     _write_csv(assets / "retention.csv", retention)
     if losses:
         _write_csv(assets / "loss_terms.csv", losses)
-    elif (assets / "loss_terms.csv").is_file():
-        (
-            assets / "loss_terms.csv"
-        ).unlink()  # an earlier report's: no run of this one logged the InfoSAM terms
+    else:  # no run of this report logged the InfoSAM terms: an earlier report's table would be stale
+        remove(assets / "loss_terms.csv")
     _write_csv(
         assets / "per_image.csv",
         per_image_rows(exp_dir, finished, metrics),
