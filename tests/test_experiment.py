@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import infosam.experiment.runner as runner_module
 import infosam.train as train_module
 from infosam.cli import main as run_cli
 from infosam.data.formats import open_dataset
@@ -145,15 +146,19 @@ def tiny_experiment(tmp_path_factory):
     def dying_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4 + 4 + 3:
+            # what a kill without warning (SIGKILL) would leave: the time written by the step callback so far
+            facts.seconds_before_kill = json.loads((killed / "cell.json").read_text())["train_seconds"]
             raise KeyboardInterrupt("killed")
         return real_step(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "train_step", dying_step)
+        mp.setattr(runner_module, "TIMING_WRITE_SECONDS", 0.0)  # write the attempt's time after every step
         facts.first = []
         with pytest.raises(KeyboardInterrupt):
             run_experiment(grid, exp, on_progress=facts.first.append)
-    facts.killed_status = json.loads((killed / "cell.json").read_text())["status"]
+    killed_info = json.loads((killed / "cell.json").read_text())
+    facts.killed_status, facts.killed_seconds = killed_info["status"], killed_info["train_seconds"]
     killed_run = RunDir(killed / "run")
     facts.killed_resumable, facts.killed_finished = killed_run.is_resumable(), killed_run.is_finished()
 
@@ -176,6 +181,8 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tiny_experiment, tmp_p
     seen = t.first
     assert [p.done for p in seen] == [1, 2] and seen[-1].total == 4 and seen[-1].eta_seconds > 0
     assert t.killed_status == "training"
+    # the killed attempt's time counts: written by its steps, then once more as it stopped
+    assert 0 < t.seconds_before_kill < t.killed_seconds
     assert t.killed_resumable and not t.killed_finished
 
     seen, started = t.second, t.started
@@ -287,6 +294,10 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
     assert all(c == code_version() for i in infos for c in i["code"])
     assert f"trained with (every training attempt, resumes included): {code_version()} (4 cells)." in section
     train = [i["train_seconds"] for i in infos]
+    resumed = json.loads((t.exp / "cells/target/train4/adapter/seed-1/cell.json").read_text())[
+        "train_seconds"
+    ]
+    assert resumed > t.killed_seconds  # both attempts
     scoring = [i["eval_seconds"] for i in infos]
     assert f"training {sum(train):.1f} s" in section and f"median {statistics.median(train):.1f} s" in section
     assert f"scoring after training {sum(scoring):.1f} s" in section

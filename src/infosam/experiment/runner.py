@@ -282,6 +282,32 @@ def _score(
 # --------------------------------------------------------------------------------------------- one cell
 
 
+TIMING_WRITE_SECONDS = 60.0
+"""How often a training attempt writes its time so far into ``cell.json``, so that an attempt killed without warning
+(out of memory, a machine taken back) still counts in the cell's ``train_seconds``."""
+
+
+class _AttemptClock:
+    """Adds one training attempt's wall and CPU time to a cell's ``info`` (``train_seconds``,
+    ``train_cpu_seconds``): written every :data:`TIMING_WRITE_SECONDS` from the step callback and once at the end."""
+
+    def __init__(self, info: dict, path: Path):
+        self.info, self.path = info, path
+        self.wall0, self.cpu0 = info.get("train_seconds", 0.0), info.get("train_cpu_seconds", 0.0)
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.written = self.started
+
+    def write(self) -> None:
+        self.info["train_seconds"] = self.wall0 + time.perf_counter() - self.started
+        self.info["train_cpu_seconds"] = self.cpu0 + time.process_time() - self.cpu_started
+        write_json(self.path, self.info)
+        self.written = time.perf_counter()
+
+    def on_step(self, step: int) -> None:
+        if time.perf_counter() - self.written >= TIMING_WRITE_SECONDS:
+            self.write()
+
+
 def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bool:
     """Train (or resume) and score one cell; returns True when there was nothing left to do."""
     from ..runs import RunDir
@@ -314,16 +340,17 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     if not run.is_finished():
         info.setdefault("code", []).append(code_version())  # one entry per training attempt (resumes too)
         write_json(info_path, info)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        if started and run.is_resumable():
-            log.info("cell %s: resuming", cell.name)
-            train(config, resume=True, progress=train_progress)
-        else:
-            log.info("cell %s: training", cell.name)
-            # A folder with this cell's config but no checkpoint yet: killed in its first steps; start it again.
-            train(config, overwrite=started, progress=train_progress)
-        info["train_seconds"] = info.get("train_seconds", 0.0) + time.perf_counter() - start
-        info["train_cpu_seconds"] = info.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_start
+        clock = _AttemptClock(info, info_path)
+        try:
+            if started and run.is_resumable():
+                log.info("cell %s: resuming", cell.name)
+                train(config, resume=True, progress=train_progress, on_step=clock.on_step)
+            else:
+                log.info("cell %s: training", cell.name)
+                # A folder with this cell's config but no checkpoint yet: killed in its first steps; start it again.
+                train(config, overwrite=started, progress=train_progress, on_step=clock.on_step)
+        finally:
+            clock.write()  # an interrupted or failed attempt's time counts too
         info["device"] = torch.cuda.get_device_name() if _device(config.train.cpu) == "cuda" else "cpu"
         info["status"] = "trained"
         write_json(info_path, info)
