@@ -23,9 +23,10 @@ from infosam.data.formats import open_dataset
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.evaluate import evaluate_run, read_evaluation
 from infosam.experiment import GridError, load_grid, run_experiment
+from infosam.experiment.collect import collect
 from infosam.experiment.grid import cells, make_splits
 from infosam.experiment.layout import ExperimentDir
-from infosam.experiment.provenance import grid_variables, prompt_sentence
+from infosam.experiment.provenance import grid_variables, prompt_sentence, provenance
 from infosam.experiment.report import write_report
 from infosam.metrics import METRIC_NAMES
 from infosam.runs import RunDir
@@ -298,6 +299,14 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
         "train_seconds"
     ]
     assert resumed > t.killed_seconds  # both attempts
+    assert "(their `cell.json`; a killed training attempt counts up to its last minute): training" in section
+    # a cell resumed under older code (no `timing`, two attempts) lost its killed attempt's time: said so
+    finished, total = collect(t.exp, load_grid(t.grid))
+    for r in finished:
+        if len(r.info["code"]) == 2:
+            del r.info["timing"]
+    old = "\n".join(provenance(t.exp, load_grid(t.grid), finished, total, markdown, assets))
+    assert "last minute, except in 1 cell resumed under older code, which lost that time): training" in old
     scoring = [i["eval_seconds"] for i in infos]
     assert f"training {sum(train):.1f} s" in section and f"median {statistics.median(train):.1f} s" in section
     assert f"scoring after training {sum(scoring):.1f} s" in section

@@ -30,6 +30,9 @@ EXPERIMENT_FILE = "experiment.json"
 EVAL_DIR = "eval"
 RUN_DIR = "run"
 TRAIN_LOG_FILE = "train-log.csv"
+KILLED_ATTEMPTS_TIMED = "killed attempts counted"
+"""``cell.json``'s ``timing`` when every training attempt of the cell was timed as it ran (a killed one up to its
+last minute); a cell without it was started by older code, which lost the time of an attempt that was killed."""
 
 __all__ = ["CELL_FILE", "EVAL_DIR", "EXPERIMENT_FILE", "GRID_COPY", "ExperimentDir"]
 

@@ -18,7 +18,7 @@ import yaml
 
 from .collect import CellResult
 from .grid import Grid
-from .layout import ExperimentDir
+from .layout import KILLED_ATTEMPTS_TIMED, ExperimentDir
 
 
 def experiment_info(exp_dir: Path) -> dict:
@@ -146,9 +146,21 @@ def provenance(
         if timed:
             train = [float(r.info["train_seconds"]) for r in timed]
             scoring = [float(r.info.get("eval_seconds", 0.0)) for r in timed]
+            # Older code lost a killed training attempt's time; every attempt appends its code, so a cell it timed
+            # with more than one attempt may miss some.
+            short = sum(
+                1
+                for r in timed
+                if r.info.get("timing") != KILLED_ATTEMPTS_TIMED and len(r.info.get("code") or []) > 1
+            )
+            counted = "a killed training attempt counts up to its last minute" + (
+                f", except in {short} cell{'s' * (short != 1)} resumed under older code, which lost that time"
+                if short
+                else ""
+            )
             lines.append(
-                f"- Wall time of {len(timed)} finished cells (their `cell.json`; an attempt that was killed is not "
-                f"counted): training {_seconds(sum(train))} in total, median {_seconds(float(np.median(train)))} "
+                f"- Wall time of {len(timed)} finished cells (their `cell.json`; {counted}): "
+                f"training {_seconds(sum(train))} in total, median {_seconds(float(np.median(train)))} "
                 f"per cell; scoring after training {_seconds(sum(scoring))} in total, median "
                 f"{_seconds(float(np.median(scoring)))} per cell."
             )

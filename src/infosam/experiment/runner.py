@@ -49,7 +49,7 @@ from .grid import (
     pairs,
     split_text,
 )
-from .layout import TRAIN_LOG_FILE, ExperimentDir
+from .layout import KILLED_ATTEMPTS_TIMED, TRAIN_LOG_FILE, ExperimentDir
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
         return True
     if info is None:
         info = {"cell": cell.name, "config_hash": digest, "status": "training", "train_seconds": 0.0}
+        info["timing"] = KILLED_ATTEMPTS_TIMED  # every attempt of this cell is timed by _AttemptClock
         folder.mkdir(parents=True, exist_ok=True)
         write_json(info_path, info)
 
