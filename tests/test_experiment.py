@@ -586,6 +586,9 @@ def test_results_record_reports_identically_without_the_experiment_folder(
         r"\| target \| adapter \| 2 \| 1 → 2 \| [+-]\d\.\d{3} → [+-]\d\.\d{3} \| - \| - \| - \|", section
     )
     assert str(tmp_path) not in page  # repository-relative paths only
+    # the wall-time line (with what it says of the killed and resumed cell's time) is the same from the record
+    timing = [re.findall(r"^- Wall time of .*$", p.read_text(), re.M) for p in (from_record, from_exp)]
+    assert timing[0] == timing[1] and "counts up to its last minute)" in timing[0][0]
 
     shutil.copytree(repo / "data", clone / "data")  # the new machine has the data, not the experiment folder
     real_train = train_module.train

@@ -150,6 +150,7 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
         "cell",
         "config_hash",
         "code",
+        "timing",
         "train_seconds",
         "eval_seconds",
         "train_cpu_seconds",
