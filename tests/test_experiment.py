@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import platform
 import re
 import shutil
@@ -655,6 +656,36 @@ def test_pairs_order_and_dataset_seeds(tmp_path):
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(GridError, match=r"order must be one of \['seeds', 'pairs'\]"):
         load_grid(path)
+
+
+def test_processes_on_one_folder_share_the_cells_as_they_go(tmp_path, monkeypatch, capsys, caplog):
+    """A second process (here: a nested run, which holds separate flocks) arriving while the first trains cell 1
+    leaves that cell to it and runs the others; the first then finds them finished. Every cell trains once."""
+    grid = _grid(tmp_path)
+    exp = tmp_path / "exp"
+    names = [c.name for c in cells(load_grid(grid))]
+    real_train, trained, first = train_module.train, [], []
+
+    def train(config, **kw):
+        trained.append(str(Path(config.output).parent.relative_to(exp / "cells")))
+        if len(trained) == 1:  # the second process starts while the first is in cell 1
+            assert run_cli(["experiment", str(grid), "--out", str(exp)]) == 0
+        return real_train(config, **kw)
+
+    monkeypatch.setattr(train_module, "train", train)
+    with caplog.at_level("INFO", logger="infosam.experiment.runner"):
+        run_experiment(grid, exp, on_progress=first.append)
+    assert sorted(trained) == sorted(names) and trained[0] == names[0]  # each cell trained exactly once
+    assert [(p.skipped, p.busy) for p in first] == [(False, False)] + [(True, False)] * 3
+    err = capsys.readouterr().err
+    assert f"[1/4] {names[0]}: another process is running it (left to that process)" in err
+    assert f"{names[0]}: pid {os.getpid()} on host" in caplog.text  # the holder is named
+    assert all(f"{name}: done in" in err for name in names[1:])
+    for name in names:
+        assert json.loads((exp / "cells" / name / "cell.json").read_text())["status"] == "done"
+    first.clear()
+    run_experiment(grid, exp, on_progress=first.append)  # nothing held, nothing left
+    assert [(p.skipped, p.busy) for p in first] == [(True, False)] * 4 and len(trained) == 4
 
 
 def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch):

@@ -15,7 +15,12 @@ from .errors import RunError
 
 
 class RunLockedError(RunError):
-    """Another process holds the run folder's lock; the message names it (pid, host, since when)."""
+    """Another process holds the run folder's lock; the message names it (pid, host, since when), and so does
+    :attr:`holder`."""
+
+    def __init__(self, message: str, holder: str = "another process") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 LOCK_FILE = ".lock"
@@ -65,7 +70,8 @@ class RunLock:
             os.close(fd)
             raise RunLockedError(
                 f"run folder {self.folder} is in use by {holder}; one process writes a run at a time: wait for it "
-                f"to end or stop it, then `infosam train --resume {self.folder}`"
+                f"to end or stop it, then `infosam train --resume {self.folder}`",
+                holder,
             ) from None
         except BaseException:
             os.close(fd)

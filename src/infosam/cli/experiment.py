@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         description=(
             "Run every cell of GRID.yaml as an ordinary training run, then score its student on its test split "
             "and on the retention datasets, and the zero-shot teacher once per split. Re-running skips finished "
-            "cells and resumes a half-finished one; with a `results` folder in the grid, every finished cell is also "
+            "cells and resumes a half-finished one; several processes may run on one --out at once (a cell another process holds is left to it); with a `results` folder in the grid, every finished cell is also "
             "recorded there (small, committable) and a recorded cell counts as finished. The grid format is documented in infosam.experiment.grid."
         ),
     )
@@ -26,8 +26,10 @@ def register(subparsers) -> None:
         "--shard",
         default=None,
         metavar="K/N",
-        help="run only the K-th of N shares of the grid (every N-th seed/dataset/part group, all its arms): start "
-        "N processes (K = 1..N, e.g. one per GPU with CUDA_VISIBLE_DEVICES) on the same --out to share the work",
+        help="run only the K-th of N shares of the grid (every N-th seed/dataset/part group, all its arms), a fixed "
+        "split of the work between N processes (K = 1..N, e.g. one per GPU with CUDA_VISIBLE_DEVICES) on the same "
+        "--out. Without --shard, processes on the same --out share the work as they go: each takes the next cell "
+        "that no other process holds, so none waits while cells are left",
     )
     p.add_argument(
         "--record-only",
@@ -54,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def progress(p) -> None:
-        what = "already done" if p.skipped else f"done in {_duration(p.seconds)}"
+        if p.busy:
+            what = "another process is running it (left to that process)"
+        else:
+            what = "already done" if p.skipped else f"done in {_duration(p.seconds)}"
         left = "" if p.eta_seconds is None else f", about {_duration(p.eta_seconds)} left"
         print(f"[{p.done}/{p.total}] {p.cell.name}: {what}{left}", file=sys.stderr, flush=True)
 

@@ -9,6 +9,7 @@ Layout of an experiment folder::
     splits/<dataset>/heldout.csv          the dataset's held-out images (its retention set for other datasets)
     teacher/<dataset>/<split>/            zero-shot teacher: per_image.csv + summary.json, once per split
     cells/<dataset>/<part>/<arm>/seed-<s>/
+        .lock                             held by the process running the cell (others leave the cell to it)
         cell.json                         the cell, its config hash, status and timings
         run/                              the training run folder (infosam train)
         eval/test/                        the final student on the cell's test split
@@ -18,6 +19,10 @@ Layout of an experiment folder::
 Re-running a grid skips finished cells, resumes a half-finished one from its newest checkpoint, and computes any
 evaluation that is missing (e.g. after a retention dataset was added). A cell's name never holds results of two
 configs: its resolved config is hashed, and a changed config under an existing name is refused.
+
+Several processes (one per GPU or CPU core) may run the same grid on one folder at once: each holds the lock of the
+cell it is on and skips cells another process holds, so they share the cells as they go (``shard`` splits them in
+fixed shares instead). A process killed mid-cell drops its lock with it; the next run resumes the cell.
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class Progress:
     eta_seconds: float | None
     """Estimated time left (mean time of the cells run in this call x cells left); None before the first."""
     skipped: bool
+    """Nothing was done for this cell in this call: finished already, or (``busy``) being run by another process."""
+    busy: bool = False
+    """Another process sharing the experiment folder holds this cell (its lock): left to it, not finished here."""
 
 
 def run_experiment(
@@ -132,16 +140,28 @@ def run_experiment(
     _teacher_evaluations(grid, todo, exp_dir)
 
     spent: list[float] = []
+    busy: list[str] = []
     for index, cell in enumerate(todo, start=1):
         start = time.perf_counter()
-        skipped = _run_cell(grid, cell, exp_dir, train_progress)
+        outcome = _run_cell(grid, cell, exp_dir, train_progress)
         seconds = time.perf_counter() - start
-        if not skipped:
+        if outcome == RAN:
             spent.append(seconds)
+        elif outcome == BUSY:
+            busy.append(cell.name)
         left = len(todo) - index
         eta = sum(spent) / len(spent) * left if spent else None
         if on_progress is not None:
-            on_progress(Progress(index, len(todo), cell, 0.0 if skipped else seconds, eta, skipped))
+            ran = outcome == RAN
+            on_progress(
+                Progress(index, len(todo), cell, seconds if ran else 0.0, eta, not ran, outcome == BUSY)
+            )
+    if busy:
+        log.info(
+            "%d cell(s) were being run by other processes and were left to them: %s",
+            len(busy),
+            ", ".join(busy),
+        )
     return exp_dir
 
 
@@ -308,17 +328,40 @@ class _AttemptClock:
             self.write()
 
 
-def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bool:
-    """Train (or resume) and score one cell; returns True when there was nothing left to do."""
+RAN, FINISHED, BUSY = "ran", "finished", "busy"
+"""What :func:`_run_cell` did: trained and/or scored the cell; nothing (finished before); nothing (another
+process holds the cell)."""
+
+
+def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> str:
+    """Train (or resume) and score one cell, holding its folder's lock; returns :data:`RAN`, :data:`FINISHED`
+    (nothing left to do) or :data:`BUSY` (another process sharing the folder is on it: left to that process)."""
+    layout = ExperimentDir(exp_dir)
+    config = cell_config(grid, cell, layout.splits, layout.run(cell))
+    digest = config_hash(config, exp_dir)
+    if records.recorded_cell(grid, cell, digest) is not None:
+        return FINISHED  # recorded (here or on another machine)
+    folder = layout.cell(cell)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(folder).acquire()
+    except RunLockedError as e:
+        log.info("cell %s: %s is running it; left to that process", cell.name, e.holder)
+        return BUSY
+    try:
+        if records.recorded_cell(grid, cell, digest) is not None:
+            return FINISHED  # the process that held the lock has just finished it
+        return _run_locked_cell(grid, cell, exp_dir, config, digest, train_progress)
+    finally:
+        lock.release()
+
+
+def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str, train_progress: bool) -> str:
     from ..runs import RunDir
     from ..train import train
 
     layout = ExperimentDir(exp_dir)
     folder, run_dir, info_path = layout.cell(cell), layout.run(cell), layout.cell_file(cell)
-    config = cell_config(grid, cell, layout.splits, run_dir)
-    digest = config_hash(config, exp_dir)
-    if records.recorded_cell(grid, cell, digest) is not None:
-        return True  # recorded (here or on another machine): finished
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else None
     if info is not None and info["config_hash"] != digest:
         raise GridError(
@@ -327,11 +370,10 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
         )
     if info is not None and info.get("status") == "done" and _evaluations_complete(grid, cell, layout):
         _record(grid, cell, folder, info, config)
-        return True
+        return FINISHED
     if info is None:
         info = {"cell": cell.name, "config_hash": digest, "status": "training", "train_seconds": 0.0}
         info["timing"] = KILLED_ATTEMPTS_TIMED  # every attempt of this cell is timed by _AttemptClock
-        folder.mkdir(parents=True, exist_ok=True)
         write_json(info_path, info)
 
     run = RunDir(run_dir)
@@ -388,7 +430,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> bo
     info["status"] = "done"
     write_json(info_path, info)
     _record(grid, cell, folder, info, config)
-    return False
+    return RAN
 
 
 def _record(grid: Grid, cell: Cell, folder: Path, info: dict, config) -> None:
