@@ -357,6 +357,7 @@ def _run_cell(grid: Grid, cell: Cell, exp_dir: Path, train_progress: bool) -> st
 
 
 def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str, train_progress: bool) -> str:
+    """:func:`_run_cell`'s work, with the cell's lock held: refuse a changed config, train or resume, score, record."""
     from ..runs import RunDir
     from ..train import train
 
