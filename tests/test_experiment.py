@@ -744,3 +744,39 @@ def test_loss_terms_table_by_hand():
     assert by_arm["x"]["n_runs"] == 1 and by_arm["x"]["seg_last"] == pytest.approx(0.5)
     assert math.isnan(by_arm["x"]["distill_first"]) and by_arm["x"]["runs_with_distill"] == 0
     assert loss_terms_table([plain, unlogged]) == []
+
+
+@pytest.mark.parametrize(("metric", "scale", "label"), [("Dice", 100.0, "Dice (%)"), ("MAE", 1.0, "MAE")])
+def test_curves_are_drawn_in_the_tables_units(tmp_path, monkeypatch, metric, scale, label):
+    """The per-epoch curves show what the tables show: percent (MAE stays a fraction), the teacher's line too; a
+    seed's parts are weighted by their images, then seeds averaged."""
+    import infosam.experiment.figures as figures_module
+    from infosam.experiment.collect import CellResult
+    from infosam.experiment.grid import Cell
+
+    drawn = []
+    monkeypatch.setattr(figures_module, "_save", lambda fig, path: drawn.append(fig) or path)
+
+    def result(arm, seed, part, curve):
+        return CellResult(
+            Cell(dataset="d", part=part, arm=arm, seed=seed),
+            curves={"test": {e: ({metric: v}, n) for e, (v, n) in curve.items()}},
+        )
+
+    results = [  # seed 0: two parts of 3 and 1 images; seed 1: one part
+        result("x", 0, "fold1of2", {1: (0.50, 3), 2: (0.60, 3)}),
+        result("x", 0, "fold2of2", {1: (0.90, 1), 2: (0.20, 1)}),
+        result("x", 1, "fold1of2", {1: (0.40, 2), 2: (0.70, 2)}),
+    ]
+    grid = SimpleNamespace(metrics=[metric], arms={"x": SimpleNamespace(baseline=None)})
+    teacher = [{"dataset": "d", "regime": "2fold", "set": "test", metric: 0.25}]
+    written = figures_module.curve_figures(results, teacher, grid, tmp_path)
+    assert [caption for caption, _ in written] == [f"{metric} per epoch: d 2fold"]
+    (ax,) = drawn[0].axes
+    arm_line, teacher_line = ax.get_lines()
+    seed0 = [(0.50 * 3 + 0.90) / 4, (0.60 * 3 + 0.20) / 4]
+    expected = [scale * (s0 + s1) / 2 for s0, s1 in zip(seed0, [0.40, 0.70], strict=True)]
+    assert list(arm_line.get_xdata()) == [1, 2]
+    assert list(arm_line.get_ydata()) == pytest.approx(expected)
+    assert list(teacher_line.get_ydata()) == pytest.approx([scale * 0.25] * 2)
+    assert ax.get_ylabel() == label

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write
+from ..metrics import LOWER_IS_BETTER
 from .collect import TEACHER, CellResult
 from .grid import Grid
 from .layout import ExperimentDir
@@ -36,10 +37,20 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def display_scale(metric: str) -> tuple[float, str]:
+    """The factor and axis label that show ``metric`` in the report tables' units: percent, except the
+    lower-is-better metrics (MAE), which stay fractions."""
+    return (1.0, metric) if metric in LOWER_IS_BETTER else (100.0, f"{metric} (%)")
+
+
 def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:
+    """One figure per setting (dataset, regime): the grid's first metric per epoch for every arm on every scored
+    set, in the tables' units (:func:`display_scale`), with the zero-shot teacher as a dotted line; returns
+    ``[(caption, path)]``."""
     plt = _pyplot()
 
     metric = grid.metrics[0]
+    scale, label = display_scale(metric)
     settings: dict[tuple, dict[str, dict[str, dict[int, list[tuple[float, int, int]]]]]] = {}
     for r in results:
         setting = settings.setdefault((r.cell.dataset, r.cell.regime), {})
@@ -64,7 +75,8 @@ def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, fo
                     for v, n, seed in curve[e]:
                         by_seed[seed].append((v, n))
                     values.append(
-                        np.mean(
+                        scale
+                        * np.mean(
                             [
                                 sum(v * n for v, n in vs) / max(1, sum(n for _, n in vs))
                                 for vs in by_seed.values()
@@ -74,10 +86,10 @@ def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, fo
                 style = "-" if grid.arms[arm].baseline is not None else "--"
                 ax.plot(epochs, values, style, marker="o", label=arm)
             if (dataset, regime, name) in ref:
-                ax.axhline(ref[(dataset, regime, name)], color="grey", linestyle=":", label=TEACHER)
+                ax.axhline(scale * ref[(dataset, regime, name)], color="grey", linestyle=":", label=TEACHER)
             ax.set_title(f"{dataset} {regime}: {name}")
             ax.set_xlabel("epoch")
-            ax.set_ylabel(metric)
+            ax.set_ylabel(label)
         axes[0][0].legend(fontsize=7)
         path = _save(fig, folder / f"curves-{dataset}-{regime}.png")
         written.append((f"{metric} per epoch: {dataset} {regime}", path))

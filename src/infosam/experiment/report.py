@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text, remove
-from ..metrics import METRIC_NAMES
+from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
 from .collect import TEACHER, collect, complete_seeds, per_image_rows
 from .figures import curve_figures, relation_figures
 from .layout import ExperimentDir
@@ -40,7 +40,6 @@ from .provenance import experiment_info, grid_description, grid_name, prompt_sen
 from .runner import load_experiment_grid
 from .tables import arm_summary, loss_terms_table, paired_table, retention_table, seed_scores, teacher_scores
 
-LOWER_IS_BETTER = {"MAE"}
 TITLE = "# Experiment report"
 """First words of every report's Markdown: an existing ``.md`` output that does not start so is never replaced."""
 
