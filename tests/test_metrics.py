@@ -148,3 +148,18 @@ def test_iou_dice_threshold_logits_at_zero_not_float32_sigmoid():
     assert compat["IoU"] == 0.0
     with pytest.raises(ValueError, match="foreground shape"):
         image_metrics(np.zeros((4, 4)), np.zeros((4, 4), bool), foreground=np.zeros((3, 4), bool))
+
+
+def test_reports_show_percent_except_lower_is_better_metrics():
+    """One rule for the units of every report table and figure (metrics.display_scale): Dice and the other
+    higher-is-better metrics in percent, MAE as a fraction; small differences keep two significant digits."""
+    from infosam.experiment.report import _pct, _pm, _points
+    from infosam.metrics import display_scale
+
+    assert display_scale("Dice") == (100.0, "Dice (%)")
+    assert display_scale("MAE") == (1.0, "MAE")
+    assert _pct("Dice", 0.70345) == "70.3" and _pct("MAE", 0.01234) == "0.012"
+    assert _pm("IoU", 0.5, float("nan")) == "50.0 ± -"
+    assert _points("Dice", -0.0132) == "-1.32" and _points("MAE", 0.00123) == "+0.0012"
+    assert _points("Dice", 4e-7) == "+4.0e-05"  # 4e-5 points: would print as +0.00
+    assert _pct("Dice", float("nan")) == "n/a" and _points("Dice", None) == "-"

@@ -116,6 +116,13 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
     return summary
 
 
+def display_scale(name: str) -> tuple[float, str]:
+    """The factor and label that show metric ``name`` in the reports' units: percent (``100 *``, label
+    ``"Dice (%)"``), except the :data:`LOWER_IS_BETTER` metrics (MAE), which stay fractions. Report tables and
+    figures both take their units from here."""
+    return (1.0, name) if name in LOWER_IS_BETTER else (100.0, f"{name} (%)")
+
+
 def is_better(name: str, value: float, than: float) -> bool:
     """Whether ``value`` of metric ``name`` beats ``than`` (smaller for :data:`LOWER_IS_BETTER`, else larger)."""
     return value < than if name in LOWER_IS_BETTER else value > than

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write
-from ..metrics import LOWER_IS_BETTER
+from ..metrics import display_scale
 from .collect import TEACHER, CellResult
 from .grid import Grid
 from .layout import ExperimentDir
@@ -35,12 +35,6 @@ def _save(fig, path: Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     _pyplot().close(fig)
     return path
-
-
-def display_scale(metric: str) -> tuple[float, str]:
-    """The factor and axis label that show ``metric`` in the report tables' units: percent, except the
-    lower-is-better metrics (MAE), which stay fractions."""
-    return (1.0, metric) if metric in LOWER_IS_BETTER else (100.0, f"{metric} (%)")
 
 
 def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, folder: Path) -> list:

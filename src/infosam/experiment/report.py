@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 
 from ..files import atomic_write, atomic_write_text, remove
-from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
+from ..metrics import METRIC_NAMES, display_scale
 from .collect import TEACHER, collect, complete_seeds, per_image_rows
 from .figures import curve_figures, relation_figures
 from .layout import ExperimentDir
@@ -78,7 +78,8 @@ def _undefined(value) -> bool:
 def _pct(metric: str, value: float) -> str:
     if _undefined(value):
         return "n/a"
-    return f"{value:.3f}" if metric in LOWER_IS_BETTER else f"{100 * value:.1f}"
+    scale, _ = display_scale(metric)
+    return f"{scale * value:.{3 if scale == 1 else 1}f}"
 
 
 def _pm(metric: str, mean: float, std: float) -> str:
@@ -91,7 +92,8 @@ def _points(metric: str, value: float) -> str:
     significant digits (``+4.0e-05``), so a bound just above zero never reads as zero."""
     if _undefined(value):
         return "-"
-    shown, digits = (value, 4) if metric in LOWER_IS_BETTER else (100 * value, 2)
+    scale, _ = display_scale(metric)
+    shown, digits = scale * value, (4 if scale == 1 else 2)
     text = f"{shown:+.{digits}f}"
     if shown != 0 and float(text) == 0:
         return f"{shown:+.1e}"
