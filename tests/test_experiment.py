@@ -236,6 +236,40 @@ def test_tiny_grid_end_to_end_killed_resumed_and_reported(tiny_experiment, tmp_p
         run_experiment(_grid(t.tmp, extra_arm_set=["infosam.lam2=0.25"], name="changed.yaml"), changed)
 
 
+def test_final_test_score_is_the_runs_last_evaluation_not_scored_twice(
+    tiny_experiment, tmp_path, monkeypatch
+):
+    """A cell's final test score is taken from training's own evaluation after its last epoch (same weights,
+    split, settings and cache use), and it is the file scoring the test split again would write."""
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_experiment.exp, exp)
+    cell = exp / "cells/target/train4/adapter-infosam/seed-1"
+    test = cell / "eval" / "test"
+    real_score, scored = runner_module._score, []
+
+    def counting_score(grid, source, dataset, split, out, exp_dir, **kw):
+        scored.append(Path(out).relative_to(cell).as_posix())
+        return real_score(grid, source, dataset, split, out, exp_dir, **kw)
+
+    monkeypatch.setattr(runner_module, "_score", counting_score)
+    shutil.rmtree(test)
+    run_experiment(tiny_experiment.grid, exp)
+    assert scored == [] and (test / "summary.json").is_file()  # reused: nothing scored
+    reused_rows, reused = read_evaluation(test)
+    reused_csv = (test / "per_image.csv").read_bytes()
+    logged = json.loads(RunDir(cell / "run").evaluation_file(2).read_text())
+    assert reused_rows == logged["rows"] and reused["cached_features"] is False
+
+    # The same cell scored again, the runner's way: the same bytes per image and the same summary.
+    shutil.rmtree(test)
+    monkeypatch.setattr(runner_module, "_reuse_final_evaluation", lambda *args, **kwargs: False)
+    run_experiment(tiny_experiment.grid, exp)
+    assert scored == ["eval/test"]
+    assert (test / "per_image.csv").read_bytes() == reused_csv
+    assert json.loads((test / "summary.json").read_text()) == reused
+    assert list(json.loads((test / "summary.json").read_text())) == list(reused)  # same key order too
+
+
 def _links(text: str) -> list[str]:
     return re.findall(r"\]\(([^)]+)\)", text)
 

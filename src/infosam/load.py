@@ -352,15 +352,21 @@ def _open_run(source: ModelSource, teacher: bool) -> OpenedModel:
     student = build_configured(config)
     load_peft(weights, student)
     base = build_configured(config) if teacher else None
-    description = {
-        "run": str(source.path),
+    description = run_description(run, weights, config)
+    sam = {"name": config.model.name, "image_size": config.model.image_size}
+    return OpenedModel(student, source, description, base, sam, config)
+
+
+def run_description(run, weights: Path, config: Config) -> dict:
+    """What an evaluation of a run's student says of its model: the run folder, the weights file, whether the run
+    finished, the SAM model and base checkpoint (``config``: the run's, with any new checkpoint location)."""
+    return {
+        "run": str(run.path),
         "weights": str(weights),
         "run_finished": run.is_finished(),
         "model": config.model.name,
-        "checkpoint": config.model.checkpoint if source.checkpoint is None else str(source.checkpoint),
+        "checkpoint": config.model.checkpoint,
     }
-    sam = {"name": config.model.name, "image_size": config.model.image_size}
-    return OpenedModel(student, source, description, base, sam, config)
 
 
 def _open_export(source: ModelSource, teacher: bool) -> OpenedModel:

@@ -531,6 +531,7 @@ def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir,
             )
     finally:
         parts.student.train()
+    summary["cached_features"] = parts.step.caches.prefix is not None  # as evaluate_run's summary says it
     run.write_evaluation(epoch, summary, rows)
     scores = ", ".join(f"{k} {summary[k]:.4f}" for k in METRIC_NAMES if k in summary)
     log.info("epoch %d test (%d images): %s", epoch, summary.get("n_images", len(rows)), scores)

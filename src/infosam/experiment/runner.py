@@ -379,7 +379,7 @@ def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str,
 
     run = RunDir(run_dir)
     started = run.is_run()
-    if started and config_hash(run.read_config(), exp_dir) != digest:
+    if started and _started_hash(run, layout) != digest:
         raise GridError(f"{run_dir} holds a run of another config than cell {cell.name}; move it away")
     if not run.is_finished():
         info.setdefault("code", []).append(code_version())  # one entry per training attempt (resumes too)
@@ -414,6 +414,12 @@ def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str,
                 if epoch != config.train.epochs
             ]
         for out, weights in jobs:
+            if (
+                name == "test"
+                and weights is None
+                and _reuse_final_evaluation(grid, cell, config, run, layout, split, out)
+            ):
+                continue
             if not (out / "summary.json").is_file():
                 _score(
                     grid,
@@ -432,6 +438,52 @@ def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str,
     write_json(info_path, info)
     _record(grid, cell, folder, info, config)
     return RAN
+
+
+def _started_hash(run, layout: ExperimentDir) -> str:
+    """The config hash of the run a cell's folder holds, its split files taken relative to the experiment folder
+    the run was started in (they were written as ``<that folder>/splits/<dataset>/<split>.csv``), so an experiment
+    folder moved or copied elsewhere keeps its half-finished cells."""
+    config = run.read_config()
+    split = Path(config.data.test_split or "")
+    in_splits = len(split.parts) > 3 and split.parents[1].name == layout.splits.name
+    return config_hash(config, split.parents[2] if in_splits else layout.root)
+
+
+def _reuse_final_evaluation(
+    grid: Grid, cell: Cell, config, run, layout: ExperimentDir, split: str, out: Path
+) -> bool:
+    """Write the run's own test evaluation after its last epoch as the cell's final test score, when it is the
+    scoring :func:`_score` would do (same final weights, split, eval settings and cache use, float32), so the test
+    split is not scored twice; returns False (score it) otherwise, or when ``out`` already holds a score."""
+    from ..evaluate import write_evaluation
+    from ..load import run_description
+
+    split_file = layout.split_file(cell.dataset, split)
+    path = run.evaluation_file(config.train.epochs)
+    if (out / "summary.json").is_file() or not path.is_file() or not run.is_finished():
+        return False
+    if config.train.precision != "no" or config.eval != eval_config(grid, cell.dataset):
+        return False  # training evaluated under autocast, or with settings other than the grid's scoring
+    if Path(config.data.test_split) != split_file:
+        return False
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    rows, summary = saved.get("rows"), dict(saved.get("summary") or {})
+    if not rows or summary.get("n_images") != len(rows) or "cached_features" not in summary:
+        return False  # written by a version that kept no rows or did not say whether it read cached features
+    cached = summary.pop("cached_features")
+    summary.update(
+        run_description(run, run.student_weights(require_final=True), config),
+        data=str(grid.datasets[cell.dataset].path),
+        split=str(split_file),
+        cached_features=cached,
+    )
+    summary.update(dataset=cell.dataset, split_file=f"splits/{cell.dataset}/{split}.csv")
+    write_evaluation(out, rows, summary, overwrite=True)
+    log.info(
+        "cell %s: final test score taken from the run's epoch-%d evaluation", cell.name, config.train.epochs
+    )
+    return True
 
 
 def _record(grid: Grid, cell: Cell, folder: Path, info: dict, config) -> None:
