@@ -414,24 +414,22 @@ def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str,
                 if epoch != config.train.epochs
             ]
         for out, weights in jobs:
-            if (
-                name == "test"
-                and weights is None
-                and _reuse_final_evaluation(grid, cell, config, run, layout, split, out)
-            ):
-                continue
-            if not (out / "summary.json").is_file():
-                _score(
-                    grid,
-                    run_dir,
-                    dataset,
-                    split,
-                    out,
-                    exp_dir,
-                    weights=weights,
-                    device=device,
-                    cache=_cached_scoring(config),
-                )
+            if (out / "summary.json").is_file():
+                continue  # scored before
+            if name == "test" and weights is None:
+                if _reuse_final_evaluation(grid, cell, config, run, layout, split, out):
+                    continue
+            _score(
+                grid,
+                run_dir,
+                dataset,
+                split,
+                out,
+                exp_dir,
+                weights=weights,
+                device=device,
+                cache=_cached_scoring(config),
+            )
     info["eval_seconds"] = info.get("eval_seconds", 0.0) + time.perf_counter() - start
     info["eval_cpu_seconds"] = info.get("eval_cpu_seconds", 0.0) + time.process_time() - cpu_start
     info["status"] = "done"
@@ -455,18 +453,16 @@ def _reuse_final_evaluation(
 ) -> bool:
     """Write the run's own test evaluation after its last epoch as the cell's final test score, when it is the
     scoring :func:`_score` would do (same final weights, split, eval settings and cache use, float32), so the test
-    split is not scored twice; returns False (score it) otherwise, or when ``out`` already holds a score."""
+    split is not scored twice (the run's config names that split: ``cell_config``); returns False (score it)
+    otherwise."""
     from ..evaluate import write_evaluation
     from ..load import run_description
 
-    split_file = layout.split_file(cell.dataset, split)
     path = run.evaluation_file(config.train.epochs)
-    if (out / "summary.json").is_file() or not path.is_file() or not run.is_finished():
+    if not path.is_file() or not run.is_finished():
         return False
     if config.train.precision != "no" or config.eval != eval_config(grid, cell.dataset):
         return False  # training evaluated under autocast, or with settings other than the grid's scoring
-    if Path(config.data.test_split) != split_file:
-        return False
     saved = json.loads(path.read_text(encoding="utf-8"))
     rows, summary = saved.get("rows"), dict(saved.get("summary") or {})
     if not rows or summary.get("n_images") != len(rows) or "cached_features" not in summary:
@@ -475,7 +471,7 @@ def _reuse_final_evaluation(
     summary.update(
         run_description(run, run.student_weights(require_final=True), config),
         data=str(grid.datasets[cell.dataset].path),
-        split=str(split_file),
+        split=str(layout.split_file(cell.dataset, split)),
         cached_features=cached,
     )
     summary.update(dataset=cell.dataset, split_file=f"splits/{cell.dataset}/{split}.csv")
