@@ -95,7 +95,8 @@ def test_balancing_loss_is_a_metrics_csv_column(tmp_path):
             assert math.isfinite(balance) and balance >= 0
             terms = float(row["seg"]) + float(row["infosam"]) + balance
             assert float(row["loss"]) == pytest.approx(terms, rel=1e-5)
+    stats = ["s_rt", "s_rs", "i_rt_rs", "rt_cosine", "rt_mean", "rt_std", "rt_min", "rt_max"]  # InfoSAM on
     assert headers["conv_lora+decoder"] == [
-        "step", "epoch", "loss", "seg", "relation", "distill", "infosam", "balance", "lr", "images_per_s"
+        "step", "epoch", "loss", "seg", "relation", "distill", "infosam", "balance", "lr", "images_per_s", *stats
     ]  # fmt: skip
     assert headers["decoder"] == [h for h in headers["conv_lora+decoder"] if h != "balance"]

@@ -743,6 +743,36 @@ def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch)
     assert scored == ["train4-test", "train4-test", "heldout"]  # the fake scorer writes no summary
 
 
+def test_arm_phases_datasets_and_seeds(tmp_path):
+    """An arm restricted to some targets and seeds has cells only there; a later phase runs after every cell of
+    the earlier ones (an arm added last never delays the registered ones); bad values name the key."""
+    path = _grid(tmp_path)
+    data = json.loads(path.read_text().split("\n", 3)[3])
+    data["datasets"]["other"] = {"path": "data/target", "folds": 2, "split_seed": 3}
+    data["arms"]["adapter-vid"] = {
+        "set": ["distill.method=vid"],
+        "baseline": "adapter",
+        "datasets": ["other"],
+        "seeds": [0],
+        "phase": 2,
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    names = [c.name for c in cells(load_grid(path))]
+    assert names[-2:] == ["other/fold1of2/adapter-vid/seed-0", "other/fold2of2/adapter-vid/seed-0"]
+    assert not any("adapter-vid" in n for n in names[:-2])
+    assert len(names) == 2 * 3 * 2 + 2  # (target + two folds) x two arms x two seeds, then the two VID cells
+    for key, value, message in [
+        ("phase", 0, r"arms\.adapter-vid\.phase must be an integer >= 1"),
+        ("seeds", [7], r"arms\.adapter-vid\.seeds must be a non-empty list of the grid's seeds"),
+        ("datasets", ["nope"], r"arms\.adapter-vid\.datasets must name target datasets"),
+    ]:
+        bad = json.loads(json.dumps(data))
+        bad["arms"]["adapter-vid"][key] = value
+        path.write_text(json.dumps(bad), encoding="utf-8")
+        with pytest.raises(GridError, match=message):
+            load_grid(path)
+
+
 def test_loss_terms_table_by_hand():
     """Each term: the mean over a run's first (last) logged epoch, then over the arm's runs; 'I fell' counts runs
     whose L_d rose; a plain arm has no L_r or L_d ('-', NaN); no InfoSAM arm at all: no table."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from infosam.distill.loss import InfoSAMLoss, InfoSAMWeights, distill_loss, infosam_terms
+from infosam.distill.loss import RELATION_STATS, InfoSAMLoss, InfoSAMWeights, distill_loss, infosam_terms
 from infosam.distill.relation import RelationModule
 from numpy_reference import relation_rows
 
@@ -106,7 +106,7 @@ def test_total_is_the_weighted_sum_and_module_wrapper_agrees():
     terms = infosam_terms(relation, teacher, student, weights)
     expected = 0.7 * (1.3 * terms["relation"] + 0.4 * terms["distill"])
     assert torch.allclose(terms["total"], expected)
-    assert set(terms) == {"relation", "distill", "total"}
+    assert set(terms) == {"relation", "distill", "total", *RELATION_STATS}
     assert all(t.dtype == torch.float32 and t.dim() == 0 for t in terms.values())
     wrapped = InfoSAMLoss(relation, weights)(teacher, student)
     assert torch.allclose(wrapped["total"], terms["total"])
@@ -273,3 +273,76 @@ def test_terms_under_bf16_autocast_equal_float32():
         from_half = relation(half.image_embeddings, half.mask_tokens)
     upcast = relation(half.image_embeddings.float(), half.mask_tokens.float())
     assert from_half.dtype == torch.float32 and torch.allclose(from_half, upcast, rtol=1e-6, atol=1e-7)
+
+
+# ---- the relation maps' statistics (logged, never part of a loss) ----
+def _np_renyi(a):
+    return -_np_log2_fro2(a)
+
+
+@pytest.mark.parametrize("b,seed", [(2, 3), (4, 4)])
+def test_relation_stats_equal_independent_numpy(b, seed):
+    """S(r_t), S(r_s), I(r_t; r_s), the teacher maps' mean pairwise cosine and value spread, in float64 NumPy."""
+    relation, teacher, student = _relation(seed), _features(b, seed), _features(b, seed + 100)
+    terms = infosam_terms(relation, teacher, student)
+    p, t_emb, t_tok, s_emb, s_tok = _np_inputs(relation, teacher, student)
+    r_t, r_s = relation_rows(p, t_emb, t_tok), relation_rows(p, s_emb, s_tok)
+    g_t, g_s = _np_gram(r_t), _np_gram(r_s)
+    g_ts = g_t * g_s / np.trace(g_t * g_s)
+    unit = r_t / np.linalg.norm(r_t, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    expected = {
+        "s_rt": _np_renyi(g_t),
+        "s_rs": _np_renyi(g_s),
+        "i_rt_rs": _np_renyi(g_t) + _np_renyi(g_s) - _np_renyi(g_ts),
+        "rt_cosine": float(cos[~np.eye(b, dtype=bool)].mean()),
+        "rt_mean": float(r_t.mean(axis=1).mean()),
+        "rt_std": float(r_t.std(axis=1).mean()),
+        "rt_min": float(r_t.min()),
+        "rt_max": float(r_t.max()),
+    }
+    for name in RELATION_STATS:
+        assert float(terms[name]) == pytest.approx(expected[name], rel=1e-4, abs=1e-5), name
+        assert not terms[name].requires_grad, name
+    assert float(terms["i_rt_rs"]) == pytest.approx(-terms["distill"].item(), abs=1e-6)  # I = -L_d
+    # unit rows: each map's mean^2 + variance = 1 / HW, so a zero-mean map has std 1/sqrt(HW)
+    hw = r_t.shape[1]
+    assert np.allclose(r_t.mean(axis=1) ** 2 + r_t.var(axis=1), 1.0 / hw)
+
+
+def test_relation_stats_at_their_bounds():
+    """Identical teacher maps: S(r_t) = 0, cosine 1; orthogonal maps: S(r_t) = log2 B, cosine 0 (method.md 3)."""
+    from infosam.distill.loss import relation_stats
+
+    same = torch.tensor([[3.0, 4.0, 0.0, 0.0]]).repeat(4, 1)
+    stats = relation_stats(same, same)
+    assert float(stats["s_rt"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(stats["rt_cosine"]) == pytest.approx(1.0, abs=1e-6)
+    assert float(stats["rt_std"]) == pytest.approx(np.std([3.0, 4.0, 0.0, 0.0]), abs=1e-6)
+    eye = torch.eye(4)
+    stats = relation_stats(eye, eye)
+    assert float(stats["s_rt"]) == pytest.approx(2.0, abs=1e-6)
+    assert float(stats["rt_cosine"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(stats["i_rt_rs"]) == pytest.approx(2.0, abs=1e-6)  # copying orthogonal maps: I = S(r_t)
+    assert (float(stats["rt_min"]), float(stats["rt_max"])) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("b,seed", [(2, 5), (4, 6), (8, 7)])
+def test_teacher_relation_entropy_is_bounded_by_the_compression_term(b, seed):
+    """S(r_t) <= L_r + log2 B, because L_r = S(r_t) - S(z_i, z_m, r_t) and a joint entropy is at most log2 B
+    (docs/method.md, "What L_r does to the teacher's relation"). So a compression term driven to L_r leaves the
+    teacher's relation at most L_r + log2 B bits, and I(r_t; r_s) <= S(r_t) at most that too."""
+    relation, teacher, student = _relation(seed), _features(b, seed), _features(b, seed + 50)
+    terms = infosam_terms(relation, teacher, student)
+    s_rt, l_r, mi = float(terms["s_rt"]), float(terms["relation"]), float(terms["i_rt_rs"])
+    assert s_rt <= l_r + math.log2(b) + 1e-6
+    assert mi <= s_rt + 1e-6
+    # and the bound is reached when the teacher's inputs are orthogonal (joint entropy = log2 B)
+    eye = torch.eye(b)
+    orth = SimpleNamespace(image_embeddings=eye.reshape(b, b, 1, 1), mask_tokens=eye.reshape(b, 1, b))
+    rows = torch.randn(b, 16, generator=torch.Generator().manual_seed(seed))
+    from infosam.distill.entropy import gram_matrix, renyi2
+    from infosam.distill.loss import relation_loss
+
+    l_r = float(relation_loss(orth.image_embeddings, orth.mask_tokens, rows))
+    assert float(renyi2(gram_matrix(rows))) == pytest.approx(l_r + math.log2(b), abs=1e-5)

@@ -6,6 +6,7 @@ off) goes through the same step.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from infosam.config import load_config
 from infosam.data.formats import open_dataset
 from infosam.data.loading import collate
 from infosam.data.synthetic import write_synthetic_dataset
+from infosam.distill.loss import RELATION_STATS
 from infosam.metrics import METRIC_NAMES
 from infosam.model import build_base, make_student, make_teacher
 from infosam.step import StepParts, Trainee, batch_prompts, train_step
@@ -88,6 +90,13 @@ def _check_complete_run(run: Path, tmp_path: Path) -> None:
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     assert header.split(",")[:6] == ["step", "epoch", "loss", "seg", "relation", "distill"]
+    # InfoSAM on: the relation maps' statistics close every row (S(r_t), S(r_s), I(r_t; r_s), ...)
+    assert header.split(",")[-len(RELATION_STATS) :] == list(RELATION_STATS)
+    with open(run / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            assert 0.0 <= float(row["s_rt"]) <= 1.0 + 1e-6  # log2 of the batch of 2
+            assert float(row["i_rt_rs"]) == pytest.approx(-float(row["distill"]), abs=1e-5)
+            assert float(row["rt_min"]) <= float(row["rt_mean"]) <= float(row["rt_max"])
     assert [r.split(",")[0] for r in rows] == ["2", "4"]  # one row per epoch end, 2 steps per epoch
 
     summary = json.loads((run / "summary.json").read_text())

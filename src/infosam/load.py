@@ -344,7 +344,7 @@ def _open_run(source: ModelSource, teacher: bool) -> OpenedModel:
     if source.checkpoint is not None:
         config = copy.deepcopy(config)
         config.model.checkpoint = str(source.checkpoint)
-    elif recorded is not None and recorded != BUNDLED and not Path(recorded).expanduser().is_file():
+    elif recorded is not None and recorded != BUNDLED and not _recorded_file(recorded):
         raise FileNotFoundError(
             f"base SAM checkpoint {recorded} (model.checkpoint in {run.config_file}) not found; "
             "pass --checkpoint with its new location"
@@ -553,3 +553,13 @@ __all__ = [
     "open_model",
     "resolve",
 ]
+
+
+def _recorded_file(checkpoint: str) -> bool:
+    """Whether a run's recorded ``model.checkpoint`` (``$VARS`` expanded; an unset one counts as missing) exists."""
+    from .sam.checkpoint import CheckpointError, expand_path
+
+    try:
+        return expand_path(checkpoint).is_file()
+    except CheckpointError:
+        return False

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .data.prompts import train_prompts
 from .distill.features import capture_features
-from .distill.loss import InfoSAMLoss
+from .distill.loss import RELATION_STATS, InfoSAMLoss
 from .losses import segmentation_loss
 from .peft.conv_lora import aux_loss_modules, collect_aux_loss
 from .prefix import StepCaches
@@ -129,7 +129,7 @@ def step_losses(
     objective: Objective | None = None,
 ) -> dict[str, Tensor]:
     """Scalar loss terms of one batch: ``loss``, ``seg`` and, with ``infosam``, ``relation``, ``distill``,
-    ``infosam``; with a baseline ``objective`` instead, ``distill`` is its weighted total. The segmentation loss is
+    ``infosam`` and the relation maps' statistics (:data:`infosam.distill.loss.RELATION_STATS`, detached); with a baseline ``objective`` instead, ``distill`` is its weighted total. The segmentation loss is
     taken on the student's logits upsampled to the masks' (B, 1, S, S)."""
     logits = F.interpolate(
         student.low_res_logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
@@ -140,13 +140,14 @@ def step_losses(
         return {"loss": seg + terms["total"], "seg": seg, "distill": terms["total"]}
     if infosam is None:
         return {"loss": seg, "seg": seg}
-    info = infosam(teacher, student)  # relation module on both -> L_r, L_d
+    info = infosam(teacher, student)  # relation module on both -> L_r, L_d (+ the relation maps' statistics)
     return {
         "loss": seg + info["total"],
         "seg": seg,
         "relation": info["relation"],
         "distill": info["distill"],
         "infosam": info["total"],
+        **{name: info[name] for name in RELATION_STATS},
     }
 
 
@@ -293,7 +294,8 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
         sync: the last batch of the window: gradients are synchronised and the optimizer steps (unless
             ``parts.guard`` finds a non-finite loss or gradient in the window: it stops the run or skips the step).
     Returns:
-        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam``;
+        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam`` and
+        the relation statistics (:data:`infosam.distill.loss.RELATION_STATS`);
         with Conv-LoRA, ``balance`` (its load-balancing loss, part of ``loss``).
     """
     acc = parts.accelerator

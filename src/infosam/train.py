@@ -30,7 +30,7 @@ from .data.formats import open_dataset
 from .data.loading import EpochSampler, train_loader
 from .data.prompts import TRAIN_PROMPT_MODES
 from .distill.entropy import all_gather_rows
-from .distill.loss import InfoSAMLoss
+from .distill.loss import RELATION_STATS, InfoSAMLoss
 from .distill.objective import Objective
 from .distill.registry import build_objective
 from .distill.relation import RelationModule
@@ -56,14 +56,16 @@ BALANCE_FIELD = "balance"
 metrics.csv (before ``lr``) only for a student that has such layers."""
 
 
-def metric_fields(student: nn.Module) -> list[str]:
+def metric_fields(student: nn.Module, *, relation: bool = False) -> list[str]:
     """metrics.csv's columns for ``student``: :data:`METRIC_FIELDS`, with :data:`BALANCE_FIELD` when its PEFT
     layers keep a loss of their own (:func:`infosam.peft.conv_lora.aux_loss_modules`), so every term of the
-    logged ``loss`` has its column."""
-    if not aux_loss_modules(student):
-        return list(METRIC_FIELDS)
-    at = METRIC_FIELDS.index("lr")
-    return [*METRIC_FIELDS[:at], BALANCE_FIELD, *METRIC_FIELDS[at:]]
+    logged ``loss`` has its column, and with ``relation`` (InfoSAM on) the relation maps' statistics
+    (:data:`infosam.distill.loss.RELATION_STATS`: S(r_t), S(r_s), I(r_t; r_s), ...) at the end."""
+    fields = list(METRIC_FIELDS)
+    if aux_loss_modules(student):
+        at = fields.index("lr")
+        fields = [*fields[:at], BALANCE_FIELD, *fields[at:]]
+    return [*fields, *RELATION_STATS] if relation else fields
 
 
 StepCallback = Callable[[int], None]
@@ -431,10 +433,14 @@ def fit(
     checkpoint is written at the next step boundary and :class:`~infosam.signals.RunInterrupted` is raised."""
     acc, t = parts.step.accelerator, config.train
     main = acc.is_main_process
-    metrics = run.metrics_log(metric_fields(parts.student), resume_step=position.step) if main else None
+    with_stats = config.distill_method == "infosam"
+    fields = metric_fields(parts.student, relation=with_stats)
+    metrics = run.metrics_log(fields, resume_step=position.step) if main else None
     writer = _tensorboard(run, position.step) if main else None
     bar = _progress_bar(sampler.batches, t, position.step) if progress and main else None
-    window: list[dict[str, Tensor]] = []
+    window: list[dict[str, Tensor]] = []  # the batches since the last metrics row
+    step_terms: list[dict[str, Tensor]] = []  # the batches of the current optimizer step
+    epoch_log = EpochLog(config, sampler.batches, position)
     tick = time.perf_counter()
     stop = stop if stop is not None else StopSignals("")  # not entered: never asked to stop
     for epoch in range(position.epoch, t.epochs):
@@ -449,7 +455,9 @@ def fit(
             size = min(t.grad_accum, sampler.batches - start)
             sync = index + 1 == start + size
             lr = parts.step.scheduler.get_last_lr()[0]
-            window.append(train_step(parts.step, batch, epoch=epoch, index=index, window=size, sync=sync))
+            terms = train_step(parts.step, batch, epoch=epoch, index=index, window=size, sync=sync)
+            window.append(terms)
+            step_terms.append(terms)
             if not sync:
                 continue
             position.step += 1
@@ -458,13 +466,20 @@ def fit(
                 on_step(position.step)
             if bar is not None:
                 bar.update(1)
+            step_row = _reduce_terms(step_terms, acc)
+            step_terms = []
+            epoch_log.add(step_row)
+            if main and with_stats:  # the relation's statistics every step (metrics.csv has them per row)
+                _write_tensorboard(
+                    writer, {k: step_row[k] for k in RELATION_STATS}, position.step, "relation"
+                )
             last = index + 1 == sampler.batches
             if position.step % t.log_every_steps == 0 or last:
                 row = _metrics_row(window, acc, position, epoch, lr, time.perf_counter() - tick, t.batch_size)
                 window, tick = [], time.perf_counter()
                 if main:
                     metrics.append(row)
-                    _write_tensorboard(writer, row)
+                    _write_tensorboard(writer, row, row["step"])
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
             saved = position.step % t.save_every_steps == 0 and not last
@@ -475,6 +490,8 @@ def fit(
                     _save(parts, position, run)
                 raise stop.interrupted(f"checkpoint step-{position.step:06d} written")
         position.epoch, position.batch = epoch + 1, 0
+        if main:
+            log.info(epoch_log.line(epoch + 1))
         if epoch + 1 in config.eval_epochs() and main:
             run.save_weights(parts.student, parts.peft_spec, parts.relation, epoch=epoch + 1)
             position.evaluated[epoch + 1] = _evaluate(config, parts, test_set, run, epoch + 1)
@@ -553,6 +570,21 @@ def run_summary(config: Config, position: Position) -> dict:
     }
 
 
+def _reduce_terms(terms: list[dict[str, Tensor]], acc: Accelerator) -> dict[str, float]:
+    """The batches' terms as one float each, averaged over the batches and the processes; a ``*_min`` / ``*_max``
+    statistic takes the smallest / largest batch value (this process's)."""
+    out = {}
+    for name in terms[0]:
+        values = torch.stack([t[name].float() for t in terms])
+        if name.endswith("_min"):
+            out[name] = float(values.min())
+        elif name.endswith("_max"):
+            out[name] = float(values.max())
+        else:
+            out[name] = float(acc.reduce(values.mean().to(acc.device), reduction="mean"))
+    return out
+
+
 def _metrics_row(
     window: list[dict[str, Tensor]],
     acc: Accelerator,
@@ -563,11 +595,49 @@ def _metrics_row(
     batch_size: int,
 ) -> dict:
     row: dict = {"step": position.step, "epoch": epoch + 1, "lr": lr}
-    for name in window[0]:
-        mean = torch.stack([w[name].float() for w in window]).mean()
-        row[name] = float(acc.reduce(mean.to(acc.device), reduction="mean"))
+    row.update(_reduce_terms(window, acc))
     row["images_per_s"] = len(window) * batch_size * acc.num_processes / max(seconds, 1e-9)
     return row
+
+
+class EpochLog:
+    """The line ``infosam train`` logs at each epoch end: the epoch's mean loss terms (with InfoSAM, the
+    relation's entropy S(r_t) and I(r_t; r_s) in bits, so a user sees what L_r and L_d do), its time, and the
+    time left for training at that pace (evaluations not counted)."""
+
+    def __init__(self, config: Config, batches: int, position: Position) -> None:
+        self.epochs = config.train.epochs
+        self.steps_per_epoch = math.ceil(batches / config.train.grad_accum)
+        self.rows: list[dict[str, float]] = []
+        self.started = time.perf_counter()
+        self.first_step = position.step
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+
+    def line(self, epoch: int) -> str:
+        seconds = time.perf_counter() - self.started
+        mean = {k: float(np.mean([r[k] for r in self.rows])) for k in self.rows[0]} if self.rows else {}
+        parts = [f"epoch {epoch}/{self.epochs}", f"loss {mean.get('loss', math.nan):.4f}"]
+        for key, label in (("seg", "L_seg"), ("relation", "L_r"), ("distill", "L_d")):
+            if key in mean:
+                parts.append(f"{label} {mean[key]:+.4f}")
+        if "s_rt" in mean:
+            parts.append(f"S(r_t) {mean['s_rt']:.3f} bit, I(r_t; r_s) {mean['i_rt_rs']:.3f} bit")
+        steps = len(self.rows)
+        left = (self.epochs - epoch) * self.steps_per_epoch
+        pace = seconds / steps if steps else math.nan
+        parts.append(f"{_clock(seconds)} ({pace:.1f} s/step), training left ~{_clock(left * pace)}")
+        self.rows, self.started = [], time.perf_counter()
+        return "; ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _tensorboard(run: runs.RunDir, step: int):
@@ -577,10 +647,10 @@ def _tensorboard(run: runs.RunDir, step: int):
     return SummaryWriter(str(run.tensorboard_dir), purge_step=step or None)
 
 
-def _write_tensorboard(writer, row: dict) -> None:
+def _write_tensorboard(writer, row: dict, step: int, group: str = "train") -> None:
     for name, value in row.items():
         if name not in ("step", "epoch"):
-            writer.add_scalar(f"train/{name}", value, row["step"])
+            writer.add_scalar(f"{group}/{name}", value, step)
     writer.flush()
 
 

@@ -9,6 +9,10 @@ embeddings, the teacher's mask token, and the relation rows of teacher and stude
 - relation distillation ``L_d = -I(r_t; r_s) = -(S(G_rt) + S(G_rs) - S(G_rt, G_rs))``; gradient reaches the
   relation module and the student;
 - ``total = lam * (lam1 * L_r + lam2 * L_d)``.
+
+Beside the terms, :func:`relation_stats` reports (without gradient) what the terms do to the relation maps:
+``S(r_t)``, ``S(r_s)``, ``I(r_t; r_s)``, how alike the batch's teacher maps are, and the spread of their values
+(:data:`RELATION_STATS`). They are logged to train with (``metrics.csv``, TensorBoard); they never change a loss.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
 
-from .entropy import Gather, gram_matrix, joint_entropy, mutual_information, renyi2
+from .entropy import Gather, gram_matrix, joint_entropy, mutual_information, normalize_rows, renyi2
 from .relation import RelationModule
 
 
@@ -79,6 +84,48 @@ def distill_loss(teacher_rows: Tensor, student_rows: Tensor, *, gather: Gather |
     return -mutual_information(g_t, g_s)
 
 
+RELATION_STATS = ("s_rt", "s_rs", "i_rt_rs", "rt_cosine", "rt_mean", "rt_std", "rt_min", "rt_max")
+"""What :func:`relation_stats` returns, in this order (the columns ``metrics.csv`` gains when InfoSAM is on):
+
+- ``s_rt``, ``s_rs``: ``S(r_t)``, ``S(r_s)`` in bits, in ``[0, log2 B]`` (B the batch, global when gathered);
+- ``i_rt_rs``: ``I(r_t; r_s)`` in bits (``= -L_d``; the order-2 estimate can be slightly negative);
+- ``rt_cosine``: the mean cosine between two different teacher maps of the batch (1: every image gets the same
+  map; 0: orthogonal maps);
+- ``rt_mean``, ``rt_std``: the mean over the batch of each teacher map's mean and (population) standard deviation
+  over its HW values (a row has unit L2 norm, so ``mean^2 + std^2 = 1/HW``: a uniform map has std 0, a zero-mean
+  one std ``1/sqrt(HW)``, 0.0156 at HW = 4096);
+- ``rt_min``, ``rt_max``: the smallest and largest value of any teacher map of the batch (this process's rows).
+"""
+
+
+@torch.no_grad()
+def relation_stats(
+    teacher_rows: Tensor, student_rows: Tensor, *, gather: Gather | None = None
+) -> dict[str, Tensor]:
+    """The relation maps' entropies, shared information, likeness and value spread (:data:`RELATION_STATS`), as
+    detached float32 scalars. ``teacher_rows`` and ``student_rows`` are ``(B, HW)`` relation rows; ``gather`` as
+    for the losses (the entropies then span the global batch; the value statistics stay this process's)."""
+    g_t = gram_matrix(teacher_rows, gather=gather)
+    g_s = gram_matrix(student_rows, gather=gather)
+    s_t, s_s = renyi2(g_t), renyi2(g_s)
+    unit = normalize_rows(teacher_rows)
+    if gather is not None:
+        unit = gather(unit)
+    n = unit.shape[0]
+    off = (unit @ unit.T)[~torch.eye(n, dtype=torch.bool, device=unit.device)]  # cosines of distinct maps
+    rows = teacher_rows.detach().float().flatten(1)
+    return {
+        "s_rt": s_t,
+        "s_rs": s_s,
+        "i_rt_rs": s_t + s_s - joint_entropy(g_t, g_s),
+        "rt_cosine": off.mean(),
+        "rt_mean": rows.mean(dim=1).mean(),
+        "rt_std": rows.std(dim=1, correction=0).mean(),
+        "rt_min": rows.min(),
+        "rt_max": rows.max(),
+    }
+
+
 def infosam_terms(
     relation: RelationModule,
     teacher: SamFeatures,
@@ -98,7 +145,8 @@ def infosam_terms(
         gather: optional ``(n_local, d) -> (n_global, d)`` row all-gather (e.g.
             :func:`infosam.distill.entropy.all_gather_rows`) so the Gram matrices span the global batch.
     Returns:
-        ``{"relation": L_r, "distill": L_d, "total": lam * (lam1 * L_r + lam2 * L_d)}``.
+        ``{"relation": L_r, "distill": L_d, "total": lam * (lam1 * L_r + lam2 * L_d)}`` and, detached, the
+        :func:`relation_stats` of ``r_t`` and ``r_s`` (keys :data:`RELATION_STATS`).
     Raises:
         ValueError: the (global, if gathered) batch has fewer than 2 samples.
     """
@@ -112,7 +160,7 @@ def infosam_terms(
     l_r = relation_loss(t_image, t_token, r_t, gather=gather)
     l_d = distill_loss(r_t, r_s, gather=gather)
     total = weights.lam * (weights.lam1 * l_r + weights.lam2 * l_d)
-    return {"relation": l_r, "distill": l_d, "total": total}
+    return {"relation": l_r, "distill": l_d, "total": total, **relation_stats(r_t, r_s, gather=gather)}
 
 
 class InfoSAMLoss(nn.Module):

@@ -27,6 +27,7 @@ A grid is YAML (paths relative to the grid file)::
     arms:
       adapter: {config: arms/adapter.yaml, set: [infosam.enabled=false]}
       adapter-infosam: {config: arms/adapter.yaml, baseline: adapter}   # paired with its plain baseline
+      adapter-vid: {config: arms/vid.yaml, baseline: adapter, datasets: [leaf], seeds: [0], phase: 2}
 
 One cell per (target dataset, split part, arm, seed): the part is a fold (``fold1of5``) or a training size
 (``train50``). A dataset's held-out images (its retention set for others) are all its images for k-fold and
@@ -36,7 +37,9 @@ relative to the dataset folder) into the experiment folder, so the exact images 
 Order of the cells (``order``): ``seeds`` runs seed by seed, then dataset, part and arm (a grid stopped part-way
 holds whole seeds); ``pairs`` runs seed by seed, then *pair* by pair (a baseline arm with the arms that name it as
 their baseline, in the order the arms are listed), then dataset, part and the pair's arms, so a grid stopped
-anywhere holds whole paired comparisons, the first-listed pair's first.
+anywhere holds whole paired comparisons, the first-listed pair's first. An arm may run on some target datasets or seeds only (``datasets``, ``seeds``),
+and in a later ``phase`` (an integer, default 1): every cell of phase 1 runs before any cell of phase 2, so an arm
+added to a pre-registered grid as an afterthought can never delay the cells registered first.
 
 ``results`` (a folder, relative to the grid file) is where :mod:`infosam.experiment.records` keeps a small record
 of every finished cell and of the zero-shot teacher (config hash, code version, per-image scores, per-epoch
@@ -96,6 +99,18 @@ class Arm:
     config: Path | None = None
     overrides: list[str] = field(default_factory=list)
     baseline: str | None = None
+    datasets: list[str] | None = None
+    """The target datasets this arm trains on (None: every target)."""
+    seeds: list[int] | None = None
+    """The grid seeds this arm uses (None: all of them)."""
+    phase: int = 1
+    """Cells of a lower phase run first (module doc)."""
+
+    def runs_on(self, dataset: str, seed: int) -> bool:
+        """Whether this arm has a cell for ``dataset`` at ``seed``."""
+        return (self.datasets is None or dataset in self.datasets) and (
+            self.seeds is None or seed in self.seeds
+        )
 
 
 @dataclass
@@ -148,7 +163,7 @@ _DATASET_KEYS = {
     "target",
     "seeds",
 }
-_ARM_KEYS = {"config", "set", "baseline"}
+_ARM_KEYS = {"config", "set", "baseline", "datasets", "seeds", "phase"}
 
 
 def _strings(where: str, value) -> list[str]:
@@ -256,11 +271,33 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
             raise GridError(f"{where} must be a mapping (config, set, baseline)")
         _unknown(where, entry, _ARM_KEYS)
         config = entry.get("config")
+        phase = entry.get("phase", 1)
+        if isinstance(phase, bool) or not isinstance(phase, int) or phase < 1:
+            raise GridError(f"{where}.phase must be an integer >= 1, got {phase!r}")
+        arm_seeds = entry.get("seeds")
+        if arm_seeds is not None and (
+            not isinstance(arm_seeds, list) or not arm_seeds or any(s not in seeds for s in arm_seeds)
+        ):
+            raise GridError(
+                f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {arm_seeds!r}"
+            )
+        arm_datasets = entry.get("datasets")
+        if arm_datasets is not None:
+            arm_datasets = _strings(f"{where}.datasets", arm_datasets)
+            bad = [d for d in arm_datasets if d not in datasets or not datasets[d].target]
+            if not arm_datasets or bad:
+                raise GridError(
+                    f"{where}.datasets must name target datasets of the grid "
+                    f"({[d for d in datasets if datasets[d].target]}), got {entry.get('datasets')!r}"
+                )
         arms[str(name)] = Arm(
             name=str(name),
             config=None if config is None else here / str(config),
             overrides=_strings(f"{where}.set", entry.get("set")),
             baseline=entry.get("baseline"),
+            datasets=arm_datasets,
+            seeds=None if arm_seeds is None else [int(x) for x in arm_seeds],
+            phase=phase,
         )
     if not arms:
         raise GridError(f"{path}: arms must name at least one arm")
@@ -317,22 +354,27 @@ def cells(grid: Grid) -> list[Cell]:
     """Every cell of the grid: seed by seed, then (``order: pairs``) pair by pair, then dataset by dataset, part
     by part, arm by arm. The arms of one part finish together (paired comparisons become available early), and a
     grid stopped part-way holds whole seeds (``seeds``; with k folds, one finished seed has scored every image of
-    the dataset once) or whole pairs of a seed (``pairs``)."""
-    groups = pairs(grid) if grid.order == "pairs" else [list(grid.arms)]
+    the dataset once) or whole pairs of a seed (``pairs``). Arms of a later ``phase`` follow, in the same order;
+    an arm has cells only on its ``datasets`` and ``seeds``."""
     out = []
-    for seed in grid.seeds:
-        for group in groups:
-            for d in grid.datasets.values():
-                if not d.target or (d.seeds is not None and seed not in d.seeds):
-                    continue
-                parts = (
-                    [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
-                    if d.folds is not None
-                    else [f"train{_label(v)}" for v in (d.train or [1.0])]
-                )
-                for part in parts:
-                    for arm in group:
-                        out.append(Cell(d.name, part, arm, seed))
+    for phase in sorted({arm.phase for arm in grid.arms.values()}):
+        in_phase = {name for name, arm in grid.arms.items() if arm.phase == phase}
+        groups = pairs(grid) if grid.order == "pairs" else [list(grid.arms)]
+        groups = [[a for a in g if a in in_phase] for g in groups]
+        for seed in grid.seeds:
+            for group in groups:
+                for d in grid.datasets.values():
+                    if not d.target or (d.seeds is not None and seed not in d.seeds):
+                        continue
+                    parts = (
+                        [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
+                        if d.folds is not None
+                        else [f"train{_label(v)}" for v in (d.train or [1.0])]
+                    )
+                    for part in parts:
+                        for arm in group:
+                            if grid.arms[arm].runs_on(d.name, seed):
+                                out.append(Cell(d.name, part, arm, seed))
     return out
 
 

