@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REAL_MODEL_SCORE_ATOL, REPO
 from infosam.cli import main
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -45,4 +45,5 @@ def test_tight_box_eval_scores_what_the_zero_shot_benchmark_scores(dataset, requ
         rows = {r["id"]: (float(r["IoU"]), float(r["Dice"])) for r in csv.DictReader(f)}
     assert rows.keys() == bench.keys()
     for image_id, (iou, dice) in bench.items():
-        assert rows[image_id] == pytest.approx((iou, dice), abs=1e-6), image_id
+        # two code paths over a real model: equal up to a few threshold pixels on any CPU or GPU (conftest)
+        assert rows[image_id] == pytest.approx((iou, dice), abs=REAL_MODEL_SCORE_ATOL), image_id

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     info = student_parameters(args.model, args.peft, parse_option_assignments(args.set_peft))
     table, relation_count = info["parameters"], info["relation_module"]
     if args.json:
-        out = {k: info[k] for k in ("model", "peft", "parameters", "relation_module")}
+        out = {k: info[k] for k in ("model", "peft", "parameters", "relation_module", "base_parameters")}
+        if info["release_head"]:
+            out["release_parameters"] = info["base_parameters"] + info["release_head"]
         print(json.dumps(out, indent=2))
         return 0
     peft = info["peft"]
@@ -81,4 +83,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{'relation module':<18}{relation_count:>14,}{relation_count:>14,}  (C={c}; trains, dropped at inference)"
     )
+    if info["release_head"]:
+        base, head = info["base_parameters"], info["release_head"]
+        print(
+            f"release model: {base + head:,} parameters = SAM's {base:,} (before PEFT) + {head:,} in TinyViT's "
+            "ImageNet classifier head, which SAM never runs (stored in the release file, not built here)"
+        )
     return 0

@@ -15,6 +15,7 @@ from .formats import (
     export_sam,
     export_student_file,
     merge_peft,
+    release_head_state,
     unmergeable_methods,
 )
 
@@ -58,7 +59,9 @@ def export_run(
         merge_peft(student)  # raises the explanatory UnmergeableError before anything is written
     _check_family(fmt, student)
     if fmt == "sam":
-        return export_sam(student, teacher, out, overwrite=overwrite)
+        base = opened.config.model.checkpoint if opened.config is not None else None
+        extra = release_head_state(student.spec, base)  # MobileSAM: what its own builder loads strictly
+        return export_sam(student, teacher, out, overwrite=overwrite, extra=extra)
     if fmt == "sam2":
         return export_sam(student, teacher, out, overwrite=overwrite, official_key="model")
     if fmt == "infosam":

@@ -97,21 +97,58 @@ def check_layout(state: dict[str, Tensor], reference: nn.Module) -> None:
 
 
 def export_sam(
-    student: Sam, teacher: Sam, out: str | Path, *, overwrite: bool = False, official_key: str | None = None
+    student: Sam,
+    teacher: Sam,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    official_key: str | None = None,
+    extra: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write the merged student as a plain state dict at ``out`` (``torch.save``, atomically); with
     ``official_key`` (SAM 2: ``"model"``) the state dict is stored under that key, as official checkpoints are.
 
     ``teacher`` (a plain base of the same architecture) is the layout reference: the file is checked to load
-    strictly into it before anything is written.
+    strictly into it before anything is written. ``extra`` tensors are added after that check: what the
+    release's own builder expects beside SAM (MobileSAM's unused classifier head, :func:`release_head_state`).
     """
     out = _check_out(out, overwrite)
     merged = merge_peft(student)
     state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
     check_layout(state, teacher)
+    state.update(extra or {})
     payload = state if official_key is None else {official_key: state}
     atomic_write(out, lambda tmp: torch.save(payload, tmp))
     return out
+
+
+def release_head_state(spec, checkpoint: str | Path | None) -> dict[str, Tensor]:
+    """The classifier-head tensors a release's own builder loads strictly beside SAM, for a spec whose release
+    model carries one (MobileSAM's TinyViT: ``image_encoder.norm_head.*``, ``image_encoder.head.*``; SAM never
+    runs them). Copied from the base ``checkpoint`` when it holds them, so an exported student differs from the
+    release file only where it was trained; zeros otherwise (a random base). ``{}`` for every other spec."""
+    from ..sam.checkpoint import resolve_checkpoint
+    from ..sam.tinyvit import RELEASE_CLASSES, release_head_parameters
+    from ..weightfile import torch_load
+
+    if not release_head_parameters(spec):
+        return {}
+    d = spec.tinyvit_embed_dims[-1]
+    shapes = {
+        "image_encoder.norm_head.weight": (d,),
+        "image_encoder.norm_head.bias": (d,),
+        "image_encoder.head.weight": (RELEASE_CLASSES, d),
+        "image_encoder.head.bias": (RELEASE_CLASSES,),
+    }
+    stored = {}
+    if checkpoint is not None:
+        stored = torch_load(resolve_checkpoint(checkpoint), map_location="cpu", weights_only=True)
+    return {
+        k: stored[k].detach().cpu().contiguous()
+        if k in stored and tuple(stored[k].shape) == shape
+        else torch.zeros(shape)
+        for k, shape in shapes.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------- self-contained

@@ -43,13 +43,15 @@ def student_parameters(model: str, methods: str, options: dict | None = None) ->
     with an extra ``"stored"``: the elements of every tensor the base model's weights file holds for the part,
     parameters plus persistent buffers such as BatchNorm statistics, counted before PEFT; the numbers
     LiteMedSAM's release quotes), "relation_module" (parameters of InfoSAM's relation module),
-    "prompt_embed_dim"}``.
+    "prompt_embed_dim", "base_parameters" (SAM's parameters before PEFT), "release_head" (parameters of a classifier
+    head the release model carries and this package does not build: MobileSAM's, else 0)}``.
     """
     import torch
 
     from ..distill.relation import RelationModule
     from ..sam.build import build_sam
     from ..sam.specs import get_spec
+    from ..sam.tinyvit import release_head_parameters
     from .registry import apply_peft
 
     with torch.device("meta" if get_spec(model).family == "vit" else "cpu"):
@@ -57,6 +59,7 @@ def student_parameters(model: str, methods: str, options: dict | None = None) ->
         stored = {part: _elements(getattr(sam, part)) for part in PARTS}
         stored["total"] = _elements(sam)
         stored["other"] = stored["total"] - sum(stored[part] for part in PARTS)
+        base = sum(p.numel() for p in sam.parameters())
         spec = apply_peft(sam, methods, options)
         relation = RelationModule(sam.spec.prompt_embed_dim)
     table = count_parameters(sam)
@@ -68,6 +71,8 @@ def student_parameters(model: str, methods: str, options: dict | None = None) ->
         "parameters": table,
         "relation_module": sum(p.numel() for p in relation.parameters()),
         "prompt_embed_dim": sam.spec.prompt_embed_dim,
+        "base_parameters": base,
+        "release_head": release_head_parameters(sam.spec),
     }
 
 

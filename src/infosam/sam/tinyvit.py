@@ -100,6 +100,21 @@ def _package_tinyvit(spec: SamSpec) -> nn.Module:
     return cls(**kwargs)
 
 
+RELEASE_CLASSES = 1000
+"""Classes of the ImageNet classifier head (``norm_head`` + ``head``) that mobile_sam's TinyViT builds and
+``mobile_sam.pt`` stores; SAM never runs it, so it is built here with ``num_classes=0`` and dropped on load."""
+
+
+def release_head_parameters(spec) -> int:
+    """Parameters of the unused classifier head that a spec's release model carries beside SAM (0 when none):
+    MobileSAM's ``build_sam_vit_t`` builds LayerNorm(d) + Linear(d, 1000) on the last stage's width d, so its
+    parameter count (10,130,092) is this package's model plus these 321,640."""
+    if getattr(spec, "tinyvit_variant", None) != "mobile_sam":
+        return 0
+    d = spec.tinyvit_embed_dims[-1]
+    return 2 * d + d * RELEASE_CLASSES + RELEASE_CLASSES
+
+
 class TinyViTEncoder(nn.Module):
     """SAM image encoder made of a package's TinyViT parts: (B, 3, S, S) -> (B, C, g, g), g = S / patch_size.
 
