@@ -251,11 +251,12 @@ def test_points_alone_imply_point_prompts_and_box_with_points_is_refused(
     "flags, rule, kind, words",
     [
         (
-            [],
+            ["--box-noise", "per-coordinate"],
             "per-coordinate",
             "noisy_box",
             "each box coordinate moved independently by up to 5 px of the 64-px",
         ),
+        ([], "release", "noisy_box", "one shared shift below min(5 px, half the shorter"),  # the default
         (
             ["--box-noise", "release"],
             "release",

@@ -19,6 +19,7 @@ import torch
 
 import infosam.experiment.runner as runner_module
 import infosam.train as train_module
+from conftest import REPO
 from infosam.cli import main as run_cli
 from infosam.data.formats import open_dataset
 from infosam.data.synthetic import write_synthetic_dataset
@@ -844,3 +845,24 @@ def test_curves_are_drawn_in_the_tables_units(tmp_path, monkeypatch, metric, sca
     assert list(arm_line.get_ydata()) == pytest.approx(expected)
     assert list(teacher_line.get_ydata()) == pytest.approx([scale * 0.25] * 2)
     assert ax.get_ylabel() == label
+
+
+@pytest.mark.parametrize("grid_file", ["grid_cpu.yaml", "grid_encoder.yaml"])
+def test_committed_records_keep_their_config_hashes(grid_file, tmp_path, monkeypatch):
+    """Every recorded cell of the committed LiteMedSAM grids hashes as recorded with today's code: a changed
+    default (the release box rule) moves no hash (HASH_PINNED_DEFAULTS), so their records stay valid."""
+    from infosam.experiment.grid import cell_config, config_hash
+
+    monkeypatch.setenv("INFOSAM_DATA", str(tmp_path / "data"))  # never read: only the configs are built
+    grid = load_grid(REPO / "experiments" / "litemedsam" / grid_file)
+    checked = 0
+    for cell in cells(grid):
+        record = (
+            grid.results / "cells" / cell.dataset / cell.part / cell.arm / f"seed-{cell.seed}" / "cell.json"
+        )
+        if not record.is_file():
+            continue
+        config = cell_config(grid, cell, tmp_path / "splits", tmp_path / "cells" / "run")
+        assert config_hash(config, tmp_path) == json.loads(record.read_text())["config_hash"], cell.name
+        checked += 1
+    assert checked == len(list((grid.results / "cells").rglob("cell.json"))) >= 20  # every record was checked

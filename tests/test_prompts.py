@@ -28,7 +28,7 @@ def test_tight_box_and_zero_shift():
 def test_noisy_box_offsets_are_bounded_integers_and_clipped():
     m = masks_with_boxes([(10, 20, 30, 40)] * 200 + [(0, 0, 40, 40)] * 50)
     sizes = torch.tensor([[64, 64]] * 200 + [[50, 45]] * 50)
-    boxes = prompts.noisy_box(m, gen(), max_shift=5, input_sizes=sizes)
+    boxes = prompts.noisy_box(m, gen(), max_shift=5, input_sizes=sizes, rule="per-coordinate")
     shift = boxes[:200] - torch.tensor([10.0, 20, 30, 40])
     assert shift.abs().max() == 5 and (shift == shift.round()).all()
     assert len(shift.unique()) == 11  # every offset in [-5, 5] occurs
@@ -165,3 +165,18 @@ def test_box_noise_rules_flow_into_train_and_eval_prompts():
     assert torch.equal(trained[:, 3] - trained[:, 1], torch.full((8,), 20.0))
     with pytest.raises(ValueError, match=r"'gaussian' is not one of \['per-coordinate', 'release', 'none'\]"):
         prompts.noisy_box(m, gen(), rule="gaussian")
+
+
+def test_the_release_rule_is_the_default_of_training_and_evaluation():
+    """Scores compare with the paper's unless a user asks otherwise: the release's box rule is the default of
+    ``train.box_noise``, ``eval.box_noise``, ``infosam eval`` and :func:`noisy_box` (issue: a user got the
+    noisier per-coordinate box without knowing the option)."""
+    from infosam.config import EvalConfig, TrainConfig
+
+    assert prompts.DEFAULT_BOX_NOISE == "release"
+    assert TrainConfig().box_noise == EvalConfig().box_noise == "release"
+    m = masks_with_boxes([(10, 20, 30, 40)] * 50)
+    default = prompts.noisy_box(m, gen(), max_shift=5)
+    assert torch.equal(default, prompts.noisy_box(m, gen(), max_shift=5, rule="release"))
+    size = default[:, 2:] - default[:, :2]  # one shared shift: the box keeps its size
+    assert (size == torch.tensor([20.0, 20.0])).all()

@@ -139,11 +139,11 @@ class TrainConfig(_Section):
     prompt: str = "mixed"
     """Training prompts: mixed (the paper: per batch, noisy boxes with probability 0.5, else one foreground point
     per image) or box (noisy boxes only: for box-trained models such as LiteMedSAM, which ignore points)."""
-    box_noise: str = "per-coordinate"
-    """How a train box is drawn from the mask's tight box: per-coordinate (each coordinate its own offset of up to
-    5 px of the model input), release (the paper release's rule: one shared shift of both corners, below
-    min(5 px, half the shorter side) at 1024 px, scaled to the model's input) or none (the tight box);
-    infosam.data.prompts says exactly."""
+    box_noise: str = "release"
+    """How a train box is drawn from the mask's tight box: release (the paper release's rule, the default: one
+    shared shift of both corners, below min(5 px, half the shorter side) at 1024 px, scaled to the model's input),
+    per-coordinate (each coordinate its own offset of up to 5 px of the model input; this project's first rule) or
+    none (the tight box); infosam.data.prompts says exactly."""
     seg_loss: str = "structure"
     """Segmentation loss: structure (paper), structure_release (release's plain-mean BCE), focal_dice_iou (ours,
     weights 1:1:1) or focal_dice_iou_release (the release's: focal x 20, batch-wide dice and soft IoU)."""
@@ -267,9 +267,9 @@ class EvalConfig(_Section):
     prompt: str = "box"
     """Test prompt: box (a box drawn by the box_noise rule) or points (n_fg foreground + n_bg background points;
     Road)."""
-    box_noise: str = "per-coordinate"
-    """How a test box is drawn from the mask's tight box, seeded per image: per-coordinate, release or none (the
-    tight box); as train.box_noise."""
+    box_noise: str = "release"
+    """How a test box is drawn from the mask's tight box, seeded per image: release (the default), per-coordinate
+    or none (the tight box); as train.box_noise."""
     n_fg: int = 2
     """Foreground points per image when prompt is points."""
     n_bg: int = 3

@@ -14,7 +14,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data.formats import SegmentationDataset
-from .data.prompts import PROMPT_MODES, check_box_noise, describe_prompt, eval_prompts, prompt_kind
+from .data.prompts import (
+    DEFAULT_BOX_NOISE,
+    PROMPT_MODES,
+    check_box_noise,
+    describe_prompt,
+    eval_prompts,
+    prompt_kind,
+)
 from .metrics import MetricAccumulator
 from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
@@ -111,7 +118,7 @@ def evaluate(
     seed: int = 42,
     compat: bool = False,
     batch_size: int = 1,
-    box_noise: str = "per-coordinate",
+    box_noise: str = DEFAULT_BOX_NOISE,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,

@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
-from .data.prompts import train_prompts
+from .data.prompts import DEFAULT_BOX_NOISE, train_prompts
 from .distill.features import capture_features
 from .distill.loss import RELATION_STATS, InfoSAMLoss
 from .losses import segmentation_loss
@@ -48,7 +48,7 @@ def batch_prompts(
     epoch: int,
     index: int,
     p_box: float = 0.5,
-    box_noise: str = "per-coordinate",
+    box_noise: str = DEFAULT_BOX_NOISE,
 ) -> dict[str, Tensor]:
     """Train prompts for ``batch["mask"]`` (B, 1, S, S) from a generator seeded by (seed, process, epoch, batch
     index): ``boxes`` (B, 4) with probability ``p_box`` (noise rule ``box_noise``,
@@ -280,7 +280,7 @@ class StepParts:
     """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
     objective: Objective | None = None
     """The baseline distillation objective (the same module the trainee holds), or ``None`` (InfoSAM, plain)."""
-    box_noise: str = "per-coordinate"
+    box_noise: str = DEFAULT_BOX_NOISE
     """How the train boxes are drawn from the tight box (:data:`infosam.data.prompts.BOX_NOISE_RULES`)."""
 
 

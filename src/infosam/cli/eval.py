@@ -51,10 +51,11 @@ def register(subparsers) -> None:
         "--box-noise",
         choices=BOX_NOISE_RULES,
         default=None,
-        help="how the box is drawn from the mask's tight box: per-coordinate (noisy_box: each coordinate moved "
-        "independently by up to 5 px of the model input; the default), release (noisy_box: the paper release's "
-        "one shared shift below min(5 px, half the shorter side) at 1024 px, scaled to the model input) or none "
-        "(tight_box: no noise). Summaries name the kind as prompt_kind",
+        help="how the box is drawn from the mask's tight box: release (noisy_box: the paper release's one shared "
+        "shift below min(5 px, half the shorter side) at 1024 px, scaled to the model input; the default for "
+        "zero-shot SAM, a run's own eval.box_noise otherwise), per-coordinate (noisy_box: each coordinate moved "
+        "independently by up to 5 px of the model input) or none (tight_box: no noise). Summaries name the kind "
+        "as prompt_kind",
     )
     p.add_argument(
         "--tight-box",

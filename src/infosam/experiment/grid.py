@@ -509,9 +509,10 @@ def config_hash(config: Config, experiment_dir: Path) -> str:
     path and the dataset folder (the experiment's split lists, checked separately, pin the images by their paths
     inside it); split files are named relative to the experiment folder. So an experiment moved, or continued on a
     machine whose data lives elsewhere, keeps its hashes; and an option added to the package later, whose default
-    keeps the old behaviour, does not change the hash of cells that never set it (records stay valid across
-    versions; each record also names the code that made it)."""
-    data = _non_default(config_to_dict(config), config_to_dict(Config()))
+    keeps the old behaviour, does not change the hash of cells that never set it, and a default that changes is
+    pinned in :data:`HASH_PINNED_DEFAULTS` (records stay valid across versions; each record also names the code
+    that made it)."""
+    data = _non_default(config_to_dict(config), hash_defaults())
     data.pop("output", None)
     data.setdefault("data", {}).pop("path", None)
     for key in ("train_split", "test_split"):
@@ -522,6 +523,25 @@ def config_hash(config: Config, experiment_dir: Path) -> str:
             data["data"][key] = path.relative_to(experiment_dir).as_posix()
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+HASH_PINNED_DEFAULTS = {
+    "train": {"box_noise": "per-coordinate"},
+    "eval": {"box_noise": "per-coordinate"},
+}
+"""Options whose default changed after cells were recorded, with the default they had then. :func:`config_hash`
+compares a config with :func:`hash_defaults`, so a default that moves changes no recorded cell's hash: a cell that
+relied on the old default still hashes without the option, and one that named the new value still hashes with it.
+(The release box rule became the default of ``train.box_noise`` and ``eval.box_noise``; the decoder-only grid used
+the old one by default, the encoder and MobileSAM grids name ``release``.)"""
+
+
+def hash_defaults() -> dict:
+    """The defaults :func:`config_hash` leaves out: today's, with :data:`HASH_PINNED_DEFAULTS` in force."""
+    defaults = config_to_dict(Config())
+    for section, values in HASH_PINNED_DEFAULTS.items():
+        defaults[section].update(values)
+    return defaults
 
 
 def _non_default(values: dict, defaults: dict) -> dict:
