@@ -109,7 +109,9 @@ def run_experiment(
             scores the zero-shot teacher on what its cells need (a split scored already is skipped).
         record_only: train and score nothing: copy what is finished in ``out`` into the grid's ``results``
             record (:mod:`infosam.experiment.records`), e.g. from a folder run by an older version; a cell
-            recorded before records kept the training log gets it from ``out`` (same config hash).
+            recorded before records kept the training log gets it from ``out`` (same config hash); a legacy
+            record gets its checksum list, and a record that fails verification is recorded again
+            (:func:`_record_finished`).
 
     With a ``results`` folder in the grid, every finished cell and teacher evaluation is also recorded there, and
     a cell already recorded (on any machine) counts as finished.
