@@ -312,11 +312,11 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
 
     # Provenance: commands as run from here, devices and wall time from the cells' cell.json.
     assert "> A tiny grid for the tests.\n>\n> Fixed before the run.\n" in text
-    # The prompts the cells were scored with (the grid's eval settings): the defaults, a per-coordinate noisy box.
+    # The prompts the cells were scored with (the grid's eval settings): the defaults, the release's noisy box.
     assert (
         "Test prompts (the grid's eval settings; every arm and the zero-shot teacher scored alike): noisy_box "
-        "(per-coordinate: each box coordinate moved independently by up to 5 px of the model input), prompt seed "
-        "42.\n" in text
+        "(release: both corners moved by one shared shift below min(5 px, half the shorter side) at 1024 px, "
+        "scaled to the model input), prompt seed 42.\n" in text
     )
     section = text[text.index("## How these numbers were made") :]
     assert "`infosam experiment grid.yaml --out exp`" in section
@@ -866,3 +866,239 @@ def test_committed_records_keep_their_config_hashes(grid_file, tmp_path, monkeyp
         assert config_hash(config, tmp_path) == json.loads(record.read_text())["config_hash"], cell.name
         checked += 1
     assert checked == len(list((grid.results / "cells").rglob("cell.json"))) >= 20  # every record was checked
+
+
+# --------------------------------------------------------------------------------------------- records check themselves
+
+
+def _recorded(tiny_experiment, tmp_path) -> tuple[Path, Path, Path]:
+    """(grid, experiment folder, record) of the tiny grid with a results folder, recorded with --record-only."""
+    t = tiny_experiment
+    repo = tmp_path / "repo"
+    shutil.copytree(t.tmp / "data", repo / "data")
+    data = json.loads(t.grid.read_text(encoding="utf-8").split("\n", 3)[3])
+    data["results"] = "results/tiny"
+    grid = repo / "grid.yaml"
+    grid.write_text(json.dumps(data), encoding="utf-8")
+    exp = tmp_path / "exp"
+    shutil.copytree(t.exp, exp)
+    run_experiment(grid, exp, record_only=True)
+    return grid, exp, repo / "results" / "tiny"
+
+
+def _report_refused(record: Path, out: Path, capsys, message: str) -> None:
+    """`infosam report` refuses the record in one line matching ``message`` and writes nothing."""
+    assert run_cli(["report", str(record), "--out", str(out / "page.md"), "--n-boot", "10"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not out.exists()  # a refused report writes nothing, not even its figures folder
+
+
+def test_a_record_with_a_changed_byte_is_refused_and_can_be_rerecorded(tiny_experiment, tmp_path, capsys):
+    """Every recorded cell and teacher evaluation carries SHA256SUMS, written last; one changed byte (a value that
+    still parses) makes `infosam report` and `infosam experiment` refuse in one line naming the file; a refused
+    report writes nothing; --record-only records the cell again from the experiment folder."""
+    from infosam.experiment.records import CHECKSUM_FILE, write_checksums
+
+    grid, exp, record = _recorded(tiny_experiment, tmp_path)
+    cell = record / "cells/target/train4/adapter/seed-0"
+    sums = (cell / CHECKSUM_FILE).read_text()
+    assert "eval/test/per_image.csv" in sums and "cell.json" in sums and CHECKSUM_FILE not in sums
+    assert len(list(record.glob(f"teacher/*/*/{CHECKSUM_FILE}"))) == 2
+    assert run_cli(["report", str(record), "--out", str(tmp_path / "ok" / "page.md"), "--n-boot", "10"]) == 0
+    capsys.readouterr()
+
+    target = cell / "eval/test/per_image.csv"
+    good = target.read_bytes()
+    i = len(good) - 3  # a late digit of the last Dice: the file still parses and its mean still agrees
+    changed = good[:i] + (b"1" if good[i : i + 1] != b"1" else b"2") + good[i + 1 :]
+    target.write_bytes(changed)
+    _report_refused(
+        record, tmp_path / "bad", capsys, rf"{re.escape(str(target))}: changed since it was recorded"
+    )
+    assert run_cli(["experiment", str(grid), "--out", str(tmp_path / "other-exp")]) != 0
+    assert f"{target}: changed since it was recorded" in capsys.readouterr().err
+
+    extra = cell / "eval/retention-source/epoch-003/summary.json"  # an added file would change a curve
+    target.write_bytes(good)
+    extra.parent.mkdir()
+    extra.write_text((cell / "eval/retention-source/summary.json").read_text())
+    _report_refused(record, tmp_path / "bad", capsys, rf"{re.escape(str(extra))}: not in .*{CHECKSUM_FILE}")
+    shutil.rmtree(extra.parent)
+
+    # A record whose writer stopped between cell.json and its checksum list (format 2) is refused too.
+    (cell / CHECKSUM_FILE).unlink()
+    _report_refused(
+        record, tmp_path / "bad", capsys, rf"cell\.json: a record of format 2 .* without its {CHECKSUM_FILE}"
+    )
+    write_checksums(cell)
+
+    # Changed on purpose: --record-only records the cell again from the experiment folder.
+    target.write_bytes(changed)
+    run_experiment(grid, exp, record_only=True)
+    assert target.read_bytes() == good == (exp / target.relative_to(record)).read_bytes()
+    assert (cell / CHECKSUM_FILE).read_text() == sums
+    assert (
+        run_cli(["report", str(record), "--out", str(tmp_path / "again" / "page.md"), "--n-boot", "10"]) == 0
+    )
+    assert (tmp_path / "again" / "page.md").read_text().split("## Files")[0] == (
+        tmp_path / "ok" / "page.md"
+    ).read_text().split("## Files")[0]
+
+
+def test_legacy_records_report_unverified_parse_strictly_and_get_their_checksums(
+    tiny_experiment, tmp_path, capsys, caplog
+):
+    """A record written before checksums (record_version 1, no SHA256SUMS) still reports; its per-image rows are
+    read strictly: a file cut short (last value "0."), cut mid-row, or short of a row is refused naming the file
+    and the fault; --record-only adds the checksum list, from the record alone (no experiment folder)."""
+    from infosam.experiment.records import CHECKSUM_FILE
+
+    grid, exp, record = _recorded(tiny_experiment, tmp_path)
+    for sums in record.glob(f"**/{CHECKSUM_FILE}"):
+        sums.unlink()
+    for info_path in record.glob("cells/*/*/*/*/cell.json"):
+        info = json.loads(info_path.read_text())
+        info["record_version"] = 1
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+    assert (
+        run_cli(["report", str(record), "--out", str(tmp_path / "legacy" / "page.md"), "--n-boot", "10"]) == 0
+    )
+    assert "6 record(s) of" in caplog.text and "have no checksum list" in caplog.text
+    caplog.clear()
+    capsys.readouterr()
+
+    target = record / "cells/target/train4/adapter-infosam/seed-1/eval/test/per_image.csv"
+    good = target.read_text()
+    last = good.rstrip("\n").rsplit(",", 1)
+    lines = good.split("\n")  # header, four rows, "" (the final newline)
+    for text, message in [
+        (last[0] + ",0.", "its last line has no newline"),  # the last Dice became "0."
+        ("\n".join(lines[:2] + [lines[2][:9]] + lines[3:]), "line 3 has 1 fields, the header 8"),
+        (good[: good.rstrip("\n").rindex("\n") + 1], "3 rows, its summary summary.json counts 4 images"),
+        (last[0] + ",nan\n", "Dice = 'nan' is not a finite number"),
+    ]:
+        target.write_text(text)
+        _report_refused(
+            record, tmp_path / "bad", capsys, rf"{re.escape(str(target))}: .*{re.escape(message)}"
+        )
+    target.write_text(good)
+
+    # --record-only on a fresh machine (no experiment folder): every legacy record gets its list, verified after
+    run_experiment(grid, tmp_path / "fresh-exp", record_only=True)
+    assert len(list(record.glob(f"cells/*/*/*/*/{CHECKSUM_FILE}"))) == 4
+    assert len(list(record.glob(f"teacher/*/*/{CHECKSUM_FILE}"))) == 2
+    assert (
+        run_cli(["report", str(record), "--out", str(tmp_path / "sealed" / "page.md"), "--n-boot", "10"]) == 0
+    )
+    assert "no checksum list" not in caplog.text
+    capsys.readouterr()
+    target.write_text(last[0] + ",0.5\n")
+    _report_refused(
+        record, tmp_path / "bad", capsys, rf"{re.escape(str(target))}: changed since it was recorded"
+    )
+
+
+# --------------------------------------------------------------------------------------------- splits of a target
+
+
+def _split_grid(tmp_path: Path, dataset: dict, *, batch: int = 2) -> Path:
+    if not (tmp_path / "data" / "d").exists():
+        write_synthetic_dataset(tmp_path / "data" / "d", 8, domain="target")
+    path = tmp_path / "g.yaml"
+    grid = {
+        "set": [*TINY, f"train.batch_size={batch}"],
+        "seeds": [0],
+        "datasets": {"d": {"path": "data/d", **dataset}},
+        "arms": {"adapter": {"set": ["peft.methods=adapter+decoder", "infosam.enabled=false"]}},
+    }
+    path.write_text(json.dumps(grid), encoding="utf-8")
+    return path
+
+
+def test_a_grid_without_train_trains_on_every_image_not_in_test(tmp_path, monkeypatch):
+    """`test: 3` and no `train:`: one part, `trainall`, whose training set is the 5 images not in the test part
+    (not one image); a training set smaller than one batch is refused before anything trains or is scored."""
+    from infosam.experiment.grid import cell_config
+
+    grid = load_grid(_split_grid(tmp_path, {"test": 3}))
+    assert [c.name for c in cells(grid)] == ["d/trainall/adapter/seed-0"]
+    splits = make_splits(grid.datasets["d"])
+    assert len(splits["trainall-train"]) == 5 and splits["trainall-test"] == splits["heldout"]
+    assert not set(splits["trainall-train"]) & set(splits["heldout"])
+    everything = {
+        p for p in make_splits(load_grid(_split_grid(tmp_path, {"folds": 2})).datasets["d"])["heldout"]
+    }
+    assert set(splits["trainall-train"]) | set(splits["heldout"]) == everything
+
+    trained = []
+    monkeypatch.setattr(train_module, "train", lambda config, **kw: trained.append(config))
+    monkeypatch.setattr(runner_module, "_teacher_evaluations", lambda *a, **k: None)
+    monkeypatch.setattr(runner_module, "_run_locked_cell", lambda *a, **k: runner_module.RAN)
+    exp = tmp_path / "exp"
+    run_experiment(_split_grid(tmp_path, {"test": 3}), exp)
+    config = cell_config(grid, cells(grid)[0], exp / "splits", exp / "run")
+    assert len(Path(config.data.train_split).read_text().splitlines()) == 1 + 5  # header + every other image
+
+    monkeypatch.setattr(runner_module, "_teacher_evaluations", lambda *a, **k: pytest.fail("scored"))
+    with pytest.raises(
+        GridError, match=r"datasets\.d: part trainall trains on 5 image\(s\) .*fewer than one batch"
+    ):
+        run_experiment(_split_grid(tmp_path, {"test": 3}, batch=6), tmp_path / "exp6")
+    assert trained == []
+
+
+def test_split_files_give_a_target_a_fixed_split(tmp_path):
+    """`split_files: {train, test}`: one part, `fixed`, whose lists are those files (checked like `data check
+    --split`: a missing image, an image in both lists, a missing file are refused naming the key)."""
+    write_synthetic_dataset(tmp_path / "data" / "d", 8, domain="target")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    names = [f"target_{i:05d}" for i in range(8)]
+    (lists / "train.txt").write_text("\n".join(names[:5]) + "\n")
+    (lists / "test.txt").write_text("\n".join(names[5:]) + "\n")
+    files = {"train": "lists/train.txt", "test": "lists/test.txt"}
+    grid = load_grid(_split_grid(tmp_path, {"split_files": files}))
+    assert [c.name for c in cells(grid)] == ["d/fixed/adapter/seed-0"]
+    splits = make_splits(grid.datasets["d"])
+    assert [Path(i).stem for i, _ in splits["fixed-train"]] == names[:5]
+    assert [Path(i).stem for i, _ in splits["fixed-test"]] == names[5:] and splits["heldout"] == splits[
+        "fixed-test"
+    ]
+
+    (lists / "test.txt").write_text("\n".join(names[4:]) + "\n")
+    with pytest.raises(GridError, match=r"split_files: 1 image\(s\) in both the train and the test list"):
+        make_splits(load_grid(_split_grid(tmp_path, {"split_files": files})).datasets["d"])
+    (lists / "test.txt").write_text("\n".join([*names[5:], "target_00099"]) + "\n")
+    with pytest.raises(GridError, match=r"split_files\.test: .*test\.txt"):
+        make_splits(load_grid(_split_grid(tmp_path, {"split_files": files})).datasets["d"])
+    for bad, message in [
+        ({"split_files": {"train": "lists/train.txt"}}, "split_files must map train and test"),
+        ({"split_files": files, "test": 3}, "split_files is a target's whole split: without test"),
+    ]:
+        with pytest.raises(GridError, match=message):
+            load_grid(_split_grid(tmp_path, bad))
+
+
+def test_eta_counts_only_this_processs_queue(tmp_path, monkeypatch):
+    """The cells left in this process's queue: not finished, not held by another living process (its lock file
+    names it); a lock file left by an exited process is free."""
+    import socket
+
+    from infosam.experiment.runner import _queue_left
+
+    grid = load_grid(_grid(tmp_path))
+    layout = ExperimentDir(tmp_path / "exp")
+    todo = cells(grid)
+    assert _queue_left(grid, todo, layout) == 4
+    done, held, dead = (layout.cell(c) for c in todo[:3])
+    for folder in (done, held, dead):
+        folder.mkdir(parents=True)
+    (done / "cell.json").write_text(json.dumps({"status": "done"}))
+    for name in ("test", "retention-source"):
+        (done / "eval" / name).mkdir(parents=True)
+        (done / "eval" / name / "summary.json").write_text("{}")
+    host = socket.gethostname()
+    (held / ".lock").write_text(f"pid {os.getppid()}\nhost {host}\nsince now\n")
+    (dead / ".lock").write_text(f"pid 999999999\nhost {host}\nsince now\n")
+    assert _queue_left(grid, todo, layout) == 2  # the dead holder's cell and the untouched one

@@ -142,3 +142,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def held_by_other(folder: str | Path) -> bool:
+    """Whether the lock file of ``folder`` names another living process on this host as its holder: read only,
+    the lock itself is not probed (probing could make the holder's own attempt to take it fail). A lock file left
+    by an exited process, or naming another host, reads as free."""
+    try:
+        text = (Path(folder) / LOCK_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+    pid, host = fields.get("pid", ""), fields.get("host", "")
+    return host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))

@@ -35,7 +35,9 @@ def register(subparsers) -> None:
         "--record-only",
         action="store_true",
         help="train and score nothing: copy the finished cells and teacher scores of --out into the grid's "
-        "results record (the grid file's `results` folder, meant to be committed)",
+        "results record (the grid file's `results` folder, meant to be committed); add the checksum list "
+        "(SHA256SUMS) to records written before records carried one, and re-record a cell whose files changed on "
+        "purpose (from --out when it holds the finished cell, else over the record's files as they are)",
     )
     add_threads_option(p)
     p.set_defaults(func=run)

@@ -134,6 +134,9 @@ def check_pair(index: int, pair: Pair) -> list[Problem]:
     def add(kind: str, path: Path | str | None, detail: str, severity: str = "error") -> None:
         out.append(Problem(index, pair.id, kind, severity, str(path), detail))
 
+    if pair.image_path is None and pair.mask_path is None:  # a split list naming an id the folder lacks
+        add("missing image", pair.id, "neither an image nor a mask of this id")
+        return out
     if pair.image_path is None:
         add("missing image", _sibling(pair.mask_path, "images"), f"no image for mask {pair.mask_path}")
     elif not pair.image_path.is_file():

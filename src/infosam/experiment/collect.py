@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .grid import Cell, Grid, cells
 from .layout import ExperimentDir
-from .records import read_test_curve
+from .records import read_scores, read_test_curve
 
 TEACHER = "teacher (zero-shot)"
 """The arm name the zero-shot teacher's rows carry in every table."""
@@ -33,13 +33,6 @@ class CellResult:
     train_log: list[dict] = field(default_factory=list)
     """The run's training log, one dict per logged step (``epoch`` and every loss term that was logged; a term
     the run did not have is absent); empty when the record has none."""
-
-
-def _rows_by_id(path: Path) -> dict[str, dict[str, float]]:
-    from ..evaluate import read_evaluation
-
-    rows, _ = read_evaluation(path)
-    return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in rows}
 
 
 def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
@@ -65,7 +58,7 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
             evaluation = layout.evaluation(cell, name)
             if not (evaluation / "summary.json").is_file():
                 continue
-            result.sets[name] = _rows_by_id(evaluation)
+            result.sets[name] = read_scores(evaluation)
             curve: dict[int, tuple[dict, int]] = {}
             if name == "test":
                 for epoch, summary in test_curve.items():
@@ -95,7 +88,7 @@ def read_train_log(path: Path | None) -> list[dict]:
 def teacher_rows(exp_dir: Path, dataset: str, split: str) -> dict[str, dict[str, float]] | None:
     """The zero-shot teacher's per-image scores on ``dataset``/``split`` (``{id: {metric: value}}``), or None."""
     path = ExperimentDir(exp_dir).teacher(dataset, split)
-    return _rows_by_id(path) if (path / "summary.json").is_file() else None
+    return read_scores(path) if (path / "summary.json").is_file() else None
 
 
 def set_source(cell: Cell, name: str) -> tuple[str, str]:

@@ -19,8 +19,12 @@ A grid is YAML (paths relative to the grid file)::
       kvasir:
         path: /data/kvasir-seg
         test: 200                    # a fixed held-out test part (count, or a fraction < 1) ...
-        train: [50, 200]             # ... and training sets drawn from the rest (nested: 50 is a prefix of 200)
-        retention: [leaf]
+        train: [50, 200]             # ... and training sets drawn from the rest (nested: 50 is a prefix of 200);
+        retention: [leaf]            #     without train: one training set, every image not in the test part
+      fixed:
+        path: /data/fixed
+        split_files: {train: lists/train.csv, test: lists/test.csv}   # a fixed split (image lists as for
+                                     # `infosam data check --split`, relative to the grid file): one part, fixed
       extra:
         path: /data/other
         target: false                # evaluation only: a retention set, never trained on
@@ -29,9 +33,11 @@ A grid is YAML (paths relative to the grid file)::
       adapter-infosam: {config: arms/adapter.yaml, baseline: adapter}   # paired with its plain baseline
       adapter-vid: {config: arms/vid.yaml, baseline: adapter, datasets: [leaf], seeds: [0], phase: 2}
 
-One cell per (target dataset, split part, arm, seed): the part is a fold (``fold1of5``) or a training size
-(``train50``). A dataset's held-out images (its retention set for others) are all its images for k-fold and
-evaluation-only sets, its test part otherwise. Every split is written as a CSV list (``image``, ``label``
+One cell per (target dataset, split part, arm, seed): the part is a fold (``fold1of5``), a training size
+(``train50``), every image not in the test part (``trainall``: a ``test`` without ``train``) or the fixed split of
+``split_files`` (``fixed``). A dataset's held-out images (its retention set for others) are all its images for
+k-fold and evaluation-only sets, its test part (or test list) otherwise. A training set smaller than one batch of
+its cell's ``train.batch_size`` is refused before any cell runs. Every split is written as a CSV list (``image``, ``label``
 relative to the dataset folder) into the experiment folder, so the exact images of every run stay on record.
 
 Order of the cells (``order``): ``seeds`` runs seed by seed, then dataset, part and arm (a grid stopped part-way
@@ -56,6 +62,7 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +92,9 @@ class DatasetEntry:
     folds: int | None = None
     test: float | None = None
     train: list[float] = field(default_factory=list)
+    """Training-set sizes drawn from the images not in ``test``; empty: one set of every such image (``trainall``)."""
+    split_files: dict[str, Path] | None = None
+    """``{"train": file, "test": file}``: a fixed split given as image lists (part ``fixed``)."""
     split_seed: int = 0
     retention: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
@@ -135,7 +145,8 @@ class Cell:
 
     dataset: str
     part: str
-    """``fold<k>of<n>`` or ``train<n>``."""
+    """``fold<k>of<n>``, ``train<n>``, ``trainall`` (every image not in the test part) or ``fixed`` (the
+    dataset's ``split_files``)."""
     arm: str
     seed: int
 
@@ -162,7 +173,12 @@ _DATASET_KEYS = {
     "set",
     "target",
     "seeds",
+    "split_files",
 }
+ALL_REST = "trainall"
+"""The part of a dataset with a ``test`` part and no ``train`` sizes: it trains on every image not in the test."""
+FIXED = "fixed"
+"""The part of a dataset whose split is given as image lists (``split_files``)."""
 _ARM_KEYS = {"config", "set", "baseline", "datasets", "seeds", "phase"}
 
 
@@ -231,6 +247,7 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
             overrides=_strings(f"{where}.set", entry.get("set")),
             target=bool(entry.get("target", True)),
             seeds=entry.get("seeds"),
+            split_files=_split_files(where, entry.get("split_files"), here),
         )
         if d.seeds is not None:
             if not isinstance(d.seeds, list) or not d.seeds or any(s not in seeds for s in d.seeds):
@@ -238,8 +255,17 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
                     f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {d.seeds!r}"
                 )
             d.seeds = [int(s) for s in d.seeds]
-        if d.target and (d.folds is None) == (d.test is None):
-            raise GridError(f"{where}: give exactly one of folds (k-fold) and test (a held-out part)")
+        if d.split_files is not None:
+            given = [k for k in ("folds", "test", "train", "source_split") if entry.get(k) is not None]
+            if given or not d.target:
+                raise GridError(
+                    f"{where}: split_files is a target's whole split: without "
+                    + (f"{', '.join(given)}" if given else "target: false")
+                )
+        elif d.target and (d.folds is None) == (d.test is None):
+            raise GridError(
+                f"{where}: give exactly one of folds (k-fold), test (a held-out part) and split_files (fixed lists)"
+            )
         if d.folds is not None and (not isinstance(d.folds, int) or d.folds < 2):
             raise GridError(f"{where}.folds must be an integer >= 2, got {d.folds!r}")
         if d.folds is not None and d.train:
@@ -333,6 +359,31 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
     )
 
 
+def _split_files(where: str, value, here: Path) -> dict[str, Path] | None:
+    """``split_files`` checked: a mapping of exactly ``train`` and ``test`` to file paths (relative to ``here``)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"train", "test"}
+        or not all(isinstance(v, str) and v for v in value.values())
+    ):
+        raise GridError(
+            f"{where}.split_files must map train and test to image-list files "
+            f"({{train: lists/train.csv, test: lists/test.csv}}), got {value!r}"
+        )
+    return {key: here / Path(os.path.expandvars(v)).expanduser() for key, v in value.items()}
+
+
+def parts(d: DatasetEntry) -> list[str]:
+    """The split parts a target dataset trains on (module doc)."""
+    if d.split_files is not None:
+        return [FIXED]
+    if d.folds is not None:
+        return [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
+    return [f"train{_label(v)}" for v in d.train] or [ALL_REST]
+
+
 def pairs(grid: Grid) -> list[list[str]]:
     """The arms grouped into pairs: each arm without a baseline, followed by the arms naming it as their baseline,
     in the order the arms are listed (an arm whose baseline is itself paired elsewhere joins that group)."""
@@ -366,12 +417,7 @@ def cells(grid: Grid) -> list[Cell]:
                 for d in grid.datasets.values():
                     if not d.target or (d.seeds is not None and seed not in d.seeds):
                         continue
-                    parts = (
-                        [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
-                        if d.folds is not None
-                        else [f"train{_label(v)}" for v in (d.train or [1.0])]
-                    )
-                    for part in parts:
+                    for part in parts(d):
                         for arm in group:
                             if grid.arms[arm].runs_on(d.name, seed):
                                 out.append(Cell(d.name, part, arm, seed))
@@ -413,6 +459,8 @@ def make_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
     The images are shuffled once by ``split_seed``; folds are contiguous slices of that order, the test part is its
     head, and training sets are prefixes of the rest (so a smaller one is a subset of a larger one).
     """
+    if d.split_files is not None:
+        return _fixed_splits(d)
     pairs = list_images(d)
     n = len(pairs)
     order = [pairs[i] for i in np.random.default_rng(d.split_seed).permutation(n)]
@@ -434,8 +482,15 @@ def make_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
         k = _count(d.test, n, f"{where}.test")
         test, rest = order[:k], order[k:]
         splits["heldout"] = sorted(test)
-        if d.target:
-            for value in d.train or [1.0]:
+        if d.target and not d.train:
+            if not rest:
+                raise GridError(
+                    f"{where}.test: the test part takes all {n} images of {d.path}: none left to train on"
+                )
+            splits[f"{ALL_REST}-train"] = sorted(rest)
+            splits[f"{ALL_REST}-test"] = sorted(test)
+        elif d.target:
+            for value in d.train:
                 m = _count(value, len(rest), f"{where}.train")
                 part = f"train{_label(value)}"
                 splits[f"{part}-train"] = sorted(rest[:m])
@@ -443,6 +498,51 @@ def make_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
     else:
         splits["heldout"] = sorted(pairs)
     return splits
+
+
+def _fixed_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
+    """The split lists of a dataset with ``split_files``: each list checked as ``infosam data check --split``
+    does (every pair readable, a mask that is a mask), inside the dataset folder, no image twice, train and test
+    apart."""
+    from ..data.check import check_dataset
+    from ..data.formats import open_dataset
+
+    lists = {}
+    for key, path in d.split_files.items():
+        where = f"datasets.{d.name}.split_files.{key}"
+        if not path.is_file():
+            raise GridError(f"{where}: {path} not found")
+        try:
+            report = check_dataset(d.path, split=str(path))
+            dataset_pairs = open_dataset(d.path, split=str(path), image_size=16).pairs
+        except (OSError, ValueError) as err:
+            raise GridError(f"{where}: {path}: {err}") from None
+        errors = [p for p in report.problems if p.severity == "error"]
+        if not dataset_pairs or errors:
+            why = str(errors[0]) if errors else "no image/mask pairs"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise GridError(f"{where}: {path}: {why}{more}; see `infosam data check {d.path} --split {path}`")
+        out = []
+        for p in dataset_pairs:
+            try:
+                out.append(
+                    (p.image_path.relative_to(d.path).as_posix(), p.mask_path.relative_to(d.path).as_posix())
+                )
+            except ValueError:
+                raise GridError(
+                    f"{where}: {path}: {p.image_path} lies outside the dataset folder {d.path}"
+                ) from None
+        twice = sorted(image for image, count in Counter(i for i, _ in out).items() if count > 1)
+        if twice:
+            raise GridError(f"{where}: {path} lists {twice[0]} more than once")
+        lists[key] = sorted(out)
+    both = sorted({i for i, _ in lists["train"]} & {i for i, _ in lists["test"]})
+    if both:
+        raise GridError(
+            f"datasets.{d.name}.split_files: {len(both)} image(s) in both the train and the test list "
+            f"({both[0]}, ...): a test image must never be trained on"
+        )
+    return {f"{FIXED}-train": lists["train"], f"{FIXED}-test": lists["test"], "heldout": lists["test"]}
 
 
 def split_text(pairs: list[tuple[str, str]]) -> str:

@@ -26,6 +26,7 @@ makes the numbers (the statistics are :mod:`infosam.stats`), :mod:`~infosam.expe
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
@@ -37,8 +38,11 @@ from .collect import TEACHER, collect, complete_seeds, per_image_rows
 from .figures import curve_figures, relation_figures
 from .layout import ExperimentDir
 from .provenance import experiment_info, grid_description, grid_name, prompt_sentence, provenance
+from .records import verify_results
 from .runner import load_experiment_grid
 from .tables import arm_summary, loss_terms_table, paired_table, retention_table, seed_scores, teacher_scores
+
+log = logging.getLogger(__name__)
 
 TITLE = "# Experiment report"
 """First words of every report's Markdown: an existing ``.md`` output that does not start so is never replaced."""
@@ -150,8 +154,18 @@ def write_report(
     md, assets = report_paths(exp_dir, out)
     _check_outputs(md, assets)
     require("matplotlib", "infosam report's figures")  # before anything is written: no half-made report
-    (assets / "figures").mkdir(parents=True, exist_ok=True)
+    # Every record read is verified (checksums, strict per-image rows) before anything is written: a damaged
+    # record refuses the report and leaves no trace of it.
+    legacy = verify_results(exp_dir, grid)
+    if legacy:
+        log.warning(
+            "%d record(s) of %s have no checksum list (written before records carried one), read unverified: "
+            "infosam experiment GRID --record-only adds them",
+            len(legacy),
+            exp_dir,
+        )
     finished, total = collect(exp_dir, grid)
+    (assets / "figures").mkdir(parents=True, exist_ok=True)
     # Scores, retention and curves average over a seed's images: only whole seeds (every part and arm of the
     # regime finished) keep every row on the same images. Paired differences pair cells themselves: all of them.
     results = complete_seeds(finished, grid)

@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from ..files import atomic_write_text, write_json
-from ..lock import RunLock, RunLockedError
+from ..lock import RunLock, RunLockedError, held_by_other
 from . import records
 from .grid import (
     Cell,
@@ -80,7 +80,8 @@ class Progress:
     seconds: float
     """Time this cell took in this call (0 when skipped)."""
     eta_seconds: float | None
-    """Estimated time left (mean time of the cells run in this call x cells left); None before the first."""
+    """Estimated time left: mean time of the cells run in this call x the cells left in this process's queue
+    (:func:`_queue_left`: not finished, not held by another process); None before the first."""
     skipped: bool
     """Nothing was done for this cell in this call: finished already, or (``busy``) being run by another process."""
     busy: bool = False
@@ -108,7 +109,9 @@ def run_experiment(
             scores the zero-shot teacher on what its cells need (a split scored already is skipped).
         record_only: train and score nothing: copy what is finished in ``out`` into the grid's ``results``
             record (:mod:`infosam.experiment.records`), e.g. from a folder run by an older version; a cell
-            recorded before records kept the training log gets it from ``out`` (same config hash).
+            recorded before records kept the training log gets it from ``out`` (same config hash); a legacy
+            record gets its checksum list, and a record that fails verification is recorded again
+            (:func:`_record_finished`).
 
     With a ``results`` folder in the grid, every finished cell and teacher evaluation is also recorded there, and
     a cell already recorded (on any machine) counts as finished.
@@ -137,6 +140,7 @@ def run_experiment(
             raise GridError(f"{grid.path} has no results folder: nothing to record into")
         _record_finished(grid, todo, exp_dir)
         return exp_dir
+    _check_batches(grid, todo, layout)
     _teacher_evaluations(grid, todo, exp_dir)
 
     spent: list[float] = []
@@ -149,8 +153,7 @@ def run_experiment(
             spent.append(seconds)
         elif outcome == BUSY:
             busy.append(cell.name)
-        left = len(todo) - index
-        eta = sum(spent) / len(spent) * left if spent else None
+        eta = sum(spent) / len(spent) * _queue_left(grid, todo[index:], layout) if spent else None
         if on_progress is not None:
             ran = outcome == RAN
             on_progress(
@@ -163,6 +166,23 @@ def run_experiment(
             ", ".join(busy),
         )
     return exp_dir
+
+
+def _queue_left(grid: Grid, rest: list[Cell], layout: ExperimentDir) -> int:
+    """How many of the cells ``rest`` this process will run: those neither finished (recorded, or done in the
+    experiment folder) nor held by another living process on this host (its lock file names it; the lock is
+    not probed, which could make that process's own attempt to take it fail). A holder on another host cannot be
+    told from a dead one and counts as this process's."""
+    left = 0
+    for cell in rest:
+        if records.has_records(grid) and ExperimentDir(grid.results).cell_file(cell).is_file():
+            continue
+        if layout.cell_info(cell).get("status") == "done" and _evaluations_complete(grid, cell, layout):
+            continue
+        if held_by_other(layout.cell(cell)):
+            continue
+        left += 1
+    return left
 
 
 def shard_cells(todo: list[Cell], k: int, n: int, grid: Grid | None = None) -> list[Cell]:
@@ -195,6 +215,8 @@ def _write_grid_copy(grid: Grid, path: Path) -> None:
         data["base"] = str(grid.base.resolve())
     for name, d in grid.datasets.items():
         data["datasets"][name]["path"] = str(d.path.resolve())
+        if d.split_files is not None:
+            data["datasets"][name]["split_files"] = {k: str(v.resolve()) for k, v in d.split_files.items()}
     for name, arm in grid.arms.items():
         if arm.config is not None:
             data["arms"][name]["config"] = str(arm.config.resolve())
@@ -217,6 +239,24 @@ def _write_splits(grid: Grid, splits_dir: Path) -> None:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
+
+
+def _check_batches(grid: Grid, todo: list[Cell], layout: ExperimentDir) -> None:
+    """Refuse, before any cell runs, a cell whose training set is smaller than one batch of its config."""
+    seen = set()
+    for cell in todo:
+        if (cell.dataset, cell.part, cell.arm) in seen:
+            continue
+        seen.add((cell.dataset, cell.part, cell.arm))
+        config = cell_config(grid, cell, layout.splits, layout.run(cell))
+        path = layout.split_file(cell.dataset, f"{cell.part}-train")
+        n = len(path.read_text(encoding="utf-8").splitlines()) - 1  # header, then one image per line
+        if n < config.train.batch_size:
+            raise GridError(
+                f"{grid.path}: datasets.{cell.dataset}: part {cell.part} trains on {n} image(s) ({path}), fewer "
+                f"than one batch (train.batch_size={config.train.batch_size} in arm {cell.arm}): give more "
+                "training images or a smaller batch"
+            )
 
 
 def _check_one_teacher(grid: Grid, todo: list[Cell]) -> None:
@@ -494,29 +534,70 @@ def _record(grid: Grid, cell: Cell, folder: Path, info: dict, config) -> None:
 
 
 def _record_finished(grid: Grid, todo: list[Cell], exp_dir: Path) -> None:
-    """Record every finished cell of ``todo`` and every teacher evaluation in ``exp_dir`` (nothing runs)."""
+    """Record every finished cell of ``todo`` and every teacher evaluation in ``exp_dir`` (nothing runs), and seal
+    the records already there: a legacy record (no checksum list) gets one; a record that fails verification
+    (changed on purpose) is recorded again from ``exp_dir`` when it holds the finished cell, else its checksum list
+    is written over its files as they are (once they parse strictly)."""
     layout = ExperimentDir(exp_dir)
+    record = ExperimentDir(grid.results)
     for path in sorted(layout.teachers.glob("*/*/summary.json")):
         dataset, split = path.parent.parent.name, path.parent.name
         if dataset in grid.datasets:
             records.record_teacher(grid, path.parent, dataset, split)
+    for path in sorted(record.teachers.glob("*/*/summary.json")):
+        if not (layout.teachers / path.parent.relative_to(record.teachers) / "summary.json").is_file():
+            _seal_if_needed(path.parent, f"teacher {path.parent.relative_to(record.teachers).as_posix()}")
     for cell in todo:
         folder, info = layout.cell(cell), layout.cell_info(cell)
-        if not info:
-            continue
         config = cell_config(grid, cell, layout.splits, layout.run(cell))
         digest = config_hash(config, exp_dir)
-        if info.get("config_hash") != digest:
+        if info and info.get("config_hash") != digest:
             raise GridError(
                 f"cell {cell.name} in {exp_dir} was run with another config than the grid gives now"
             )
-        if info.get("status") == "done" and _evaluations_complete(grid, cell, layout):
-            if records.recorded_cell(grid, cell, digest) is None:
+        finished = info.get("status") == "done" and _evaluations_complete(grid, cell, layout)
+        if records.recorded_cell(grid, cell, digest, verify=False) is None:
+            if finished:
                 _record(grid, cell, folder, info, config)
-            else:  # recorded before records kept the training log: add it from this run (same config hash)
-                target = records.cell_record_dir(grid, cell)
-                if not (target / TRAIN_LOG_FILE).is_file() and records.copy_train_log(folder, target):
-                    log.info("cell %s: training log added to its record", cell.name)
+            continue
+        target = records.cell_record_dir(grid, cell)
+        try:
+            sealed = records.verify_record(target)
+        except records.RecordError as err:
+            if not finished:
+                _seal(target, f"cell {cell.name}", changed=str(err))
+                continue
+            log.warning("cell %s: %s; recorded again from %s", cell.name, err, folder)
+            _record(grid, cell, folder, info, config)
+            continue
+        added = False
+        if finished and not (target / TRAIN_LOG_FILE).is_file():
+            # recorded before records kept the training log: add it from this run (same config hash)
+            added = records.copy_train_log(folder, target)
+            if added:
+                log.info("cell %s: training log added to its record", cell.name)
+        if added or not sealed:
+            _seal(target, f"cell {cell.name}")
+
+
+def _seal(folder: Path, what: str, *, changed: str | None = None) -> None:
+    """Write a record folder's checksum list over its files as they are (they must read strictly)."""
+    records.seal(folder)
+    if changed is None:
+        log.info("%s: checksum list written", what)
+    else:
+        log.warning("%s: %s; its checksum list is rewritten over its files as they are now", what, changed)
+
+
+def _seal_if_needed(folder: Path, what: str) -> None:
+    """Seal a legacy record, and re-seal one whose files changed on purpose; leave a verified one alone."""
+    try:
+        if records.verify_record(folder):
+            return
+    except records.RecordError as err:
+        _seal(folder, what, changed=str(err))
+        return
+    _seal(folder, what)
 
 
 def code_version() -> str:
