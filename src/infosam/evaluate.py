@@ -83,12 +83,12 @@ def check_eval_data(dataset: SegmentationDataset, *, workers: int | None = None)
         DatasetCheckError: any other error, every bad pair listed (missing, unreadable, size mismatch, ...).
         ValueError: the split holds no pair.
     """
-    from .data.check import DatasetCheckError, check_pairs
+    from .data.check import DatasetCheckError, check_dataset_object
 
     where = f"{dataset.root}" + (f" (split {dataset.split})" if dataset.split else "")
     if len(dataset) == 0:
         raise ValueError(f"{where}: no image/mask pairs to evaluate")
-    report = check_pairs(dataset.pairs, root=dataset.root, split=dataset.split, workers=workers)
+    report = check_dataset_object(dataset, workers=workers)
     empty = [p for p in report.errors if p.kind == "empty mask"]
     fatal = [p for p in report.errors if p.kind != "empty mask"]
     if fatal:
