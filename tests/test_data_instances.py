@@ -165,3 +165,18 @@ def test_coco_sample_tensor_equals_mask(tmp_path):
     ds = open_dataset(root, image_size=32)
     s = ds.sample(0, with_original_mask=True)
     assert torch.equal(s["mask"][0].bool(), s["original_mask"])  # 32 px input: no resize
+
+
+def test_input_cache_keeps_objects_of_one_image_apart(tmp_path):
+    """The input cache keys a sample by its files; objects share theirs, so the object id joins the key."""
+    from infosam.data.input_cache import CachedInputDataset, open_input_store
+
+    root = tmp_path / "c"
+    two_object_coco(root, n_images=1, size=32)
+    ds = open_dataset(root, image_size=32)
+    cached = CachedInputDataset(ds, open_input_store(tmp_path / "store", ds))
+    assert cached.key(0) != cached.key(1)
+    for i in range(2):
+        for _ in range(2):  # decoded, then read back
+            s = cached.sample(i, with_original_mask=True)
+            assert torch.equal(s["mask"], ds[i]["mask"]) and s["object_id"] == ds[i]["object_id"]
