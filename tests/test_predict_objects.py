@@ -108,3 +108,21 @@ def test_predict_boxes_outside_image_writes_nothing(run_dir, tmp_path, capsys):
     assert main(["predict", str(run_dir), "--boxes", str(tmp_path / "boxes.csv"), "--out", str(out)]) != 0
     assert "object 2" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_eval_cli_scores_coco_per_object(run_dir, tmp_path, capsys):
+    """`infosam eval` on a COCO folder: one row per object keyed by image and object id, both means."""
+    two_object_coco(tmp_path / "coco", n_images=2, size=40)
+    out = tmp_path / "ev"
+    args = ["eval", str(run_dir), "--data", str(tmp_path / "coco"), "--out", str(out), "--device", "cpu"]
+    assert main([*args, "--categories", "nucleus"]) == 0
+    text = capsys.readouterr().out
+    assert "per object (2 objects)" in text and "per image:" in text
+    header, *rows = (out / "per_image.csv").read_text().splitlines()
+    assert header.startswith("id,image,object,")
+    assert [r.split(",")[:3] for r in rows] == [
+        ["images/im0.png#2", "images/im0.png", "2"],
+        ["images/im1.png#4", "images/im1.png", "4"],
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_objects"] == 2 and summary["n_images"] == 2 and "per_image" in summary
