@@ -109,8 +109,30 @@ class DataConfig(_Section):
     """Test split, as train_split (e.g. test_Kvasir.csv)."""
     skip_bad_pairs: bool = False
     """Skip unreadable or mismatched image/mask pairs (with a warning) instead of refusing to train."""
+    categories: list[str] | None = None
+    """COCO instance files: train and test on these category names only; null = every category. A name the file
+    lacks is an error."""
+    include_crowd: bool = False
+    """COCO instance files: use crowd annotations (iscrowd=1) as objects too; by default they are skipped (and
+    counted by infosam data check)."""
+    objects_per_image: int | None = None
+    """Instance formats (COCO, label images): each epoch trains on up to this many objects of each image, drawn
+    anew per epoch from (train.seed, epoch); null = every object every epoch. No effect on binary formats."""
+    objects_per_batch_image: int | None = None
+    """Instance formats: at most this many objects of one image in a training batch (1 = the paper's batches of
+    distinct images, so InfoSAM's Gram matrices compare different images); null = no limit, the shuffle decides.
+    When the epoch's last objects all come from too few images, the last batches hold more. No effect on binary
+    formats."""
 
     section: ClassVar[str] = "data"
+
+    def check(self) -> None:
+        for name in ("objects_per_image", "objects_per_batch_image"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be >= 1 or null, got {value}")
+        if self.categories is not None and not self.categories:
+            raise ConfigError("data.categories must name at least one category, or be null for all")
 
 
 @dataclass

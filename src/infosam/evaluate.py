@@ -90,12 +90,12 @@ def check_eval_data(dataset: SegmentationDataset, *, workers: int | None = None)
         DatasetCheckError: any other error, every bad pair listed (missing, unreadable, size mismatch, ...).
         ValueError: the split holds no pair.
     """
-    from .data.check import DatasetCheckError, check_pairs
+    from .data.check import DatasetCheckError, check_dataset_object
 
     where = f"{dataset.root}" + (f" (split {dataset.split})" if dataset.split else "")
     if len(dataset) == 0:
         raise ValueError(f"{where}: no image/mask pairs to evaluate")
-    report = check_pairs(dataset.pairs, root=dataset.root, split=dataset.split, workers=workers)
+    report = check_dataset_object(dataset, workers=workers)
     empty = [p for p in report.errors if p.kind == "empty mask"]
     fatal = [p for p in report.errors if p.kind != "empty mask"]
     if fatal:
@@ -144,7 +144,9 @@ def evaluate(
 
     Returns:
         ``(rows, summary)``: one dict per image (``id`` and the metrics of :data:`infosam.metrics.METRIC_NAMES`,
-        fractions in [0, 1]) and the mean over images with ``n_images`` and the settings used.
+        fractions in [0, 1]) and the mean over images with ``n_images`` and the settings used. For an instance
+        dataset (one sample per object) one row per object, keyed by ``id`` (``<image>#<object>``), ``image`` and
+        ``object``, and the summary of :func:`object_summary` (per-object and per-image means).
     """
     check_prompt_settings(prompt, n_fg, n_bg)
     check_box_noise(box_noise)
@@ -188,12 +190,15 @@ def evaluate(
             logits = transform.postprocess(
                 out.low_res_logits[i : i + 1], batch["input_size"][i], batch["original_size"][i]
             )
-            scores.add(image_id, logits[0, 0], np.asarray(batch["original_mask"][i]))
+            row = scores.add(image_id, logits[0, 0], np.asarray(batch["original_mask"][i]))
+            if "object_id" in batch:  # one object of an image: key the row by both
+                keyed = {"id": image_id, "image": batch["image_id"][i], "object": int(batch["object_id"][i])}
+                scores.rows[-1] = {**keyed, **{k: v for k, v in row.items() if k != "id"}}
         done += len(batch["id"])
         if on_batch is not None:
             on_batch(done, len(dataset))
     summary = {
-        **scores.summary(),
+        **(object_summary(scores.rows) if "object" in (scores.rows or [{}])[0] else scores.summary()),
         "prompt": prompt,
         "n_fg": n_fg if prompt == "points" else 0,
         "n_bg": n_bg if prompt == "points" else 0,
@@ -206,6 +211,29 @@ def evaluate(
         "compat": compat,
     }
     return scores.rows, summary
+
+
+def object_summary(rows: list[dict]) -> dict:
+    """Summary of per-object rows (keys ``image``, ``object`` and the metrics): the metrics at the top level and
+    under ``per_object`` are the mean over objects (every object counts once); ``per_image`` is the mean over
+    images of each image's mean over its objects (every image counts once, however many objects it holds).
+    ``n_objects`` and ``n_images`` count them."""
+    from .metrics import summarize
+
+    by_image: dict[str, list[dict]] = {}
+    for r in rows:
+        by_image.setdefault(r["image"], []).append(r)
+    per_object = summarize(rows)
+    per_object.pop("n_images")
+    per_image = summarize([summarize(group) for group in by_image.values()])
+    per_image.pop("n_images")
+    return {
+        **per_object,
+        "n_images": len(by_image),
+        "n_objects": len(rows),
+        "per_object": per_object,
+        "per_image": per_image,
+    }
 
 
 # --------------------------------------------------------------------------------------------- any model, any data
@@ -228,6 +256,8 @@ def evaluate_run(
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
     cache: CacheConfig | bool | None = None,
+    categories: list[str] | None = None,
+    include_crowd: bool = False,
 ) -> tuple[list[dict], dict]:
     """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
 
@@ -267,7 +297,7 @@ def evaluate_run(
     e = found.eval_settings() if settings is None else settings
     check_prompt_settings(e.prompt, e.n_fg, e.n_bg)
     check_box_noise(e.box_noise)
-    listing = open_dataset(data, split=split)
+    listing = open_dataset(data, split=split, categories=categories, include_crowd=include_crowd)
     empty = check_eval_data(listing)
     if empty:
         shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
@@ -282,7 +312,12 @@ def evaluate_run(
     opened = open_model(found, device=device)
     model = opened.model
     dataset = SegmentationDataset(
-        listing.root, listing.pairs, split=listing.split, transform=get_transform(model.spec)
+        listing.root,
+        listing.pairs,
+        split=listing.split,
+        transform=get_transform(model.spec),
+        listing_problems=listing.listing_problems,
+        notes=listing.notes,
     )
     encode = _cached_encode(opened, cache) if cache else None
     rows, summary = evaluate(
@@ -339,7 +374,8 @@ def _cached_encode(
 def write_evaluation(
     out_dir: str | Path, rows: list[dict], summary: dict, *, overwrite: bool = False
 ) -> Path:
-    """Write ``per_image.csv`` (one row per image: id, then the metrics) and ``summary.json`` into ``out_dir``,
+    """Write ``per_image.csv`` (one row per image: id, then the metrics; for instance datasets one row per object:
+    id, image, object, then the metrics) and ``summary.json`` into ``out_dir``,
     each atomically; refuses to replace existing ones unless ``overwrite``. Returns ``out_dir``."""
     import io
 
@@ -368,8 +404,14 @@ def read_evaluation(out_dir: str | Path) -> tuple[list[dict], dict]:
 
     out = Path(out_dir)
     with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
-        rows = [{k: (v if k == "id" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [{k: _read_cell(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
     return rows, json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+
+
+def _read_cell(key: str, value: str) -> str | int | float:
+    if key in ("id", "image"):
+        return value
+    return int(value) if key == "object" else float(value)
 
 
 def evaluate_to_folder(

@@ -104,7 +104,13 @@ class Parts:
 def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
     """Open and validate ``split`` of ``config.data.path``; refuses bad pairs unless ``data.skip_bad_pairs``. With
     ``cache.inputs`` (and the cache on) its samples are decoded once and read back from the input cache."""
-    dataset = open_dataset(config.data.path, split=split, transform=transform)
+    dataset = open_dataset(
+        config.data.path,
+        split=split,
+        transform=transform,
+        categories=config.data.categories,
+        include_crowd=config.data.include_crowd,
+    )
     dataset, _ = validate_dataset(dataset, skip_bad=config.data.skip_bad_pairs)
     if config.cache.enabled and config.cache.inputs:
         from .data.input_cache import CachedInputDataset, open_input_store
@@ -273,6 +279,8 @@ def _train(
             rank=accelerator.process_index,
             num_workers=t.num_workers,
             drop_single=config.min_batch() > 1,
+            objects_per_image=config.data.objects_per_image,
+            objects_per_batch_image=config.data.objects_per_batch_image,
         )
         if sampler.batches == 0 or (config.min_batch() > 1 and sampler.length < 2):
             raise ValueError(

@@ -37,7 +37,22 @@ def register(subparsers) -> None:
         "or the base weights' new location for a run whose files moved",
     )
     p.add_argument("--weights", default=None, help="a run's peft.safetensors to use instead of its newest")
-    p.add_argument("--data", required=True, help="dataset folder (Conv-LoRA CSV layout or images/ + masks/)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder (Conv-LoRA CSV layout, images/ + masks/, COCO annotations.json + images/, or "
+        "images/ + labels/; the last two are scored per object)",
+    )
+    p.add_argument(
+        "--categories",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="COCO: score only these category names (default all)",
+    )
+    p.add_argument(
+        "--include-crowd", action="store_true", help="COCO: score crowd annotations too (default: skipped)"
+    )
     p.add_argument(
         "--split", default=None, help="CSV name (test_Kvasir.csv), split folder/list or split file"
     )
@@ -193,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             on_batch=progress,
             cache=cache,
+            categories=args.categories,
+            include_crowd=args.include_crowd,
         )
     except FileExistsError as err:
         raise CLIError(str(err)) from err
@@ -212,5 +229,13 @@ def format_summary(summary: dict) -> str:
         f"{summary[n]:>7.4f}" if n == "MAE" else f"{100 * summary[n]:>7.1f}" for n in names
     ]
     table = head + "\n" + " ".join(vals)
+    if (
+        "per_image" in summary
+    ):  # per-object scoring: the table is the mean over objects; add the per-image mean
+        per_image = summary["per_image"]
+        table = f"per object ({summary['n_objects']} objects):\n{table}\nper image:\n" + " ".join(
+            [f"{summary['n_images']:>7d}"]
+            + [f"{per_image[n]:>7.4f}" if n == "MAE" else f"{100 * per_image[n]:>7.1f}" for n in names]
+        )
     prompt = summary.get("prompt_description")
     return table if prompt is None else f"prompt: {prompt}\n{table}"

@@ -14,6 +14,8 @@ examples:
   infosam predict runs/kvasir/export/student.safetensors photo.jpg --box 120 80 560 400
   infosam predict runs/kvasir test/images --masks test/masks --out preds
   infosam predict --model vit_b --checkpoint sam_vit_b_01ec64.pth photo.jpg --points 300 200 1 50 40 0
+  infosam predict runs/cells --coco cells/test/annotations.json --out preds
+  infosam predict runs/cells --boxes boxes.csv --out preds
 
 Prompts are in each image's original pixel coordinates. Writes OUT/masks/<stem>.png (0/255, original size) and
 OUT/overlays/<stem>.png; existing files are kept unless --overwrite.
@@ -53,6 +55,20 @@ def register(subparsers) -> None:
         help="point prompts as triples x y label (label 1 foreground, 0 background)",
     )
     prompt.add_argument("--masks", type=Path, metavar="DIR", help="per image, the box of DIR/<stem>.png")
+    prompt.add_argument(
+        "--coco",
+        type=Path,
+        metavar="FILE",
+        help="one mask per annotation of a COCO file, prompted by its bbox (no IMAGE arguments: the file names "
+        "them); writes OUT/masks/<stem>/<annotation id>.png and OUT/results.json (COCO results, RLE masks)",
+    )
+    prompt.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="CSV",
+        help="one mask per row of a box list (columns image, x0, y0, x1, y1, optional object_id, image_id, "
+        "category_id; image paths relative to the CSV); outputs as --coco",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -111,8 +127,11 @@ def run(args: argparse.Namespace) -> int:
     from ..runs import RunDir
 
     run_dir, images = None, args.inputs
+    objects = args.coco is not None or args.boxes is not None
     if args.model is None:
-        if len(args.inputs) < 2:
+        if objects and len(args.inputs) > 1:
+            raise CLIError("--coco / --boxes name their images: give only the run folder")
+        if len(args.inputs) < 2 and not objects:
             raise CLIError("give a run folder and at least one image (or use --model for zero-shot SAM)")
         run_dir, images = args.inputs[0], args.inputs[1:]
         if not RunDir(run_dir).is_run() and not is_student_file(run_dir):
@@ -136,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:  # as infosam eval: one line, rewritten in place
         print(f"\r{done}/{total} images", end="", file=sys.stderr, flush=True)
 
+    if objects:
+        return _run_objects(args, run_dir, progress)
+
     try:
         written = predict(
             images,
@@ -157,4 +179,35 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     print(file=sys.stderr)
     print(f"wrote {len(written)} mask(s) to {args.out / 'masks'} and overlays to {args.out / 'overlays'}")
+    return 0
+
+
+def _run_objects(args: argparse.Namespace, run_dir: str | None, progress) -> int:
+    """--coco / --boxes: one mask per object and the COCO results JSON."""
+    import torch
+
+    from ..predict import box_list_prompts, coco_object_prompts, predict_objects
+
+    if args.model is not None and args.inputs:
+        raise CLIError("--coco / --boxes name their images: give no IMAGE with --model")
+    listed = coco_object_prompts(args.coco) if args.coco is not None else box_list_prompts(args.boxes)
+    try:
+        results = predict_objects(
+            listed,
+            args.out,
+            run_dir=run_dir,
+            model_name=args.model,
+            checkpoint=args.checkpoint,
+            weights=args.weights,
+            image_size=args.image_size,
+            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            overwrite=args.overwrite,
+            threshold=args.threshold,
+            require_final=args.require_final,
+            on_image=progress,
+        )
+    except FileExistsError as err:
+        raise CLIError(str(err)) from err
+    print(file=sys.stderr)
+    print(f"wrote {len(listed)} object mask(s) to {args.out / 'masks'} and {results}")
     return 0

@@ -1,4 +1,5 @@
-"""Dataset formats: the Conv-LoRA CSV benchmark layout and plain image/mask folders.
+"""Dataset formats: the Conv-LoRA CSV benchmark layout, plain image/mask folders, and the two instance formats
+(COCO instance JSON, instance-label images; :mod:`infosam.data.instances`), whose samples are single objects.
 
 Layouts recognised by :func:`open_dataset` (``root`` is the folder given):
 
@@ -13,7 +14,10 @@ Layouts recognised by :func:`open_dataset` (``root`` is the folder given):
   ``.csv`` file (columns ``image`` and ``label`` relative to ``root``, either layout) outside ``root``, e.g. the
   explicit splits an experiment writes into its own folder so that the dataset folder is never written to.
 
-Every sample's ``id`` is the image path relative to ``root`` in POSIX form (stable across machines and
+* **COCO instance JSON** and **instance-label images** (``images/`` + ``labels/``): see
+  :mod:`infosam.data.instances`. One sample per object, ``id`` ``<image id>#<object id>``.
+
+Every binary sample's ``id`` is the image path relative to ``root`` in POSIX form (stable across machines and
 processes; the teacher-embedding cache is keyed by it).
 """
 
@@ -28,14 +32,25 @@ import torch
 from torch.utils.data import Dataset
 
 from ..sam.transforms import SamTransform, make_transform
-from .reading import IMAGE_EXTENSIONS, read_image, read_mask
+from .instances import (
+    COCO_FILE,
+    LABELS_DIR,
+    CocoObject,
+    LabelObject,
+    ListingProblem,
+    coco_file,
+    list_coco,
+    read_labels,
+)
+from .reading import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
 
 CSV_COLUMNS = ("image", "label")
 
 LAYOUT_HELP = (
     "expected either the Conv-LoRA layout (ROOT/<split>.csv with columns 'image' and 'label' holding paths "
     "relative to ROOT) or image/mask folders (ROOT/images/ and ROOT/masks/ with the same file stems, optionally "
-    "per split: ROOT/<split>/images + ROOT/<split>/masks, or a stem list ROOT/<split>.txt)"
+    "per split: ROOT/<split>/images + ROOT/<split>/masks, or a stem list ROOT/<split>.txt), a COCO instance "
+    "file (ROOT/annotations.json + ROOT/images/) or instance-label images (ROOT/images/ + ROOT/labels/)"
 )
 
 
@@ -50,6 +65,9 @@ class Pair:
     id: str
     image_path: Path | None
     mask_path: Path | None
+    object: CocoObject | LabelObject | None = None
+    """The one object this sample is (instance formats), read from ``mask_path`` (the label image, or the COCO
+    file); ``None`` for the binary formats, whose mask file is the sample's mask."""
 
 
 class SegmentationDataset(Dataset):
@@ -63,6 +81,10 @@ class SegmentationDataset(Dataset):
     * ``original_size``: ``(2,)`` int64 ``(H, W)`` of the upright image
     * ``input_size``: ``(2,)`` int64 ``(h, w)`` after resizing (the valid, unpadded region)
     * ``image_path``, ``mask_path``: str
+    * instance formats only: ``image_id`` (str) and ``object_id`` (int), the sample being one object
+
+    ``listing_problems`` (found while listing, e.g. an unknown category name) and ``notes`` (e.g. crowd
+    annotations skipped) are reported by :mod:`infosam.data.check` with the per-sample problems.
     """
 
     def __init__(
@@ -73,11 +95,20 @@ class SegmentationDataset(Dataset):
         image_size: int | None = None,
         split: str | None = None,
         transform: SamTransform | None = None,
+        listing_problems: list[ListingProblem] | None = None,
+        notes: list[str] | None = None,
     ):
         self.root = Path(root)
         self.pairs = list(pairs)
         self.split = split
         self.transform = _transform(transform, image_size)
+        self.listing_problems = list(listing_problems or [])
+        self.notes = list(notes or [])
+
+    @property
+    def is_instances(self) -> bool:
+        """Whether samples are objects (COCO / instance-label images) rather than image/mask pairs."""
+        return any(p.object is not None for p in self.pairs)
 
     @property
     def image_size(self) -> int:
@@ -97,7 +128,12 @@ class SegmentationDataset(Dataset):
     def subset(self, indices: list[int]) -> SegmentationDataset:
         """The same dataset restricted to ``indices`` (in that order)."""
         return SegmentationDataset(
-            self.root, [self.pairs[i] for i in indices], split=self.split, transform=self.transform
+            self.root,
+            [self.pairs[i] for i in indices],
+            split=self.split,
+            transform=self.transform,
+            listing_problems=self.listing_problems,
+            notes=self.notes,
         )
 
     def read_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +144,8 @@ class SegmentationDataset(Dataset):
         if pair.mask_path is None:
             raise FileNotFoundError(f"{self.root}: image {pair.image_path} has no mask (id {pair.id})")
         image, info = read_image(pair.image_path)
+        if pair.object is not None:
+            return image, pair.object.read_mask(pair.mask_path, image.shape[:2], info)
         mask = read_mask(pair.mask_path, info)
         if mask.shape != image.shape[:2]:
             raise ValueError(
@@ -126,6 +164,8 @@ class SegmentationDataset(Dataset):
         x, (h, w) = self.transform.image(image)
         pair = self.pairs[index]
         extra = {"original_mask": torch.from_numpy(mask)} if with_original_mask else {}
+        if pair.object is not None:
+            extra.update(image_id=pair.object.image_id, object_id=pair.object.object_id)
         return {
             **extra,
             "image": x,
@@ -139,7 +179,8 @@ class SegmentationDataset(Dataset):
 
 
 def detect_format(root: str | Path) -> str:
-    """``"csv"`` (Conv-LoRA) or ``"folders"`` (images/ + masks/); :class:`DatasetFormatError` otherwise.
+    """``"csv"`` (Conv-LoRA), ``"folders"`` (images/ + masks/), ``"coco"`` (``annotations.json`` at the top or per
+    split folder) or ``"labels"`` (images/ + labels/); :class:`DatasetFormatError` otherwise.
 
     A folder with CSV files that have ``image`` and ``label`` columns is a Conv-LoRA folder. Other CSV files (notes,
     a spreadsheet of results) do not make one: a folder with images/ + masks/ (at its root or per split) and only
@@ -153,6 +194,10 @@ def detect_format(root: str | Path) -> str:
         return "csv"
     if folder_splits(root) or ((root / "images").is_dir() and (root / "masks").is_dir()):
         return "folders"
+    if (root / COCO_FILE).is_file() or any((d / COCO_FILE).is_file() for d in root.iterdir() if d.is_dir()):
+        return "coco"
+    if folder_splits(root, LABELS_DIR) or ((root / "images").is_dir() and (root / LABELS_DIR).is_dir()):
+        return "labels"
     if csvs:
         return "csv"  # reading its split says which columns are missing
     raise DatasetFormatError(f"{root}: no CSV files and no images/ + masks/ folders; {LAYOUT_HELP}")
@@ -173,10 +218,10 @@ def csv_splits(root: str | Path) -> list[str]:
     return sorted(p.name for p in Path(root).glob("*.csv") if _is_split_csv(p))
 
 
-def folder_splits(root: str | Path) -> list[str]:
+def folder_splits(root: str | Path, masks: str = "masks") -> list[str]:
     """Names of the subfolders of ``root`` that hold ``images/`` and ``masks/`` (a split each), sorted."""
     root = Path(root)
-    return sorted(d.name for d in root.iterdir() if (d / "images").is_dir() and (d / "masks").is_dir())
+    return sorted(d.name for d in root.iterdir() if (d / "images").is_dir() and (d / masks).is_dir())
 
 
 def _transform(transform: SamTransform | None, image_size: int | None) -> SamTransform:
@@ -193,6 +238,8 @@ def open_dataset(
     split: str | None = None,
     image_size: int | None = None,
     transform: SamTransform | None = None,
+    categories: list[str] | None = None,
+    include_crowd: bool = False,
 ) -> SegmentationDataset:
     """Open the dataset at ``root`` (layout detected, see the module doc) for ``split``.
 
@@ -201,9 +248,41 @@ def open_dataset(
 
     Only lists the pairs (cheap); files are read per sample. Missing counterparts are kept in ``pairs`` with a
     ``None`` path so that :func:`infosam.data.check.check_dataset` can report them all at once.
+
+    Instance formats list one pair per object (label images are read once here to find their ids);
+    ``categories`` (names) and ``include_crowd`` filter COCO annotations (ignored by the other formats).
     """
     root = Path(root)
     fmt = detect_format(root)
+    transform = _transform(transform, image_size)
+    if fmt == "coco":
+        try:
+            listing = list_coco(
+                root, coco_file(root, split), categories=categories, include_crowd=include_crowd
+            )
+        except (FileNotFoundError, ValueError) as err:
+            raise DatasetFormatError(str(err)) from err
+        pairs = [
+            Pair(id=f"{o.image_id}#{o.object_id}", image_path=path, mask_path=o.annotation_file, object=o)
+            for path, o in listing.objects
+        ]
+        return SegmentationDataset(
+            root,
+            pairs,
+            split=split,
+            transform=transform,
+            listing_problems=listing.problems,
+            notes=listing.notes,
+        )
+    if fmt == "labels":
+        split_file = _split_file(split)
+        listed = (
+            _folder_pairs(root, root, _read_stem_list(split_file), LABELS_DIR)
+            if split_file is not None and split_file.suffix.lower() == ".txt"
+            else list_folder_pairs(root, split, LABELS_DIR)
+        )
+        pairs, notes = _label_objects(listed)
+        return SegmentationDataset(root, pairs, split=split, transform=transform, notes=notes)
     split_file = _split_file(split)
     if split_file is not None and split_file.suffix.lower() == ".csv":
         pairs = _read_csv_pairs(root, split_file)
@@ -216,7 +295,28 @@ def open_dataset(
         pairs = _folder_pairs(root, root, _read_stem_list(split_file))
     else:
         pairs = list_csv_pairs(root, split) if fmt == "csv" else list_folder_pairs(root, split)
-    return SegmentationDataset(root, pairs, split=split, transform=_transform(transform, image_size))
+    return SegmentationDataset(root, pairs, split=split, transform=transform)
+
+
+def _label_objects(pairs: list[Pair]) -> tuple[list[Pair], list[str]]:
+    """One pair per non-zero id of each label image. A label image that is missing or unreadable stays one pair
+    with ``object_id`` ``None``, so that the check reports it; one without objects is counted in the notes."""
+    out: list[Pair] = []
+    empty = 0
+    for pair in pairs:
+        ids: list[int] | None = None
+        if pair.image_path is not None and pair.mask_path is not None:
+            try:
+                ids = [int(v) for v in np.unique(read_labels(pair.mask_path)) if v != 0]
+            except ImageReadError:
+                ids = None
+        if ids is None:
+            out.append(Pair(pair.id, pair.image_path, pair.mask_path, LabelObject(pair.id, None)))
+            continue
+        empty += not ids
+        out += [Pair(f"{pair.id}#{k}", pair.image_path, pair.mask_path, LabelObject(pair.id, k)) for k in ids]
+    notes = [f"{empty} label image(s) without objects (all zero)"] if empty else []
+    return out, notes
 
 
 def resolve_csv(root: Path, split: str | None) -> Path:
@@ -278,17 +378,17 @@ def _read_csv_pairs(root: Path, csv_path: Path) -> list[Pair]:
     return pairs
 
 
-def list_folder_pairs(root: Path, split: str | None) -> list[Pair]:
-    """Pairs of ``images/`` and ``masks/`` matched by stem (see the module doc for splits)."""
+def list_folder_pairs(root: Path, split: str | None, masks: str = "masks") -> list[Pair]:
+    """Pairs of ``images/`` and ``masks/`` (or ``masks``) matched by stem (see the module doc for splits)."""
     stems: list[str] | None = None
     base = root
-    splits = folder_splits(root)
+    splits = folder_splits(root, masks)
     if split in (None, "all") and splits and not (root / "images").is_dir():
         raise DatasetFormatError(
             f"{root}: no images/ + masks/ at the top; it is split into {splits}: choose one (split / --split)"
         )
     if split not in (None, "all"):
-        if (root / split / "images").is_dir() and (root / split / "masks").is_dir():
+        if (root / split / "images").is_dir() and (root / split / masks).is_dir():
             base = root / split
         elif (root / f"{split}.txt").is_file():
             stems = _read_stem_list(root / f"{split}.txt")
@@ -298,17 +398,17 @@ def list_folder_pairs(root: Path, split: str | None) -> list[Pair]:
                 + [p.stem for p in root.glob("*.txt")]
             )
             raise DatasetFormatError(
-                f"{root}: split {split!r} not found (no {split}/images + {split}/masks, no {split}.txt); "
+                f"{root}: split {split!r} not found (no {split}/images + {split}/{masks}, no {split}.txt); "
                 f"available: {choices or ['all']}"
             )
-    return _folder_pairs(root, base, stems)
+    return _folder_pairs(root, base, stems, masks)
 
 
-def _folder_pairs(root: Path, base: Path, stems: list[str] | None) -> list[Pair]:
-    if not (base / "images").is_dir() or not (base / "masks").is_dir():
-        raise DatasetFormatError(f"{base}: images/ or masks/ missing; {LAYOUT_HELP}")
+def _folder_pairs(root: Path, base: Path, stems: list[str] | None, mask_dir: str = "masks") -> list[Pair]:
+    if not (base / "images").is_dir() or not (base / mask_dir).is_dir():
+        raise DatasetFormatError(f"{base}: images/ or {mask_dir}/ missing; {LAYOUT_HELP}")
     images = _files_by_stem(base / "images")
-    masks = _files_by_stem(base / "masks")
+    masks = _files_by_stem(base / mask_dir)
     wanted = stems if stems is not None else sorted(set(images) | set(masks))
     pairs = []
     for stem in wanted:

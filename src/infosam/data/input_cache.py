@@ -70,6 +70,8 @@ class CachedInputDataset(SegmentationDataset):
         if pair.image_path is None or pair.mask_path is None:
             self.read_pair(index)  # raises the dataset's own one-line error for a missing counterpart
         parts = f"{file_sha256(pair.image_path)}:{file_sha256(pair.mask_path)}"
+        if pair.object is not None:  # one object of a COCO file or label image: the file is shared
+            parts += f":{type(pair.object).__name__}:{pair.object.object_id}"
         return hashlib.sha256(parts.encode()).hexdigest()
 
     def sample(self, index: int, *, with_original_mask: bool = False) -> dict:
@@ -96,7 +98,11 @@ class CachedInputDataset(SegmentationDataset):
                 )
         row = {name: t[0] for name, t in found.items()}
         pair = self.pairs[index]
-        out: dict[str, Tensor | str] = {"original_mask": row["original_mask"]} if with_original_mask else {}
+        out: dict[str, Tensor | str | int] = (
+            {"original_mask": row["original_mask"]} if with_original_mask else {}
+        )
+        if pair.object is not None:
+            out.update(image_id=pair.object.image_id, object_id=pair.object.object_id)
         out.update(
             {
                 "image": row["image"],
