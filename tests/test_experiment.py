@@ -1102,3 +1102,39 @@ def test_eta_counts_only_this_processs_queue(tmp_path, monkeypatch):
     (held / ".lock").write_text(f"pid {os.getppid()}\nhost {host}\nsince now\n")
     (dead / ".lock").write_text(f"pid 999999999\nhost {host}\nsince now\n")
     assert _queue_left(grid, todo, layout) == 2  # the dead holder's cell and the untouched one
+
+
+def test_relation_statistics_table_by_hand():
+    """With the relation's statistics logged, the loss-terms table adds them (first and last epoch, averaged over
+    runs), counts the runs whose I(r_t; r_s) rose and whose final S(r_t) is below the pre-registered 0.5 bit, and
+    the report prints one row per arm; without them (the LiteMedSAM grids' logs) nothing is added."""
+    from infosam.experiment.collect import CellResult
+    from infosam.experiment.grid import Cell
+    from infosam.experiment.report import _relation_section
+    from infosam.experiment.tables import RELATION_TERMS, loss_terms_table
+
+    keys = ("epoch", "seg", "relation", "distill", "s_rt", "s_rs", "i_rt_rs", "rt_cosine", "rt_std")
+
+    def run(seed, rows):
+        log = [dict(zip(keys, r, strict=True)) for r in rows]
+        return CellResult(Cell(dataset="d", part="p", arm="x-infosam", seed=seed), train_log=log)
+
+    a = run(
+        0, [(1, 1.0, -0.5, -1.0, 1.2, 1.5, 1.0, 0.2, 0.010), (2, 0.5, -1.5, -0.2, 0.4, 1.6, 0.2, 0.6, 0.004)]
+    )
+    b = run(
+        1, [(1, 1.0, -0.5, -0.5, 1.0, 1.4, 0.5, 0.1, 0.012), (2, 0.5, -1.0, -0.9, 0.8, 1.5, 0.9, 0.3, 0.008)]
+    )
+    (row,) = loss_terms_table([a, b])
+    assert row["s_rt_first"] == pytest.approx(1.1) and row["s_rt_last"] == pytest.approx(0.6)
+    assert row["i_rt_rs_first"] == pytest.approx(0.75) and row["i_rt_rs_last"] == pytest.approx(0.55)
+    assert row["rt_std_last"] == pytest.approx(0.006)
+    assert (row["runs_i_rose"], row["runs_s_rt_below"], row["runs_with_stats"]) == (1, 1, 2)
+    text = "\n".join(_relation_section([row]))
+    assert "| d | x-infosam | 2 | 1.100 → 0.600 | 1.450 → 1.550 | 0.750 → 0.550 | 1 of 2 | 1 of 2 |" in text
+    old = CellResult(
+        Cell(dataset="d", part="p", arm="x-infosam", seed=2),
+        train_log=[{"epoch": 1, "seg": 1.0, "relation": -0.5, "distill": -1.0}],
+    )
+    (plain,) = loss_terms_table([old])
+    assert not any(k.startswith(RELATION_TERMS) for k in plain) and _relation_section([plain]) == []

@@ -191,6 +191,14 @@ def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -
 LOSS_TERMS = ("seg", "relation", "distill")
 """The training log's columns the loss-terms table reads: L_seg, L_r and L_d (as ``train.py`` logs them)."""
 
+RELATION_TERMS = ("s_rt", "s_rs", "i_rt_rs", "rt_cosine", "rt_std")
+"""The relation statistics the loss-terms table adds when the runs logged them (``train.py``'s metrics.csv since
+the MobileSAM grid; :data:`infosam.distill.loss.RELATION_STATS`): S(r_t), S(r_s), I(r_t; r_s), the teacher maps'
+mean pairwise cosine and their values' spread."""
+
+S_RT_PREDICTION = 0.5
+"""The pre-registered mechanism prediction of the MobileSAM grid: with both terms, S(r_t) ends below this (bits)."""
+
 
 def loss_terms_table(results: list[CellResult]) -> list[dict]:
     """Per dataset and arm: each loss term averaged over a run's first and over its last logged epoch, then the
@@ -200,13 +208,15 @@ def loss_terms_table(results: list[CellResult]) -> list[dict]:
     The distillation term is L_d = -I(r_t; r_s), so ``distill_*`` is minus the mutual information (bits) between
     the teacher's and the student's relation maps over the batch."""
     per_arm: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    logged = any("s_rt" in row for r in results for row in r.train_log)
+    terms = LOSS_TERMS + (RELATION_TERMS if logged else ())
     for r in results:
         rows = [row for row in r.train_log if "epoch" in row]
         if not rows or not any("seg" in row for row in rows):
             continue
         first, last = min(row["epoch"] for row in rows), max(row["epoch"] for row in rows)
         run = {"first_epoch": first, "last_epoch": last}
-        for term in LOSS_TERMS:
+        for term in terms:
             for name, epoch in (("first", first), ("last", last)):
                 values = [row[term] for row in rows if row["epoch"] == epoch and term in row]
                 run[f"{term}_{name}"] = float(np.mean(values)) if values else math.nan
@@ -216,12 +226,17 @@ def loss_terms_table(results: list[CellResult]) -> list[dict]:
         row = {"dataset": dataset, "arm": arm, "n_runs": len(runs)}
         row["first_epoch"] = int(min(x["first_epoch"] for x in runs))
         row["last_epoch"] = int(max(x["last_epoch"] for x in runs))
-        for term in LOSS_TERMS:
+        for term in terms:
             for name in ("first", "last"):
                 row[f"{term}_{name}"] = float(np.mean([x[f"{term}_{name}"] for x in runs]))
         with_distill = [x for x in runs if not math.isnan(x["distill_first"])]
         row["runs_mi_fell"] = sum(x["distill_last"] > x["distill_first"] for x in with_distill)
         row["runs_with_distill"] = len(with_distill)
+        if logged:
+            with_stats = [x for x in runs if not math.isnan(x["s_rt_first"])]
+            row["runs_with_stats"] = len(with_stats)
+            row["runs_i_rose"] = sum(x["i_rt_rs_last"] > x["i_rt_rs_first"] for x in with_stats)
+            row["runs_s_rt_below"] = sum(x["s_rt_last"] < S_RT_PREDICTION for x in with_stats)
         table.append(row)
     if not any(r["runs_with_distill"] for r in table):
         return []
