@@ -105,3 +105,15 @@ def test_report_words_a_difference_by_the_weaker_interval():
     assert _verdict(0.01, 0.02, 0.001, 0.02) == "better"
     assert _points("Dice", 4e-7) == "+4.0e-05" and _points("Dice", -0.0137) == "-1.37"
     assert _points("MAE", 0.00001) == "+1.0e-05" and _points("Dice", 0.0) == "+0.00"
+
+
+def test_loss_terms_wording_allows_a_negative_estimate_and_states_the_copy_case():
+    from infosam.experiment.report import _loss_terms_section
+
+    row = {"dataset": "leaf", "arm": "infosam", "n_runs": 1, "first_epoch": 1, "last_epoch": 2}
+    for term in ("seg", "relation", "distill"):
+        row[f"{term}_first"], row[f"{term}_last"] = 0.5, 0.4
+    row.update(runs_mi_fell=0, runs_with_distill=1)
+    text = "\n".join(_loss_terms_section([row]))
+    assert "between 0 and log2 B" not in text
+    assert "slightly negative" in text and "orthogonal or parallel" in text

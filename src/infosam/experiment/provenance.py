@@ -146,12 +146,13 @@ def provenance(
         if timed:
             train = [float(r.info["train_seconds"]) for r in timed]
             scoring = [float(r.info.get("eval_seconds", 0.0)) for r in timed]
-            # Older code lost a killed training attempt's time; every attempt appends its code, so a cell it timed
-            # with more than one attempt may miss some.
+            # Older code lost a killed training attempt's time; a cell it timed with more than one attempt may miss
+            # some (older records count attempts as entries of "code", which listed each attempt's version).
             short = sum(
                 1
                 for r in timed
-                if r.info.get("timing") != KILLED_ATTEMPTS_TIMED and len(r.info.get("code") or []) > 1
+                if r.info.get("timing") != KILLED_ATTEMPTS_TIMED
+                and r.info.get("attempts", len(r.info.get("code") or [])) > 1
             )
             counted = "a killed training attempt counts up to its last minute" + (
                 f", except in {short} cell{'s' * (short != 1)} resumed under older code, which lost that time"

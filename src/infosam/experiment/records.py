@@ -388,6 +388,7 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
         "cell",
         "config_hash",
         "code",
+        "attempts",
         "timing",
         "train_seconds",
         "eval_seconds",

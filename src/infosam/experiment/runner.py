@@ -422,7 +422,10 @@ def _run_locked_cell(grid: Grid, cell: Cell, exp_dir: Path, config, digest: str,
     if started and _started_hash(run, layout) != digest:
         raise GridError(f"{run_dir} holds a run of another config than cell {cell.name}; move it away")
     if not run.is_finished():
-        info.setdefault("code", []).append(code_version())  # one entry per training attempt (resumes too)
+        # the code of every training attempt, each version once, and how many attempts there were (resumes too)
+        info["attempts"] = info.get("attempts", len(info.get("code") or [])) + 1
+        if code_version() not in info.setdefault("code", []):
+            info["code"].append(code_version())
         write_json(info_path, info)
         clock = _AttemptClock(info, info_path)
         try:
