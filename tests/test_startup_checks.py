@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from infosam.cli import main, torchpair
@@ -90,3 +92,24 @@ def test_the_check_can_be_skipped(monkeypatch):
 
 def test_the_installed_pair_passes():
     torchpair.check_torch_pair(import_torchvision=True)
+
+
+@pytest.mark.parametrize("missing", ["sam2", "hydra"])
+def test_sam2_model_without_sam2_is_one_line(monkeypatch, capsys, missing):
+    """`infosam info --model sam2_hiera_tiny` without Meta's sam2 (or its hydra) says what to install, in one
+    line, like the other extras."""
+    from infosam.extras import MissingExtraError
+    from infosam.sam.sam2 import _sam2_package
+
+    for name in [m for m in sys.modules if m == missing or m.startswith(missing + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` -> ModuleNotFoundError, as when absent
+    if missing != "sam2":  # sam2 itself imports hydra on import: make it import afresh
+        for name in [m for m in sys.modules if m == "sam2" or m.startswith("sam2.")]:
+            monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(MissingExtraError, match=rf"needs Meta's sam2 package \({missing} is not installed\)"):
+        _sam2_package()
+    assert main(["info", "--model", "sam2_hiera_tiny"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("infosam info: error: the SAM 2 family needs Meta's sam2 package")
+    assert "pip install" in line and "sam2>=1.1" in line
