@@ -156,3 +156,24 @@ def test_validate_catches_fields_set_after_construction():
     config.train.lr = float("inf")
     with pytest.raises(ConfigError, match="train.lr must be a finite number"):
         config.validate()
+
+
+@pytest.mark.parametrize("option", ["lam=0.7", "lam1=2", "lam2=1.0"])
+def test_infosam_weights_beside_a_baseline_are_refused(option):
+    """An explicit infosam.lam* beside a baseline would be ignored without a word: refused, naming the option
+    and the baseline's own weight."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.path=/x", "distill.method=pkt", f"infosam.{option}"])
+    message = str(err.value)
+    assert f"infosam.{option.split('=')[0]}=" in message
+    assert "only weigh distill.method=infosam" in message
+    assert "distill.options.pkt.weight" in message
+
+
+def test_default_infosam_weights_stay_valid_everywhere():
+    load_config(None, ["data.path=/x", "distill.method=pkt"])  # the defaults, as every baseline config has
+    load_config(
+        None, ["data.path=/x", "distill.method=none", "infosam.lam2=1.0"]
+    )  # plain PEFT: not a baseline
+    load_config(None, ["data.path=/x", "infosam.enabled=false"])
+    load_config(None, ["data.path=/x", "infosam.lam2=1.0"])  # infosam's own weights

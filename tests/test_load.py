@@ -90,3 +90,33 @@ def test_attention_is_chosen_by_the_source_unless_asked(tmp_path):
     assert not sdpa(open_model(meta).model)
     run = make_run(tmp_path, "decoder", name="tiny_tinyvit")
     assert sdpa(open_model(run).model) and not sdpa(open_model(run, attention="meta").model)
+
+
+def test_weights_may_name_a_weights_folder(tmp_path):
+    """``--weights RUN/weights/final`` (the folder, as runs list it) loads its peft.safetensors, checked against
+    the folder's manifest, like the file itself."""
+    import shutil
+
+    from infosam.checkpoints import CheckpointError, write_manifest
+
+    run = make_run(tmp_path, "lora")
+    folder = run / "weights" / "final"
+    write_manifest(folder)
+    by_file = open_model(run, weights=folder / "peft.safetensors")
+    by_folder = open_model(run, weights=folder)
+    assert _same(by_folder.model, by_file.model)
+    assert by_folder.description["weights"].endswith("peft.safetensors")
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    with open(damaged / "peft.safetensors", "r+b") as f:  # same size, other bytes
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        open_model(run, weights=damaged)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty is a folder without peft\.safetensors"):
+        open_model(run, weights=tmp_path / "empty")

@@ -431,6 +431,7 @@ class Config:
                 f"distill.method={self.distill.method} needs the teacher, which infosam.enabled=false turns off; "
                 "set infosam.enabled=true, or distill.method=none for plain PEFT"
             )
+        self._check_infosam_weights()
         if self.distill_method == "infosam" and t.batch_size < 2:
             raise ConfigError(
                 f"train.batch_size must be >= 2 when infosam.enabled is true (its entropies run over the batch); "
@@ -450,6 +451,25 @@ class Config:
                 raise ConfigError(f"eval.epochs must lie in 1..train.epochs ({t.epochs}); got {bad}")
         if not self.output:
             raise ConfigError("output must name the run folder: --output DIR (or --set output=DIR)")
+
+    def _check_infosam_weights(self) -> None:
+        """A baseline method with infosam.lam / lam1 / lam2 set away from their defaults: refused, since those
+        weights would be silently ignored (a baseline's weight is distill.options.<method>.weight)."""
+        method = self.distill.method
+        if method in ("infosam", "none"):
+            return
+        defaults = InfoSAMConfig()
+        changed = [
+            f"infosam.{name}={getattr(self.infosam, name)}"
+            for name in ("lam", "lam1", "lam2")
+            if getattr(self.infosam, name) != getattr(defaults, name)
+        ]
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)} does not apply with distill.method={method}: infosam.lam, lam1 and lam2 "
+                f"only weigh distill.method=infosam; {method}'s weight is distill.options.{method}.weight "
+                "(or set distill.method=infosam)"
+            )
 
     def _check_distill_cache(self) -> None:
         from .distill.registry import OBJECTIVES

@@ -327,7 +327,6 @@ def _with_attention(config: Config, attention: str | None) -> Config:
 
 def _open_run(source: ModelSource, teacher: bool) -> OpenedModel:
     """A run's student from its config (read by :func:`resolve`) and its newest (or the given) PEFT weights."""
-    from .checkpoints import verify_folder
     from .model import build_configured
     from .peft import load_peft
     from .runs import RunDir
@@ -338,8 +337,7 @@ def _open_run(source: ModelSource, teacher: bool) -> OpenedModel:
     if source.weights is None:
         weights = run.student_weights(require_final=source.require_final)
     else:
-        weights = Path(source.weights)
-        verify_folder(weights.parent)  # given weights inside a weights folder: checked against its manifest
+        weights = given_weights(source.weights)
     recorded = config.model.checkpoint
     if source.checkpoint is not None:
         config = copy.deepcopy(config)
@@ -355,6 +353,29 @@ def _open_run(source: ModelSource, teacher: bool) -> OpenedModel:
     description = run_description(run, weights, config)
     sam = {"name": config.model.name, "image_size": config.model.image_size}
     return OpenedModel(student, source, description, base, sam, config)
+
+
+def given_weights(weights: str | Path) -> Path:
+    """The PEFT weights file that ``--weights`` names: a ``peft.safetensors`` or a weights/checkpoint folder
+    holding one (a run's ``weights/final``, ``checkpoints/step-000100``), checked against the folder's manifest.
+
+    Raises:
+        FileNotFoundError: a folder without ``peft.safetensors`` (the message names the folder).
+        infosam.checkpoints.CheckpointError: the folder's files do not match its manifest.
+    """
+    from .checkpoints import PEFT_FILE, peft_file, verify_folder
+
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        if not peft_file(path).is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder without {PEFT_FILE}: pass a weights folder (a run's weights/final) "
+                f"or a {PEFT_FILE} file"
+            )
+        verify_folder(path)
+        return peft_file(path)
+    verify_folder(path.parent)  # given weights inside a weights folder: checked against its manifest
+    return path
 
 
 def run_description(run, weights: Path, config: Config) -> dict:

@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..errors import RunError
     from ..extras import MissingExtraError
+    from .torchpair import TorchPairError, check_torch_pair
 
     try:
+        # before any model code: a torchvision built for another torch otherwise dies deep inside an import
+        check_torch_pair(import_torchvision="threads" in vars(args) or args.command == "info")
         if "threads" in vars(args):  # the commands that run a model
             # opt-in (infosam.runtime says why): faster steps, but the process keeps its peak memory
             if os.environ.get("INFOSAM_ALLOCATOR", "").strip().lower() == "keep":
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"infosam {args.command}: interrupted", file=sys.stderr)
         return 130
-    except CLIError as err:
+    except (CLIError, TorchPairError) as err:
         print(f"infosam {args.command}: error: {err}", file=sys.stderr)
         return 2
     except MissingExtraError as err:  # an optional dependency: the message says which extra to install

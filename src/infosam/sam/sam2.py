@@ -50,12 +50,23 @@ INSTALL = "pip install --no-build-isolation 'sam2>=1.1' with SAM2_BUILD_CUDA=0 (
 
 
 def _sam2_package():
-    """Import Meta's ``sam2`` (which registers its Hydra config module); ImportError says how to install it."""
+    """Import Meta's ``sam2`` (which registers its Hydra config module).
+
+    Raises:
+        MissingExtraError: sam2 (or what it imports: hydra, iopath) is missing or unusable; an ImportError, so
+            callers that catch ImportError still do, and one line on the command line, as for the other extras.
+    """
+    from ..extras import MissingExtraError
+
     try:
         import sam2  # noqa: F401  (initialises Hydra with the package's configs)
         from sam2.modeling.sam2_base import SAM2Base
     except ImportError as err:
-        raise ImportError(f"the SAM 2 family needs Meta's sam2 package: {INSTALL} ({err})") from err
+        if isinstance(err, ModuleNotFoundError) and err.name is not None:
+            cause = f"{err.name.split('.')[0]} is not installed"
+        else:
+            cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MissingExtraError(f"the SAM 2 family needs Meta's sam2 package ({cause}): {INSTALL}") from err
     return SAM2Base
 
 
