@@ -105,3 +105,26 @@ def test_report_words_a_difference_by_the_weaker_interval():
     assert _verdict(0.01, 0.02, 0.001, 0.02) == "better"
     assert _points("Dice", 4e-7) == "+4.0e-05" and _points("Dice", -0.0137) == "-1.37"
     assert _points("MAE", 0.00001) == "+1.0e-05" and _points("Dice", 0.0) == "+0.00"
+
+
+def test_default_replicates_are_10000_everywhere():
+    # 2,000 replicates left a percentile edge of the encoder page on the wrong side of zero (issue 33).
+    import inspect
+
+    from infosam.cli import report as cli_report
+    from infosam.experiment import report, tables
+
+    assert stats.N_BOOT == 10_000
+    for fn in (stats.hierarchical_bootstrap, tables.paired_table, report.write_report):
+        assert inspect.signature(fn).parameters["n_boot"].default == 10_000, fn.__name__
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli_report.register(parser.add_subparsers())
+    assert parser.parse_args(["report", "x"]).n_boot == 10_000
+
+
+def test_bootstrap_with_default_replicates_is_seeded():
+    d = {0: [np.random.default_rng(0).normal(size=50)]}
+    assert stats.hierarchical_bootstrap(d) == stats.hierarchical_bootstrap(d)
+    assert stats.hierarchical_bootstrap(d, seed=1) != stats.hierarchical_bootstrap(d)

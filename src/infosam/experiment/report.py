@@ -32,6 +32,7 @@ import os
 import re
 from pathlib import Path
 
+from .. import stats
 from ..files import atomic_write, atomic_write_text, remove
 from ..metrics import METRIC_NAMES, display_scale
 from .collect import TEACHER, collect, complete_seeds, per_image_rows
@@ -148,7 +149,11 @@ def _check_outputs(md: Path, assets: Path) -> None:
 
 
 def write_report(
-    exp_dir: str | Path, out: str | Path | None = None, *, n_boot: int = 2000, show_images: bool = True
+    exp_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    n_boot: int = stats.N_BOOT,
+    show_images: bool = True,
 ) -> Path:
     """Write the report of the experiment folder ``exp_dir`` to ``out``; returns the Markdown file's path.
 

@@ -80,7 +80,7 @@ def arm_summary(rows: list[dict], metrics: list[str]) -> list[dict]:
 
 
 def paired_table(
-    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = 2000
+    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = stats.N_BOOT
 ) -> list[dict]:
     """InfoSAM arm minus its baseline per (dataset, regime, set, metric): hierarchical-bootstrap CI over images
     within (seed, part), per-seed means and how many seeds agree in sign."""
