@@ -380,7 +380,9 @@ def _loss_terms_section(losses: list[dict]) -> list[str]:
         "finished cell whose record keeps its training log, `train-log.csv`). L_seg: the segmentation loss. "
         "L_r = I(z_i^T, z_m^T; r_t) up to a constant: only the relation module learns from it. "
         "L_d = -I(r_t; r_s) in bits: minus the mutual information between the teacher's and the student's "
-        "relation maps over a batch of B images (between 0 and log2 B); '-': an arm without the term. "
+        "relation maps over a batch of B images (at most log2 B; the order-2 estimate can be slightly negative); "
+        "a student that copies the teacher's maps reaches I = S(r_t) only when every two of those maps are "
+        "orthogonal or parallel; '-': an arm without the term. "
         "'I(r_t; r_s) fell': runs whose L_d rose from the first epoch to the last, i.e. whose relation maps "
         "shared less with the teacher's at the end of training than at its start.",
         "",
@@ -416,7 +418,8 @@ def _relation_section(losses: list[dict]) -> list[str]:
         "(`train-log.csv`; bits for entropies). S(r_t), S(r_s): the entropy of the teacher's and the student's "
         "relation maps over a batch of B images (between 0 and log2 B); since L_r = S(r_t) - S(z_i, z_m, r_t), "
         "S(r_t) <= L_r + log2 B. I(r_t; r_s) = -L_d, at most min(S(r_t), S(r_s)); the order-2 estimate can be "
-        "slightly negative. Cosine: the mean cosine between two teacher maps of a batch (1: every image gets "
+        "slightly negative, and a student copying the teacher reaches I = S(r_t) only when every two teacher maps "
+        "are orthogonal or parallel. Cosine: the mean cosine between two teacher maps of a batch (1: every image gets "
         "the same map). Std: a teacher map's standard deviation over its values (1/sqrt(HW) = 0.0156 for a "
         f"zero-mean map at HW = 4096, 0 for a uniform one). 'S(r_t) < {S_RT_PREDICTION:g}': runs whose final "
         "S(r_t) is below that (the MobileSAM grid's pre-registered prediction for the paper's terms).",
