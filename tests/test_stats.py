@@ -193,3 +193,31 @@ def test_paired_table_resamples_retention_images_once_across_seeds():
     (row,) = paired_table(results, grid, ["dice"], n_boot=500)
     assert row["set"] == "retention-kvasir" and row["n_seeds"] == 2
     assert row["difference"] == row["ci_low"] == row["ci_high"] == 0.5
+
+
+def test_paired_table_keeps_the_registered_bootstrap_for_test_sets():
+    """Test sets keep the hierarchical bootstrap (images within seed and part) the grids registered before their
+    first run: the same per-image gains as the retention case above give a wide interval there, not a point."""
+    from types import SimpleNamespace
+
+    from infosam.experiment.collect import CellResult
+    from infosam.experiment.grid import Cell
+    from infosam.experiment.tables import paired_table
+
+    def result(arm, seed, a, b):
+        return CellResult(
+            Cell("leaf", "fold1of2", arm, seed), sets={"test": {"a": {"dice": a}, "b": {"dice": b}}}
+        )
+
+    results = []
+    for seed, (a, b) in ((0, (1.0, 0.0)), (1, (0.0, 1.0))):
+        results += [result("infosam", seed, a, b), result("base", seed, 0.0, 0.0)]
+    grid = SimpleNamespace(
+        arms={
+            "base": SimpleNamespace(name="base", baseline=None),
+            "infosam": SimpleNamespace(name="infosam", baseline="base"),
+        }
+    )
+    (row,) = paired_table(results, grid, ["dice"], n_boot=500)
+    assert row["set"] == "test" and row["difference"] == 0.5
+    assert row["ci_low"] < 0.5 < row["ci_high"]
