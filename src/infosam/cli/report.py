@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..stats import N_BOOT
 from . import add_threads_option
 
 
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
             "(e.g. docs/results/litemedsam.md + docs/results/litemedsam/)"
         ),
     )
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    p.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap replicates (default {N_BOOT:,})")
     p.add_argument(
         "--no-images",
         action="store_true",

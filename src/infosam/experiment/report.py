@@ -32,6 +32,7 @@ import os
 import re
 from pathlib import Path
 
+from .. import stats
 from ..files import atomic_write, atomic_write_text, remove
 from ..metrics import METRIC_NAMES, display_scale
 from .collect import TEACHER, collect, complete_seeds, per_image_rows
@@ -148,7 +149,11 @@ def _check_outputs(md: Path, assets: Path) -> None:
 
 
 def write_report(
-    exp_dir: str | Path, out: str | Path | None = None, *, n_boot: int = 2000, show_images: bool = True
+    exp_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    n_boot: int = stats.N_BOOT,
+    show_images: bool = True,
 ) -> Path:
     """Write the report of the experiment folder ``exp_dir`` to ``out``; returns the Markdown file's path.
 
@@ -296,7 +301,9 @@ def _markdown(
         "## Paired differences (arm minus its baseline; same seed, same split, same images)",
         "",
         f"Difference in points (MAE: as a fraction). Two views, and the reading goes by the weaker: the image "
-        f"bootstrap (95%, {n_boot} replicates, resampling images within each seed and split part) holds every "
+        f"bootstrap (95%, {n_boot:,} replicates, resampling images within each split part; an image that every "
+        "seed scored, as on a retention set or a fixed test split, is drawn once for all seeds, since seeds' "
+        "differences on one image are correlated) holds every "
         "trained model fixed, so it shows how sure we are about *these* models on these images; the run-level "
         "view takes each training run (a fold or a seed: its mean difference over its images) as one replicate: "
         "how many runs went each way, and a Student-t 95% interval over the runs (needs two runs or more). "
@@ -373,7 +380,9 @@ def _loss_terms_section(losses: list[dict]) -> list[str]:
         "finished cell whose record keeps its training log, `train-log.csv`). L_seg: the segmentation loss. "
         "L_r = I(z_i^T, z_m^T; r_t) up to a constant: only the relation module learns from it. "
         "L_d = -I(r_t; r_s) in bits: minus the mutual information between the teacher's and the student's "
-        "relation maps over a batch of B images (between 0 and log2 B); '-': an arm without the term. "
+        "relation maps over a batch of B images (at most log2 B; the order-2 estimate can be slightly negative); "
+        "a student that copies the teacher's maps reaches I = S(r_t) only when every two of those maps are "
+        "orthogonal or parallel; '-': an arm without the term. "
         "'I(r_t; r_s) fell': runs whose L_d rose from the first epoch to the last, i.e. whose relation maps "
         "shared less with the teacher's at the end of training than at its start.",
         "",
@@ -409,7 +418,8 @@ def _relation_section(losses: list[dict]) -> list[str]:
         "(`train-log.csv`; bits for entropies). S(r_t), S(r_s): the entropy of the teacher's and the student's "
         "relation maps over a batch of B images (between 0 and log2 B); since L_r = S(r_t) - S(z_i, z_m, r_t), "
         "S(r_t) <= L_r + log2 B. I(r_t; r_s) = -L_d, at most min(S(r_t), S(r_s)); the order-2 estimate can be "
-        "slightly negative. Cosine: the mean cosine between two teacher maps of a batch (1: every image gets "
+        "slightly negative, and a student copying the teacher reaches I = S(r_t) only when every two teacher maps "
+        "are orthogonal or parallel. Cosine: the mean cosine between two teacher maps of a batch (1: every image gets "
         "the same map). Std: a teacher map's standard deviation over its values (1/sqrt(HW) = 0.0156 for a "
         f"zero-mean map at HW = 4096, 0 for a uniform one). 'S(r_t) < {S_RT_PREDICTION:g}': runs whose final "
         "S(r_t) is below that (the MobileSAM grid's pre-registered prediction for the paper's terms).",

@@ -80,7 +80,7 @@ def arm_summary(rows: list[dict], metrics: list[str]) -> list[dict]:
 
 
 def paired_table(
-    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = 2000
+    results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = stats.N_BOOT
 ) -> list[dict]:
     """InfoSAM arm minus its baseline per (dataset, regime, set, metric): hierarchical-bootstrap CI over images
     within (seed, part), per-seed means and how many seeds agree in sign."""
@@ -104,19 +104,41 @@ def paired_table(
         for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
             for m in metrics:
                 groups: dict[int, list[np.ndarray]] = {}
+                by_id: dict[int, dict[str, float]] = {}  # per seed: image id -> difference (parts pooled)
+                strata: dict[int, dict[str, str]] = {}  # per seed: image id -> the part that tested it
                 runs: list[float] = []
                 for seed, pairs in sorted(seeds.items()):
                     diffs = []
+                    ids: list[list[str]] = []
                     for part, treated, base in pairs:
                         where = f"{dataset}/{part}/{name} seed {seed}"
                         t = {i: v[m] for i, v in treated.sets[name].items()}
                         b = {i: v[m] for i, v in base.sets[name].items()}
                         diffs.append(stats.paired_differences(t, b, name=where))
+                        ids.append(sorted(t))  # paired_differences orders by id
                     runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
                     if name != "test":  # retention: the same images in every part; average over parts first
-                        diffs = [np.mean(diffs, axis=0)]
+                        diffs, ids = [np.mean(diffs, axis=0)], ids[:1]
+                        parts = ["all"]
+                    else:
+                        parts = [part for part, _, _ in pairs]
                     groups[seed] = diffs
-                ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
+                    by_id[seed] = {
+                        i: float(v)
+                        for d, part_ids in zip(diffs, ids, strict=True)
+                        for i, v in zip(part_ids, d, strict=True)
+                    }
+                    strata[seed] = {i: p for p, part_ids in zip(parts, ids, strict=True) for i in part_ids}
+                first = next(iter(strata.values()))
+                if name != "test" and len(groups) > 1 and all(s == first for s in strata.values()):
+                    # A retention set: every seed scored the same images. Resample each image once for all
+                    # seeds, since seeds' differences on one image are correlated (about 0.35 on the encoder
+                    # page); resampling them per seed gives too narrow an interval. The test sets keep the
+                    # hierarchical bootstrap the grids registered before their first run (images within seed and
+                    # part), which a result may not change.
+                    ci = stats.shared_image_bootstrap(by_id, strata=first, n_boot=n_boot)
+                else:
+                    ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
                 per_seed = stats.seed_means(groups)
                 agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
                 run = stats.run_level(runs)
