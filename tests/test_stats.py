@@ -221,3 +221,15 @@ def test_paired_table_keeps_the_registered_bootstrap_for_test_sets():
     (row,) = paired_table(results, grid, ["dice"], n_boot=500)
     assert row["set"] == "test" and row["difference"] == 0.5
     assert row["ci_low"] < 0.5 < row["ci_high"]
+
+
+def test_loss_terms_wording_allows_a_negative_estimate_and_states_the_copy_case():
+    from infosam.experiment.report import _loss_terms_section
+
+    row = {"dataset": "leaf", "arm": "infosam", "n_runs": 1, "first_epoch": 1, "last_epoch": 2}
+    for term in ("seg", "relation", "distill"):
+        row[f"{term}_first"], row[f"{term}_last"] = 0.5, 0.4
+    row.update(runs_mi_fell=0, runs_with_distill=1)
+    text = "\n".join(_loss_terms_section([row]))
+    assert "between 0 and log2 B" not in text
+    assert "slightly negative" in text and "orthogonal or parallel" in text
