@@ -242,3 +242,32 @@ def test_phone_photo_on_the_page_gives_predicts_mask(run, models, tmp_path):
     page_mask = np.asarray(Image.open(page_masks[0]))
     assert page_mask.shape == cli_mask.shape == (90, 120)  # both upright
     assert (page_mask > 0).any() and np.array_equal(page_mask > 0, cli_mask > 0)
+
+
+def test_page_with_real_mobilesam_in_headless_chromium(mobile_sam_weights, tmp_path):
+    """The web page with zero-shot MobileSAM (real weights, 1024 px): a real photo, a two-click box, the mask
+    shown and written (skipped without the weights, the photo or chromium)."""
+    pytest.importorskip("selenium", reason="selenium is in the dev extra")
+    if find_browser() is None:
+        pytest.skip(
+            "chromium/chromedriver not installed (make test installs them with apt-get where possible)"
+        )
+    from conftest import shared_data_root
+    from infosam.serve import build_app
+
+    photo = shared_data_root() / "ecssd" / "images" / "0001.jpg"
+    if not photo.is_file():
+        pytest.skip(f"real data not found at {photo}")
+    models = load_models(model="mobile_sam", checkpoint=mobile_sam_weights)
+    assert list(models) == ["zero-shot mobile_sam"]
+    app = App(Segmenter(models), mask_dir=tmp_path / "masks")
+    with served(build_app(app)) as url, chromium() as driver:
+        upload(driver, url, photo)
+        wait_for(driver, lambda d: "400 pixels" in text(d, "status"), 120)
+        click_box(driver, ((0.15, 0.15), (0.9, 0.75)))
+        wait_for_masks(driver, 1, timeout=120)
+        assert "zero-shot mobile_sam: predicted IoU" in text(driver, "scores")
+        written = sorted((tmp_path / "masks").rglob("0001-mask.png"))
+        assert len(written) == 1
+        mask = np.asarray(Image.open(written[0])) > 0
+        assert 0.02 < mask.mean() < 0.98  # a real object, not an empty or full mask
