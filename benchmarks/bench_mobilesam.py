@@ -35,6 +35,11 @@ collated in the step's time. Each row runs in a fresh subprocess (empty caches, 
 - ``peak RSS MiB``: the worker's peak resident set over its whole life (kernel VmHWM: models, caches, steps,
   evaluation): the RAM one cell needs; ``growth MiB``: the peak growth over the built models during the steps
   (bench_step's probe, as the other step tables).
+
+With every cache on, a warm step of either model runs the same network: TinyViT stages 2-3 at 64 x 64 tokens (both
+encoders have that grid there) + the decoder on 256 x 64 x 64 embeddings, so the two models' warm and GFLOP
+columns agree up to noise; the input side (1024 vs 256 px) shows in the cold step and the cache fill (patch
+embedding + stages 0-1 of the student, and the teacher's whole encoder with InfoSAM) and in scoring.
 """
 
 from __future__ import annotations
