@@ -188,3 +188,21 @@ def test_teacher_forward_reads_the_cache_once_filled(tmp_path, monkeypatch):
     second = teacher_forward(teacher, batch["image"], prompts, cache=cache)
     assert torch.equal(first.mask_tokens, second.mask_tokens)  # first use already sees the stored values
     torch.testing.assert_close(first.image_embeddings, live.image_embeddings, atol=1e-2, rtol=1e-2)
+
+
+def test_logs_a_first_pace_early_and_an_epoch_line_with_the_relations_entropy(tmp_path, caplog):
+    """A run says how long it will take after its first 5 steps (a CPU epoch can take many minutes), and each
+    epoch ends with a line of its mean terms, S(r_t) and I(r_t; r_s) when InfoSAM is on, and the time left."""
+    import logging
+
+    data = write_synthetic_dataset(tmp_path / "data", 12, domain="target")
+    config = _config(tmp_path, data=data)
+    config.data.train_split, config.data.test_split = "all", "all"
+    config.train.epochs, config.eval.last_epochs = 1, 0
+    with caplog.at_level(logging.INFO, logger="infosam.train"):
+        train(config)
+    lines = [r.getMessage() for r in caplog.records if r.name == "infosam.train"]
+    early = [line for line in lines if line.startswith("first 5 steps:")]
+    assert len(early) == 1 and "training left ~" in early[0]  # 6 steps: one early line, at step 5
+    (epoch,) = [line for line in lines if line.startswith("epoch 1/1;")]
+    assert "L_r" in epoch and "S(r_t)" in epoch and "I(r_t; r_s)" in epoch and "training left ~0m00s" in epoch

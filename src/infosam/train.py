@@ -477,6 +477,8 @@ def fit(
             step_row = _reduce_terms(step_terms, acc)
             step_terms = []
             epoch_log.add(step_row)
+            if main and (early := epoch_log.early_line(position.step)):
+                log.info(early)
             if main and with_stats:  # the relation's statistics every step (metrics.csv has them per row)
                 _write_tensorboard(
                     writer, {k: step_row[k] for k in RELATION_STATS}, position.step, "relation"
@@ -622,6 +624,21 @@ class EpochLog:
 
     def add(self, row: dict[str, float]) -> None:
         self.rows.append(row)
+
+    EARLY_STEPS = 5
+    """After this many steps of a run (or of a resumed run), one line gives a first pace and time left."""
+
+    def early_line(self, step: int) -> str | None:
+        """The first estimate, once: after :data:`EARLY_STEPS` steps, long before the first epoch ends (a CPU
+        epoch can take many minutes). Those steps fill the caches when they are on, so it errs long."""
+        if step - self.first_step != self.EARLY_STEPS or len(self.rows) < self.EARLY_STEPS:
+            return None
+        pace = (time.perf_counter() - self.started) / len(self.rows)
+        left = self.epochs * self.steps_per_epoch - step
+        return (
+            f"first {self.EARLY_STEPS} steps: {pace:.1f} s/step; training left ~{_clock(left * pace)} at that pace "
+            "(steps that fill caches are slower, so this errs long)"
+        )
 
     def line(self, epoch: int) -> str:
         seconds = time.perf_counter() - self.started
