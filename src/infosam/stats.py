@@ -7,9 +7,9 @@ part). The estimate is the mean over seeds of each seed's mean difference over a
 interval comes from a hierarchical percentile bootstrap: images are resampled with replacement within each (seed,
 part) group, the estimate recomputed, and the 2.5 and 97.5 percentiles taken. Seeds are not resampled (with three
 to five seeds a bootstrap over seeds says little); seed-to-seed spread is shown by the per-seed sign agreement.
-When every seed scored the same images (a retention set, or a fixed test split), an image is drawn once for all
-seeds (:func:`shared_image_bootstrap`): seeds' differences on one image are correlated, and drawing them
-independently would narrow the interval.
+On a retention set (every seed scored the same images) the report draws an image once for all seeds
+(:func:`shared_image_bootstrap`): seeds' differences on one image are correlated, and drawing them independently
+would narrow the interval. Test sets keep the hierarchical bootstrap the grids registered before their first run.
 """
 
 from __future__ import annotations

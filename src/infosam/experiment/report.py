@@ -301,8 +301,8 @@ def _markdown(
         "## Paired differences (arm minus its baseline; same seed, same split, same images)",
         "",
         f"Difference in points (MAE: as a fraction). Two views, and the reading goes by the weaker: the image "
-        f"bootstrap (95%, {n_boot:,} replicates, resampling images within each split part; an image that every "
-        "seed scored, as on a retention set or a fixed test split, is drawn once for all seeds, since seeds' "
+        f"bootstrap (95%, {n_boot:,} replicates, resampling images within each seed and split part, as the grids registered for their test sets; on a "
+        "retention set, which every seed scored, an image is drawn once for all seeds, since seeds' "
         "differences on one image are correlated) holds every "
         "trained model fixed, so it shows how sure we are about *these* models on these images; the run-level "
         "view takes each training run (a fold or a seed: its mean difference over its images) as one replicate: "
