@@ -123,7 +123,6 @@ def parse_points(values: list[float]) -> tuple[tuple[tuple[float, float], ...], 
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..load import is_student_file
     from ..predict import Prompt, predict
@@ -163,20 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         written = predict(
-            images,
-            args.out,
-            run_dir=run_dir,
-            model_name=args.model,
-            checkpoint=args.checkpoint,
-            weights=args.weights,
-            image_size=args.image_size,
-            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            prompt=prompt,
-            masks_dir=args.masks,
-            overwrite=args.overwrite,
-            threshold=args.threshold,
-            require_final=args.require_final,
-            on_image=progress,
+            images, args.out, prompt=prompt, masks_dir=args.masks, **_model_options(args, run_dir, progress)
         )
     except FileExistsError as err:  # the dispatcher reports ValueError/FileNotFoundError; this one is ours
         raise CLIError(str(err)) from err
@@ -185,9 +171,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_options(args: argparse.Namespace, run_dir: str | None, progress) -> dict:
+    """The keyword arguments both predict paths (one mask per image, one per object) take from the command line:
+    which model, on which device, where and how to write, and the progress callback."""
+    import torch
+
+    return {
+        "run_dir": run_dir,
+        "model_name": args.model,
+        "checkpoint": args.checkpoint,
+        "weights": args.weights,
+        "image_size": args.image_size,
+        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "overwrite": args.overwrite,
+        "threshold": args.threshold,
+        "require_final": args.require_final,
+        "on_image": progress,
+    }
+
+
 def _run_objects(args: argparse.Namespace, run_dir: str | None, progress) -> int:
     """--coco / --boxes: one mask per object and the COCO results JSON."""
-    import torch
 
     from ..predict import box_list_prompts, coco_object_prompts, predict_objects
 
@@ -195,20 +199,7 @@ def _run_objects(args: argparse.Namespace, run_dir: str | None, progress) -> int
         raise CLIError("--coco / --boxes name their images: give no IMAGE with --model")
     listed = coco_object_prompts(args.coco) if args.coco is not None else box_list_prompts(args.boxes)
     try:
-        results = predict_objects(
-            listed,
-            args.out,
-            run_dir=run_dir,
-            model_name=args.model,
-            checkpoint=args.checkpoint,
-            weights=args.weights,
-            image_size=args.image_size,
-            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            overwrite=args.overwrite,
-            threshold=args.threshold,
-            require_final=args.require_final,
-            on_image=progress,
-        )
+        results = predict_objects(listed, args.out, **_model_options(args, run_dir, progress))
     except FileExistsError as err:
         raise CLIError(str(err)) from err
     print(file=sys.stderr)
