@@ -10,6 +10,13 @@
   machine). So it is opt-in: the commands that run a model call it when ``INFOSAM_ALLOCATOR=keep`` is set (one
   process with memory to spare); library users may call it themselves (``INFOSAM_ALLOCATOR=system`` makes it a
   no-op). A no-op outside glibc.
+- :func:`release_memory`: hands the heap's free pages back to the kernel (``gc.collect()``, then glibc's
+  ``malloc_trim(0)``) between the phases of a run. glibc keeps freed blocks below its (dynamic, up to 32 MiB) mmap
+  threshold in the heap, so after a MobileSAM Adapter + InfoSAM step at batch 4 about 1.8-2.5 GB of freed
+  activations stay resident; an evaluation then maps its own large tensors beside them, so a cell's evaluation
+  or scoring could peak above its training. Called before each evaluation in training and before each scoring
+  of the grid runner (``docs/performance.md``: grid cell RAM). Nothing numerical changes; it costs a few
+  milliseconds plus the collection.
 - :func:`native_bf16`: whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16), read from
   ``torch.cpu.get_capabilities()``. Without them PyTorch emulates bf16 and autocast makes LiteMedSAM's encoder
   about 13x slower (measured), so training refuses ``train.precision: bf16`` on such a CPU unless
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
 
@@ -71,6 +79,23 @@ def tune_allocator() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return _tuned
+
+
+def release_memory() -> bool:
+    """Collect unreachable Python objects and return the C heap's free pages to the kernel (glibc
+    ``malloc_trim(0)``), so a phase that follows (evaluation, scoring) does not stack its memory on what the
+    previous one freed. Returns whether the heap was trimmed (False on other C libraries). Changes no value any
+    computation sees."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 def native_bf16() -> bool:

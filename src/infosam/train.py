@@ -545,7 +545,9 @@ def _save(parts: Parts, position: Position, run: runs.RunDir) -> None:
 
 def _evaluate(config: Config, parts: Parts, test_set: Dataset, run: runs.RunDir, epoch: int) -> dict:
     from .evaluate import evaluate
+    from .runtime import release_memory
 
+    release_memory()  # the steps' freed activations, kept by malloc, would stay under the evaluation's own memory
     e, acc = config.eval, parts.step.accelerator
     try:
         with torch.no_grad(), acc.autocast():

@@ -325,7 +325,9 @@ def _score(
     with the dataset's eval settings, into ``out``; ``cache`` as :func:`infosam.evaluate.evaluate_run` (a cell
     whose config caches is scored through its cached frozen encoder prefix, as its training evaluations were)."""
     from ..evaluate import evaluate_run, write_evaluation
+    from ..runtime import release_memory
 
+    release_memory()  # what training (or the previous scoring) freed goes back to the system first
     rows, summary = evaluate_run(
         source,
         grid.datasets[dataset].path,
