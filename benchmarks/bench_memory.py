@@ -3,29 +3,34 @@
 One worker process (fresh, one thread) runs a cell of ``experiments/mobilesam/grid.yaml`` the way
 ``infosam experiment`` does, through the package's own functions: the cell's resolved config (``cell_config``: base,
 arm, grid overrides) with a small image list, ``infosam.train.train`` (its builder, its loop, its evaluation after an
-epoch, its checkpoints), then the runner's scoring (``infosam.evaluate.evaluate_run`` on the cell's test images and
-the retention images, through the cached encoder prefix: the runner's ``_score``). Every cache is on and starts empty in a temporary folder
-(teacher embeddings, student prefix, decoded inputs), so the first epoch fills them as a grid's first cell of a
-dataset does, and the later epochs read them as every other cell does. ``--cells 2`` runs a second cell (the next
+epoch, its checkpoints), then the runner's scoring (``infosam.experiment.runner._score``: ``evaluate_run`` on the
+cell's test images and the ECSSD retention images, through the cached encoder prefix). Every cache is on and starts
+empty in a temporary folder (teacher embeddings, student prefix, decoded inputs), so the first epoch fills them as a
+grid's first cell of a dataset does, and the later epochs read them as every other cell does. ``--cells 2`` runs a second cell (the next
 seed: warm caches, a fresh run folder) in the same process, as a grid process runs cell after cell.
 
 Each phase's peak is the kernel's VmHWM after a reset through ``/proc/self/clear_refs`` at the phase's start, so
 the peaks are exact (no sampling); ``rss`` is the resident set at the phase's end. Phases: ``import`` (Python,
 torch, infosam); ``open data``; ``build`` (student, teacher, relation module, Adam, caches opened: train's
-``_build_parts``); ``step N`` (data read + ``train_step`` + logging; the first epoch's steps fill the caches);
+``_build_parts``); each step apart as ``data`` (the loader's batch), ``keys`` (content hashes), ``teacher``
+(``teacher_forward``: in the first epoch the teacher's encoder fills its cache), ``student + losses`` (the forward:
+the student's prefix read or filled, stages 2-3, decoders, losses), ``backward`` and ``optimizer`` (Adam, logging);
 ``epoch end`` (weights and checkpoint written); ``eval in training`` (``evaluate`` on the test images after an
-evaluated epoch); ``train return``; ``score test`` / ``score retention`` (the runner's ``evaluate_run``).
+evaluated epoch); ``train return``; ``score test`` / ``score retention`` (the runner's ``_score``). The worker also
+prints what the run computed (sha256 of metrics.csv's losses, of the weights files and of the scorings'
+per_image.csv), so two runs can be compared bitwise; ``--no-release`` makes ``infosam.runtime.release_memory`` a
+no-op (the code before it: the "before" column of ``docs/performance.md``).
 
 ``--saved`` also counts, for one warm step, the bytes autograd saves for the backward (a
 ``torch.autograd.graph.saved_tensors_hooks`` pair that records each saved tensor's storage once; parameters left
-out), the largest first, grouped by the autograd node that saved them.
+out), grouped by shape, the largest first.
 
     INFOSAM_DATA=/path/to/data INFOSAM_WEIGHTS=/path/to/weights OMP_NUM_THREADS=1 \\
         python benchmarks/bench_memory.py --train-images 8 --test-images 4 --epochs 2 --saved
 
 The table is one run (a peak is a maximum, not a noisy mean). ``--malloc`` runs the worker under another glibc
 allocator setting (``arena1``: ``MALLOC_ARENA_MAX=1``; ``mmap``: ``MALLOC_MMAP_THRESHOLD_`` fixed at 1 MiB, so
-freed large blocks go back to the kernel at once; ``trim``: ``malloc_trim(0)`` after every phase).
+freed large blocks go back to the kernel at once; ``trim``: ``malloc_trim(0)`` after every phase and step).
 """
 
 from __future__ import annotations
