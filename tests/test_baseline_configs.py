@@ -10,7 +10,8 @@ import pytest
 from infosam.config import ConfigError, load_config
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.distill.registry import OBJECTIVES
-from infosam.experiment.grid import cell_config, cells, load_grid
+from infosam.experiment.grid import load_grid
+from infosam.experiment.plan import cell_config, cells
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = sorted((ROOT / "configs" / "baselines").rglob("*.yaml"))

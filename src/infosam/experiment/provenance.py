@@ -39,11 +39,11 @@ def grid_name(exp_dir: Path, grid: Grid) -> str:
 
 def prompt_sentence(grid: Grid) -> str:
     """The sentence naming the prompts every set was scored with: each dataset's ``eval`` settings in the grid
-    (:func:`~infosam.experiment.grid.eval_config`: every arm and the zero-shot teacher scored alike), as
+    (:func:`~infosam.experiment.plan.eval_config`: every arm and the zero-shot teacher scored alike), as
     :func:`infosam.data.prompts.describe_prompt` words them (box rule, or point counts), with the prompt seed; one
     description when every dataset shares it."""
     from ..data.prompts import describe_prompt
-    from .grid import eval_config
+    from .plan import eval_config
 
     described = {}
     for name in grid.datasets:

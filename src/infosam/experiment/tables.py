@@ -16,6 +16,7 @@ import numpy as np
 from .. import stats
 from .collect import TEACHER, CellResult, set_source, teacher_rows
 from .grid import Grid
+from .plan import RETENTION, TEST
 
 
 def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
@@ -27,8 +28,8 @@ def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
             key = (r.cell.dataset, r.cell.regime, name, r.cell.arm, r.cell.seed)
             # Retention sets are the same images in every part: average over parts per image.
             for image_id, values in rows.items():
-                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == "test" else image_id, [])
-                pooled[key][f"{r.cell.part}|{image_id}" if name == "test" else image_id].append(values)
+                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == TEST else image_id, [])
+                pooled[key][f"{r.cell.part}|{image_id}" if name == TEST else image_id].append(values)
             parts[key].add(r.cell.part)
     out = []
     for key, images in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
@@ -52,7 +53,7 @@ def teacher_scores(exp_dir: Path, results: list[CellResult], metrics: list[str])
                 continue
             bucket = seen.setdefault(key, {})
             for image_id, values in rows.items():
-                bucket[f"{r.cell.part}|{image_id}" if name == "test" else image_id] = values
+                bucket[f"{r.cell.part}|{image_id}" if name == TEST else image_id] = values
     out = []
     for key, images in sorted(seen.items()):
         row = dict(zip(("dataset", "regime", "set"), key, strict=True))
@@ -117,7 +118,7 @@ def paired_table(
                         diffs.append(stats.paired_differences(t, b, name=where))
                         ids.append(sorted(t))  # paired_differences orders by id
                     runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
-                    if name != "test":  # retention: the same images in every part; average over parts first
+                    if name != TEST:  # retention: the same images in every part; average over parts first
                         diffs, ids = [np.mean(diffs, axis=0)], ids[:1]
                         parts = ["all"]
                     else:
@@ -130,7 +131,7 @@ def paired_table(
                     }
                     strata[seed] = {i: p for p, part_ids in zip(parts, ids, strict=True) for i in part_ids}
                 first = next(iter(strata.values()))
-                if name != "test" and len(groups) > 1 and all(s == first for s in strata.values()):
+                if name != TEST and len(groups) > 1 and all(s == first for s in strata.values()):
                     # A retention set: every seed scored the same images. Resample each image once for all
                     # seeds, since seeds' differences on one image are correlated (about 0.35 on the encoder
                     # page); resampling them per seed gives too narrow an interval. The test sets keep the
@@ -193,7 +194,7 @@ def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -
     ref = {(t["dataset"], t["regime"], t["set"]): t for t in teacher}
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        if row["set"].startswith("retention-"):
+        if row["set"].startswith(RETENTION):
             groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
     out = []
     for key, group in sorted(groups.items()):
