@@ -30,11 +30,11 @@ from infosam.data.synthetic import write_synthetic_dataset
 from infosam.evaluate import evaluate_run, read_evaluation
 from infosam.experiment import GridError, load_grid, run_experiment
 from infosam.experiment.collect import collect
-from infosam.experiment.plan import cells
-from infosam.experiment.splits import make_splits
 from infosam.experiment.layout import ExperimentDir
+from infosam.experiment.plan import cells
 from infosam.experiment.provenance import grid_variables, prompt_sentence, provenance
 from infosam.experiment.report import write_report
+from infosam.experiment.splits import make_splits
 from infosam.metrics import METRIC_NAMES
 from infosam.runs import RunDir
 
