@@ -107,6 +107,34 @@ def _check_outputs(md: Path, assets: Path) -> None:
             )
 
 
+def _verify(exp_dir: Path, grid) -> None:
+    """Every record read is verified (checksums, strict per-image rows) before anything is written: a damaged
+    record refuses the report and leaves no trace of it; a legacy record (no checksum list) is read with a
+    warning."""
+    legacy = verify_results(exp_dir, grid)
+    if legacy:
+        log.warning(
+            "%d record(s) of %s have no checksum list (written before records carried one), read unverified: "
+            "infosam experiment GRID --record-only adds them",
+            len(legacy),
+            exp_dir,
+        )
+
+
+def _write_tables(
+    assets: Path, tables: dict[str, list[dict]], losses: list[dict], per_image: list[dict], metrics: list[str]
+) -> None:
+    """The report's CSV tables (:data:`~infosam.experiment.layout.REPORT_TABLES`) into ``assets``."""
+    paths = {name: assets / file for name, file in REPORT_TABLES.items()}
+    for name, rows in tables.items():
+        _write_csv(paths[name], rows)
+    if losses:
+        _write_csv(paths["loss_terms"], losses)
+    else:  # no run of this report logged the InfoSAM terms: an earlier report's table would be stale
+        remove(paths["loss_terms"])
+    _write_csv(paths["per_image"], per_image, ["dataset", "part", "arm", "seed", "set", "id", *metrics])
+
+
 def write_report(
     exp_dir: str | Path,
     out: str | Path | None = None,
@@ -126,16 +154,7 @@ def write_report(
     md, assets = report_paths(exp_dir, out)
     _check_outputs(md, assets)
     require("matplotlib", "infosam report's figures")  # before anything is written: no half-made report
-    # Every record read is verified (checksums, strict per-image rows) before anything is written: a damaged
-    # record refuses the report and leaves no trace of it.
-    legacy = verify_results(exp_dir, grid)
-    if legacy:
-        log.warning(
-            "%d record(s) of %s have no checksum list (written before records carried one), read unverified: "
-            "infosam experiment GRID --record-only adds them",
-            len(legacy),
-            exp_dir,
-        )
+    _verify(exp_dir, grid)
     finished, total = collect(exp_dir, grid)
     figures_dir = assets / REPORT_FIGURES
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -149,20 +168,8 @@ def write_report(
     paired = paired_table(finished, grid, grid.metrics, n_boot=n_boot)
     retention = retention_table(rows, teacher, grid.metrics)
     losses = loss_terms_table(finished)
-    tables = {name: assets / file for name, file in REPORT_TABLES.items()}
-    _write_csv(tables["scores"], teacher + rows)
-    _write_csv(tables["summary"], summary)
-    _write_csv(tables["paired"], paired)
-    _write_csv(tables["retention"], retention)
-    if losses:
-        _write_csv(tables["loss_terms"], losses)
-    else:  # no run of this report logged the InfoSAM terms: an earlier report's table would be stale
-        remove(tables["loss_terms"])
-    _write_csv(
-        tables["per_image"],
-        per_image_rows(exp_dir, finished, metrics),
-        ["dataset", "part", "arm", "seed", "set", "id", *metrics],
-    )
+    tables = {"scores": teacher + rows, "summary": summary, "paired": paired, "retention": retention}
+    _write_tables(assets, tables, losses, per_image_rows(exp_dir, finished, metrics), metrics)
     _copy_splits(exp_dir, assets / SPLITS_DIR)
     figures = curve_figures(results, teacher, grid, figures_dir)
     figures += relation_figures(finished, grid, exp_dir, figures_dir, show_images=show_images)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import stats
 from .collect import TEACHER, CellResult, set_source, teacher_rows
-from .grid import Grid
+from .grid import Arm, Grid
 from .plan import RETENTION, TEST
 
 
@@ -104,70 +104,74 @@ def paired_table(
                 setting.setdefault(r.cell.seed, []).append((r.cell.part, r, base))
         for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
             for m in metrics:
-                groups: dict[int, list[np.ndarray]] = {}
-                by_id: dict[int, dict[str, float]] = {}  # per seed: image id -> difference (parts pooled)
-                strata: dict[int, dict[str, str]] = {}  # per seed: image id -> the part that tested it
-                runs: list[float] = []
-                for seed, pairs in sorted(seeds.items()):
-                    diffs = []
-                    ids: list[list[str]] = []
-                    for part, treated, base in pairs:
-                        where = f"{dataset}/{part}/{name} seed {seed}"
-                        t = {i: v[m] for i, v in treated.sets[name].items()}
-                        b = {i: v[m] for i, v in base.sets[name].items()}
-                        diffs.append(stats.paired_differences(t, b, name=where))
-                        ids.append(sorted(t))  # paired_differences orders by id
-                    runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
-                    if name != TEST:  # retention: the same images in every part; average over parts first
-                        diffs, ids = [np.mean(diffs, axis=0)], ids[:1]
-                        parts = ["all"]
-                    else:
-                        parts = [part for part, _, _ in pairs]
-                    groups[seed] = diffs
-                    by_id[seed] = {
-                        i: float(v)
-                        for d, part_ids in zip(diffs, ids, strict=True)
-                        for i, v in zip(part_ids, d, strict=True)
-                    }
-                    strata[seed] = {i: p for p, part_ids in zip(parts, ids, strict=True) for i in part_ids}
-                first = next(iter(strata.values()))
-                if name != TEST and len(groups) > 1 and all(s == first for s in strata.values()):
-                    # A retention set: every seed scored the same images. Resample each image once for all
-                    # seeds, since seeds' differences on one image are correlated (about 0.35 on the encoder
-                    # page); resampling them per seed gives too narrow an interval. The test sets keep the
-                    # hierarchical bootstrap the grids registered before their first run (images within seed and
-                    # part), which a result may not change.
-                    ci = stats.shared_image_bootstrap(by_id, strata=first, n_boot=n_boot)
-                else:
-                    ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
-                per_seed = stats.seed_means(groups)
-                agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
-                run = stats.run_level(runs)
-                out.append(
-                    {
-                        "dataset": dataset,
-                        "regime": regime,
-                        "set": name,
-                        "arm": arm.name,
-                        "baseline": arm.baseline,
-                        "metric": m,
-                        "difference": ci.estimate,
-                        "ci_low": ci.low,
-                        "ci_high": ci.high,
-                        "seeds_agree": agree,
-                        "n_seeds": total,
-                        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
-                        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
-                        "runs_positive": run["positive"],
-                        "runs_negative": run["negative"],
-                        "n_runs": run["n_runs"],
-                        "run_mean": run["mean"],
-                        "run_t_low": run["t_low"],
-                        "run_t_high": run["t_high"],
-                        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
-                    }
-                )
+                out.append(_paired_row(arm, dataset, regime, name, seeds, m, n_boot))
     return out
+
+
+def _paired_row(arm: Arm, dataset: str, regime: str, name: str, seeds: dict, m: str, n_boot: int) -> dict:
+    """One row of :func:`paired_table`: ``arm`` minus its baseline in metric ``m`` on the set ``name`` of one
+    setting, ``seeds`` ``{seed: [(part, treated, baseline)]}``."""
+    groups: dict[int, list[np.ndarray]] = {}
+    by_id: dict[int, dict[str, float]] = {}  # per seed: image id -> difference (parts pooled)
+    strata: dict[int, dict[str, str]] = {}  # per seed: image id -> the part that tested it
+    runs: list[float] = []
+    for seed, pairs in sorted(seeds.items()):
+        diffs = []
+        ids: list[list[str]] = []
+        for part, treated, base in pairs:
+            where = f"{dataset}/{part}/{name} seed {seed}"
+            t = {i: v[m] for i, v in treated.sets[name].items()}
+            b = {i: v[m] for i, v in base.sets[name].items()}
+            diffs.append(stats.paired_differences(t, b, name=where))
+            ids.append(sorted(t))  # paired_differences orders by id
+        runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
+        if name != TEST:  # retention: the same images in every part; average over parts first
+            diffs, ids = [np.mean(diffs, axis=0)], ids[:1]
+            parts = ["all"]
+        else:
+            parts = [part for part, _, _ in pairs]
+        groups[seed] = diffs
+        by_id[seed] = {
+            i: float(v)
+            for d, part_ids in zip(diffs, ids, strict=True)
+            for i, v in zip(part_ids, d, strict=True)
+        }
+        strata[seed] = {i: p for p, part_ids in zip(parts, ids, strict=True) for i in part_ids}
+    first = next(iter(strata.values()))
+    if name != TEST and len(groups) > 1 and all(s == first for s in strata.values()):
+        # A retention set: every seed scored the same images. Resample each image once for all
+        # seeds, since seeds' differences on one image are correlated (about 0.35 on the encoder
+        # page); resampling them per seed gives too narrow an interval. The test sets keep the
+        # hierarchical bootstrap the grids registered before their first run (images within seed and
+        # part), which a result may not change.
+        ci = stats.shared_image_bootstrap(by_id, strata=first, n_boot=n_boot)
+    else:
+        ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
+    per_seed = stats.seed_means(groups)
+    agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
+    run = stats.run_level(runs)
+    return {
+        "dataset": dataset,
+        "regime": regime,
+        "set": name,
+        "arm": arm.name,
+        "baseline": arm.baseline,
+        "metric": m,
+        "difference": ci.estimate,
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "seeds_agree": agree,
+        "n_seeds": total,
+        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
+        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
+        "runs_positive": run["positive"],
+        "runs_negative": run["negative"],
+        "n_runs": run["n_runs"],
+        "run_mean": run["mean"],
+        "run_t_low": run["t_low"],
+        "run_t_high": run["t_high"],
+        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
+    }
 
 
 def _verdict(ci_low: float, ci_high: float, t_low: float, t_high: float) -> str:
