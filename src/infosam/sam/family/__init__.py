@@ -22,7 +22,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (VitFamily(), TinyViTFamily(),
 """Every model family by its ``SamSpec.family`` name."""
 
 FALLBACK = "vit"
-"""The family whose layout describes weights that no family claims (Meta's original SAM layout)."""
+"""The family that reads a model, or describes weights, that no family claims (Meta's ``Sam`` and its layout)."""
 
 __all__ = [
     "FAMILIES",
@@ -49,14 +49,12 @@ def family_of_spec(spec: SamSpec) -> Family:
 
 
 def family_of(model: nn.Module) -> Family:
-    """The family of a built SAM (by its class and its image encoder's class, not by its spec)."""
-    for family in FAMILIES.values():
-        if family.owns(model):
-            return family
-    raise TypeError(
-        f"{type(model).__name__} is not a SAM of a known model family ({labels(FAMILIES.values())}); "
-        "build it with infosam.sam.build.build_sam"
-    )
+    """The family of a built SAM, by its class and its image encoder's class (not by its spec).
+
+    A model no family owns is read through Meta's ``Sam`` interface, as the :data:`FALLBACK` family (SAM ViT)
+    reads it: e.g. mobile_sam's own ``Sam``, which the tests run through :func:`infosam.sam.forward.sam_forward`.
+    """
+    return next((f for f in FAMILIES.values() if f.owns(model)), FAMILIES[FALLBACK])
 
 
 def family_of_encoder(encoder: object) -> Family | None:
