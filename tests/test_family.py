@@ -128,6 +128,23 @@ def test_encode_and_decode_go_through_the_family(built):
     assert out.low_res_logits.shape == (2, 1, 4 * g, 4 * g) and out.iou_predictions.shape == (2, 1)
 
 
+def test_export_formats_follow_the_family(built):
+    from infosam.export.command import _check_family
+
+    family, model, _ = built
+    _check_family(family.export_format, model)
+    _check_family("infosam", model)
+    for fmt in OFFICIAL_FORMATS:
+        if fmt != family.export_format:
+            with pytest.raises(ValueError, match=f"use --format {family.export_format}"):
+                _check_family(fmt, model)
+    if family.onnx_export:
+        _check_family("onnx", model)
+    else:
+        with pytest.raises(ValueError, match=f"not implemented for {family.label}"):
+            _check_family("onnx", model)
+
+
 def test_meta_device_flag_holds(built):
     family, _, name = built
     if family.meta_device:
