@@ -33,7 +33,9 @@ LAYERS: list[tuple[str, ...]] = [
         "infosam.data.loading",
         "infosam.data.synthetic",
     ),
-    ("infosam.sam", "infosam.peft", "infosam.distill"),  # the model's parts
+    ("infosam.sam",),  # the model families and their models (sam.family: what differs between them)
+    ("infosam.peft",),  # PEFT methods on a built model
+    ("infosam.distill",),  # the InfoSAM objective and the baseline distillers
     ("infosam.config", "infosam.data"),  # what a user writes, and the data it names
     ("infosam.model", "infosam.cache", "infosam.fingerprint", "infosam.prefix", "infosam.data.input_cache"),
     ("infosam.runs", "infosam.checkpoints"),  # the run folder

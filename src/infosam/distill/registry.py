@@ -41,12 +41,15 @@ def build_objective(method: str, options: Mapping[str, Any] | None, model: Sam) 
     """The objective ``method`` for a student/teacher pair built like ``model`` (its embedding width and, for the
     feature objectives, its feature taps and their widths); draws its learned parts' initial values from torch's
     global generator."""
+    from ..sam.family import FAMILIES, family_of, labels
     from .features import feature_taps, tap_dims
 
-    if getattr(model.spec, "family", "vit") == "sam2":
+    family = family_of(model)
+    if not family.distill_baselines:
+        supported = labels(f for f in FAMILIES.values() if f.distill_baselines)
         raise ValueError(
-            f"distill.method={method!r}: the distillation baselines are built and tested for SAM ViT and TinyViT "
-            "students; on SAM 2 (whose embeddings travel packed with its high-resolution maps) use infosam or none"
+            f"distill.method={method!r}: the distillation baselines are built and tested for {supported} "
+            f"students; on {family.label} ({family.why_not['distill_baselines']}) use infosam or none"
         )
     opts = objective_options(method, options)
     cls = OBJECTIVES[method]

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
-from .base import MethodConfig, encoder_blocks, mark_trainable, replace_child
+from ..sam.family import encoder_blocks
+from .base import MethodConfig, mark_trainable, replace_child
 
 
 def cv_squared(x: Tensor) -> Tensor:
