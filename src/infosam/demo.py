@@ -30,7 +30,7 @@ from .data.prompts import noisy_box, tight_box
 from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
-from .files import atomic_write_text, write_json
+from .files import atomic_save_image, atomic_write_text, write_json
 from .load import load_run
 from .model import build_base
 from .predict import Prompt, overlay, predict_logits
@@ -307,7 +307,7 @@ def write_overlays(models: dict[str, Sam], test_dir: Path, out: Path, count: int
         for caption, model in models.items():
             panels[caption] = overlay(image, predict_logits(model, image, prompt) > 0, prompt)
         path = out / image_path.name
-        captioned_strip(panels).save(path)
+        atomic_save_image(path, captioned_strip(panels))
         written.append(path)
     return written
 

@@ -24,6 +24,7 @@ from segment_anything.modeling import Sam
 
 from .data.prompts import tight_box
 from .data.reading import IMAGE_EXTENSIONS, open_image, read_image, read_mask
+from .files import atomic_save_image
 from .sam.forward import decode, encode_images, sam_forward
 from .sam.transforms import SamTransform, get_transform
 
@@ -295,8 +296,8 @@ def write_predictions(
         job.overlay.parent.mkdir(parents=True, exist_ok=True)
         image, _ = read_image(job.image)
         mask = predict_logits(model, image, job.prompt) > cut
-        Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
-        overlay(image, mask, job.prompt).save(job.overlay)
+        atomic_save_image(job.mask, Image.fromarray(mask.astype(np.uint8) * 255))
+        atomic_save_image(job.overlay, overlay(image, mask, job.prompt))
         if on_image is not None:
             on_image(done, len(jobs))
     return list(jobs)
@@ -547,7 +548,7 @@ def write_object_predictions(
             logits, score = decode_prompt(model, encoded, job.prompt)
             mask = logits > cut
             job.mask.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mask.astype(np.uint8) * 255).save(job.mask)
+            atomic_save_image(job.mask, Image.fromarray(mask.astype(np.uint8) * 255))
             entry = {"image_id": job.image_id, "segmentation": encode_rle(mask), "score": score}
             if job.category_id is not None:
                 entry["category_id"] = job.category_id

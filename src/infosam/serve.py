@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from segment_anything.modeling import Sam
 
 from .data.reading import read_image
+from .files import atomic_save_image
 from .predict import EncodedImage, Prompt, decode_prompt, encode_image, overlay
 
 MAX_PIXELS = 40_000_000
@@ -199,7 +200,7 @@ def save_mask(mask: np.ndarray, folder: Path, stem: str) -> Path:
     """Write ``mask`` (H, W) bool as a 0/255 PNG ``folder/<stem>.png`` and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.png"
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    atomic_save_image(path, Image.fromarray(mask.astype(np.uint8) * 255))
     return path
 
 
