@@ -33,7 +33,9 @@ from .evaluate import evaluate
 from .files import atomic_save_image, atomic_write_text, write_json
 from .load import load_run
 from .model import build_base
-from .predict import Prompt, overlay, predict_logits
+from .predict.draw import overlay
+from .predict.prompts import Prompt
+from .predict.segment import predict_logits
 from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
 from .sam.specs import get_spec
