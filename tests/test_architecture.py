@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("infosam.model", "infosam.cache", "infosam.fingerprint", "infosam.prefix", "infosam.data.input_cache"),
     ("infosam.runs", "infosam.checkpoints"),  # the run folder
     ("infosam.load",),  # the one door from a source to a model
-    ("infosam.step", "infosam.evaluate", "infosam.predict"),  # using a model
+    ("infosam.step", "infosam.evaluate", "infosam.score_files", "infosam.predict"),  # using a model
     ("infosam.train", "infosam.export", "infosam.serve", "infosam.demo"),  # the jobs
     ("infosam.experiment",),  # grids of jobs
     ("infosam.cli", "infosam.__main__"),  # the command line
