@@ -34,9 +34,9 @@ NAMES = EXPERIMENT_NAMES | RUN_NAMES
 OWNERS = {
     "experiment/layout.py": EXPERIMENT_NAMES,
     "runs.py": RUN_NAMES,
-    # A scored set's two files are written by infosam.evaluate (write_evaluation), a layer below experiments:
+    # A scored set's two files are written by infosam.score_files (write_evaluation), a layer below experiments:
     # it keeps its own spelling, which layout's must equal (test below).
-    "evaluate.py": {evaluate.PER_IMAGE_FILE, evaluate.SUMMARY_FILE},
+    "score_files.py": {evaluate.PER_IMAGE_FILE, evaluate.SUMMARY_FILE},
 }
 
 
