@@ -14,9 +14,9 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
+import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Block
-import torch
 from torch import Tensor, nn
 
 from ..options import check_value
