@@ -264,20 +264,26 @@ class DistillConfig(_Section):
             raise ConfigError(
                 f"distill.options given for {stray}, which is not distill.method ({self.method!r})"
             )
-        if self.method in self.options and self.method not in OBJECTIVES:
+        cls = OBJECTIVES.get(self.method)
+        if self.method in self.options and (cls is None or cls.options_section is not None):
             raise ConfigError(
                 f"distill.method {self.method!r} takes no distill.options"
                 + (
-                    " (its weights are infosam.lam, infosam.lam1, infosam.lam2)"
-                    if self.method == "infosam"
+                    f" (its options are {', '.join(_section_options(cls))})"
+                    if cls is not None
                     else ""
                 )
             )
-        if self.method in OBJECTIVES:
+        if cls is not None and cls.options_section is None:
             try:
                 objective_options(self.method, self.options.get(self.method))
             except ValueError as err:
                 raise ConfigError(str(err)) from err
+
+
+def _section_options(cls: Any) -> list[str]:
+    """The ``section.option`` names of an objective whose options live in a config section of their own."""
+    return [f"{cls.options_section}.{f.name}" for f in dataclasses.fields(cls.Options)]
 
 
 @dataclass
@@ -409,9 +415,22 @@ class Config:
         from .distill.registry import OBJECTIVES
 
         method = self.distill_method
-        if method == "infosam":
-            return 2
         return OBJECTIVES[method].min_batch if method in OBJECTIVES else 1
+
+    def objective_options(self) -> Any:
+        """The validated options of the chosen objective (:func:`infosam.distill.registry.objective_options`):
+        ``distill.options.<method>``, or the fields of its own section (InfoSAM: ``infosam``); ``None`` for
+        ``none``."""
+        from .distill.registry import OBJECTIVES, objective_options
+
+        method = self.distill_method
+        cls = OBJECTIVES.get(method)
+        if cls is None:
+            return None
+        if cls.options_section is None:
+            return objective_options(method, self.distill.options.get(method))
+        section = getattr(self, cls.options_section)
+        return objective_options(method, {f.name: getattr(section, f.name) for f in dataclasses.fields(cls.Options)})
 
     def validate(self) -> None:
         """Check every section again (fields may have been set since) and what spans sections or touches files;
@@ -473,6 +492,7 @@ class Config:
 
     def _check_distill_cache(self) -> None:
         from .distill.registry import OBJECTIVES
+        from .peft.registry import prefix_cache_conflict
 
         cls = OBJECTIVES.get(self.distill_method)
         if cls is not None and cls.needs_features and self.cache.enabled:
@@ -480,9 +500,10 @@ class Config:
                 f"distill.method={self.distill_method} reads the encoders' intermediate features, which the "
                 "teacher cache and the student-prefix cache skip; set cache.enabled=false"
             )
-        if "hq_token" in self.peft.methods.split("+") and self.cache.enabled and self.cache.student_prefix:
+        conflict = prefix_cache_conflict(self.peft.methods)  # e.g. hq_token reads an early block's output
+        if conflict is not None and self.cache.enabled and self.cache.student_prefix:
             raise ConfigError(
-                "peft.methods hq_token fuses an early encoder block's output, which the student-prefix cache "
+                f"peft.methods {conflict}, which the student-prefix cache "
                 "skips; set cache.student_prefix=false (or cache.enabled=false)"
             )
 
