@@ -14,7 +14,9 @@ from infosam.experiment.grid import cell_config, cells, load_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = sorted((ROOT / "configs" / "baselines").rglob("*.yaml"))
-BASELINE_METHODS = [m for m in OBJECTIVES if m != "infosam"]  # infosam's configs are the paper's, not baselines
+BASELINE_METHODS = [
+    m for m in OBJECTIVES if m != "infosam"
+]  # infosam's configs are the paper's, not baselines
 
 
 def test_every_dataset_has_every_baseline():

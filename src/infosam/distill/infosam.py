@@ -58,7 +58,9 @@ class InfoSAMOptions:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(options) - set(names))
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for distill.method {method!r}; valid: {', '.join(names)}")
+            raise ValueError(
+                f"unknown option(s) {unknown} for distill.method {method!r}; valid: {', '.join(names)}"
+            )
         hints = typing.get_type_hints(cls)
         return cls(**{k: check_value(f"infosam.{k}", hints[k], v) for k, v in options.items()})
 
@@ -106,7 +108,9 @@ class InfoSAMLoss(Objective):
             relation = RelationModule(model.spec.prompt_embed_dim)
         return cls(relation, options.weights, gather=all_gather_rows if options.global_batch else None)
 
-    def forward(self, teacher: SamFeatures, student: SamFeatures, masks: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, teacher: SamFeatures, student: SamFeatures, masks: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """See :func:`infosam.distill.loss.infosam_terms` (``masks`` is not read)."""
         return infosam_terms(self.relation, teacher, student, self.weights, gather=self.gather)
 

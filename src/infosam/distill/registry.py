@@ -32,7 +32,9 @@ METHODS: tuple[str, ...] = (*OBJECTIVES, "none")
 """Every valid ``distill.method``."""
 
 
-def objective_options(method: str, options: Mapping[str, Any] | ObjectiveOptions | None = None) -> ObjectiveOptions:
+def objective_options(
+    method: str, options: Mapping[str, Any] | ObjectiveOptions | None = None
+) -> ObjectiveOptions:
     """Validated options of ``method`` (an :data:`OBJECTIVES` name) from ``{option: value}``; ValueError names a
     bad one. Options already built (an instance of the method's ``Options``) are returned as they are."""
     if method not in OBJECTIVES:

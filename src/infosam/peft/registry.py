@@ -138,7 +138,6 @@ def prefix_cache_conflict(methods: str | Sequence[str]) -> str | None:
     return None
 
 
-
 def parse_option_assignments(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["adapter.init=torch", "lora.r=8"]`` -> ``{"adapter": {"init": "torch"}, "lora": {"r": 8}}``.
 

@@ -242,7 +242,9 @@ def fit(
             if main and (early := epoch_log.early_line(position.step)):
                 log.info(early)
             if main and stats:  # the objective's statistics every step (metrics.csv has them per row)
-                write_tensorboard(writer, {k: step_row[k] for k in stats}, position.step, objective.stats_group)
+                write_tensorboard(
+                    writer, {k: step_row[k] for k in stats}, position.step, objective.stats_group
+                )
             last = index + 1 == sampler.batches
             if position.step % t.log_every_steps == 0 or last:
                 row = metrics_row(window, acc, position, epoch, lr, time.perf_counter() - tick, t.batch_size)

@@ -17,6 +17,7 @@ from .build import Parts
 
 log = logging.getLogger(__package__)  # the run's log lines keep the name infosam.train
 
+
 @dataclass
 class Position:
     """Where training stands: optimizer steps done, epoch in progress (0-based), its batches consumed."""
@@ -81,5 +82,3 @@ def save_state(parts: Parts, position: Position, run: runs.RunDir) -> None:
             state["distill"] = {k: v.detach().cpu() for k, v in parts.objective.state_dict().items()}
         run.save_checkpoint(position.step, parts.student, parts.peft_spec, parts.relation, state)
     acc.wait_for_everyone()
-
-
