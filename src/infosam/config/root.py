@@ -151,7 +151,7 @@ class Config:
                 f"distill.method={self.distill_method} reads the encoders' intermediate features, which the "
                 "teacher cache and the student-prefix cache skip; set cache.enabled=false"
             )
-        conflict = prefix_cache_conflict(self.peft.methods)  # e.g. hq_token reads an early block's output
+        conflict = prefix_cache_conflict(self.peft.methods)  # a PEFT method that reads what the cache skips
         if conflict is not None and self.cache.enabled and self.cache.student_prefix:
             raise ConfigError(
                 f"peft.methods {conflict}, which the student-prefix cache "
