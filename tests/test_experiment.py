@@ -28,7 +28,7 @@ from infosam.cli import main as run_cli
 from infosam.data.formats import open_dataset
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.evaluate import evaluate_run, read_evaluation
-from infosam.experiment import GridError, load_grid, run_experiment
+from infosam.experiment import GridError, cellrun, load_grid, run_experiment, sharing
 from infosam.experiment.collect import collect
 from infosam.experiment.layout import ExperimentDir
 from infosam.experiment.plan import cells
@@ -854,15 +854,42 @@ def test_curves_are_drawn_in_the_tables_units(tmp_path, monkeypatch, metric, sca
     assert ax.get_ylabel() == label
 
 
-@pytest.mark.parametrize("grid_file", ["grid_cpu.yaml", "grid_encoder.yaml"])
+def _committed_grids() -> list[Path]:
+    """Every committed grid file whose results record is committed too."""
+    found = []
+    for path in sorted((REPO / "experiments").glob("*/*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        match = re.search(r"^results:\s*(\S+)", text, re.M)
+        if match and (path.parent / match.group(1) / "cells").is_dir():
+            found.append(path)
+    return found
+
+
+COMMITTED_GRIDS = _committed_grids()
+
+
+def test_the_committed_records_are_found():
+    names = {p.relative_to(REPO / "experiments").as_posix() for p in COMMITTED_GRIDS}
+    assert names >= {"litemedsam/grid_cpu.yaml", "litemedsam/grid_encoder.yaml", "mobilesam/grid.yaml"}
+
+
+@pytest.mark.parametrize(
+    "grid_file", COMMITTED_GRIDS, ids=lambda p: p.relative_to(REPO / "experiments").as_posix()
+)
 def test_committed_records_keep_their_config_hashes(grid_file, tmp_path, monkeypatch):
-    """Every recorded cell of the committed LiteMedSAM grids hashes as recorded with today's code: a changed
-    default (the release box rule) moves no hash (HASH_PINNED_DEFAULTS), so their records stay valid."""
+    """Every recorded cell of every committed grid hashes as recorded with today's code, so the runner counts it
+    finished and trains nothing: a changed default (the release box rule) moves no hash (HASH_PINNED_DEFAULTS), nor
+    does a change of how the code is laid out, so the records stay valid. (A grid's record may be partial: this
+    holds for the cells it has.)"""
     from infosam.experiment.hashing import config_hash
     from infosam.experiment.plan import cell_config
 
     monkeypatch.setenv("INFOSAM_DATA", str(tmp_path / "data"))  # never read: only the configs are built
-    grid = load_grid(REPO / "experiments" / "litemedsam" / grid_file)
+    monkeypatch.setenv("INFOSAM_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setattr(
+        train_module, "train", lambda *a, **k: pytest.fail("a recorded cell would be trained")
+    )
+    grid = load_grid(grid_file)
     checked = 0
     for cell in cells(grid):
         record = (
@@ -872,8 +899,50 @@ def test_committed_records_keep_their_config_hashes(grid_file, tmp_path, monkeyp
             continue
         config = cell_config(grid, cell, tmp_path / "splits", tmp_path / "cells" / "run")
         assert config_hash(config, tmp_path) == json.loads(record.read_text())["config_hash"], cell.name
+        assert sharing.run_cell(grid, cell, tmp_path / "exp", False) == cellrun.FINISHED, cell.name
         checked += 1
-    assert checked == len(list((grid.results / "cells").rglob("cell.json"))) >= 20  # every record was checked
+    assert checked == len(list((grid.results / "cells").rglob("cell.json"))) >= 1  # every record was checked
+    assert not (tmp_path / "exp" / "cells").exists()  # nothing was started for a recorded cell
+
+
+def _committed_pages() -> list[tuple[str, str]]:
+    """(record, page) of every committed report page, read from the reproduce line each page ends with."""
+    found = set()
+    for page in sorted((REPO / "docs" / "results").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        found |= set(re.findall(r"infosam report (experiments/\S+) --out (docs/results/\S+\.md)`", text))
+    return sorted(found)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("record, page", _committed_pages(), ids=lambda x: x)
+def test_committed_records_report_as_committed(record, page, tmp_path, monkeypatch):
+    """``infosam report`` on each committed record, written where its page is committed, gives that page and its
+    tables byte for byte (the page is the report's output: a record and its page are committed together), so the
+    records read the same with today's code."""
+    assert page in {f"docs/results/{p.name}" for p in (REPO / "docs" / "results").glob("*.md")}
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "experiments", clone / "experiments")
+    monkeypatch.chdir(clone)
+    assert run_cli(["report", record, "--out", page]) == 0
+    written = sorted(
+        p.relative_to(clone).as_posix()
+        for p in (clone / "docs" / "results").rglob("*")
+        if p.is_file() and p.suffix in (".md", ".csv")
+    )
+    assert page in written and len(written) > 1
+    for name in written:
+        assert (clone / name).read_bytes() == (REPO / name).read_bytes(), name
+
+
+def test_every_committed_record_has_its_page():
+    records = {p.relative_to(REPO).as_posix() for g in COMMITTED_GRIDS for p in [_results_of(g)]}
+    assert records <= {record for record, _ in _committed_pages()}
+
+
+def _results_of(grid_file: Path) -> Path:
+    match = re.search(r"^results:\s*(\S+)", grid_file.read_text(encoding="utf-8"), re.M)
+    return (grid_file.parent / match.group(1)).resolve()
 
 
 # --------------------------------------------------------------------------------------------- records check themselves

@@ -14,8 +14,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from segment_anything.modeling import Sam
-from torch import nn
+from torch import Tensor, nn
 
 from ..options import check_value
 
@@ -24,6 +25,16 @@ class MethodConfig:
     """Mixin for the config dataclass of one PEFT method: construction from an options dict, and back."""
 
     name: typing.ClassVar[str]
+    prefix_cache_conflict: typing.ClassVar[str | None] = None
+    """Why the student-prefix cache cannot serve a student of this method (it skips what the method reads), as
+    the rest of a sentence after the method's name; ``None``: it can."""
+
+    @classmethod
+    def aux_loss_modules(cls, model: nn.Module) -> list[nn.Module]:
+        """The layers this method put in ``model`` that keep a training loss of their own: each holds, after its
+        forward, an ``aux_loss`` scalar (or ``None``) for the step to add (:func:`collect_aux_loss`). None by
+        default."""
+        return []
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None) -> MethodConfig:
@@ -47,6 +58,14 @@ class MethodConfig:
 
     def apply(self, model: Sam) -> None:  # pragma: no cover - every method overrides it
         raise NotImplementedError
+
+
+def collect_aux_loss(modules: list[nn.Module]) -> Tensor | None:
+    """Sum (and clear) the ``aux_loss`` the given modules kept from the last forward; None if none has one."""
+    losses = [m.aux_loss for m in modules if getattr(m, "aux_loss", None) is not None]
+    for m in modules:
+        m.aux_loss = None
+    return torch.stack(losses).sum() if losses else None
 
 
 def check_block_range(method: str, first_block: int, depth: int) -> None:

@@ -161,6 +161,7 @@ class HQTokenConfig(MethodConfig):
     """``hq_token``: HQ-SAM's output token with global-local feature fusion; SAM stays frozen."""
 
     name = "hq_token"
+    prefix_cache_conflict = "fuses an early encoder block's output"
     hq_token_only: bool = True
     """The single-mask output is the HQ mask alone (official training); false: SAM's mask plus the HQ mask."""
 
