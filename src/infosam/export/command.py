@@ -51,7 +51,9 @@ def export_run(
         raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     source = resolve(run_dir, checkpoint=checkpoint, require_final=require_final)
     if source.kind != "run":
-        raise SourceError(f"{run_dir} is not a run folder (no config.yaml): infosam export takes a RUN_DIR")
+        from ..runs import CONFIG_FILE
+
+        raise SourceError(f"{run_dir} is not a run folder (no {CONFIG_FILE}): infosam export takes a RUN_DIR")
     out = Path(out) if out is not None else default_out(run_dir, fmt)
     # An existing output or a missing extra is refused before the (slow) model build.
     check_output(fmt, out, overwrite)
