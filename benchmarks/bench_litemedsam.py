@@ -127,7 +127,7 @@ def _dataset(data: str, variant: str, tmp: str):
 def _build_ours(variant: str, tmp: str):
     import torch
 
-    from infosam.distill.loss import InfoSAMLoss
+    from infosam.distill.infosam import InfoSAMLoss
     from infosam.distill.relation import RelationModule
     from infosam.model import build_base, make_student, make_teacher
     from infosam.prefix import open_caches, split_encoder
@@ -197,7 +197,7 @@ def _our_step(parts: dict, dataset, bf16: bool) -> dict[str, float]:
         else:
             student = decode(trainee.student, trainee.split.rest(features), **prompts)
         times["student"], t = time.perf_counter() - t, time.perf_counter()
-        terms = step_losses(student, teacher, masks, infosam=trainee.infosam)
+        terms = step_losses(student, teacher, masks, objective=trainee.infosam)
         times["losses"], t = time.perf_counter() - t, time.perf_counter()
     terms["loss"].backward()
     times["backward"], t = time.perf_counter() - t, time.perf_counter()

@@ -3,7 +3,7 @@
 One worker process (fresh, one thread) runs a cell of ``experiments/mobilesam/grid.yaml`` the way
 ``infosam experiment`` does, through the package's own functions: the cell's resolved config (``cell_config``: base,
 arm, grid overrides) with a small image list, ``infosam.train.train`` (its builder, its loop, its evaluation after an
-epoch, its checkpoints), then the runner's scoring (``infosam.experiment.runner._score``: ``evaluate_run`` on the
+epoch, its checkpoints), then the runner's scoring (``infosam.experiment.scoring.score``: ``evaluate_run`` on the
 cell's test images and the ECSSD retention images, through the cached encoder prefix). Every cache is on and starts
 empty in a temporary folder (teacher embeddings, student prefix, decoded inputs), so the first epoch fills them as a
 grid's first cell of a dataset does, and the later epochs read them as every other cell does. ``--cells 2`` runs a second cell (the next
@@ -12,11 +12,11 @@ seed: warm caches, a fresh run folder) in the same process, as a grid process ru
 Each phase's peak is the kernel's VmHWM after a reset through ``/proc/self/clear_refs`` at the phase's start, so
 the peaks are exact (no sampling); ``rss`` is the resident set at the phase's end. Phases: ``import`` (Python,
 torch, infosam); ``open data``; ``build`` (student, teacher, relation module, Adam, caches opened: train's
-``_build_parts``); each step apart as ``data`` (the loader's batch), ``keys`` (content hashes), ``teacher``
+``build_parts``); each step apart as ``data`` (the loader's batch), ``keys`` (content hashes), ``teacher``
 (``teacher_forward``: in the first epoch the teacher's encoder fills its cache), ``student + losses`` (the forward:
 the student's prefix read or filled, stages 2-3, decoders, losses), ``backward`` and ``optimizer`` (Adam, logging);
 ``epoch end`` (weights and checkpoint written); ``eval in training`` (``evaluate`` on the test images after an
-evaluated epoch); ``train return``; ``score test`` / ``score retention`` (the runner's ``_score``). The worker also
+evaluated epoch); ``train return``; ``score test`` / ``score retention`` (the runner's ``scoring.score``). The worker also
 prints what the run computed (sha256 of metrics.csv's losses, of the weights files and of the scorings'
 per_image.csv), so two runs can be compared bitwise; ``--no-release`` makes ``infosam.runtime.release_memory`` a
 no-op (the code before it: the "before" column of ``docs/performance.md``).
@@ -148,8 +148,9 @@ def worker(args: argparse.Namespace) -> dict:
     import infosam.evaluate as evaluate_module
     import infosam.step as step_module
     import infosam.train as train_module
-    from infosam.experiment.grid import Cell, cell_config, load_grid
-    from infosam.experiment.runner import _score
+    from infosam.experiment.grid import Cell, load_grid
+    from infosam.experiment.plan import cell_config
+    from infosam.experiment.scoring import score as _score
 
     torch.set_num_threads(1)
     phases.mark("import")
@@ -167,7 +168,7 @@ def worker(args: argparse.Namespace) -> dict:
     built: dict = {}
     step_no = {"n": 0}
 
-    original_build = train_module._build_parts
+    original_build = train_module.build_parts
 
     def build_parts(config, accelerator, steps_total, checkpoint):
         phases.mark("open data")
@@ -237,7 +238,7 @@ def worker(args: argparse.Namespace) -> dict:
         import infosam.runtime
 
         infosam.runtime.release_memory = lambda: False
-    train_module._build_parts = build_parts
+    train_module.build_parts = build_parts
     train_module.train_step = train_step
     evaluate_module.evaluate = evaluate
     step_module.teacher_forward = teacher_forward

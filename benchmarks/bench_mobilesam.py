@@ -103,14 +103,14 @@ def _datasets(config, images: int, eval_images: int):
     from infosam.data.formats import open_dataset
     from infosam.data.input_cache import CachedInputDataset, open_input_store
     from infosam.sam.transforms import get_transform
-    from infosam.train import _inputs_dir, _spec
+    from infosam.train.build import inputs_dir, model_spec
 
-    full = open_dataset(config.data.path, transform=get_transform(_spec(config)))
+    full = open_dataset(config.data.path, transform=get_transform(model_spec(config)))
     if len(full) < images + eval_images:
         raise SystemExit(f"{config.data.path}: {len(full)} pairs, need --images + --eval-images")
     train = full.subset(list(range(images)))
     test = full.subset(list(range(images, images + eval_images)))
-    store = _inputs_dir(config)
+    store = inputs_dir(config)
     return (
         CachedInputDataset(train, open_input_store(store, train)),
         CachedInputDataset(test, open_input_store(store, test)),
@@ -127,13 +127,13 @@ def run_variant(
     from infosam.data.loading import collate
     from infosam.evaluate import evaluate
     from infosam.step import train_step
-    from infosam.train import _build_parts
+    from infosam.train.build import build_parts
 
     with tempfile.TemporaryDirectory() as tmp:
         config = _config(variant, data, weights, tmp)
         train_set, test_set = _datasets(config, images, eval_images)
         accelerator = Accelerator(mixed_precision="no", cpu=True)
-        parts = _build_parts(config, accelerator, CELL_STEPS, None)  # as infosam.train builds a run
+        parts = build_parts(config, accelerator, CELL_STEPS, None)  # as infosam.train builds a run
         torch.manual_seed(config.train.seed)
         batches = [list(range(i, i + BATCH)) for i in range(0, images - images % BATCH, BATCH)]
         counter = {"n": 0}

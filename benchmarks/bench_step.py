@@ -101,7 +101,7 @@ def _build(preset: str, batch: int, variant: str, device: str, cache_dir: str):
     import torch
 
     from infosam.cache import TeacherCache
-    from infosam.distill.loss import InfoSAMLoss
+    from infosam.distill.infosam import InfoSAMLoss
     from infosam.distill.relation import RelationModule
     from infosam.fingerprint import model_teacher_fingerprint
     from infosam.model import build_base, make_student, make_teacher
@@ -151,7 +151,7 @@ def _step(parts, clock) -> dict[str, float]:
         times["teacher"], t = clock() - t, clock()
         student_out = sam_forward(student, b["images"], **prompts)
         times["student"], t = clock() - t, clock()
-        terms = step_losses(student_out, teacher_out, b["masks"], infosam=infosam)
+        terms = step_losses(student_out, teacher_out, b["masks"], objective=infosam)
         times["losses"], t = clock() - t, clock()
     terms["loss"].backward()
     times["backward"], t = clock() - t, clock()

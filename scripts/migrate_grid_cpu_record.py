@@ -31,7 +31,9 @@ NOTE = "migrated from docs/results/litemedsam/per_image.csv (commit 3c8f4d9); fi
 def main() -> int:
     os.environ.setdefault("INFOSAM_DATA", str(ROOT.parent / "shared" / "data"))
     from infosam.evaluate import write_evaluation
-    from infosam.experiment.grid import cell_config, cells, config_hash, load_grid
+    from infosam.experiment.grid import load_grid
+    from infosam.experiment.hashing import config_hash
+    from infosam.experiment.plan import cell_config, cells
     from infosam.experiment.records import RECORD_VERSION, cell_record_dir, dataset_digest, teacher_record_dir
     from infosam.files import write_json
 

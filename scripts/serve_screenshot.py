@@ -24,14 +24,17 @@ def box_fractions(image: Path, margin: float = 0.06) -> tuple[tuple[float, float
     import numpy as np
     from PIL import Image
 
-    from infosam.predict import box_from_mask
+    from infosam.data.prompts import tight_box
 
     mask_path = image.parent.parent / "masks" / image.name
     if not mask_path.is_file():
         return (0.1, 0.1), (0.9, 0.9)
     mask = np.asarray(Image.open(mask_path).convert("L")) > 0
     h, w = mask.shape
-    x0, y0, x1, y1 = box_from_mask(mask)
+    box = tight_box(mask)
+    if box is None:  # an empty mask: most of the image
+        return (0.1, 0.1), (0.9, 0.9)
+    x0, y0, x1, y1 = box.tolist()
     clamp = lambda v: min(max(v, 0.01), 0.99)  # noqa: E731
     return (clamp(x0 / w - margin), clamp(y0 / h - margin)), (clamp(x1 / w + margin), clamp(y1 / h + margin))
 

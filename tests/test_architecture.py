@@ -6,6 +6,7 @@ functions may reach any part, and any part may read ``infosam.__version__`` from
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,14 @@ LAYERS: list[tuple[str, ...]] = [
         "infosam.data.loading",
         "infosam.data.synthetic",
     ),
-    ("infosam.sam", "infosam.peft", "infosam.distill"),  # the model's parts
+    ("infosam.sam",),  # the model families and their models (sam.family: what differs between them)
+    ("infosam.peft",),  # PEFT methods on a built model
+    ("infosam.distill",),  # the InfoSAM objective and the baseline distillers
     ("infosam.config", "infosam.data"),  # what a user writes, and the data it names
     ("infosam.model", "infosam.cache", "infosam.fingerprint", "infosam.prefix", "infosam.data.input_cache"),
     ("infosam.runs", "infosam.checkpoints"),  # the run folder
     ("infosam.load",),  # the one door from a source to a model
-    ("infosam.step", "infosam.evaluate", "infosam.predict"),  # using a model
+    ("infosam.step", "infosam.evaluate", "infosam.score_files", "infosam.predict"),  # using a model
     ("infosam.train", "infosam.export", "infosam.serve", "infosam.demo"),  # the jobs
     ("infosam.experiment",),  # grids of jobs
     ("infosam.cli", "infosam.__main__"),  # the command line
@@ -138,3 +141,51 @@ def test_the_check_sees_a_lazy_upward_import(tmp_path, monkeypatch):
     assert "infosam.train" in _imports("infosam.metrics")
     with pytest.raises(AssertionError, match="sit above it"):
         test_no_part_imports_a_part_above_it("infosam.metrics")
+
+
+MAX_MODULE_LINES = 450
+"""docs/architecture.md: no module of src/infosam is over this many lines (split it by concern instead)."""
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {
+        name: n
+        for name, path in MODULES.items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+# The bare builder's callers: build_base (the one place a pretrained base model is built) and the parameter count
+# (an empty model on the meta device). docs/architecture.md states this rule.
+BUILD_SAM_CALLERS = {"infosam.model", "infosam.peft.count"}
+
+
+def _imports_build_sam(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "build_sam" for a in node.names):
+            if (node.module or "").endswith("sam.build"):
+                return True
+    return False
+
+
+def test_only_build_base_and_the_parameter_count_use_the_bare_builder():
+    users = {name for name, path in MODULES.items() if _imports_build_sam(path)}
+    assert users <= BUILD_SAM_CALLERS, (
+        f"{sorted(users - BUILD_SAM_CALLERS)} build a SAM with sam.build.build_sam; use model.build_base"
+    )
+    assert "infosam.model" in users  # the rule is not vacuous: build_base is found
+
+
+def test_the_architecture_doc_names_tests_that_exist():
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    start = doc.index("## Rules")
+    rules = doc[start : doc.index("\n## ", start)]
+    named = set(re.findall(r"`(tests/test_\w+\.py)`", rules))
+    assert len(named) >= 6
+    missing = sorted(n for n in named if not (SRC.parents[1] / n).is_file())
+    assert not missing, f"docs/architecture.md names tests that do not exist: {missing}"
+    for layer in LAYERS:  # every layer's modules appear in the doc's table
+        for prefix in layer:
+            short = prefix.removeprefix("infosam.")
+            assert f"`{short}" in doc, f"{prefix} is not in the layer table of docs/architecture.md"

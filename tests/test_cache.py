@@ -280,7 +280,7 @@ def test_files_appear_atomically(tmp_path, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("infosam.cache.save_file", broken_save)
+    monkeypatch.setattr("infosam.cache.store.save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         cache.put([key_b], _embeddings(1))
     assert cache.get([key_b]) is None

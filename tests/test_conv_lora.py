@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from infosam.model import build_base, make_student
-from infosam.peft.conv_lora import ConvLoraLinear, ScaleExpert, collect_aux_loss, cv_squared
+from infosam.peft.base import collect_aux_loss
+from infosam.peft.conv_lora import ConvLoraLinear, ScaleExpert, cv_squared
 from infosam.step import Trainee
 
 

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +348,56 @@ def test_box_noise_on_a_run_scored_with_points_is_refused(
     assert main([*argv, "--prompt", "box"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prompt"] == "box" and summary["box_noise"] == flags[-1].replace("--tight-box", "none")
+
+
+def test_eval_of_a_run_checks_each_thing_once(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
+    """`infosam eval RUN_DIR` parses and calls; the library checks the run folder, the prompt settings and the
+    outputs once each (a review found the prompt check made three times, the folder and output checks twice).
+    A RUN_DIR that is no folder is still refused with the one-line message naming it."""
+    import infosam.evaluate as evaluate_module
+    from infosam.cli import main
+    from infosam.runs import RunDir
+    from test_export import make_run
+
+    run = make_run(tmp_path, "decoder", checkpoint=str(tiny_checkpoint))
+    calls: dict[str, int] = {}
+
+    def counted(name, real):
+        def spy(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        return spy
+
+    for name in ("check_prompt_settings", "check_box_noise", "check_outputs", "check_eval_data"):
+        monkeypatch.setattr(evaluate_module, name, counted(name, getattr(evaluate_module, name)))
+    monkeypatch.setattr(RunDir, "read_config", counted("read_config", RunDir.read_config))
+    out = tmp_path / "out"
+    argv = [
+        "eval",
+        str(run),
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--points",
+        "1",
+        "2",
+    ]
+    assert main(argv) == 0
+    assert calls == {
+        "check_prompt_settings": 1,
+        "check_box_noise": 1,
+        "check_outputs": 1,
+        "check_eval_data": 1,
+        "read_config": 1,
+    }
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["prompt"], summary["n_fg"], summary["n_bg"]) == ("points", 1, 2)
+    monkeypatch.setattr(Path, "is_dir", counted("is_dir", Path.is_dir))
+    calls.clear()
+    gone = tmp_path / "gone"
+    assert main(["eval", str(gone), "--data", str(tiny_dataset), "--out", str(tmp_path / "o2")]) == 2
+    assert calls == {"is_dir": 1}  # the library's one look, before anything else is read

@@ -17,19 +17,24 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import infosam.experiment.cellrun as cellrun_module
 import infosam.experiment.runner as runner_module
+import infosam.experiment.scoring as scoring_module
+import infosam.experiment.sharing as sharing_module
+import infosam.experiment.timing as timing_module
 import infosam.train as train_module
 from conftest import REPO
 from infosam.cli import main as run_cli
 from infosam.data.formats import open_dataset
 from infosam.data.synthetic import write_synthetic_dataset
 from infosam.evaluate import evaluate_run, read_evaluation
-from infosam.experiment import GridError, load_grid, run_experiment
+from infosam.experiment import GridError, cellrun, load_grid, run_experiment, sharing
 from infosam.experiment.collect import collect
-from infosam.experiment.grid import cells, make_splits
 from infosam.experiment.layout import ExperimentDir
+from infosam.experiment.plan import cells
 from infosam.experiment.provenance import grid_variables, prompt_sentence, provenance
 from infosam.experiment.report import write_report
+from infosam.experiment.splits import make_splits
 from infosam.metrics import METRIC_NAMES
 from infosam.runs import RunDir
 
@@ -156,7 +161,7 @@ def tiny_experiment(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "train_step", dying_step)
-        mp.setattr(runner_module, "TIMING_WRITE_SECONDS", 0.0)  # write the attempt's time after every step
+        mp.setattr(timing_module, "TIMING_WRITE_SECONDS", 0.0)  # write the attempt's time after every step
         facts.first = []
         with pytest.raises(KeyboardInterrupt):
             run_experiment(grid, exp, on_progress=facts.first.append)
@@ -246,13 +251,13 @@ def test_final_test_score_is_the_runs_last_evaluation_not_scored_twice(
     shutil.copytree(tiny_experiment.exp, exp)
     cell = exp / "cells/target/train4/adapter-infosam/seed-1"
     test = cell / "eval" / "test"
-    real_score, scored = runner_module._score, []
+    real_score, scored = scoring_module.score, []
 
     def counting_score(grid, source, dataset, split, out, exp_dir, **kw):
         scored.append(Path(out).relative_to(cell).as_posix())
         return real_score(grid, source, dataset, split, out, exp_dir, **kw)
 
-    monkeypatch.setattr(runner_module, "_score", counting_score)
+    monkeypatch.setattr(scoring_module, "score", counting_score)
     shutil.rmtree(test)
     run_experiment(tiny_experiment.grid, exp)
     assert scored == [] and (test / "summary.json").is_file()  # reused: nothing scored
@@ -263,7 +268,7 @@ def test_final_test_score_is_the_runs_last_evaluation_not_scored_twice(
 
     # The same cell scored again, the runner's way: the same bytes per image and the same summary.
     shutil.rmtree(test)
-    monkeypatch.setattr(runner_module, "_reuse_final_evaluation", lambda *args, **kwargs: False)
+    monkeypatch.setattr(scoring_module, "reuse_final_evaluation", lambda *args, **kwargs: False)
     run_experiment(tiny_experiment.grid, exp)
     assert scored == ["eval/test"]
     assert (test / "per_image.csv").read_bytes() == reused_csv
@@ -325,7 +330,7 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
     infos = [json.loads(p.read_text()) for p in (t.exp / "cells").rglob("cell.json")]
     assert len(infos) == 4
     # every training attempt is counted (the killed cell: killed, resumed) and its code named once per version
-    from infosam.experiment.runner import code_version
+    from infosam.experiment.cellrun import code_version
 
     assert sorted(i["attempts"] for i in infos) == [1, 1, 1, 2]
     assert all(i["code"] == [code_version()] for i in infos)
@@ -379,7 +384,7 @@ def test_report_to_a_markdown_file_with_assets_beside_it(tiny_experiment, monkey
 
 def test_shards_keep_a_groups_arms_together():
     from infosam.experiment.grid import Cell
-    from infosam.experiment.runner import shard_cells
+    from infosam.experiment.sharing import shard_cells
 
     todo = [
         Cell("d", f"fold{f}of3", arm, seed) for seed in (0, 1) for f in (1, 2, 3) for arm in ("a", "a-info")
@@ -678,7 +683,7 @@ def test_pairs_order_and_dataset_seeds(tmp_path):
         "other/fold2of2/lora/seed-1",
         "other/fold2of2/lora-infosam/seed-1",
     ]
-    from infosam.experiment.runner import shard_cells
+    from infosam.experiment.sharing import shard_cells
 
     shares = [shard_cells(cells(grid), k, 2, grid=grid) for k in (1, 2)]
     assert sorted(c.name for s in shares for c in s) == sorted(names)
@@ -710,7 +715,7 @@ def test_processes_on_one_folder_share_the_cells_as_they_go(tmp_path, monkeypatc
         return real_train(config, **kw)
 
     monkeypatch.setattr(train_module, "train", train)
-    with caplog.at_level("INFO", logger="infosam.experiment.runner"):
+    with caplog.at_level("INFO", logger="infosam.experiment"):
         run_experiment(grid, exp, on_progress=first.append)
     assert sorted(trained) == sorted(names) and trained[0] == names[0]  # each cell trained exactly once
     assert [(p.skipped, p.busy) for p in first] == [(False, False)] + [(True, False)] * 3
@@ -727,22 +732,22 @@ def test_processes_on_one_folder_share_the_cells_as_they_go(tmp_path, monkeypatc
 
 def test_shards_do_not_score_the_same_teacher_split_twice(tmp_path, monkeypatch):
     """A teacher split another process is scoring (its folder locked) is skipped, not scored a second time."""
-    from infosam.experiment import runner
+    from infosam.experiment import runner, scoring
     from infosam.lock import RunLock
 
     grid = load_grid(_grid(tmp_path))
     exp = tmp_path / "exp"
-    runner._write_splits(grid, exp / "splits")
+    runner._write_splits(grid, ExperimentDir(exp))
     scored = []
     monkeypatch.setattr(
-        runner, "_score", lambda grid, model, dataset, split, out, *a, **k: scored.append(split)
+        scoring, "score", lambda grid, model, dataset, split, out, *a, **k: scored.append(split)
     )
     busy = ExperimentDir(exp).teacher("source", "heldout")
     busy.mkdir(parents=True)
     with RunLock(busy):  # another shard holds it
-        runner._teacher_evaluations(grid, cells(grid), exp)
+        scoring.teacher_evaluations(grid, cells(grid), exp)
     assert scored == ["train4-test"]
-    runner._teacher_evaluations(grid, cells(grid), exp)  # free again: now scored (the other had died)
+    scoring.teacher_evaluations(grid, cells(grid), exp)  # free again: now scored (the other had died)
     assert scored == ["train4-test", "train4-test", "heldout"]  # the fake scorer writes no summary
 
 
@@ -849,14 +854,42 @@ def test_curves_are_drawn_in_the_tables_units(tmp_path, monkeypatch, metric, sca
     assert ax.get_ylabel() == label
 
 
-@pytest.mark.parametrize("grid_file", ["grid_cpu.yaml", "grid_encoder.yaml"])
+def _committed_grids() -> list[Path]:
+    """Every committed grid file whose results record is committed too."""
+    found = []
+    for path in sorted((REPO / "experiments").glob("*/*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        match = re.search(r"^results:\s*(\S+)", text, re.M)
+        if match and (path.parent / match.group(1) / "cells").is_dir():
+            found.append(path)
+    return found
+
+
+COMMITTED_GRIDS = _committed_grids()
+
+
+def test_the_committed_records_are_found():
+    names = {p.relative_to(REPO / "experiments").as_posix() for p in COMMITTED_GRIDS}
+    assert names >= {"litemedsam/grid_cpu.yaml", "litemedsam/grid_encoder.yaml", "mobilesam/grid.yaml"}
+
+
+@pytest.mark.parametrize(
+    "grid_file", COMMITTED_GRIDS, ids=lambda p: p.relative_to(REPO / "experiments").as_posix()
+)
 def test_committed_records_keep_their_config_hashes(grid_file, tmp_path, monkeypatch):
-    """Every recorded cell of the committed LiteMedSAM grids hashes as recorded with today's code: a changed
-    default (the release box rule) moves no hash (HASH_PINNED_DEFAULTS), so their records stay valid."""
-    from infosam.experiment.grid import cell_config, config_hash
+    """Every recorded cell of every committed grid hashes as recorded with today's code, so the runner counts it
+    finished and trains nothing: a changed default (the release box rule) moves no hash (HASH_PINNED_DEFAULTS), nor
+    does a change of how the code is laid out, so the records stay valid. (A grid's record may be partial: this
+    holds for the cells it has.)"""
+    from infosam.experiment.hashing import config_hash
+    from infosam.experiment.plan import cell_config
 
     monkeypatch.setenv("INFOSAM_DATA", str(tmp_path / "data"))  # never read: only the configs are built
-    grid = load_grid(REPO / "experiments" / "litemedsam" / grid_file)
+    monkeypatch.setenv("INFOSAM_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setattr(
+        train_module, "train", lambda *a, **k: pytest.fail("a recorded cell would be trained")
+    )
+    grid = load_grid(grid_file)
     checked = 0
     for cell in cells(grid):
         record = (
@@ -866,8 +899,50 @@ def test_committed_records_keep_their_config_hashes(grid_file, tmp_path, monkeyp
             continue
         config = cell_config(grid, cell, tmp_path / "splits", tmp_path / "cells" / "run")
         assert config_hash(config, tmp_path) == json.loads(record.read_text())["config_hash"], cell.name
+        assert sharing.run_cell(grid, cell, tmp_path / "exp", False) == cellrun.FINISHED, cell.name
         checked += 1
-    assert checked == len(list((grid.results / "cells").rglob("cell.json"))) >= 20  # every record was checked
+    assert checked == len(list((grid.results / "cells").rglob("cell.json"))) >= 1  # every record was checked
+    assert not (tmp_path / "exp" / "cells").exists()  # nothing was started for a recorded cell
+
+
+def _committed_pages() -> list[tuple[str, str]]:
+    """(record, page) of every committed report page, read from the reproduce line each page ends with."""
+    found = set()
+    for page in sorted((REPO / "docs" / "results").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        found |= set(re.findall(r"infosam report (experiments/\S+) --out (docs/results/\S+\.md)`", text))
+    return sorted(found)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("record, page", _committed_pages(), ids=lambda x: x)
+def test_committed_records_report_as_committed(record, page, tmp_path, monkeypatch):
+    """``infosam report`` on each committed record, written where its page is committed, gives that page and its
+    tables byte for byte (the page is the report's output: a record and its page are committed together), so the
+    records read the same with today's code."""
+    assert page in {f"docs/results/{p.name}" for p in (REPO / "docs" / "results").glob("*.md")}
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "experiments", clone / "experiments")
+    monkeypatch.chdir(clone)
+    assert run_cli(["report", record, "--out", page]) == 0
+    written = sorted(
+        p.relative_to(clone).as_posix()
+        for p in (clone / "docs" / "results").rglob("*")
+        if p.is_file() and p.suffix in (".md", ".csv")
+    )
+    assert page in written and len(written) > 1
+    for name in written:
+        assert (clone / name).read_bytes() == (REPO / name).read_bytes(), name
+
+
+def test_every_committed_record_has_its_page():
+    records = {p.relative_to(REPO).as_posix() for g in COMMITTED_GRIDS for p in [_results_of(g)]}
+    assert records <= {record for record, _ in _committed_pages()}
+
+
+def _results_of(grid_file: Path) -> Path:
+    match = re.search(r"^results:\s*(\S+)", grid_file.read_text(encoding="utf-8"), re.M)
+    return (grid_file.parent / match.group(1)).resolve()
 
 
 # --------------------------------------------------------------------------------------------- records check themselves
@@ -900,7 +975,8 @@ def test_a_record_with_a_changed_byte_is_refused_and_can_be_rerecorded(tiny_expe
     """Every recorded cell and teacher evaluation carries SHA256SUMS, written last; one changed byte (a value that
     still parses) makes `infosam report` and `infosam experiment` refuse in one line naming the file; a refused
     report writes nothing; --record-only records the cell again from the experiment folder."""
-    from infosam.experiment.records import CHECKSUM_FILE, write_checksums
+    from infosam.experiment.layout import CHECKSUM_FILE
+    from infosam.experiment.records import write_checksums
 
     grid, exp, record = _recorded(tiny_experiment, tmp_path)
     cell = record / "cells/target/train4/adapter/seed-0"
@@ -954,7 +1030,7 @@ def test_legacy_records_report_unverified_parse_strictly_and_get_their_checksums
     """A record written before checksums (record_version 1, no SHA256SUMS) still reports; its per-image rows are
     read strictly: a file cut short (last value "0."), cut mid-row, or short of a row is refused naming the file
     and the fault; --record-only adds the checksum list, from the record alone (no experiment folder)."""
-    from infosam.experiment.records import CHECKSUM_FILE
+    from infosam.experiment.layout import CHECKSUM_FILE
 
     grid, exp, record = _recorded(tiny_experiment, tmp_path)
     for sums in record.glob(f"**/{CHECKSUM_FILE}"):
@@ -1021,7 +1097,7 @@ def _split_grid(tmp_path: Path, dataset: dict, *, batch: int = 2) -> Path:
 def test_a_grid_without_train_trains_on_every_image_not_in_test(tmp_path, monkeypatch):
     """`test: 3` and no `train:`: one part, `trainall`, whose training set is the 5 images not in the test part
     (not one image); a training set smaller than one batch is refused before anything trains or is scored."""
-    from infosam.experiment.grid import cell_config
+    from infosam.experiment.plan import cell_config
 
     grid = load_grid(_split_grid(tmp_path, {"test": 3}))
     assert [c.name for c in cells(grid)] == ["d/trainall/adapter/seed-0"]
@@ -1035,14 +1111,14 @@ def test_a_grid_without_train_trains_on_every_image_not_in_test(tmp_path, monkey
 
     trained = []
     monkeypatch.setattr(train_module, "train", lambda config, **kw: trained.append(config))
-    monkeypatch.setattr(runner_module, "_teacher_evaluations", lambda *a, **k: None)
-    monkeypatch.setattr(runner_module, "_run_locked_cell", lambda *a, **k: runner_module.RAN)
+    monkeypatch.setattr(runner_module, "teacher_evaluations", lambda *a, **k: None)
+    monkeypatch.setattr(sharing_module, "run_locked_cell", lambda *a, **k: cellrun_module.RAN)
     exp = tmp_path / "exp"
     run_experiment(_split_grid(tmp_path, {"test": 3}), exp)
     config = cell_config(grid, cells(grid)[0], exp / "splits", exp / "run")
     assert len(Path(config.data.train_split).read_text().splitlines()) == 1 + 5  # header + every other image
 
-    monkeypatch.setattr(runner_module, "_teacher_evaluations", lambda *a, **k: pytest.fail("scored"))
+    monkeypatch.setattr(runner_module, "teacher_evaluations", lambda *a, **k: pytest.fail("scored"))
     with pytest.raises(
         GridError, match=r"datasets\.d: part trainall trains on 5 image\(s\) .*fewer than one batch"
     ):
@@ -1087,12 +1163,12 @@ def test_eta_counts_only_this_processs_queue(tmp_path, monkeypatch):
     names it); a lock file left by an exited process is free."""
     import socket
 
-    from infosam.experiment.runner import _queue_left
+    from infosam.experiment.sharing import queue_left
 
     grid = load_grid(_grid(tmp_path))
     layout = ExperimentDir(tmp_path / "exp")
     todo = cells(grid)
-    assert _queue_left(grid, todo, layout) == 4
+    assert queue_left(grid, todo, layout) == 4
     done, held, dead = (layout.cell(c) for c in todo[:3])
     for folder in (done, held, dead):
         folder.mkdir(parents=True)
@@ -1103,7 +1179,7 @@ def test_eta_counts_only_this_processs_queue(tmp_path, monkeypatch):
     host = socket.gethostname()
     (held / ".lock").write_text(f"pid {os.getppid()}\nhost {host}\nsince now\n")
     (dead / ".lock").write_text(f"pid 999999999\nhost {host}\nsince now\n")
-    assert _queue_left(grid, todo, layout) == 2  # the dead holder's cell and the untouched one
+    assert queue_left(grid, todo, layout) == 2  # the dead holder's cell and the untouched one
 
 
 def test_relation_statistics_table_by_hand():
@@ -1112,7 +1188,7 @@ def test_relation_statistics_table_by_hand():
     the report prints one row per arm; without them (the LiteMedSAM grids' logs) nothing is added."""
     from infosam.experiment.collect import CellResult
     from infosam.experiment.grid import Cell
-    from infosam.experiment.report import _relation_section
+    from infosam.experiment.page import _relation_section
     from infosam.experiment.tables import RELATION_TERMS, loss_terms_table
 
     keys = ("epoch", "seg", "relation", "distill", "s_rt", "s_rs", "i_rt_rs", "rt_cosine", "rt_std")

@@ -1,8 +1,10 @@
 """The one atomic writer (infosam.files) and its file-mode policy, on its own and as the writers of the project use it."""
 
+import ast
 import errno
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +146,150 @@ def test_safetensors_written_through_the_writer_read_back(tmp_path):
     from safetensors.torch import load_file
 
     assert torch.equal(load_file(str(path))["w"], torch.ones(3))
+
+
+# --------------------------------------------------------------------------------------------- no plain writes
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "infosam"
+WRITE_METHODS = {
+    "write_text",
+    "write_bytes",
+    "save",
+    "savez",
+    "savez_compressed",
+    "savetxt",
+    "imwrite",
+    "savefig",
+}
+WRITE_FUNCTIONS = {"save_file", "imwrite"}  # safetensors' save_file, imageio/cv2's imwrite imported by name
+# Writes allowed in place, each with why: (file under src/infosam, the function holding the write).
+ALLOWED = {
+    (
+        "checkpoints.py",
+        "weights_writer.write",
+    ): "RelationModule.save writes through weightfile.save_safetensors "
+    "(atomic); the folder it writes into is itself a temporary",
+    ("checkpoints.py", "write_manifest"): "fills a weights/checkpoint folder while it has its temporary name "
+    "(atomic_write moves the whole folder into place)",
+    (
+        "weightfile.py",
+        "_sort_metadata",
+    ): "rewrites the header of save_safetensors's temporary, before it is moved",
+    (
+        "runs.py",
+        "MetricsLog.append",
+    ): "an append-only log, one line per step: rewriting it whole each step would "
+    "cost O(steps^2); a crash loses at most the last line, which resume drops anyway",
+    ("runs.py", "RunDir.log_samples"): "an append-only debug log of sample ids, one line per batch",
+}
+
+
+def _destination(call: ast.Call) -> list[ast.AST]:
+    """The expressions a write call may name its target with: the receiver of a path method, else the arguments."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr in ("write_text", "write_bytes"):
+        return [func.value]
+    return [*call.args, *(k.value for k in call.keywords)]
+
+
+def _is_write(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    if name == "open":  # open(path, "w"), path.open("w"), gzip.open(path, "wt"): a mode that writes
+        modes = [*call.args[:2], *(k.value for k in call.keywords if k.arg == "mode")]
+        return any(
+            isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax+")
+            for m in modes
+        )
+    if isinstance(func, ast.Attribute):
+        return name in WRITE_METHODS
+    return name in WRITE_FUNCTIONS
+
+
+def _plain_writes(path: Path) -> list[str]:
+    """``file:line: call`` for each write in ``path`` that names neither a temporary (``tmp``, the name every
+    atomic_write callback gives its argument) nor an in-memory buffer (a name bound to io.BytesIO/StringIO), and
+    is not in :data:`ALLOWED`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    buffers = {
+        t.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
+        and getattr(node.value.func, "attr", getattr(node.value.func, "id", "")) in ("BytesIO", "StringIO")
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    relative = str(path.relative_to(SRC))
+    found = []
+
+    def visit(node: ast.AST, scope: tuple[str, ...]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            scope = (*scope, node.name)
+        if isinstance(node, ast.Call) and _is_write(node):
+            names = {n.id for d in _destination(node) for n in ast.walk(d) if isinstance(n, ast.Name)}
+            if not ("tmp" in names or names & buffers or (relative, ".".join(scope)) in ALLOWED):
+                found.append(
+                    f"{relative}:{node.lineno}: {ast.unparse(node)} (in {'.'.join(scope) or 'the module'})"
+                )
+        for child in ast.iter_child_nodes(node):
+            visit(child, scope)
+
+    visit(tree, ())
+    return found
+
+
+def test_every_file_is_written_atomically():
+    """docs/architecture.md: every file is written through ``files.atomic_write*``. No module but files.py writes
+    a file in place (a reader, or a crash, would otherwise see half of it)."""
+    plain = [
+        w
+        for p in sorted(SRC.rglob("*.py"))
+        if p.name != "files.py" or p.parent != SRC
+        for w in _plain_writes(p)
+    ]
+    assert not plain, "plain writes (use infosam.files.atomic_write*, atomic_save_image):\n" + "\n".join(
+        plain
+    )
+
+
+def test_the_write_scan_sees_a_plain_write(tmp_path, monkeypatch):
+    """The scan is not vacuous: each kind of plain write is caught; a temporary's and a buffer's are not."""
+    fake = SRC / "fake.py"  # never written: only its relative name is used
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, **k: source if self == fake else Path.read_text(self, **k)
+    )
+    source = (
+        "import io\n"
+        "def f(path, image, x):\n"
+        "    path.write_text('a')\n"
+        "    image.save(path)\n"
+        "    torch.save(x, path)\n"
+        "    with open(path, 'wb') as f: pass\n"
+        "    save_file(x, str(path))\n"
+        "    open(path).read()\n"
+        "    atomic_write(path, lambda tmp: tmp.write_text('a'))\n"
+        "    buffer = io.BytesIO()\n"
+        "    torch.save(x, buffer)\n"
+    )
+    lines = [w.split(":")[1] for w in _plain_writes(fake)]
+    assert lines == ["3", "4", "5", "6", "7"]
+
+
+def test_atomic_save_image_writes_what_pil_writes(tmp_path, umask_022):
+    """Byte for byte the file ``image.save(path)`` gives, the format taken from the suffix; an unknown suffix is
+    PIL's own error; nothing is left behind."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8))
+    for suffix in (".png", ".jpg", ".bmp"):
+        image.save(tmp_path / f"plain{suffix}")
+        files.atomic_save_image(tmp_path / f"atomic{suffix}", image)
+        assert (tmp_path / f"atomic{suffix}").read_bytes() == (tmp_path / f"plain{suffix}").read_bytes(), (
+            suffix
+        )
+        assert _mode(tmp_path / f"atomic{suffix}") == 0o644
+    with pytest.raises(ValueError, match="unknown file extension: .nope"):
+        files.atomic_save_image(tmp_path / "x.nope", image)
+    assert not _leftovers(tmp_path) and not (tmp_path / "x.nope").exists()

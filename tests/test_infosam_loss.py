@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from infosam.distill.loss import RELATION_STATS, InfoSAMLoss, InfoSAMWeights, distill_loss, infosam_terms
+from infosam.distill.infosam import InfoSAMLoss
+from infosam.distill.loss import RELATION_STATS, InfoSAMWeights, distill_loss, infosam_terms
 from infosam.distill.relation import RelationModule
 from numpy_reference import relation_rows
 

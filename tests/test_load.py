@@ -48,6 +48,13 @@ def test_each_kind_of_source_is_recognised_and_opened(tmp_path, monkeypatch):
     assert open_model(model).model is model
 
 
+def test_every_kind_of_source_has_one_opener():
+    from infosam.load import KINDS
+    from infosam.load.base import OPENERS
+
+    assert sorted(OPENERS) == sorted(KINDS)
+
+
 def test_options_that_do_not_fit_the_source_are_refused_naming_both(tmp_path):
     run = make_run(tmp_path, "decoder")
     exported = export_run(run, "infosam", tmp_path / "s.safetensors")

@@ -153,7 +153,7 @@ def test_iou_dice_threshold_logits_at_zero_not_float32_sigmoid():
 def test_reports_show_percent_except_lower_is_better_metrics():
     """One rule for the units of every report table and figure (metrics.display_scale): Dice and the other
     higher-is-better metrics in percent, MAE as a fraction; small differences keep two significant digits."""
-    from infosam.experiment.report import _pct, _pm, _points
+    from infosam.experiment.page import _pct, _pm, _points
     from infosam.metrics import display_scale
 
     assert display_scale("Dice") == (100.0, "Dice (%)")

@@ -22,7 +22,7 @@ from infosam.peft import (
 )
 from infosam.sam.build import build_sam
 from infosam.sam.forward import encode_images
-from infosam.sam.sam2 import is_sam2, prompt_points, unpack
+from infosam.sam.sam2 import Sam2Model, prompt_points, unpack
 from infosam.sam.specs import SPECS
 
 # Every registered method alone, plus compositions (the paper's students and a three-way stack on shared modules).
@@ -106,7 +106,7 @@ def inputs(seed: int = 1, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_sam(model, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
     """Image encoder on the batch, then prompt encoder + mask decoder per image (all multimask outputs)."""
-    if is_sam2(model):
+    if isinstance(model, Sam2Model):
         return run_sam2(model, images, boxes)
     embeddings = model.image_encoder(images)
     logits, ious = [], []
@@ -298,7 +298,7 @@ def test_lora_first_block_keeps_lora_out_of_earlier_blocks(spec_name, tmp_path):
     """lora.first_block / first_stage: LoRA only inside the chosen attention blocks (the adapter's numbering), the
     earlier blocks untouched; the choice is saved and rebuilt."""
     from infosam.model import build_base
-    from infosam.peft.base import encoder_blocks
+    from infosam.sam.family import encoder_blocks
 
     model = build_base(spec_name, seed=0)
     blocks = list(encoder_blocks(model))

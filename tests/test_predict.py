@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from infosam import predict as predict_module
 from infosam.cli import main
 from infosam.config import config_from_dict
 from infosam.data.prompts import tight_box
@@ -18,6 +17,8 @@ from infosam.load import load_run
 from infosam.model import build_base
 from infosam.peft import apply_peft
 from infosam.predict import Prompt, map_prompt, predict_files
+from infosam.predict import images as predict_images
+from infosam.predict import segment as predict_module  # the module that runs the model
 from infosam.runs import RunDir
 from infosam.sam.checkpoint import save_sam_checkpoint
 from infosam.sam.transforms import MetaSamTransform
@@ -120,7 +121,7 @@ def test_box_per_image_from_masks_folder(run_dir, images, tmp_path, monkeypatch)
     run, _ = run_dir
     boxes = []
     monkeypatch.setattr(
-        predict_module,
+        predict_images,
         "predict_logits",
         lambda m, img, p: boxes.append(p.box) or np.zeros(img.shape[:2]),
     )

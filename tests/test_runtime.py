@@ -27,9 +27,9 @@ def test_native_bf16_reads_the_capability_flags(monkeypatch):
 
 
 def _check(*overrides: str) -> None:
-    from infosam.train import _check_before_work
+    from infosam.train.build import check_before_work
 
-    _check_before_work(load_config(None, ["model.name=tiny", "data.path=unused", *overrides]))
+    check_before_work(load_config(None, ["model.name=tiny", "data.path=unused", *overrides]))
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_unless_allowed(monkeypatch):

@@ -94,7 +94,7 @@ def test_run_level_view_hand_computed():
 
 
 def test_report_words_a_difference_by_the_weaker_interval():
-    from infosam.experiment.report import _points
+    from infosam.experiment.page import _points
     from infosam.experiment.tables import _verdict
 
     nan = float("nan")
@@ -224,7 +224,7 @@ def test_paired_table_keeps_the_registered_bootstrap_for_test_sets():
 
 
 def test_loss_terms_wording_allows_a_negative_estimate_and_states_the_copy_case():
-    from infosam.experiment.report import _loss_terms_section
+    from infosam.experiment.page import _loss_terms_section
 
     row = {"dataset": "leaf", "arm": "infosam", "n_runs": 1, "first_epoch": 1, "last_epoch": 2}
     for term in ("seg", "relation", "distill"):

@@ -90,10 +90,10 @@ def test_frozen_bias_trains_through_the_cpu_flash_kernel():
 
 def test_training_routes_tinyvit_attention_through_sdpa_unless_meta():
     from infosam.config import load_config
-    from infosam.train import _base
+    from infosam.train.build import base_model
 
     def switched(*overrides: str) -> bool:
-        model = _base(load_config(None, ["model.name=tiny_tinyvit", "data.path=unused", *overrides]))
+        model = base_model(load_config(None, ["model.name=tiny_tinyvit", "data.path=unused", *overrides]))
         return any(isinstance(m, SdpaTinyViTAttention) for m in model.modules())
 
     assert switched() and not switched("model.attention=meta")

@@ -68,9 +68,9 @@ def test_warm_cache_skips_teacher_encoder_and_matches_uncachedlogged_losses(tmp_
 def test_progress_label_says_the_first_cached_epoch_is_slower():
     """Issue 22, item 9: the ETA during the cache-filling epoch was 2-3x too long with nothing saying why."""
     from infosam.config import load_config
-    from infosam.train import _bar_label
+    from infosam.train.progress import bar_label
 
     cached = load_config(None, ["data.path=x", "cache.enabled=true", "train.epochs=3"])
-    assert "fills the caches" in _bar_label(cached, 0) and "ETA" in _bar_label(cached, 0)
-    assert _bar_label(cached, 1) == "train"
-    assert _bar_label(load_config(None, ["data.path=x", "train.epochs=3"]), 0) == "train"
+    assert "fills the caches" in bar_label(cached, 0) and "ETA" in bar_label(cached, 0)
+    assert bar_label(cached, 1) == "train"
+    assert bar_label(load_config(None, ["data.path=x", "train.epochs=3"]), 0) == "train"

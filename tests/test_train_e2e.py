@@ -114,7 +114,7 @@ def test_teacher_is_untouched_and_baseline_shares_the_step(tmp_path):
     teacher.requires_grad_(True)  # accepts gradients: only the step itself may keep it out of autograd
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student, _ = build_student(config)
-    from infosam.distill.loss import InfoSAMLoss
+    from infosam.distill.infosam import InfoSAMLoss
     from infosam.distill.relation import RelationModule
 
     dataset = open_dataset(config.data.path, split="train", image_size=64)

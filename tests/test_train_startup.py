@@ -6,7 +6,7 @@ import logging
 
 from infosam.cli import main
 from infosam.data.synthetic import write_synthetic_dataset
-from infosam.peft.count import student_parameters
+from infosam.model import student_parameters
 from infosam.runs import RunDir
 
 

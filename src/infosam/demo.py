@@ -30,10 +30,12 @@ from .data.prompts import noisy_box, tight_box
 from .data.reading import read_image, read_mask
 from .data.synthetic import write_synthetic_dataset
 from .evaluate import evaluate
-from .files import atomic_write_text, write_json
+from .files import atomic_save_image, atomic_write_text, write_json
 from .load import load_run
 from .model import build_base
-from .predict import Prompt, overlay, predict_logits
+from .predict.draw import overlay
+from .predict.prompts import Prompt
+from .predict.segment import predict_logits
 from .sam.checkpoint import save_sam_checkpoint
 from .sam.forward import sam_forward
 from .sam.specs import get_spec
@@ -307,7 +309,7 @@ def write_overlays(models: dict[str, Sam], test_dir: Path, out: Path, count: int
         for caption, model in models.items():
             panels[caption] = overlay(image, predict_logits(model, image, prompt) > 0, prompt)
         path = out / image_path.name
-        captioned_strip(panels).save(path)
+        atomic_save_image(path, captioned_strip(panels))
         written.append(path)
     return written
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +23,14 @@ from .data.prompts import (
 from .metrics import MetricAccumulator
 from .sam.forward import decode, sam_forward
 from .sam.transforms import get_transform
+from .score_files import (  # noqa: F401  re-exported: infosam.evaluate is where a user finds an evaluation's files
+    PER_IMAGE_FILE,
+    SUMMARY_FILE,
+    check_outputs,
+    read_evaluation,
+    write_evaluation,
+    write_files,
+)
 
 if TYPE_CHECKING:
     from .config import CacheConfig, Config, EvalConfig, ModelConfig
@@ -157,6 +163,26 @@ def evaluate(
         )
     if dataset.transform != transform:
         raise ValueError(f"dataset transform {dataset.transform} differs from the model's {transform}")
+    scoring = {"prompt": prompt, "n_fg": n_fg, "n_bg": n_bg, "seed": seed, "compat": compat}
+    scoring.update(batch_size=batch_size, box_noise=box_noise)
+    return _score(model, dataset, scoring, device, num_workers, on_batch, encode)
+
+
+@torch.no_grad()
+def _score(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    scoring: dict,
+    device: str | torch.device,
+    num_workers: int,
+    on_batch: Callable[[int, int], None] | None,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> tuple[list[dict], dict]:
+    """:func:`evaluate` past its checks: ``scoring`` (:meth:`~infosam.config.EvalConfig.scoring`'s keys) is valid
+    and ``dataset`` has the model's transform (checked by the caller, once)."""
+    prompt, n_fg, n_bg, box_noise = (scoring[k] for k in ("prompt", "n_fg", "n_bg", "box_noise"))
+    seed, compat, batch_size = scoring["seed"], scoring["compat"], scoring["batch_size"]
+    transform = get_transform(model.spec)
     model.eval().to(device)
     scores = MetricAccumulator(compat=compat)
     loader = DataLoader(
@@ -238,9 +264,6 @@ def object_summary(rows: list[dict]) -> dict:
 
 # --------------------------------------------------------------------------------------------- any model, any data
 
-PER_IMAGE_FILE = "per_image.csv"
-SUMMARY_FILE = "summary.json"
-
 
 def evaluate_run(
     source: str | Path | Config | ModelConfig | ModelSource,
@@ -248,28 +271,35 @@ def evaluate_run(
     split: str | None = None,
     *,
     settings: EvalConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     weights: str | Path | None = None,
     image_size: int | None = None,
     device: str | torch.device | None = None,
     require_final: bool = False,
+    require_run: bool = False,
     num_workers: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
     cache: CacheConfig | bool | None = None,
     categories: list[str] | None = None,
     include_crowd: bool = False,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> tuple[list[dict], dict]:
     """Score a trained run's student (or zero-shot SAM) on ``split`` of the dataset at ``data``.
 
     ``source`` is anything :func:`infosam.load.open_model` opens (a run folder, an exported or SAM checkpoint
     file, a SAM model name, a Config or ModelConfig), or a :class:`~infosam.load.ModelSource` already resolved
     (then ``checkpoint``, ``weights``, ``image_size`` and ``require_final`` are its own). A run folder is read
-    once and its model built once.
+    once and its model built once. ``require_run``: ``source`` is a path that must be a folder (``infosam eval
+    RUN_DIR``).
 
     ``settings``: how to score (prompt, points, box noise, seed, compat, batch size); ``None`` takes the source's
     own (:meth:`~infosam.load.ModelSource.eval_settings`: a run's ``eval`` section, so a run scored here on its
-    own test split matches what training logged; else the defaults). Override single fields with
-    ``dataclasses.replace(source.eval_settings(), prompt="points")``.
+    own test split matches what training logged; else the defaults). ``overrides``: single fields replaced on
+    those (:class:`~infosam.config.EvalConfig` names; ``None`` values are not given), e.g.
+    ``{"prompt": "points", "n_fg": 1, "n_bg": 3}``; a box-noise rule given for what ends up a point prompt is
+    refused rather than silently unused.
 
     ``cache``: read (and fill) the model's frozen encoder prefix from the caches of :mod:`infosam.prefix`, as
     training's own evaluations do: ``True`` takes a run's (or config's) ``cache`` section (switched on), a
@@ -277,10 +307,13 @@ def evaluate_run(
     cache). Scores then come from the stored (e.g. float16) features, like training's; a student whose encoder
     trains from its first block runs uncached. ``None``/``False``: every image through the whole encoder.
 
-    Before the model loads, the prompt settings are checked and every pair is read
-    (:func:`check_eval_data`): a bad pair fails at once with all of them listed, an empty split is an error, and
-    pairs whose ground truth is empty are scored with a logged warning (their IoU and Dice are 0 unless the
-    prediction is empty too).
+    ``out_dir``: also write ``per_image.csv`` and ``summary.json`` there (:func:`write_evaluation`); existing
+    ones are refused before any data is read unless ``overwrite``.
+
+    Every check runs once, before the model loads: the source and its options, the prompt settings, the output
+    files, then every pair is read (:func:`check_eval_data`): a bad pair fails at once with all of them listed,
+    an empty split is an error, and pairs whose ground truth is empty are scored with a logged warning (their
+    IoU and Dice are 0 unless the prediction is empty too).
 
     Returns:
         ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split and
@@ -291,12 +324,14 @@ def evaluate_run(
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if require_run and not Path(source).expanduser().is_dir():
+        raise FileNotFoundError(f"RUN_DIR {source} is not a folder")
     found = resolve(
         source, checkpoint=checkpoint, weights=weights, image_size=image_size, require_final=require_final
     )
-    e = found.eval_settings() if settings is None else settings
-    check_prompt_settings(e.prompt, e.n_fg, e.n_bg)
-    check_box_noise(e.box_noise)
+    e = scoring_settings(found, settings, overrides)
+    if out_dir is not None:
+        check_outputs(out_dir, overwrite)
     listing = open_dataset(data, split=split, categories=categories, include_crowd=include_crowd)
     empty = check_eval_data(listing)
     if empty:
@@ -320,17 +355,42 @@ def evaluate_run(
         notes=listing.notes,
     )
     encode = _cached_encode(opened, cache) if cache else None
-    rows, summary = evaluate(
-        model,
-        dataset,
-        **e.scoring(),
-        device=device,
-        num_workers=num_workers,
-        on_batch=on_batch,
-        encode=encode,
-    )
+    rows, summary = _score(model, dataset, e.scoring(), device, num_workers, on_batch, encode)
     summary.update(opened.description, data=str(data), split=split, cached_features=encode is not None)
+    if out_dir is not None:
+        write_files(out_dir, rows, summary)
     return rows, summary
+
+
+def scoring_settings(
+    source: ModelSource, settings: EvalConfig | None = None, overrides: Mapping[str, Any] | None = None
+) -> EvalConfig:
+    """The settings :func:`evaluate_run` scores ``source`` with, checked: ``settings`` (default the source's
+    own) with the ``overrides`` not ``None`` replaced.
+
+    Raises:
+        ValueError: a prompt mode or point counts that cannot be scored (:func:`check_prompt_settings`), an
+            unknown box-noise rule, or a box-noise rule given for a point prompt.
+    """
+    from dataclasses import replace
+
+    base = source.eval_settings() if settings is None else settings
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    chosen = {k: given.get(k, getattr(base, k)) for k in ("prompt", "n_fg", "n_bg")}
+    if "box_noise" in given and chosen["prompt"] != "box":
+        if "prompt" in given:
+            raise ValueError(
+                "--box-noise/--tight-box is for box prompts; leave it out with --prompt points or --points"
+            )
+        # the prompt comes from the run's eval section: a box rule would be silently unused
+        raise ValueError(
+            f"--box-noise/--tight-box is for box prompts, and {source}'s eval.prompt is {chosen['prompt']}; "
+            "add --prompt box to score it with boxes, or leave --box-noise/--tight-box out"
+        )
+    check_prompt_settings(**chosen)
+    chosen_settings = replace(base, **given) if given else base
+    check_box_noise(chosen_settings.box_noise)
+    return chosen_settings
 
 
 def _cached_encode(
@@ -371,49 +431,6 @@ def _cached_encode(
     return prefix.encode if prefix is not None else None
 
 
-def write_evaluation(
-    out_dir: str | Path, rows: list[dict], summary: dict, *, overwrite: bool = False
-) -> Path:
-    """Write ``per_image.csv`` (one row per image: id, then the metrics; for instance datasets one row per object:
-    id, image, object, then the metrics) and ``summary.json`` into ``out_dir``,
-    each atomically; refuses to replace existing ones unless ``overwrite``. Returns ``out_dir``."""
-    import io
-
-    from .files import atomic_write_text
-
-    out = Path(out_dir)
-    targets = [out / PER_IMAGE_FILE, out / SUMMARY_FILE]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_text(targets[0], text.getvalue())
-    atomic_write_text(targets[1], json.dumps(summary, indent=2) + "\n")
-    return out
-
-
-def read_evaluation(out_dir: str | Path) -> tuple[list[dict], dict]:
-    """Read back what :func:`write_evaluation` wrote: per-image rows (metrics as floats) and the summary."""
-
-    out = Path(out_dir)
-    with open(out / PER_IMAGE_FILE, newline="", encoding="utf-8") as f:
-        rows = [{k: _read_cell(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
-    return rows, json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
-
-
-def _read_cell(key: str, value: str) -> str | int | float:
-    if key in ("id", "image"):
-        return value
-    return int(value) if key == "object" else float(value)
-
-
 def evaluate_to_folder(
     source: str | Path | Config | ModelConfig | ModelSource,
     data: str | Path,
@@ -423,15 +440,7 @@ def evaluate_to_folder(
     overwrite: bool = False,
     **options,
 ) -> dict:
-    """:func:`evaluate_run` then :func:`write_evaluation` into ``out_dir`` (``per_image.csv`` + ``summary.json``);
-    existing outputs are refused before any work unless ``overwrite``. ``options`` are :func:`evaluate_run`'s
-    keywords. Returns the summary."""
-    out = Path(out_dir)
-    existing = [str(out / n) for n in (PER_IMAGE_FILE, SUMMARY_FILE) if (out / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"output file(s) exist: {', '.join(existing)} (pass --overwrite to replace them)"
-        )
-    rows, summary = evaluate_run(source, data, split, **options)
-    write_evaluation(out, rows, summary, overwrite=overwrite)
-    return summary
+    """:func:`evaluate_run` writing into ``out_dir`` (``per_image.csv`` + ``summary.json``); existing outputs are
+    refused before any work unless ``overwrite``. ``options`` are :func:`evaluate_run`'s keywords. Returns the
+    summary."""
+    return evaluate_run(source, data, split, out_dir=out_dir, overwrite=overwrite, **options)[1]

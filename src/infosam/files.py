@@ -33,6 +33,7 @@ __all__ = [
     "NoSpaceError",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_save_image",
     "atomic_write_text",
     "create_exclusive",
     "file_mode",
@@ -128,6 +129,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_save_image(path: str | Path, image, **params) -> Path:
+    """Write a PIL ``image`` to ``path`` atomically, in the format its suffix names (``.png``, ``.jpg``, ...), as
+    ``image.save(path, **params)`` would (the temporary's name has no image suffix, so the format is given)."""
+    from PIL import Image
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    image_format = Image.registered_extensions().get(ext)
+    if image_format is None:
+        raise ValueError(f"unknown file extension: {ext}")  # PIL's own words for it
+    return atomic_write(path, lambda tmp: image.save(tmp, format=image_format, **params))
 
 
 def write_json(path: str | Path, data: object, *, sort_keys: bool = False) -> Path:

@@ -92,3 +92,17 @@ def make_student(
     if activation_checkpointing:  # after PEFT: it checkpoints the blocks' forward as wrapped
         enable_checkpointing(base.image_encoder)
     return spec
+
+
+def student_parameters(model: str, methods: str, options: dict | None = None) -> dict:
+    """What ``infosam info`` reports: :func:`infosam.peft.count.peft_parameters` of SAM ``model`` with PEFT
+    ``methods``, plus ``"relation_module"`` (the parameters of InfoSAM's relation module for its embedding width),
+    without any checkpoint."""
+    from .distill.relation import RelationModule
+    from .peft.count import count_device, peft_parameters
+
+    info = peft_parameters(model, methods, options)
+    with torch.device(count_device(model)):
+        relation = RelationModule(info["prompt_embed_dim"])
+    head = {k: info[k] for k in ("model", "peft", "parameters")}
+    return {**head, "relation_module": sum(p.numel() for p in relation.parameters()), **info}

@@ -28,17 +28,17 @@ evaluation and the benchmarks take its :class:`StepCaches` and ask it, never the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from segment_anything.modeling import ImageEncoderViT
 from torch import Tensor, nn
 
 from .cache import TEACHER_KIND, TeacherCache, TensorStore, cache_folders, content_keys
 from .fingerprint import model_teacher_fingerprint, precision_name
+from .sam.family import FAMILIES, Segment, family_of, family_of_encoder, labels
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -50,79 +50,22 @@ PREFIX_KIND = "student-encoder-prefix"
 _FEATURES = "features"
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One piece of the image encoder in forward order."""
-
-    name: str
-    """Qualified name below the encoder, e.g. ``layers.0.downsample`` (``pos_embed`` for ViT's position add)."""
-    run: Callable[[Tensor], Tensor]
-    """Maps the previous segment's output to this one's."""
-    modules: tuple[nn.Module, ...]
-    """The modules whose parameters and buffers the segment uses (its trainability and its weights)."""
-    tensors: tuple[Tensor, ...] = ()
-    """Parameters the segment uses outside ``modules`` (ViT's ``pos_embed``)."""
-
-    def trainable(self) -> bool:
-        """Whether any parameter of the segment requires gradients."""
-        params = [p for m in self.modules for p in m.parameters()] + list(self.tensors)
-        return any(isinstance(p, nn.Parameter) and p.requires_grad for p in params)
-
-
 def encoder_segments(encoder: nn.Module) -> list[Segment]:
-    """The segments of a SAM image encoder whose composition is its ``forward`` (tested bitwise equal).
+    """The segments of a SAM image encoder whose composition is its ``forward`` (tested bitwise equal), as its
+    model family cuts it (:meth:`infosam.sam.family.Family.segments`).
 
     Meta's ``ImageEncoderViT``: ``patch_embed``, ``pos_embed`` (the addition), each of ``blocks``, ``neck``.
     :class:`~infosam.sam.tinyvit.TinyViTEncoder`: ``patch_embed``, each block of each stage and the stage's
     ``downsample`` (stage 0's blocks are convolutional), then ``neck`` (tokens -> (B, C, g, g) grid first).
 
     Raises:
-        TypeError: another encoder class (its forward order is unknown).
+        TypeError: another encoder class, or one of a family without segments (its forward order is unknown).
     """
-    from .sam.tinyvit import TinyViTEncoder
-
-    if isinstance(encoder, TinyViTEncoder):
-        return _tinyvit_segments(encoder)
-    if isinstance(encoder, ImageEncoderViT):
-        return _vit_segments(encoder)
-    raise TypeError(
-        f"the student prefix cache knows Meta's ImageEncoderViT and TinyViT encoders, got {type(encoder).__name__}"
-    )
-
-
-def _vit_segments(encoder: ImageEncoderViT) -> list[Segment]:
-    segments = [Segment("patch_embed", encoder.patch_embed, (encoder.patch_embed,))]
-    if encoder.pos_embed is not None:
-        segments.append(Segment("pos_embed", lambda x: x + encoder.pos_embed, (), (encoder.pos_embed,)))
-    for i, block in enumerate(encoder.blocks):
-        segments.append(Segment(f"blocks.{i}", block, (block,)))
-    segments.append(Segment("neck", lambda x: encoder.neck(x.permute(0, 3, 1, 2)), (encoder.neck,)))
-    return segments
-
-
-def _tinyvit_segments(encoder: nn.Module) -> list[Segment]:
-    segments = [Segment("patch_embed", encoder.patch_embed, (encoder.patch_embed,))]
-    for s, layer in enumerate(encoder.layers):
-        if getattr(layer, "use_checkpoint", False):
-            raise ValueError(
-                f"TinyViT stage {s} uses the package's own checkpointing; the prefix cache needs it off "
-                "(use train.activation_checkpointing instead)"
-            )
-        for j, block in enumerate(layer.blocks):
-            segments.append(Segment(f"layers.{s}.blocks.{j}", block, (block,)))
-        if layer.downsample is not None:
-            segments.append(Segment(f"layers.{s}.downsample", layer.downsample, (layer.downsample,)))
-
-    def neck(x: Tensor) -> Tensor:
-        batch, tokens, channels = x.shape
-        if tokens != encoder.grid * encoder.grid:
-            raise RuntimeError(
-                f"TinyViT produced {tokens} tokens, expected a {encoder.grid} x {encoder.grid} grid"
-            )
-        return encoder.neck(x.transpose(1, 2).reshape(batch, channels, encoder.grid, encoder.grid))
-
-    segments.append(Segment("neck", neck, (encoder.neck,)))
-    return segments
+    family = family_of_encoder(encoder)
+    if family is None or not family.student_prefix:
+        known = labels((f for f in FAMILIES.values() if f.student_prefix), "encoder_label")
+        raise TypeError(f"the student prefix cache knows {known} encoders, got {type(encoder).__name__}")
+    return family.segments(encoder)
 
 
 @dataclass(frozen=True)
@@ -358,13 +301,11 @@ def open_caches(
 
 def _frozen_prefix(student: Sam) -> EncoderSplit | None:
     """The student encoder's split at its frozen prefix, or None when its first segment trains."""
-    from .sam.sam2 import is_sam2
-
-    if is_sam2(student):
+    family = family_of(student)
+    if not family.student_prefix:
         raise ValueError(
-            f"cache.student_prefix is not supported on SAM 2 ({student.spec.name}): its decoder's high-resolution "
-            "projections run inside the encode step, so no encoder prefix is frozen; set cache.student_prefix: "
-            "false (the teacher cache works)"
+            f"cache.student_prefix is not supported on {family.label} ({student.spec.name}): "
+            f"{family.why_not['student_prefix']}; set cache.student_prefix: false (the teacher cache works)"
         )
     split = split_encoder(student.image_encoder)
     return None if split.empty else split

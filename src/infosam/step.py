@@ -1,9 +1,10 @@
 """One InfoSAM training step, and its phases for whoever needs them apart (the step benchmark, the demo).
 
 A step: batch -> train prompts -> teacher (no grad; its image embeddings from the teacher cache when filled) ->
-student -> losses (segmentation on logits upsampled to the input size; with InfoSAM, the relation module on both
--> L_r, L_d) -> backward -> optimizer step when the accumulation window closes. With ``teacher=None`` the same step
-trains the plain PEFT baseline.
+student -> losses (segmentation on logits upsampled to the input size, plus the distillation objective of the
+registry, :mod:`infosam.distill.registry`: with InfoSAM, the relation module on both -> L_r, L_d) -> backward ->
+optimizer step when the accumulation window closes. With no teacher and no objective the same step trains the plain
+PEFT baseline.
 
 Prompts depend only on (seed, process, epoch, batch index), so a resumed run draws the same prompts as an
 uninterrupted one and every process its own.
@@ -24,9 +25,9 @@ from torch import Tensor, nn
 
 from .data.prompts import DEFAULT_BOX_NOISE, train_prompts
 from .distill.features import capture_features
-from .distill.loss import RELATION_STATS, InfoSAMLoss
 from .losses import segmentation_loss
-from .peft.conv_lora import aux_loss_modules, collect_aux_loss
+from .peft.base import collect_aux_loss
+from .peft.registry import aux_loss_modules
 from .prefix import StepCaches
 from .sam.forward import SamOutput, decode, encode_images, sam_forward
 
@@ -74,7 +75,7 @@ def teacher_forward(
     (what InfoSAM uses of it; the decoder stops after its transformer, so logits and IoU are None). Its image
     embeddings come from ``cache`` when it holds all ``images`` (keyed by their content, ``keys`` if already
     computed), else they are computed, stored and read back (so every epoch and a resumed run see the stored
-    values, e.g. float16-rounded). A baseline ``objective`` may ask for more: the full decode (logits) and the
+    values, e.g. float16-rounded). An ``objective`` may ask for more: the full decode (logits) and the
     encoder's intermediate features (then the encoder always runs, without the cache)."""
     if objective is not None and (objective.needs_logits or objective.needs_features):
         return _teacher_for(objective, teacher, images, prompts, cache=cache, keys=keys)
@@ -99,7 +100,7 @@ def _teacher_for(
     cache: TeacherCache | None,
     keys: list[str] | None,
 ) -> SamOutput:
-    """The teacher outputs a baseline objective reads: a full decode when it needs logits, and the tap blocks'
+    """The teacher outputs an objective reads: a full decode when it needs logits, and the tap blocks'
     outputs (scoped hooks) when it needs intermediate features."""
     with torch.no_grad():
         if objective.needs_features:
@@ -125,30 +126,21 @@ def step_losses(
     masks: Tensor,
     *,
     seg_loss: str = "structure",
-    infosam: InfoSAMLoss | None = None,
     objective: Objective | None = None,
 ) -> dict[str, Tensor]:
-    """Scalar loss terms of one batch: ``loss``, ``seg`` and, with ``infosam``, ``relation``, ``distill``,
-    ``infosam`` and the relation maps' statistics (:data:`infosam.distill.loss.RELATION_STATS`, detached); with a baseline ``objective`` instead, ``distill`` is its weighted total. The segmentation loss is
-    taken on the student's logits upsampled to the masks' (B, 1, S, S)."""
+    """Scalar loss terms of one batch: ``loss``, ``seg`` and, with an ``objective``, what it reports
+    (:meth:`~infosam.distill.objective.Objective.step_terms`: with InfoSAM ``relation``, ``distill``, ``infosam``
+    and the relation maps' statistics, :data:`infosam.distill.loss.RELATION_STATS`, detached; with a baseline
+    ``distill``, its weighted total). The segmentation loss is taken on the student's logits upsampled to the
+    masks' (B, 1, S, S)."""
     logits = F.interpolate(
         student.low_res_logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False
     )
     seg = segmentation_loss(seg_loss, logits, masks, student.iou_predictions.float())
-    if objective is not None:
-        terms = objective(teacher, student, masks)
-        return {"loss": seg + terms["total"], "seg": seg, "distill": terms["total"]}
-    if infosam is None:
+    if objective is None:
         return {"loss": seg, "seg": seg}
-    info = infosam(teacher, student)  # relation module on both -> L_r, L_d (+ the relation maps' statistics)
-    return {
-        "loss": seg + info["total"],
-        "seg": seg,
-        "relation": info["relation"],
-        "distill": info["distill"],
-        "infosam": info["total"],
-        **{name: info[name] for name in RELATION_STATS},
-    }
+    terms = objective(teacher, student, masks)  # with InfoSAM: the relation module on both -> L_r, L_d
+    return {"loss": seg + terms["total"], "seg": seg, **objective.step_terms(terms)}
 
 
 class Trainee(nn.Module):
@@ -157,35 +149,39 @@ class Trainee(nn.Module):
 
     Args:
         student: the PEFT student SAM.
-        infosam: the InfoSAM loss module (owns the relation module), or ``None`` for the plain baseline.
+        objective: the distillation objective (:mod:`infosam.distill.registry`: InfoSAM, which owns the relation
+            module, or a baseline), or ``None`` for plain PEFT. Its learned parts are parameters of this module
+            (after the student's), so they train with the student; it is held under its ``module_name``
+            (``infosam`` or ``objective``), the prefix of its keys in the state dict.
         seg_loss: name of the segmentation loss (:func:`infosam.losses.segmentation_loss`).
         split: the student's encoder cut at its frozen prefix (:func:`infosam.prefix.split_encoder`), needed to
             accept precomputed prefix ``features`` in :meth:`forward`.
-        objective: a baseline distillation objective (:mod:`infosam.distill.registry`) instead of ``infosam``;
-            its learned parts are parameters of this module, so they train with the student.
     """
 
     def __init__(
         self,
         student: Sam,
-        infosam: InfoSAMLoss | None,
+        objective: Objective | None = None,
         seg_loss: str = "structure",
         split: EncoderSplit | None = None,
-        objective: Objective | None = None,
     ) -> None:
         super().__init__()
-        if infosam is not None and objective is not None:
-            raise ValueError("a Trainee takes InfoSAM or a baseline objective, not both")
         self.student = student
-        self.infosam = infosam
+        # Registered only when there is one, under the objective's own name: the plain trainee holds the
+        # student alone, InfoSAM's keys are infosam.relation.*, a baseline's objective.*.
+        self.objective_name = objective.module_name if objective is not None else None
+        if objective is not None:
+            setattr(self, objective.module_name, objective)
         self.seg_loss = seg_loss
         self.split = split
-        # Registered only when there is one: the InfoSAM and plain trainees keep exactly their modules.
-        if objective is not None:
-            self.objective = objective
         # PEFT layers that keep a training loss of their own (Conv-LoRA's load balancing); a plain list, not
         # submodules. Empty for every other method, and then the step's loss is untouched.
         self.aux_modules = aux_loss_modules(student)
+
+    @property
+    def distill_objective(self) -> Objective | None:
+        """The objective this trainee holds, or ``None``."""
+        return getattr(self, self.objective_name) if self.objective_name is not None else None
 
     def forward(
         self,
@@ -196,35 +192,11 @@ class Trainee(nn.Module):
         features: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """images (B, 3, S, S), masks (B, 1, S, S) -> the loss terms of :func:`step_losses`. With ``features``
-        (the output of the student's frozen encoder prefix for ``images``), only the rest of the encoder runs."""
-        objective = getattr(self, "objective", None)
-        if objective is not None:
-            terms = self._forward_objective(objective, images, masks, prompts, teacher, features)
-        else:
-            if features is None:
-                student = sam_forward(self.student, images, **prompts)
-            else:
-                student = decode(self.student, self.split.rest(features), **prompts)
-            terms = step_losses(student, teacher, masks, seg_loss=self.seg_loss, infosam=self.infosam)
-        if self.aux_modules:
-            aux = collect_aux_loss(self.aux_modules)
-            if aux is not None:
-                terms["loss"] = terms["loss"] + aux
-                terms["balance"] = aux
-        return terms
-
-    def _forward_objective(
-        self,
-        objective: Objective,
-        images: Tensor,
-        masks: Tensor,
-        prompts: dict[str, Tensor],
-        teacher: SamOutput | None,
-        features: Tensor | None,
-    ) -> dict[str, Tensor]:
-        """The forward with a baseline objective: as :meth:`forward`, capturing the student's tap features when
-        the objective reads them (the student-prefix cache is then refused by the config)."""
-        taps = objective.taps if objective.needs_features else None
+        (the output of the student's frozen encoder prefix for ``images``), only the rest of the encoder runs;
+        the student's tap features are captured when the objective reads them (the student-prefix cache is then
+        refused by the config)."""
+        objective = self.distill_objective
+        taps = objective.taps if objective is not None and objective.needs_features else None
         with capture_features(self.student, taps) as captured:
             if features is None:
                 student = sam_forward(self.student, images, **prompts)
@@ -232,7 +204,13 @@ class Trainee(nn.Module):
                 student = decode(self.student, self.split.rest(features), **prompts)
         if taps:
             student.features = captured
-        return step_losses(student, teacher, masks, seg_loss=self.seg_loss, objective=objective)
+        terms = step_losses(student, teacher, masks, seg_loss=self.seg_loss, objective=objective)
+        if self.aux_modules:
+            aux = collect_aux_loss(self.aux_modules)
+            if aux is not None:
+                terms["loss"] = terms["loss"] + aux
+                terms["balance"] = aux
+        return terms
 
 
 def optimizer_step(
@@ -265,7 +243,7 @@ class StepParts:
     trainee: nn.Module
     """The (possibly DDP-wrapped) :class:`Trainee`."""
     teacher: Sam | None
-    """The frozen teacher, or ``None`` for the plain baseline."""
+    """The frozen teacher, or ``None`` for plain PEFT."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     caches: StepCaches = StepCaches()
@@ -279,7 +257,8 @@ class StepParts:
     p_box: float = 0.5
     """Probability that a batch's train prompts are noisy boxes (else one foreground point per image)."""
     objective: Objective | None = None
-    """The baseline distillation objective (the same module the trainee holds), or ``None`` (InfoSAM, plain)."""
+    """The distillation objective (the same module the trainee holds), or ``None``; it says what the teacher
+    must give (:func:`teacher_forward`)."""
     box_noise: str = DEFAULT_BOX_NOISE
     """How the train boxes are drawn from the tight box (:data:`infosam.data.prompts.BOX_NOISE_RULES`)."""
 
@@ -294,9 +273,8 @@ def train_step(parts: StepParts, batch: dict, *, epoch: int, index: int, window:
         sync: the last batch of the window: gradients are synchronised and the optimizer steps (unless
             ``parts.guard`` finds a non-finite loss or gradient in the window: it stops the run or skips the step).
     Returns:
-        the detached loss terms: ``loss``, ``seg`` and, with InfoSAM, ``relation``, ``distill``, ``infosam`` and
-        the relation statistics (:data:`infosam.distill.loss.RELATION_STATS`);
-        with Conv-LoRA, ``balance`` (its load-balancing loss, part of ``loss``).
+        the detached loss terms of :func:`step_losses` (``loss``, ``seg``, what the objective reports) and, with
+        PEFT layers that keep a loss of their own (Conv-LoRA), ``balance`` (part of ``loss``).
     """
     acc = parts.accelerator
     prompts = batch_prompts(

@@ -132,13 +132,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    """Parse the options into :func:`infosam.evaluate.evaluate_to_folder`'s arguments and call it; every check of
+    the run folder, the prompt settings, the outputs and the data is the library's, made once."""
+    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, evaluate_to_folder
 
-    from ..evaluate import PER_IMAGE_FILE, SUMMARY_FILE, check_prompt_settings, evaluate_to_folder
-    from ..load import resolve
-
-    if args.run is not None and not Path(args.run).is_dir():
-        raise CLIError(f"RUN_DIR {args.run} is not a folder")
     if args.run is None and args.weights is not None:
         raise CLIError("--weights needs a RUN_DIR (the run whose base model they belong to)")
     if args.run is not None and args.image_size is not None:
@@ -149,10 +146,6 @@ def run(args: argparse.Namespace) -> int:
         if args.prompt == "box":
             raise CLIError("--points N_FG N_BG is for --prompt points; with --prompt box, leave --points out")
         args.prompt = "points"  # --points alone means point prompts, never silently ignored
-    if args.box_noise is not None and args.prompt == "points":
-        raise CLIError(
-            "--box-noise/--tight-box is for box prompts; leave it out with --prompt points or --points"
-        )
     if args.image_size is not None and args.image_size < 16:
         raise CLIError(f"--image-size must be >= 16, got {args.image_size}")
     # Warnings (empty ground-truth masks) as one line each, not as a logging record.
@@ -173,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             else CacheConfig(enabled=True, **({"dir": args.cache} if args.cache else {}))
         )
     out = Path(args.out)
-    overrides = {
+    overrides = {  # prompt settings not given (None) take the source's own
         "prompt": args.prompt,
         "n_fg": None if args.points is None else args.points[0],
         "n_bg": None if args.points is None else args.points[1],
@@ -183,32 +176,18 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
     }
     try:
-        # the run's folder is looked at and its config read here, once; the model is built after the data check
-        source = resolve(
-            args.run if args.run is not None else args.model,
-            checkpoint=args.checkpoint,
-            weights=args.weights,
-            image_size=args.image_size,
-            require_final=args.require_final,
-        )
-        base = source.eval_settings()
-        given = {k: v for k, v in overrides.items() if v is not None}
-        chosen = {k: given.get(k, getattr(base, k)) for k in ("prompt", "n_fg", "n_bg")}
-        if args.box_noise is not None and chosen["prompt"] != "box":
-            # the prompt comes from the run's eval section: a box rule would be silently unused
-            raise CLIError(
-                f"--box-noise/--tight-box is for box prompts, and {source}'s eval.prompt is {chosen['prompt']}; "
-                "add --prompt box to score it with boxes, or leave --box-noise/--tight-box out"
-            )
-        check_prompt_settings(**chosen)  # the message names the command's options, not the config's
-        settings = replace(base, **given)
         summary = evaluate_to_folder(
-            source,
+            args.run if args.run is not None else args.model,
             args.data,
             args.split,
             out,
             overwrite=args.overwrite,
-            settings=settings,
+            overrides=overrides,
+            require_run=args.run is not None,
+            checkpoint=args.checkpoint,
+            weights=args.weights,
+            image_size=args.image_size,
+            require_final=args.require_final,
             device=args.device,
             num_workers=args.workers,
             on_batch=progress,

@@ -56,10 +56,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import export_run
-    from ..runs import RunDir
+    from ..runs import CONFIG_FILE, RunDir
 
     if not RunDir(args.run_dir).is_run():
-        raise CLIError(f"{args.run_dir} is not a run folder (no config.yaml)")
+        raise CLIError(f"{args.run_dir} is not a run folder (no {CONFIG_FILE})")
     out = export_run(
         args.run_dir,
         args.format,

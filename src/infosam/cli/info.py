@@ -54,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports (torch, peft) happen here, not at registration, so `infosam --help` and other commands stay fast.
+    from infosam.model import student_parameters
     from infosam.peft import parse_option_assignments
-    from infosam.peft.count import student_parameters
 
     info = student_parameters(args.model, args.peft, parse_option_assignments(args.set_peft))
     table, relation_count = info["parameters"], info["relation_module"]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..files import atomic_save_image
+
 DOMAINS = ("source", "target")
 _DOMAIN_KEYS = {"source": 0, "target": 1}
 
@@ -188,6 +190,6 @@ def write_synthetic_dataset(
     for index in range(start, start + n):
         image, mask = synthetic_pair(index, domain=domain, size=size, seed=seed)
         stem = f"{domain}_{index:05d}"
-        Image.fromarray(image).save(images / f"{stem}.png")
-        Image.fromarray(mask * 255).save(masks / f"{stem}.png")
+        atomic_save_image(images / f"{stem}.png", Image.fromarray(image))
+        atomic_save_image(masks / f"{stem}.png", Image.fromarray(mask * 255))
     return root

@@ -11,7 +11,8 @@ from .entropy import (
     normalize_trace,
     renyi2,
 )
-from .loss import InfoSAMLoss, InfoSAMWeights, distill_loss, infosam_terms, relation_loss
+from .infosam import InfoSAMLoss
+from .loss import InfoSAMWeights, distill_loss, infosam_terms, relation_loss
 from .relation import RelationModule
 
 __all__ = [

@@ -1,8 +1,9 @@
 """Intermediate encoder features for the objectives that distil them (SemCKD, ReviewKD), through scoped hooks.
 
-A *tap* is one attention block of the image encoder (:func:`infosam.peft.base.encoder_blocks`, so PEFT wrappers
-inside a block change nothing); its output is captured by a forward hook that lives only inside
-:func:`capture_features` and is returned as (B, C, h, w), whatever the family's layout:
+A *tap* is one attention block of the image encoder (:func:`infosam.sam.family.encoder_blocks`, so PEFT wrappers
+inside a block change nothing); the model family chooses them (:meth:`infosam.sam.family.Family.feature_taps`). A
+tap's output is captured by a forward hook that lives only inside :func:`capture_features` and is returned as
+(B, C, h, w), whatever the family's layout:
 
 - ViT: the blocks are cut into four equal groups and the last block of each is a tap (ViT-B: blocks 2, 5, 8, 11,
   SAM's global-attention blocks); a block returns (B, h, w, C).
@@ -20,19 +21,12 @@ from collections.abc import Iterator, Sequence
 from segment_anything.modeling import Sam
 from torch import Tensor
 
-from ..peft.base import encoder_blocks
+from ..sam.family import encoder_blocks, family_of
 
 
 def feature_taps(model: Sam) -> tuple[int, ...]:
     """Indices (in :func:`encoder_blocks` order) of the blocks whose outputs are the encoder's feature levels."""
-    blocks = list(encoder_blocks(model))
-    if len({b.stage for b in blocks}) > 1:  # TinyViT: the last block of each stage
-        last: dict[int, int] = {}
-        for b in blocks:
-            last[b.stage] = b.index
-        return tuple(last[s] for s in sorted(last))
-    depth = len(blocks)
-    return tuple(sorted({max(0, depth * k // 4 - 1) for k in range(1, 5)}))
+    return family_of(model).feature_taps(model)
 
 
 def tap_dims(model: Sam, taps: Sequence[int]) -> tuple[int, ...]:

@@ -13,6 +13,9 @@ embeddings, the teacher's mask token, and the relation rows of teacher and stude
 Beside the terms, :func:`relation_stats` reports (without gradient) what the terms do to the relation maps:
 ``S(r_t)``, ``S(r_s)``, ``I(r_t; r_s)``, how alike the batch's teacher maps are, and the spread of their values
 (:data:`RELATION_STATS`). They are logged to train with (``metrics.csv``, TensorBoard); they never change a loss.
+
+The module that owns the relation module and enters training as ``distill.method=infosam`` is
+:class:`infosam.distill.infosam.InfoSAMLoss`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .entropy import Gather, gram_matrix, joint_entropy, mutual_information, normalize_rows, renyi2
 from .relation import RelationModule
@@ -161,32 +164,6 @@ def infosam_terms(
     l_d = distill_loss(r_t, r_s, gather=gather)
     total = weights.lam * (weights.lam1 * l_r + weights.lam2 * l_d)
     return {"relation": l_r, "distill": l_d, "total": total, **relation_stats(r_t, r_s, gather=gather)}
-
-
-class InfoSAMLoss(nn.Module):
-    """Thin module around :func:`infosam_terms` that owns the relation module (so it sits in the optimizer).
-
-    Args:
-        relation: the relation module (``RelationModule(dim)``, or a frozen loaded one for InfoSAM-T).
-        weights: term weights (default: the paper's).
-        gather: optional row all-gather for multi-process training.
-    """
-
-    def __init__(
-        self,
-        relation: RelationModule,
-        weights: InfoSAMWeights | None = None,
-        *,
-        gather: Gather | None = None,
-    ) -> None:
-        super().__init__()
-        self.relation = relation
-        self.weights = InfoSAMWeights() if weights is None else weights
-        self.gather = gather
-
-    def forward(self, teacher: SamFeatures, student: SamFeatures) -> dict[str, Tensor]:
-        """See :func:`infosam_terms`."""
-        return infosam_terms(self.relation, teacher, student, self.weights, gather=self.gather)
 
 
 def _check_batch(gram: Tensor) -> None:

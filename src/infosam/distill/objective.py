@@ -1,6 +1,7 @@
 """What every distillation objective of the registry shares: its inputs, its options and its module contract.
 
-An objective is an ``nn.Module`` whose ``forward(teacher, student, masks)`` returns named scalar terms with a
+The registry (:mod:`infosam.distill.registry`) holds InfoSAM (:mod:`infosam.distill.infosam`) and the baselines
+of the paper's comparison; the step and the trainer know only this contract. An objective is an ``nn.Module`` whose ``forward(teacher, student, masks)`` returns named scalar terms with a
 ``total`` (already weighted). ``teacher`` and ``student`` are :class:`infosam.sam.forward.SamOutput`: image
 embeddings (B, C, h, w), the single-mask token (B, 1, C), the low-resolution logits (B, 1, 4h, 4w) when the class
 sets ``needs_logits`` (the teacher then decodes in full), and ``features`` (the intermediate encoder maps of
@@ -15,6 +16,7 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -62,6 +64,25 @@ class Objective(nn.Module):
     min_batch: ClassVar[int] = 1
     """Smallest batch the objective says anything about (batch-relational objectives need 2)."""
 
+    options_section: ClassVar[str | None] = None
+    """The config section that holds its options (its :attr:`Options` fields by name); ``None``: they are
+    ``distill.options.<name>``."""
+    module_name: ClassVar[str] = "objective"
+    """The name a :class:`infosam.step.Trainee` holds it under: the prefix of its keys in the trainee's
+    ``state_dict``."""
+    title: ClassVar[str | None] = None
+    """How a run's first log line names it; ``None``: ``distill.method=<name>``."""
+    learned_title: ClassVar[str | None] = None
+    """How a run's first log line names its learned parts; ``None``: ``<name> objective``."""
+    stats: ClassVar[tuple[str, ...]] = ()
+    """Detached statistics among its terms, logged every optimizer step (metrics.csv's last columns, TensorBoard
+    group :attr:`stats_group`); they never change a loss."""
+    stats_group: ClassVar[str] = "objective"
+    """The TensorBoard group of :attr:`stats`."""
+    keeps_resume_state: ClassVar[bool] = True
+    """Its ``state_dict`` goes into every resume checkpoint's state (key ``distill``); false when its learned
+    part is saved as a weights file of its own instead (:meth:`saved_module`)."""
+
     taps: tuple[int, ...] = ()
     """Encoder blocks whose outputs it reads (set by :func:`infosam.distill.registry.build_objective`)."""
 
@@ -71,6 +92,20 @@ class Objective(nn.Module):
 
     def forward(self, teacher: Any, student: Any, masks: Tensor) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def step_terms(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What a training step reports of ``terms`` (this objective's output) beside ``loss`` and ``seg``: by
+        default its weighted total, as ``distill``."""
+        return {"distill": terms["total"]}
+
+    def saved_module(self) -> nn.Module | None:
+        """A learned part saved beside the student's weights as a file of its own (in every weights folder and
+        resume checkpoint), or ``None`` (the default: nothing such)."""
+        return None
+
+    def load_saved(self, path: Path) -> None:
+        """Load :meth:`saved_module`'s values back from the file a resume checkpoint holds at ``path``."""
+        raise NotImplementedError(f"distill.method {self.name!r} saves no module of its own")
 
 
 def feature_pairs(teacher: Any, student: Any) -> tuple[list[Tensor], list[Tensor]]:

@@ -13,9 +13,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .grid import Cell, Grid, cells
-from .layout import ExperimentDir
+from .grid import Cell, Grid
+from .layout import EPOCH_PREFIX, SUMMARY_FILE, ExperimentDir, epoch_of, scored
+from .plan import RETENTION, TEST, cells, scored_sets
 from .records import read_scores, read_test_curve
+from .splits import HELDOUT
 
 TEACHER = "teacher (zero-shot)"
 """The arm name the zero-shot teacher's rows carry in every table."""
@@ -47,7 +49,7 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
         if info.get("status") != "done":
             continue
         result = CellResult(cell, info=info, train_log=read_train_log(layout.train_log(cell)))
-        names = ["test"] + [f"retention-{o}" for o in grid.datasets[cell.dataset].retention]
+        names = [name for name, _, _ in scored_sets(grid, cell)]
         test_curve = read_test_curve(folder)  # a results record; an experiment folder has the run itself
         if test_curve is None:
             run = RunDir(layout.run(cell))
@@ -56,18 +58,18 @@ def collect(exp_dir: Path, grid: Grid) -> tuple[list[CellResult], int]:
             epochs = int(info["epochs"])
         for name in names:
             evaluation = layout.evaluation(cell, name)
-            if not (evaluation / "summary.json").is_file():
+            if not scored(evaluation):
                 continue
             result.sets[name] = read_scores(evaluation)
             curve: dict[int, tuple[dict, int]] = {}
-            if name == "test":
+            if name == TEST:
                 for epoch, summary in test_curve.items():
                     curve[epoch] = (summary, int(summary.get("n_images", 0)))
             else:
-                for path in sorted(evaluation.glob("epoch-*/summary.json")):
+                for path in sorted(evaluation.glob(f"{EPOCH_PREFIX}*/{SUMMARY_FILE}")):
                     summary = json.loads(path.read_text(encoding="utf-8"))
-                    curve[int(path.parent.name.split("-")[1])] = (summary, int(summary["n_images"]))
-                final = json.loads((evaluation / "summary.json").read_text(encoding="utf-8"))
+                    curve[epoch_of(path.parent)] = (summary, int(summary["n_images"]))
+                final = json.loads((evaluation / SUMMARY_FILE).read_text(encoding="utf-8"))
                 curve[epochs] = (final, int(final["n_images"]))
             result.curves[name] = curve
         results.append(result)
@@ -88,14 +90,14 @@ def read_train_log(path: Path | None) -> list[dict]:
 def teacher_rows(exp_dir: Path, dataset: str, split: str) -> dict[str, dict[str, float]] | None:
     """The zero-shot teacher's per-image scores on ``dataset``/``split`` (``{id: {metric: value}}``), or None."""
     path = ExperimentDir(exp_dir).teacher(dataset, split)
-    return read_scores(path) if (path / "summary.json").is_file() else None
+    return read_scores(path) if scored(path) else None
 
 
 def set_source(cell: Cell, name: str) -> tuple[str, str]:
     """(dataset, split) a scored set of a cell comes from."""
-    if name == "test":
+    if name == TEST:
         return cell.dataset, f"{cell.part}-test"
-    return name.removeprefix("retention-"), "heldout"
+    return name.removeprefix(RETENTION), HELDOUT
 
 
 def complete_seeds(results: list[CellResult], grid: Grid) -> list[CellResult]:

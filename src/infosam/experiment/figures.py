@@ -16,6 +16,7 @@ from ..metrics import display_scale
 from .collect import TEACHER, CellResult
 from .grid import Grid
 from .layout import ExperimentDir
+from .plan import TEST
 
 
 def _pyplot():
@@ -57,7 +58,7 @@ def curve_figures(results: list[CellResult], teacher: list[dict], grid: Grid, fo
     ref = {(t["dataset"], t["regime"], t["set"]): t[metric] for t in teacher}
     written = []
     for (dataset, regime), sets in sorted(settings.items()):
-        names = sorted(sets, key=lambda s: (s != "test", s))
+        names = sorted(sets, key=lambda s: (s != TEST, s))
         fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
         for ax, name in zip(axes[0], names, strict=True):
             for arm, curve in sorted(sets[name].items()):
@@ -109,7 +110,7 @@ def relation_figures(
     from ..load import open_model
     from ..runs import RunDir
     from ..sam.transforms import get_transform
-    from .grid import eval_config
+    from .plan import eval_config
     from .relmaps import crop_valid, relation_maps
 
     chosen: dict[tuple, CellResult] = {}

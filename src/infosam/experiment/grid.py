@@ -52,32 +52,22 @@ of every finished cell and of the zero-shot teacher (config hash, code version, 
 summaries, times; never weights or images): meant to be committed beside the grid file, so a grid's results
 survive the machine that ran it. A cell with a record counts as finished anywhere, and ``infosam report`` reads
 the records alone.
+
+This module reads and checks the file; :mod:`~infosam.experiment.splits` cuts the splits,
+:mod:`~infosam.experiment.plan` orders the cells and resolves their configs, :mod:`~infosam.experiment.hashing`
+names a config by its hash.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
-import hashlib
-import io
-import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from ..config import (
-    Config,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    deep_merge,
-    read_yaml_tree,
-    validate_config,
-)
+# Re-exported: committed grid files and docs name them here.
+from .hashing import HASH_PINNED_DEFAULTS, config_hash  # noqa: F401
 
 
 class GridError(ValueError):
@@ -175,10 +165,6 @@ _DATASET_KEYS = {
     "seeds",
     "split_files",
 }
-ALL_REST = "trainall"
-"""The part of a dataset with a ``test`` part and no ``train`` sizes: it trains on every image not in the test."""
-FIXED = "fixed"
-"""The part of a dataset whose split is given as image lists (``split_files``)."""
 _ARM_KEYS = {"config", "set", "baseline", "datasets", "seeds", "phase"}
 
 
@@ -210,135 +196,12 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
     copy of its grid is read with the original file's folder). ``lenient_vars``: a dataset path naming an unset
     environment variable is kept as written instead of refused (reading results where the data is not)."""
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"grid file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise GridError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise GridError(f"{path}: a grid must be a YAML mapping")
-    _unknown(str(path), data, _GRID_KEYS)
+    data = _read_mapping(path)
     here = Path(root).expanduser().resolve() if root is not None else path.parent
-    seeds = data.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise GridError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise GridError(f"{path}: seeds repeat: {seeds}")
-    datasets = {}
-    for name, entry in (data.get("datasets") or {}).items():
-        where = f"{path}: datasets.{name}"
-        _name_ok(where, str(name))
-        if not isinstance(entry, dict) or "path" not in entry:
-            raise GridError(f"{where} must be a mapping with at least a path")
-        _unknown(where, entry, _DATASET_KEYS)
-        raw = os.path.expandvars(str(entry["path"]))
-        if "$" in raw and not lenient_vars:
-            raise GridError(f"{where}.path: {entry['path']!r} names an environment variable that is not set")
-        d = DatasetEntry(
-            name=str(name),
-            path=here / Path(raw).expanduser(),
-            source_split=entry.get("source_split"),
-            folds=entry.get("folds"),
-            test=entry.get("test"),
-            train=list(entry.get("train") or []),
-            split_seed=int(entry.get("split_seed", 0)),
-            retention=_strings(f"{where}.retention", entry.get("retention")),
-            overrides=_strings(f"{where}.set", entry.get("set")),
-            target=bool(entry.get("target", True)),
-            seeds=entry.get("seeds"),
-            split_files=_split_files(where, entry.get("split_files"), here),
-        )
-        if d.seeds is not None:
-            if not isinstance(d.seeds, list) or not d.seeds or any(s not in seeds for s in d.seeds):
-                raise GridError(
-                    f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {d.seeds!r}"
-                )
-            d.seeds = [int(s) for s in d.seeds]
-        if d.split_files is not None:
-            given = [k for k in ("folds", "test", "train", "source_split") if entry.get(k) is not None]
-            if given or not d.target:
-                raise GridError(
-                    f"{where}: split_files is a target's whole split: without "
-                    + (f"{', '.join(given)}" if given else "target: false")
-                )
-        elif d.target and (d.folds is None) == (d.test is None):
-            raise GridError(
-                f"{where}: give exactly one of folds (k-fold), test (a held-out part) and split_files (fixed lists)"
-            )
-        if d.folds is not None and (not isinstance(d.folds, int) or d.folds < 2):
-            raise GridError(f"{where}.folds must be an integer >= 2, got {d.folds!r}")
-        if d.folds is not None and d.train:
-            raise GridError(f"{where}: train sizes go with a test part, not with folds")
-        for key, value in [("test", d.test)] + [("train", v) for v in d.train]:
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-            ):
-                raise GridError(
-                    f"{where}.{key}: a count >= 1 or a fraction in (0, 1) is expected, got {value!r}"
-                )
-        datasets[d.name] = d
-    if not any(d.target for d in datasets.values()):
-        raise GridError(f"{path}: datasets must hold at least one target dataset (folds or test)")
-    for d in datasets.values():
-        for other in d.retention:
-            if other not in datasets:
-                raise GridError(
-                    f"{path}: datasets.{d.name}.retention names {other!r}, not a dataset of the grid"
-                )
-            if other == d.name:
-                raise GridError(f"{path}: datasets.{d.name}.retention names the dataset itself")
-    arms = {}
-    for name, entry in (data.get("arms") or {}).items():
-        where = f"{path}: arms.{name}"
-        _name_ok(where, str(name))
-        entry = entry or {}
-        if not isinstance(entry, dict):
-            raise GridError(f"{where} must be a mapping (config, set, baseline)")
-        _unknown(where, entry, _ARM_KEYS)
-        config = entry.get("config")
-        phase = entry.get("phase", 1)
-        if isinstance(phase, bool) or not isinstance(phase, int) or phase < 1:
-            raise GridError(f"{where}.phase must be an integer >= 1, got {phase!r}")
-        arm_seeds = entry.get("seeds")
-        if arm_seeds is not None and (
-            not isinstance(arm_seeds, list) or not arm_seeds or any(s not in seeds for s in arm_seeds)
-        ):
-            raise GridError(
-                f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {arm_seeds!r}"
-            )
-        arm_datasets = entry.get("datasets")
-        if arm_datasets is not None:
-            arm_datasets = _strings(f"{where}.datasets", arm_datasets)
-            bad = [d for d in arm_datasets if d not in datasets or not datasets[d].target]
-            if not arm_datasets or bad:
-                raise GridError(
-                    f"{where}.datasets must name target datasets of the grid "
-                    f"({[d for d in datasets if datasets[d].target]}), got {entry.get('datasets')!r}"
-                )
-        arms[str(name)] = Arm(
-            name=str(name),
-            config=None if config is None else here / str(config),
-            overrides=_strings(f"{where}.set", entry.get("set")),
-            baseline=entry.get("baseline"),
-            datasets=arm_datasets,
-            seeds=None if arm_seeds is None else [int(x) for x in arm_seeds],
-            phase=phase,
-        )
-    if not arms:
-        raise GridError(f"{path}: arms must name at least one arm")
-    for arm in arms.values():
-        if arm.baseline is not None and arm.baseline not in arms:
-            raise GridError(
-                f"{path}: arms.{arm.name}.baseline names {arm.baseline!r}, not an arm of the grid"
-            )
-    report = data.get("report") or {}
-    metrics = report.get("metrics", ["Dice", "IoU"])
-    from ..metrics import METRIC_NAMES
-
-    bad = [m for m in metrics if m not in METRIC_NAMES]
-    if bad:
-        raise GridError(f"{path}: report.metrics: unknown {bad}; valid: {list(METRIC_NAMES)}")
+    seeds = _read_seeds(path, data)
+    datasets = _read_datasets(path, data, here, seeds, lenient_vars)
+    arms = _read_arms(path, data, here, seeds, datasets)
+    metrics = _read_metrics(path, data)
     base = data.get("base")
     order = data.get("order", "seeds")
     if order not in ORDERS:
@@ -359,6 +222,178 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
     )
 
 
+def _read_mapping(path: Path) -> dict:
+    """The grid file as a mapping with known top-level keys only."""
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise GridError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise GridError(f"{path}: a grid must be a YAML mapping")
+    _unknown(str(path), data, _GRID_KEYS)
+    return data
+
+
+def _read_seeds(path: Path, data: dict) -> list[int]:
+    seeds = data.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise GridError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise GridError(f"{path}: seeds repeat: {seeds}")
+    return seeds
+
+
+def _read_datasets(
+    path: Path, data: dict, here: Path, seeds: list[int], lenient_vars: bool
+) -> dict[str, DatasetEntry]:
+    """``datasets``: every entry checked, at least one target, retention sets naming other datasets."""
+    datasets = {}
+    for name, entry in (data.get("datasets") or {}).items():
+        d = _read_dataset(f"{path}: datasets.{name}", str(name), entry, here, seeds, lenient_vars)
+        datasets[d.name] = d
+    if not any(d.target for d in datasets.values()):
+        raise GridError(f"{path}: datasets must hold at least one target dataset (folds or test)")
+    for d in datasets.values():
+        for other in d.retention:
+            if other not in datasets:
+                raise GridError(
+                    f"{path}: datasets.{d.name}.retention names {other!r}, not a dataset of the grid"
+                )
+            if other == d.name:
+                raise GridError(f"{path}: datasets.{d.name}.retention names the dataset itself")
+    return datasets
+
+
+def _read_dataset(
+    where: str, name: str, entry, here: Path, seeds: list[int], lenient_vars: bool
+) -> DatasetEntry:
+    """One entry of ``datasets`` (``where`` names it in errors)."""
+    _name_ok(where, name)
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise GridError(f"{where} must be a mapping with at least a path")
+    _unknown(where, entry, _DATASET_KEYS)
+    raw = os.path.expandvars(str(entry["path"]))
+    if "$" in raw and not lenient_vars:
+        raise GridError(f"{where}.path: {entry['path']!r} names an environment variable that is not set")
+    d = DatasetEntry(
+        name=name,
+        path=here / Path(raw).expanduser(),
+        source_split=entry.get("source_split"),
+        folds=entry.get("folds"),
+        test=entry.get("test"),
+        train=list(entry.get("train") or []),
+        split_seed=int(entry.get("split_seed", 0)),
+        retention=_strings(f"{where}.retention", entry.get("retention")),
+        overrides=_strings(f"{where}.set", entry.get("set")),
+        target=bool(entry.get("target", True)),
+        seeds=entry.get("seeds"),
+        split_files=_split_files(where, entry.get("split_files"), here),
+    )
+    if d.seeds is not None:
+        if not isinstance(d.seeds, list) or not d.seeds or any(s not in seeds for s in d.seeds):
+            raise GridError(
+                f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {d.seeds!r}"
+            )
+        d.seeds = [int(s) for s in d.seeds]
+    _check_split_settings(where, entry, d)
+    return d
+
+
+def _check_split_settings(where: str, entry: dict, d: DatasetEntry) -> None:
+    """One way to split a target (folds, a test part, or fixed lists), with sizes that make sense."""
+    if d.split_files is not None:
+        given = [k for k in ("folds", "test", "train", "source_split") if entry.get(k) is not None]
+        if given or not d.target:
+            raise GridError(
+                f"{where}: split_files is a target's whole split: without "
+                + (f"{', '.join(given)}" if given else "target: false")
+            )
+    elif d.target and (d.folds is None) == (d.test is None):
+        raise GridError(
+            f"{where}: give exactly one of folds (k-fold), test (a held-out part) and split_files (fixed lists)"
+        )
+    if d.folds is not None and (not isinstance(d.folds, int) or d.folds < 2):
+        raise GridError(f"{where}.folds must be an integer >= 2, got {d.folds!r}")
+    if d.folds is not None and d.train:
+        raise GridError(f"{where}: train sizes go with a test part, not with folds")
+    for key, value in [("test", d.test)] + [("train", v) for v in d.train]:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+        ):
+            raise GridError(f"{where}.{key}: a count >= 1 or a fraction in (0, 1) is expected, got {value!r}")
+
+
+def _read_arms(
+    path: Path, data: dict, here: Path, seeds: list[int], datasets: dict[str, DatasetEntry]
+) -> dict[str, Arm]:
+    """``arms``: at least one, each checked, every baseline an arm of the grid."""
+    arms = {}
+    for name, entry in (data.get("arms") or {}).items():
+        arms[str(name)] = _read_arm(f"{path}: arms.{name}", str(name), entry, here, seeds, datasets)
+    if not arms:
+        raise GridError(f"{path}: arms must name at least one arm")
+    for arm in arms.values():
+        if arm.baseline is not None and arm.baseline not in arms:
+            raise GridError(
+                f"{path}: arms.{arm.name}.baseline names {arm.baseline!r}, not an arm of the grid"
+            )
+    return arms
+
+
+def _read_arm(
+    where: str, name: str, entry, here: Path, seeds: list[int], datasets: dict[str, DatasetEntry]
+) -> Arm:
+    """One entry of ``arms`` (``where`` names it in errors)."""
+    _name_ok(where, name)
+    entry = entry or {}
+    if not isinstance(entry, dict):
+        raise GridError(f"{where} must be a mapping (config, set, baseline)")
+    _unknown(where, entry, _ARM_KEYS)
+    config = entry.get("config")
+    phase = entry.get("phase", 1)
+    if isinstance(phase, bool) or not isinstance(phase, int) or phase < 1:
+        raise GridError(f"{where}.phase must be an integer >= 1, got {phase!r}")
+    arm_seeds = entry.get("seeds")
+    if arm_seeds is not None and (
+        not isinstance(arm_seeds, list) or not arm_seeds or any(s not in seeds for s in arm_seeds)
+    ):
+        raise GridError(
+            f"{where}.seeds must be a non-empty list of the grid's seeds {seeds}, got {arm_seeds!r}"
+        )
+    arm_datasets = entry.get("datasets")
+    if arm_datasets is not None:
+        arm_datasets = _strings(f"{where}.datasets", arm_datasets)
+        bad = [d for d in arm_datasets if d not in datasets or not datasets[d].target]
+        if not arm_datasets or bad:
+            raise GridError(
+                f"{where}.datasets must name target datasets of the grid "
+                f"({[d for d in datasets if datasets[d].target]}), got {entry.get('datasets')!r}"
+            )
+    return Arm(
+        name=name,
+        config=None if config is None else here / str(config),
+        overrides=_strings(f"{where}.set", entry.get("set")),
+        baseline=entry.get("baseline"),
+        datasets=arm_datasets,
+        seeds=None if arm_seeds is None else [int(x) for x in arm_seeds],
+        phase=phase,
+    )
+
+
+def _read_metrics(path: Path, data: dict) -> list[str]:
+    """``report.metrics``: the metrics the report's tables lead with."""
+    from ..metrics import METRIC_NAMES
+
+    report = data.get("report") or {}
+    metrics = report.get("metrics", ["Dice", "IoU"])
+    bad = [m for m in metrics if m not in METRIC_NAMES]
+    if bad:
+        raise GridError(f"{path}: report.metrics: unknown {bad}; valid: {list(METRIC_NAMES)}")
+    return metrics
+
+
 def _split_files(where: str, value, here: Path) -> dict[str, Path] | None:
     """``split_files`` checked: a mapping of exactly ``train`` and ``test`` to file paths (relative to ``here``)."""
     if value is None:
@@ -373,286 +408,3 @@ def _split_files(where: str, value, here: Path) -> dict[str, Path] | None:
             f"({{train: lists/train.csv, test: lists/test.csv}}), got {value!r}"
         )
     return {key: here / Path(os.path.expandvars(v)).expanduser() for key, v in value.items()}
-
-
-def parts(d: DatasetEntry) -> list[str]:
-    """The split parts a target dataset trains on (module doc)."""
-    if d.split_files is not None:
-        return [FIXED]
-    if d.folds is not None:
-        return [f"fold{k}of{d.folds}" for k in range(1, d.folds + 1)]
-    return [f"train{_label(v)}" for v in d.train] or [ALL_REST]
-
-
-def pairs(grid: Grid) -> list[list[str]]:
-    """The arms grouped into pairs: each arm without a baseline, followed by the arms naming it as their baseline,
-    in the order the arms are listed (an arm whose baseline is itself paired elsewhere joins that group)."""
-
-    def root(name: str) -> str:
-        seen = set()
-        while grid.arms[name].baseline is not None and name not in seen:
-            seen.add(name)
-            name = grid.arms[name].baseline
-        return name
-
-    groups: dict[str, list[str]] = {}
-    for name in grid.arms:
-        groups.setdefault(root(name), []).append(name)
-    return list(groups.values())
-
-
-def cells(grid: Grid) -> list[Cell]:
-    """Every cell of the grid: seed by seed, then (``order: pairs``) pair by pair, then dataset by dataset, part
-    by part, arm by arm. The arms of one part finish together (paired comparisons become available early), and a
-    grid stopped part-way holds whole seeds (``seeds``; with k folds, one finished seed has scored every image of
-    the dataset once) or whole pairs of a seed (``pairs``). Arms of a later ``phase`` follow, in the same order;
-    an arm has cells only on its ``datasets`` and ``seeds``."""
-    out = []
-    for phase in sorted({arm.phase for arm in grid.arms.values()}):
-        in_phase = {name for name, arm in grid.arms.items() if arm.phase == phase}
-        groups = pairs(grid) if grid.order == "pairs" else [list(grid.arms)]
-        groups = [[a for a in g if a in in_phase] for g in groups]
-        for seed in grid.seeds:
-            for group in groups:
-                for d in grid.datasets.values():
-                    if not d.target or (d.seeds is not None and seed not in d.seeds):
-                        continue
-                    for part in parts(d):
-                        for arm in group:
-                            if grid.arms[arm].runs_on(d.name, seed):
-                                out.append(Cell(d.name, part, arm, seed))
-    return out
-
-
-def _label(value: float) -> str:
-    return str(int(value)) if value >= 1 else f"{value:g}".replace(".", "p")
-
-
-# --------------------------------------------------------------------------------------------- splits
-
-
-def _count(value: float, n: int, where: str) -> int:
-    k = int(value) if value >= 1 else int(round(value * n))
-    if not 1 <= k <= n:
-        raise GridError(f"{where}: {value} selects {k} of {n} images; 1..{n} are possible")
-    return k
-
-
-def list_images(d: DatasetEntry) -> list[tuple[str, str]]:
-    """``(image, label)`` paths relative to the dataset folder, sorted by image path."""
-    from ..data.formats import open_dataset
-
-    dataset = open_dataset(d.path, split=d.source_split, image_size=16)
-    pairs = []
-    for p in dataset.pairs:
-        if p.image_path is None or p.mask_path is None:
-            raise GridError(f"{d.path}: {p.id} lacks its image or mask; run `infosam data check {d.path}`")
-        pairs.append(
-            (p.image_path.relative_to(d.path).as_posix(), p.mask_path.relative_to(d.path).as_posix())
-        )
-    return sorted(pairs)
-
-
-def make_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
-    """The split lists of a dataset: ``heldout`` and, for a target, ``<part>-train`` / ``<part>-test`` per part.
-
-    The images are shuffled once by ``split_seed``; folds are contiguous slices of that order, the test part is its
-    head, and training sets are prefixes of the rest (so a smaller one is a subset of a larger one).
-    """
-    if d.split_files is not None:
-        return _fixed_splits(d)
-    pairs = list_images(d)
-    n = len(pairs)
-    order = [pairs[i] for i in np.random.default_rng(d.split_seed).permutation(n)]
-    splits: dict[str, list[tuple[str, str]]] = {}
-    where = f"datasets.{d.name}"
-    if d.folds is not None:
-        if n < d.folds:
-            raise GridError(
-                f"{where}.folds: {d.folds} folds need at least {d.folds} images, {d.path} has {n}"
-            )
-        bounds = np.linspace(0, n, d.folds + 1).round().astype(int)
-        for k in range(d.folds):
-            test = order[bounds[k] : bounds[k + 1]]
-            train = order[: bounds[k]] + order[bounds[k + 1] :]
-            splits[f"fold{k + 1}of{d.folds}-train"] = sorted(train)
-            splits[f"fold{k + 1}of{d.folds}-test"] = sorted(test)
-        splits["heldout"] = sorted(pairs)
-    elif d.test is not None:
-        k = _count(d.test, n, f"{where}.test")
-        test, rest = order[:k], order[k:]
-        splits["heldout"] = sorted(test)
-        if d.target and not d.train:
-            if not rest:
-                raise GridError(
-                    f"{where}.test: the test part takes all {n} images of {d.path}: none left to train on"
-                )
-            splits[f"{ALL_REST}-train"] = sorted(rest)
-            splits[f"{ALL_REST}-test"] = sorted(test)
-        elif d.target:
-            for value in d.train:
-                m = _count(value, len(rest), f"{where}.train")
-                part = f"train{_label(value)}"
-                splits[f"{part}-train"] = sorted(rest[:m])
-                splits[f"{part}-test"] = sorted(test)
-    else:
-        splits["heldout"] = sorted(pairs)
-    return splits
-
-
-def _fixed_splits(d: DatasetEntry) -> dict[str, list[tuple[str, str]]]:
-    """The split lists of a dataset with ``split_files``: each list checked as ``infosam data check --split``
-    does (every pair readable, a mask that is a mask), inside the dataset folder, no image twice, train and test
-    apart."""
-    from ..data.check import check_dataset
-    from ..data.formats import open_dataset
-
-    lists = {}
-    for key, path in d.split_files.items():
-        where = f"datasets.{d.name}.split_files.{key}"
-        if not path.is_file():
-            raise GridError(f"{where}: {path} not found")
-        try:
-            report = check_dataset(d.path, split=str(path))
-            dataset_pairs = open_dataset(d.path, split=str(path), image_size=16).pairs
-        except (OSError, ValueError) as err:
-            raise GridError(f"{where}: {path}: {err}") from None
-        errors = [p for p in report.problems if p.severity == "error"]
-        if not dataset_pairs or errors:
-            why = str(errors[0]) if errors else "no image/mask pairs"
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise GridError(f"{where}: {path}: {why}{more}; see `infosam data check {d.path} --split {path}`")
-        out = []
-        for p in dataset_pairs:
-            try:
-                out.append(
-                    (p.image_path.relative_to(d.path).as_posix(), p.mask_path.relative_to(d.path).as_posix())
-                )
-            except ValueError:
-                raise GridError(
-                    f"{where}: {path}: {p.image_path} lies outside the dataset folder {d.path}"
-                ) from None
-        twice = sorted(image for image, count in Counter(i for i, _ in out).items() if count > 1)
-        if twice:
-            raise GridError(f"{where}: {path} lists {twice[0]} more than once")
-        lists[key] = sorted(out)
-    both = sorted({i for i, _ in lists["train"]} & {i for i, _ in lists["test"]})
-    if both:
-        raise GridError(
-            f"datasets.{d.name}.split_files: {len(both)} image(s) in both the train and the test list "
-            f"({both[0]}, ...): a test image must never be trained on"
-        )
-    return {f"{FIXED}-train": lists["train"], f"{FIXED}-test": lists["test"], "heldout": lists["test"]}
-
-
-def split_text(pairs: list[tuple[str, str]]) -> str:
-    """A split list as CSV text (``image,label`` header, one pair per line)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["image", "label"])
-    writer.writerows(pairs)
-    return out.getvalue()
-
-
-# --------------------------------------------------------------------------------------------- cell configs
-
-
-def _tree(grid: Grid, arm: Arm | None, d: DatasetEntry) -> dict:
-    data: dict = read_yaml_tree(grid.base) if grid.base is not None else {}
-    data = apply_overrides(data, grid.overrides)
-    if arm is not None and arm.config is not None:
-        data = deep_merge(data, read_yaml_tree(arm.config))
-    data = apply_overrides(data, d.overrides)
-    if arm is not None:
-        data = apply_overrides(data, arm.overrides)
-    return data
-
-
-def cell_config(grid: Grid, cell: Cell, splits_dir: Path, run_dir: Path) -> Config:
-    """The resolved config of ``cell``: base, grid overrides, arm file, dataset overrides, arm overrides, then the
-    cell's own data, seed and output. Raises :class:`GridError` naming the cell when it is invalid."""
-    d = grid.datasets[cell.dataset]
-    data = _tree(grid, grid.arms[cell.arm], d)
-    data = copy.deepcopy(data)
-    data.setdefault("data", {})
-    data["data"].update(
-        path=str(d.path),
-        train_split=str(splits_dir / d.name / f"{cell.part}-train.csv"),
-        test_split=str(splits_dir / d.name / f"{cell.part}-test.csv"),
-    )
-    data.setdefault("train", {})["seed"] = cell.seed
-    data["output"] = str(run_dir)
-    try:
-        config = config_from_dict(data)
-        validate_config(config)
-    except ValueError as err:
-        raise GridError(f"cell {cell.name}: {err}") from err
-    return config
-
-
-def eval_config(grid: Grid, dataset: str):
-    """The ``eval`` settings used to score any model on ``dataset`` (base, grid and dataset overrides: arms do not
-    change how a dataset is scored, so every arm and the teacher are scored alike)."""
-    data = _tree(grid, None, grid.datasets[dataset])
-    data = {"eval": data.get("eval") or {}, "data": {"path": "-"}}
-    return config_from_dict(data).eval
-
-
-def model_config(grid: Grid, cell: Cell):
-    """The model section of a cell (the teacher it is taught by)."""
-    data = _tree(grid, grid.arms[cell.arm], grid.datasets[cell.dataset])
-    return config_from_dict({"model": data.get("model") or {}}).model
-
-
-def config_hash(config: Config, experiment_dir: Path) -> str:
-    """A hash of everything in ``config`` that shapes the run and differs from the defaults. Left out: the output
-    path and the dataset folder (the experiment's split lists, checked separately, pin the images by their paths
-    inside it); split files are named relative to the experiment folder. So an experiment moved, or continued on a
-    machine whose data lives elsewhere, keeps its hashes; and an option added to the package later, whose default
-    keeps the old behaviour, does not change the hash of cells that never set it, and a default that changes is
-    pinned in :data:`HASH_PINNED_DEFAULTS` (records stay valid across versions; each record also names the code
-    that made it)."""
-    data = _non_default(config_to_dict(config), hash_defaults())
-    data.pop("output", None)
-    data.setdefault("data", {}).pop("path", None)
-    for key in ("train_split", "test_split"):
-        if key not in data["data"]:
-            continue
-        path = Path(data["data"][key])
-        if path.is_relative_to(experiment_dir):
-            data["data"][key] = path.relative_to(experiment_dir).as_posix()
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-HASH_PINNED_DEFAULTS = {
-    "train": {"box_noise": "per-coordinate"},
-    "eval": {"box_noise": "per-coordinate"},
-}
-"""Options whose default changed after cells were recorded, with the default they had then. :func:`config_hash`
-compares a config with :func:`hash_defaults`, so a default that moves changes no recorded cell's hash: a cell that
-relied on the old default still hashes without the option, and one that named the new value still hashes with it.
-(The release box rule became the default of ``train.box_noise`` and ``eval.box_noise``; the decoder-only grid used
-the old one by default, the encoder and MobileSAM grids name ``release``.)"""
-
-
-def hash_defaults() -> dict:
-    """The defaults :func:`config_hash` leaves out: today's, with :data:`HASH_PINNED_DEFAULTS` in force."""
-    defaults = config_to_dict(Config())
-    for section, values in HASH_PINNED_DEFAULTS.items():
-        defaults[section].update(values)
-    return defaults
-
-
-def _non_default(values: dict, defaults: dict) -> dict:
-    """The entries of ``values`` that differ from ``defaults`` (recursively for sections)."""
-    out = {}
-    for key, value in values.items():
-        default = defaults.get(key, object())
-        if isinstance(value, dict) and isinstance(default, dict):
-            inner = _non_default(value, default)
-            if inner:
-                out[key] = inner
-        elif value != default:
-            out[key] = value
-    return out

@@ -18,7 +18,7 @@ import yaml
 
 from .collect import CellResult
 from .grid import Grid
-from .layout import KILLED_ATTEMPTS_TIMED, ExperimentDir
+from .layout import CHECKSUM_FILE, KILLED_ATTEMPTS_TIMED, ExperimentDir
 
 
 def experiment_info(exp_dir: Path) -> dict:
@@ -39,11 +39,11 @@ def grid_name(exp_dir: Path, grid: Grid) -> str:
 
 def prompt_sentence(grid: Grid) -> str:
     """The sentence naming the prompts every set was scored with: each dataset's ``eval`` settings in the grid
-    (:func:`~infosam.experiment.grid.eval_config`: every arm and the zero-shot teacher scored alike), as
+    (:func:`~infosam.experiment.plan.eval_config`: every arm and the zero-shot teacher scored alike), as
     :func:`infosam.data.prompts.describe_prompt` words them (box rule, or point counts), with the prompt seed; one
     description when every dataset shares it."""
     from ..data.prompts import describe_prompt
-    from .grid import eval_config
+    from .plan import eval_config
 
     described = {}
     for name in grid.datasets:
@@ -81,13 +81,17 @@ def provenance(
 ) -> list[str]:
     """The Markdown lines of "How these numbers were made": grid file, commands, devices and wall time of the
     finished cells (their ``cell.json``), and the machine writing the report."""
-    import torch
-
-    from .. import __version__
-
     info = experiment_info(exp_dir)
     recorded = recorded_grid_file(exp_dir, grid)
-    grid_file = _shown(recorded)
+    lines = _commands(exp_dir, info, _shown(recorded), md, assets)
+    lines.append(_datasets(grid, info, recorded))
+    lines += _cells(results, total)
+    lines += _machine()
+    return lines
+
+
+def _commands(exp_dir: Path, info: dict, grid_file: str, md: Path, assets: Path) -> list[str]:
+    """The grid file, where the numbers are read from, and the commands that make them again."""
     report_out = _shown(md.parent if md.parent == assets else md)
     if "record_version" in info:  # a results record: the experiment folder it came from is not named
         lines = [
@@ -108,6 +112,11 @@ def provenance(
             f"- Reproduce: `infosam experiment {grid_file} --out {_shown(exp_dir)}` (finished cells are kept; a "
             f"killed cell resumes), then `infosam report {_shown(exp_dir)} --out {report_out}`.",
         ]
+    return lines
+
+
+def _datasets(grid: Grid, info: dict, recorded: Path) -> str:
+    """The datasets by folder name and the digest of their checksum list, and the variables the grid reads."""
     variables = grid_variables(Path(recorded))
     described = []
     for name, d in grid.datasets.items():
@@ -117,9 +126,9 @@ def provenance(
         described.append(
             f"`{name}`: folder `{folder}`"
             + (
-                f" (sha256 of its SHA256SUMS: `{digest[:16]}`)"
+                f" (sha256 of its {CHECKSUM_FILE}: `{digest[:16]}`)"
                 if digest
-                else " (no SHA256SUMS digest recorded)"
+                else f" (no {CHECKSUM_FILE} digest recorded)"
             )
         )
     where = (
@@ -127,8 +136,12 @@ def provenance(
         if variables
         else ""
     )
-    lines.append("- Datasets: " + ", ".join(described) + where + ".")
-    lines.append(f"- Cells finished: {len(results)} of {total}.")
+    return "- Datasets: " + ", ".join(described) + where + "."
+
+
+def _cells(results: list[CellResult], total: int) -> list[str]:
+    """How many cells finished, and the devices, code and times they trained with."""
+    lines = [f"- Cells finished: {len(results)} of {total}."]
     if results:
         devices = Counter(str(r.info.get("device", "unknown")) for r in results)
         lines.append(
@@ -173,13 +186,21 @@ def provenance(
             )
         if len(timed) < len(results):
             lines.append(f"- {len(results) - len(timed)} finished cells have no recorded times.")
-    lines += [
+    return lines
+
+
+def _machine() -> list[str]:
+    """The machine writing the report (not necessarily the one that ran the cells)."""
+    import torch
+
+    from .. import __version__
+
+    return [
         f"- Machine that wrote this report (not necessarily the one that ran the cells): Python "
         f"{platform.python_version()}, torch {torch.__version__}, infosam {__version__}, {platform.platform()}, "
         f"{os.cpu_count()} CPUs.",
         "",
     ]
-    return lines
 
 
 def _shown(path: str | Path) -> str:

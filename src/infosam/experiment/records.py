@@ -48,17 +48,27 @@ import shutil
 from pathlib import Path
 
 from ..files import atomic_write, atomic_write_bytes, atomic_write_text, is_temporary, remove, write_json
+from ..lock import LOCK_FILE
 from .grid import Cell, Grid, GridError
-from .layout import CELL_FILE, EVAL_DIR, RUN_DIR, TRAIN_LOG_FILE, ExperimentDir
+from .layout import (
+    CELL_FILE,
+    CHECKSUM_FILE,
+    CURVE_FILE,
+    EPOCH_PREFIX,
+    EVAL_DIR,
+    PER_IMAGE_FILE,
+    RUN_DIR,
+    SPLIT_SUFFIX,
+    SUMMARY_FILE,
+    TRAIN_LOG_FILE,
+    ExperimentDir,
+    scored,
+)
 
 RECORD_VERSION = 2
 """2: every cell and teacher record carries :data:`CHECKSUM_FILE`; 1: written before checksums (legacy)."""
 CHECKED_VERSION = 2
 """The first ``record_version`` whose cell records must carry a checksum list."""
-CURVE_FILE = "curve-test.json"
-CHECKSUM_FILE = "SHA256SUMS"
-PER_IMAGE_FILE = "per_image.csv"
-SUMMARY_FILE = "summary.json"
 _MEAN_TOLERANCE = 1e-6
 """How far a summary's mean may lie from the mean of its ``per_image.csv`` column (both written from the same
 float64 numbers; a hand edit of one value of a 200-image set moves the mean by more than this)."""
@@ -90,7 +100,7 @@ def record_files(folder: Path) -> list[str]:
     out = []
     for path in folder.rglob("*"):
         rel = path.relative_to(folder)
-        if path.is_dir() or rel.as_posix() == CHECKSUM_FILE or path.name == ".lock":
+        if path.is_dir() or rel.as_posix() == CHECKSUM_FILE or path.name == LOCK_FILE:
             continue
         if any(is_temporary(part) for part in rel.parts):
             continue
@@ -212,7 +222,7 @@ def check_scores(folder: Path) -> None:
     """:func:`read_scores` on every scored set in ``folder`` (a cell, its ``eval/``, or a teacher evaluation);
     per-epoch scores (``epoch-NNN``) are left out: the report reads their summaries only."""
     for path in sorted(Path(folder).glob(f"**/{PER_IMAGE_FILE}")):
-        if (path.parent / SUMMARY_FILE).is_file() and not path.parent.name.startswith("epoch-"):
+        if (path.parent / SUMMARY_FILE).is_file() and not path.parent.name.startswith(EPOCH_PREFIX):
             read_scores(path.parent)
 
 
@@ -246,7 +256,7 @@ def verify_results(exp_dir: Path, grid: Grid) -> list[Path]:
     """Verify every finished cell of ``grid`` and every teacher evaluation in ``exp_dir`` (a results record or an
     experiment folder) before anything is read for a report; returns the legacy records (no checksum list), read
     unverified. :class:`RecordError` naming the first damaged file."""
-    from .grid import cells
+    from .plan import cells
 
     layout = ExperimentDir(exp_dir)
     legacy = []
@@ -256,9 +266,9 @@ def verify_results(exp_dir: Path, grid: Grid) -> list[Path]:
             continue
         if not verify_record(layout.cell(cell)) and is_record:
             legacy.append(layout.cell(cell))
-    for summary in sorted(layout.teachers.glob(f"*/*/{SUMMARY_FILE}")):
-        if not verify_record(summary.parent) and is_record:
-            legacy.append(summary.parent)
+    for folder in layout.teacher_evaluations():
+        if not verify_record(folder) and is_record:
+            legacy.append(folder)
     return legacy
 
 
@@ -300,7 +310,7 @@ def recorded_teacher(grid: Grid, dataset: str, split: str) -> bool:
     """Whether the teacher's evaluation of ``dataset``/``split`` is recorded (verified: :class:`RecordError` when
     it is damaged)."""
     folder = teacher_record_dir(grid, dataset, split) if has_records(grid) else None
-    if folder is None or not (folder / SUMMARY_FILE).is_file():
+    if folder is None or not scored(folder):
         return False
     verify_record(folder)
     return True
@@ -308,7 +318,7 @@ def recorded_teacher(grid: Grid, dataset: str, split: str) -> bool:
 
 def dataset_digest(folder: Path) -> str | None:
     """sha256 of the dataset folder's ``SHA256SUMS`` file (which lists every file's digest), or None."""
-    sums = Path(folder) / "SHA256SUMS"
+    sums = Path(folder) / CHECKSUM_FILE
     return hashlib.sha256(sums.read_bytes()).hexdigest() if sums.is_file() else None
 
 
@@ -332,7 +342,7 @@ def write_common(grid: Grid, splits_dir: Path) -> None:
             "datasets": datasets,
         },
     )
-    for path in sorted(splits_dir.glob("*/*.csv")):
+    for path in sorted(splits_dir.glob(f"*/*{SPLIT_SUFFIX}")):
         target = layout.splits / path.parent.name / path.name
         text = path.read_text(encoding="utf-8")
         if target.is_file() and target.read_text(encoding="utf-8") != text:
@@ -355,15 +365,15 @@ def _clean_summary(summary: dict) -> dict:
 def _copy_evaluation(src: Path, dst: Path, *, per_image: bool = True) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     if per_image:
-        atomic_write(dst / "per_image.csv", lambda tmp, f=src / "per_image.csv": shutil.copyfile(f, tmp))
-    summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
-    write_json(dst / "summary.json", _clean_summary(summary))
+        atomic_write(dst / PER_IMAGE_FILE, lambda tmp, f=src / PER_IMAGE_FILE: shutil.copyfile(f, tmp))
+    summary = json.loads((src / SUMMARY_FILE).read_text(encoding="utf-8"))
+    write_json(dst / SUMMARY_FILE, _clean_summary(summary))
 
 
 def record_teacher(grid: Grid, exp_teacher_dir: Path, dataset: str, split: str) -> None:
     """Copy the zero-shot teacher's scores on ``dataset``/``split`` into the record, its checksum list last (the
     scores are read strictly first: a damaged evaluation is never recorded)."""
-    if has_records(grid) and (exp_teacher_dir / "summary.json").is_file():
+    if has_records(grid) and scored(exp_teacher_dir):
         read_scores(exp_teacher_dir)
         target = teacher_record_dir(grid, dataset, split)
         remove(target)
@@ -379,7 +389,7 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
     check_scores(folder / EVAL_DIR)
     target = cell_record_dir(grid, cell)
     remove(target)
-    for summary in sorted((folder / EVAL_DIR).glob("**/summary.json")):
+    for summary in sorted((folder / EVAL_DIR).glob(f"**/{SUMMARY_FILE}")):
         rel = summary.parent.relative_to(folder)
         _copy_evaluation(summary.parent, target / rel, per_image=rel.parent.name == EVAL_DIR)
     write_json(target / CURVE_FILE, {str(k): _clean_summary(v) for k, v in sorted(test_curve.items())})
@@ -405,9 +415,9 @@ def record_cell(grid: Grid, cell: Cell, folder: Path, info: dict, *, epochs: int
 def copy_train_log(folder: Path, target: Path) -> bool:
     """Copy the training log of the cell in the experiment ``folder`` (its run's ``metrics.csv``: numbers only) to
     ``target/train-log.csv``; False when the run has none."""
-    from ..runs import METRICS_FILE
+    from ..runs import RunDir
 
-    source = folder / RUN_DIR / METRICS_FILE
+    source = RunDir(folder / RUN_DIR).metrics_file
     if not source.is_file():
         return False
     atomic_write_bytes(target / TRAIN_LOG_FILE, source.read_bytes())

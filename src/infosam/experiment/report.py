@@ -20,42 +20,36 @@ a spread or interval that does not exist (one seed) is shown as ``-``.
 
 The parts: :mod:`~infosam.experiment.collect` gathers the finished cells' scores, :mod:`~infosam.experiment.tables`
 makes the numbers (the statistics are :mod:`infosam.stats`), :mod:`~infosam.experiment.figures` draws,
-:mod:`~infosam.experiment.provenance` says how the numbers were made; this module writes the files and the page.
+:mod:`~infosam.experiment.provenance` says how the numbers were made, :mod:`~infosam.experiment.page` words the
+Markdown; this module writes the files.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
-import os
-import re
 from pathlib import Path
 
 from .. import stats
 from ..files import atomic_write, atomic_write_text, remove
-from ..metrics import METRIC_NAMES, display_scale
-from .collect import TEACHER, collect, complete_seeds, per_image_rows
+from ..metrics import METRIC_NAMES
+from .collect import collect, complete_seeds, per_image_rows
 from .figures import curve_figures, relation_figures
-from .layout import ExperimentDir
-from .provenance import experiment_info, grid_description, grid_name, prompt_sentence, provenance
+from .layout import (
+    REPORT_FIGURES,
+    REPORT_FILE,
+    REPORT_TABLES,
+    SPLIT_SUFFIX,
+    SPLITS_DIR,
+    ExperimentDir,
+)
+from .page import TITLE, files_section, markdown
+from .provenance import provenance
 from .records import verify_results
 from .runner import load_experiment_grid
-from .tables import (
-    S_RT_PREDICTION,
-    arm_summary,
-    loss_terms_table,
-    paired_table,
-    retention_table,
-    seed_scores,
-    teacher_scores,
-)
+from .tables import arm_summary, loss_terms_table, paired_table, retention_table, seed_scores, teacher_scores
 
 log = logging.getLogger(__name__)
-
-TITLE = "# Experiment report"
-"""First words of every report's Markdown: an existing ``.md`` output that does not start so is never replaced."""
-
 
 # --------------------------------------------------------------------------------------------- files
 
@@ -79,44 +73,9 @@ def _copy_splits(exp_dir: Path, folder: Path) -> list[Path]:
     """Copy the experiment's split lists (``splits/**/*.csv``) into ``folder``, keeping their relative paths."""
     written = []
     splits = ExperimentDir(exp_dir).splits
-    for path in sorted(splits.rglob("*.csv")):
+    for path in sorted(splits.rglob(f"*{SPLIT_SUFFIX}")):
         written.append(atomic_write_text(folder / path.relative_to(splits), path.read_text("utf-8")))
     return written
-
-
-def _undefined(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _pct(metric: str, value: float) -> str:
-    if _undefined(value):
-        return "n/a"
-    scale, _ = display_scale(metric)
-    return f"{scale * value:.{3 if scale == 1 else 1}f}"
-
-
-def _pm(metric: str, mean: float, std: float) -> str:
-    """``mean ± std``; ``-`` for a spread that does not exist (one seed)."""
-    return f"{_pct(metric, mean)} ± {'-' if _undefined(std) else _pct(metric, std)}"
-
-
-def _points(metric: str, value: float) -> str:
-    """A difference in points (MAE: as a fraction); a value that would round to zero but is not keeps two
-    significant digits (``+4.0e-05``), so a bound just above zero never reads as zero."""
-    if _undefined(value):
-        return "-"
-    scale, _ = display_scale(metric)
-    shown, digits = scale * value, (4 if scale == 1 else 2)
-    text = f"{shown:+.{digits}f}"
-    if shown != 0 and float(text) == 0:
-        return f"{shown:+.1e}"
-    return text
-
-
-def _relative(mean: float, std: float) -> str:
-    if _undefined(mean):
-        return "-"
-    return f"{100 * mean:.1f}% ± {'-' if _undefined(std) else f'{100 * std:.1f}'}"
 
 
 def report_paths(exp_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
@@ -125,12 +84,12 @@ def report_paths(exp_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     ``out`` a folder ``DIR`` (default ``<exp_dir>/report``): ``DIR/report.md`` and ``DIR``. ``out`` a path ending
     in ``.md`` that is not an existing folder: that file, and the folder beside it with the file's stem."""
     if out is None:
-        folder = Path(exp_dir).expanduser() / "report"
-        return folder / "report.md", folder
+        folder = ExperimentDir(Path(exp_dir).expanduser()).report
+        return folder / REPORT_FILE, folder
     out = Path(out).expanduser()
     if out.suffix.lower() == ".md" and not out.is_dir():
         return out, out.with_suffix("")
-    return out / "report.md", out
+    return out / REPORT_FILE, out
 
 
 def _check_outputs(md: Path, assets: Path) -> None:
@@ -146,6 +105,34 @@ def _check_outputs(md: Path, assets: Path) -> None:
                 f"{md} exists and is not an infosam report (its first line does not start with {TITLE!r}); "
                 "refusing to replace it: give another --out"
             )
+
+
+def _verify(exp_dir: Path, grid) -> None:
+    """Every record read is verified (checksums, strict per-image rows) before anything is written: a damaged
+    record refuses the report and leaves no trace of it; a legacy record (no checksum list) is read with a
+    warning."""
+    legacy = verify_results(exp_dir, grid)
+    if legacy:
+        log.warning(
+            "%d record(s) of %s have no checksum list (written before records carried one), read unverified: "
+            "infosam experiment GRID --record-only adds them",
+            len(legacy),
+            exp_dir,
+        )
+
+
+def _write_tables(
+    assets: Path, tables: dict[str, list[dict]], losses: list[dict], per_image: list[dict], metrics: list[str]
+) -> None:
+    """The report's CSV tables (:data:`~infosam.experiment.layout.REPORT_TABLES`) into ``assets``."""
+    paths = {name: assets / file for name, file in REPORT_TABLES.items()}
+    for name, rows in tables.items():
+        _write_csv(paths[name], rows)
+    if losses:
+        _write_csv(paths["loss_terms"], losses)
+    else:  # no run of this report logged the InfoSAM terms: an earlier report's table would be stale
+        remove(paths["loss_terms"])
+    _write_csv(paths["per_image"], per_image, ["dataset", "part", "arm", "seed", "set", "id", *metrics])
 
 
 def write_report(
@@ -167,18 +154,10 @@ def write_report(
     md, assets = report_paths(exp_dir, out)
     _check_outputs(md, assets)
     require("matplotlib", "infosam report's figures")  # before anything is written: no half-made report
-    # Every record read is verified (checksums, strict per-image rows) before anything is written: a damaged
-    # record refuses the report and leaves no trace of it.
-    legacy = verify_results(exp_dir, grid)
-    if legacy:
-        log.warning(
-            "%d record(s) of %s have no checksum list (written before records carried one), read unverified: "
-            "infosam experiment GRID --record-only adds them",
-            len(legacy),
-            exp_dir,
-        )
+    _verify(exp_dir, grid)
     finished, total = collect(exp_dir, grid)
-    (assets / "figures").mkdir(parents=True, exist_ok=True)
+    figures_dir = assets / REPORT_FIGURES
+    figures_dir.mkdir(parents=True, exist_ok=True)
     # Scores, retention and curves average over a seed's images: only whole seeds (every part and arm of the
     # regime finished) keep every row on the same images. Paired differences pair cells themselves: all of them.
     results = complete_seeds(finished, grid)
@@ -189,23 +168,12 @@ def write_report(
     paired = paired_table(finished, grid, grid.metrics, n_boot=n_boot)
     retention = retention_table(rows, teacher, grid.metrics)
     losses = loss_terms_table(finished)
-    _write_csv(assets / "scores.csv", teacher + rows)
-    _write_csv(assets / "summary.csv", summary)
-    _write_csv(assets / "paired.csv", paired)
-    _write_csv(assets / "retention.csv", retention)
-    if losses:
-        _write_csv(assets / "loss_terms.csv", losses)
-    else:  # no run of this report logged the InfoSAM terms: an earlier report's table would be stale
-        remove(assets / "loss_terms.csv")
-    _write_csv(
-        assets / "per_image.csv",
-        per_image_rows(exp_dir, finished, metrics),
-        ["dataset", "part", "arm", "seed", "set", "id", *metrics],
-    )
-    _copy_splits(exp_dir, assets / "splits")
-    figures = curve_figures(results, teacher, grid, assets / "figures")
-    figures += relation_figures(finished, grid, exp_dir, assets / "figures", show_images=show_images)
-    text = _markdown(
+    tables = {"scores": teacher + rows, "summary": summary, "paired": paired, "retention": retention}
+    _write_tables(assets, tables, losses, per_image_rows(exp_dir, finished, metrics), metrics)
+    _copy_splits(exp_dir, assets / SPLITS_DIR)
+    figures = curve_figures(results, teacher, grid, figures_dir)
+    figures += relation_figures(finished, grid, exp_dir, figures_dir, show_images=show_images)
+    text = markdown(
         grid,
         exp_dir,
         (len(finished), len(results)),
@@ -221,240 +189,9 @@ def write_report(
     )
     text += (
         "\n".join(
-            _files_section(md, assets, bool(losses)) + provenance(exp_dir, grid, finished, total, md, assets)
+            files_section(md, assets, bool(losses)) + provenance(exp_dir, grid, finished, total, md, assets)
         )
         + "\n"
     )
     atomic_write_text(md, text)
     return md
-
-
-def _link(path: Path, md: Path) -> str:
-    """``path`` relative to the folder of the Markdown file ``md``, with forward slashes (a Markdown link)."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(md).resolve().parent)).as_posix()
-
-
-_NO_WHOLE_SEED = "No whole seed has finished yet (see the paired differences for the finished pairs)."
-
-
-def _markdown(
-    grid, exp_dir, counts, total, summary, teacher, paired, retention, losses, figures, n_boot, md
-) -> str:
-    m = grid.metrics
-    done, whole = counts
-    partial = ""
-    if done < total and whole:
-        partial = (
-            f" (the score and retention tables and the curves use the {whole} cells of whole seeds: seeds in "
-            "which every fold or part and every arm of a regime finished, so each row covers the same images; "
-            f"the paired differences use every finished pair)"
-        )
-    elif done < total:
-        partial = (
-            " (no seed has finished whole yet, every fold or part and every arm of a regime: the score and "
-            "retention tables and the curves wait for one; the paired differences use every finished pair)"
-        )
-    lines = [
-        f"{TITLE}: {grid_name(exp_dir, grid)}",
-        "",
-        f"{'Results record' if 'record_version' in experiment_info(exp_dir) else 'Experiment folder'} "
-        f"`{exp_dir.name}`; {done} of {total} cells finished"
-        + partial
-        + f"; seeds {grid.seeds}; arms "
-        + ", ".join(
-            f"`{a}`" + (f" (paired with `{v.baseline}`)" if v.baseline else "") for a, v in grid.arms.items()
-        )
-        + ".",
-        "",
-        "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed. "
-        "'-': a spread or interval that does not exist (one seed).",
-        "",
-        prompt_sentence(grid),
-        "",
-        *grid_description(exp_dir, grid),
-        "## Scores (mean ± std over seeds)",
-        "",
-        *([] if summary else [_NO_WHOLE_SEED, ""]),
-        *(
-            [
-                "| dataset | regime | set | arm | seeds | " + " | ".join(m) + " |",
-                "|---|---|---|---|---|" + "---|" * len(m),
-            ]
-            if summary or teacher
-            else []
-        ),
-    ]
-    for t in teacher:
-        lines.append(
-            f"| {t['dataset']} | {t['regime']} | {t['set']} | {TEACHER} | - | "
-            + " | ".join(_pct(k, t[k]) for k in m)
-            + " |"
-        )
-    for s in sorted(summary, key=lambda r: (r["dataset"], r["regime"], r["set"], r["arm"])):
-        lines.append(
-            f"| {s['dataset']} | {s['regime']} | {s['set']} | {s['arm']} | {s['n_seeds']} | "
-            + " | ".join(_pm(k, s[f"{k}_mean"], s[f"{k}_std"]) for k in m)
-            + " |"
-        )
-    lines += [
-        "",
-        "## Paired differences (arm minus its baseline; same seed, same split, same images)",
-        "",
-        f"Difference in points (MAE: as a fraction). Two views, and the reading goes by the weaker: the image "
-        f"bootstrap (95%, {n_boot:,} replicates, resampling images within each seed and split part, as the grids registered for their test sets; on a "
-        "retention set, which every seed scored, an image is drawn once for all seeds, since seeds' "
-        "differences on one image are correlated) holds every "
-        "trained model fixed, so it shows how sure we are about *these* models on these images; the run-level "
-        "view takes each training run (a fold or a seed: its mean difference over its images) as one replicate: "
-        "how many runs went each way, and a Student-t 95% interval over the runs (needs two runs or more). "
-        "'seeds agree': seeds whose own mean difference has the sign of the estimate.",
-        "",
-        "| dataset | regime | set | arm - baseline | metric | difference | image-bootstrap 95% CI | seeds agree "
-        "| runs + / - | run-level t 95% CI | reading |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for p in paired:
-        ci = (
-            "-"
-            if _undefined(p["ci_low"]) or _undefined(p["ci_high"])
-            else f"[{_points(p['metric'], p['ci_low'])}, {_points(p['metric'], p['ci_high'])}]"
-        )
-        t_ci = (
-            "-"
-            if _undefined(p["run_t_low"]) or _undefined(p["run_t_high"])
-            else f"[{_points(p['metric'], p['run_t_low'])}, {_points(p['metric'], p['run_t_high'])}]"
-        )
-        lines.append(
-            f"| {p['dataset']} | {p['regime']} | {p['set']} | {p['arm']} - {p['baseline']} | {p['metric']} | "
-            f"{_points(p['metric'], p['difference'])} | {ci} | {p['seeds_agree']}/{p['n_seeds']} | "
-            f"{p['runs_positive']} / {p['runs_negative']} of {p['n_runs']} | {t_ci} | {p['verdict']} |"
-        )
-    lines += [
-        "",
-        "## Retention (score on another domain relative to the zero-shot teacher on the same images)",
-        "",
-        "100% = the teacher's score. Above 100% the student scores higher than its teacher there: that is not "
-        "'nothing forgotten' (e.g. a decoder trained on noisy boxes may handle noisy boxes better in every "
-        "domain), only that no loss is measured on this set.",
-        "",
-        *([] if summary else [_NO_WHOLE_SEED, ""]),
-        *(
-            [
-                "| dataset | regime | set | arm | seeds | "
-                + " | ".join(f"{k} teacher | {k} relative" for k in m)
-                + " |",
-                "|---|---|---|---|---|" + "---|---|" * len(m),
-            ]
-            if retention
-            else []
-        ),
-    ]
-    for r in retention:
-        cells_text = []
-        for k in m:
-            cells_text += [
-                _pct(k, r[f"{k}_teacher"]),
-                _relative(r[f"{k}_relative_mean"], r[f"{k}_relative_std"]),
-            ]
-        lines.append(
-            f"| {r['dataset']} | {r['regime']} | {r['set']} | {r['arm']} | {r['n_seeds']} | "
-            + " | ".join(cells_text)
-            + " |"
-        )
-    lines += _loss_terms_section(losses)
-    lines += ["", "## Figures", ""]
-    for title, path in figures:
-        lines += [f"### {title}", "", f"![{title}]({_link(path, md)})", ""]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines) + "\n")  # one blank line where a table was left out
-
-
-def _loss_terms_section(losses: list[dict]) -> list[str]:
-    """The InfoSAM terms at the start and the end of training (nothing when no run logged them)."""
-    if not losses:
-        return []
-    lines = [
-        "",
-        "## InfoSAM's loss terms during training",
-        "",
-        "Each term averaged over a run's first and over its last logged epoch, then over the arm's runs (every "
-        "finished cell whose record keeps its training log, `train-log.csv`). L_seg: the segmentation loss. "
-        "L_r = I(z_i^T, z_m^T; r_t) up to a constant: only the relation module learns from it. "
-        "L_d = -I(r_t; r_s) in bits: minus the mutual information between the teacher's and the student's "
-        "relation maps over a batch of B images (at most log2 B; the order-2 estimate can be slightly negative); "
-        "a student that copies the teacher's maps reaches I = S(r_t) only when every two of those maps are "
-        "orthogonal or parallel; '-': an arm without the term. "
-        "'I(r_t; r_s) fell': runs whose L_d rose from the first epoch to the last, i.e. whose relation maps "
-        "shared less with the teacher's at the end of training than at its start.",
-        "",
-        "| dataset | arm | runs | epochs | L_seg first → last | L_r first → last | L_d first → last "
-        "| I(r_t; r_s) fell in |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def span(r: dict, term: str) -> str:
-        if _undefined(r[f"{term}_first"]):
-            return "-"
-        return f"{r[f'{term}_first']:+.3f} → {r[f'{term}_last']:+.3f}"
-
-    for r in losses:
-        lines.append(
-            f"| {r['dataset']} | {r['arm']} | {r['n_runs']} | {r['first_epoch']} → {r['last_epoch']} | "
-            f"{span(r, 'seg')} | {span(r, 'relation')} | {span(r, 'distill')} | "
-            + (f"{r['runs_mi_fell']} of {r['runs_with_distill']} |" if r["runs_with_distill"] else "- |")
-        )
-    return lines + _relation_section(losses)
-
-
-def _relation_section(losses: list[dict]) -> list[str]:
-    """The relation maps' entropy and likeness at the start and end of training (runs that logged them)."""
-    rows = [r for r in losses if r.get("runs_with_stats")]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "## The relation's entropy during training",
-        "",
-        "Each statistic averaged over a run's first and over its last logged epoch, then over the arm's runs "
-        "(`train-log.csv`; bits for entropies). S(r_t), S(r_s): the entropy of the teacher's and the student's "
-        "relation maps over a batch of B images (between 0 and log2 B); since L_r = S(r_t) - S(z_i, z_m, r_t), "
-        "S(r_t) <= L_r + log2 B. I(r_t; r_s) = -L_d, at most min(S(r_t), S(r_s)); the order-2 estimate can be "
-        "slightly negative, and a student copying the teacher reaches I = S(r_t) only when every two teacher maps "
-        "are orthogonal or parallel. Cosine: the mean cosine between two teacher maps of a batch (1: every image gets "
-        "the same map). Std: a teacher map's standard deviation over its values (1/sqrt(HW) = 0.0156 for a "
-        f"zero-mean map at HW = 4096, 0 for a uniform one). 'S(r_t) < {S_RT_PREDICTION:g}': runs whose final "
-        "S(r_t) is below that (the MobileSAM grid's pre-registered prediction for the paper's terms).",
-        "",
-        "| dataset | arm | runs | S(r_t) first → last | S(r_s) first → last | I(r_t; r_s) first → last "
-        f"| I rose in | S(r_t) < {S_RT_PREDICTION:g} in | cosine first → last | std first → last |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    def span(r: dict, term: str, digits: int = 3) -> str:
-        return f"{r[f'{term}_first']:.{digits}f} → {r[f'{term}_last']:.{digits}f}"
-
-    for r in rows:
-        n = r["runs_with_stats"]
-        lines.append(
-            f"| {r['dataset']} | {r['arm']} | {n} | {span(r, 's_rt')} | {span(r, 's_rs')} | "
-            f"{span(r, 'i_rt_rs')} | {r['runs_i_rose']} of {n} | {r['runs_s_rt_below']} of {n} | "
-            f"{span(r, 'rt_cosine')} | {span(r, 'rt_std', 4)} |"
-        )
-    return lines
-
-
-def _files_section(md: Path, assets: Path, losses: bool = False) -> list[str]:
-    def f(name: str) -> str:
-        return f"[`{name}`]({_link(assets / name, md)})"
-
-    return [
-        "## Files",
-        "",
-        f"{f('scores.csv')} (per arm and seed, every metric), {f('summary.csv')}, {f('paired.csv')} (with per-seed "
-        f"differences), {f('retention.csv')}; {f('per_image.csv')}: every finished cell's final score per scored "
-        "set and image, and the zero-shot teacher's on the same images (columns dataset, part, arm, seed, set, id "
-        f"and every metric; teacher rows: arm `{TEACHER}`, seed empty); [`splits/`]({_link(assets / 'splits', md)})"
-        ": the exact image lists of every split (`<dataset>/<split>.csv`, paths relative to the dataset folder). "
-        "Per-epoch scores stay in the experiment folder (`cells/*/.../eval/`, `cells/*/.../run/eval/`)."
-        + (f" {f('loss_terms.csv')}: the loss-terms table above." if losses else ""),
-        "",
-    ]

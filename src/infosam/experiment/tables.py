@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import stats
 from .collect import TEACHER, CellResult, set_source, teacher_rows
-from .grid import Grid
+from .grid import Arm, Grid
+from .plan import RETENTION, TEST
 
 
 def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
@@ -27,8 +28,8 @@ def seed_scores(results: list[CellResult], metrics: list[str]) -> list[dict]:
             key = (r.cell.dataset, r.cell.regime, name, r.cell.arm, r.cell.seed)
             # Retention sets are the same images in every part: average over parts per image.
             for image_id, values in rows.items():
-                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == "test" else image_id, [])
-                pooled[key][f"{r.cell.part}|{image_id}" if name == "test" else image_id].append(values)
+                pooled[key].setdefault(f"{r.cell.part}|{image_id}" if name == TEST else image_id, [])
+                pooled[key][f"{r.cell.part}|{image_id}" if name == TEST else image_id].append(values)
             parts[key].add(r.cell.part)
     out = []
     for key, images in sorted(pooled.items(), key=lambda kv: tuple(map(str, kv[0]))):
@@ -52,7 +53,7 @@ def teacher_scores(exp_dir: Path, results: list[CellResult], metrics: list[str])
                 continue
             bucket = seen.setdefault(key, {})
             for image_id, values in rows.items():
-                bucket[f"{r.cell.part}|{image_id}" if name == "test" else image_id] = values
+                bucket[f"{r.cell.part}|{image_id}" if name == TEST else image_id] = values
     out = []
     for key, images in sorted(seen.items()):
         row = dict(zip(("dataset", "regime", "set"), key, strict=True))
@@ -103,70 +104,74 @@ def paired_table(
                 setting.setdefault(r.cell.seed, []).append((r.cell.part, r, base))
         for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
             for m in metrics:
-                groups: dict[int, list[np.ndarray]] = {}
-                by_id: dict[int, dict[str, float]] = {}  # per seed: image id -> difference (parts pooled)
-                strata: dict[int, dict[str, str]] = {}  # per seed: image id -> the part that tested it
-                runs: list[float] = []
-                for seed, pairs in sorted(seeds.items()):
-                    diffs = []
-                    ids: list[list[str]] = []
-                    for part, treated, base in pairs:
-                        where = f"{dataset}/{part}/{name} seed {seed}"
-                        t = {i: v[m] for i, v in treated.sets[name].items()}
-                        b = {i: v[m] for i, v in base.sets[name].items()}
-                        diffs.append(stats.paired_differences(t, b, name=where))
-                        ids.append(sorted(t))  # paired_differences orders by id
-                    runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
-                    if name != "test":  # retention: the same images in every part; average over parts first
-                        diffs, ids = [np.mean(diffs, axis=0)], ids[:1]
-                        parts = ["all"]
-                    else:
-                        parts = [part for part, _, _ in pairs]
-                    groups[seed] = diffs
-                    by_id[seed] = {
-                        i: float(v)
-                        for d, part_ids in zip(diffs, ids, strict=True)
-                        for i, v in zip(part_ids, d, strict=True)
-                    }
-                    strata[seed] = {i: p for p, part_ids in zip(parts, ids, strict=True) for i in part_ids}
-                first = next(iter(strata.values()))
-                if name != "test" and len(groups) > 1 and all(s == first for s in strata.values()):
-                    # A retention set: every seed scored the same images. Resample each image once for all
-                    # seeds, since seeds' differences on one image are correlated (about 0.35 on the encoder
-                    # page); resampling them per seed gives too narrow an interval. The test sets keep the
-                    # hierarchical bootstrap the grids registered before their first run (images within seed and
-                    # part), which a result may not change.
-                    ci = stats.shared_image_bootstrap(by_id, strata=first, n_boot=n_boot)
-                else:
-                    ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
-                per_seed = stats.seed_means(groups)
-                agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
-                run = stats.run_level(runs)
-                out.append(
-                    {
-                        "dataset": dataset,
-                        "regime": regime,
-                        "set": name,
-                        "arm": arm.name,
-                        "baseline": arm.baseline,
-                        "metric": m,
-                        "difference": ci.estimate,
-                        "ci_low": ci.low,
-                        "ci_high": ci.high,
-                        "seeds_agree": agree,
-                        "n_seeds": total,
-                        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
-                        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
-                        "runs_positive": run["positive"],
-                        "runs_negative": run["negative"],
-                        "n_runs": run["n_runs"],
-                        "run_mean": run["mean"],
-                        "run_t_low": run["t_low"],
-                        "run_t_high": run["t_high"],
-                        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
-                    }
-                )
+                out.append(_paired_row(arm, dataset, regime, name, seeds, m, n_boot))
     return out
+
+
+def _paired_row(arm: Arm, dataset: str, regime: str, name: str, seeds: dict, m: str, n_boot: int) -> dict:
+    """One row of :func:`paired_table`: ``arm`` minus its baseline in metric ``m`` on the set ``name`` of one
+    setting, ``seeds`` ``{seed: [(part, treated, baseline)]}``."""
+    groups: dict[int, list[np.ndarray]] = {}
+    by_id: dict[int, dict[str, float]] = {}  # per seed: image id -> difference (parts pooled)
+    strata: dict[int, dict[str, str]] = {}  # per seed: image id -> the part that tested it
+    runs: list[float] = []
+    for seed, pairs in sorted(seeds.items()):
+        diffs = []
+        ids: list[list[str]] = []
+        for part, treated, base in pairs:
+            where = f"{dataset}/{part}/{name} seed {seed}"
+            t = {i: v[m] for i, v in treated.sets[name].items()}
+            b = {i: v[m] for i, v in base.sets[name].items()}
+            diffs.append(stats.paired_differences(t, b, name=where))
+            ids.append(sorted(t))  # paired_differences orders by id
+        runs.extend(float(np.mean(d)) for d in diffs)  # one value per trained (part, seed)
+        if name != TEST:  # retention: the same images in every part; average over parts first
+            diffs, ids = [np.mean(diffs, axis=0)], ids[:1]
+            parts = ["all"]
+        else:
+            parts = [part for part, _, _ in pairs]
+        groups[seed] = diffs
+        by_id[seed] = {
+            i: float(v)
+            for d, part_ids in zip(diffs, ids, strict=True)
+            for i, v in zip(part_ids, d, strict=True)
+        }
+        strata[seed] = {i: p for p, part_ids in zip(parts, ids, strict=True) for i in part_ids}
+    first = next(iter(strata.values()))
+    if name != TEST and len(groups) > 1 and all(s == first for s in strata.values()):
+        # A retention set: every seed scored the same images. Resample each image once for all
+        # seeds, since seeds' differences on one image are correlated (about 0.35 on the encoder
+        # page); resampling them per seed gives too narrow an interval. The test sets keep the
+        # hierarchical bootstrap the grids registered before their first run (images within seed and
+        # part), which a result may not change.
+        ci = stats.shared_image_bootstrap(by_id, strata=first, n_boot=n_boot)
+    else:
+        ci = stats.hierarchical_bootstrap(groups, n_boot=n_boot)
+    per_seed = stats.seed_means(groups)
+    agree, total = stats.sign_agreement(list(per_seed.values()), ci.estimate)
+    run = stats.run_level(runs)
+    return {
+        "dataset": dataset,
+        "regime": regime,
+        "set": name,
+        "arm": arm.name,
+        "baseline": arm.baseline,
+        "metric": m,
+        "difference": ci.estimate,
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "seeds_agree": agree,
+        "n_seeds": total,
+        "n_images": sum(len(d) for g in groups.values() for d in g) // max(1, len(groups)),
+        "per_seed": ";".join(f"{s}:{v:.6f}" for s, v in per_seed.items()),
+        "runs_positive": run["positive"],
+        "runs_negative": run["negative"],
+        "n_runs": run["n_runs"],
+        "run_mean": run["mean"],
+        "run_t_low": run["t_low"],
+        "run_t_high": run["t_high"],
+        "verdict": _verdict(ci.low, ci.high, run["t_low"], run["t_high"]),
+    }
 
 
 def _verdict(ci_low: float, ci_high: float, t_low: float, t_high: float) -> str:
@@ -193,7 +198,7 @@ def retention_table(rows: list[dict], teacher: list[dict], metrics: list[str]) -
     ref = {(t["dataset"], t["regime"], t["set"]): t for t in teacher}
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        if row["set"].startswith("retention-"):
+        if row["set"].startswith(RETENTION):
             groups[(row["dataset"], row["regime"], row["set"], row["arm"])].append(row)
     out = []
     for key, group in sorted(groups.items()):

@@ -8,8 +8,10 @@ from pathlib import Path
 from segment_anything.modeling import Sam
 
 from ..load import SourceError, resolve
+from ..sam.family import FAMILIES, family_of, labels
 from .formats import (
     FORMATS,
+    OFFICIAL_FORMATS,
     check_output,
     export_onnx,
     export_sam,
@@ -49,21 +51,24 @@ def export_run(
         raise ValueError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     source = resolve(run_dir, checkpoint=checkpoint, require_final=require_final)
     if source.kind != "run":
-        raise SourceError(f"{run_dir} is not a run folder (no config.yaml): infosam export takes a RUN_DIR")
+        from ..runs import CONFIG_FILE
+
+        raise SourceError(f"{run_dir} is not a run folder (no {CONFIG_FILE}): infosam export takes a RUN_DIR")
     out = Path(out) if out is not None else default_out(run_dir, fmt)
     # An existing output or a missing extra is refused before the (slow) model build.
     check_output(fmt, out, overwrite)
     opened = source.open(teacher=True)
     student, teacher = opened.model, opened.teacher
-    if fmt in ("sam", "sam2") and unmergeable_methods(student):
+    family = family_of(student)
+    if fmt in OFFICIAL_FORMATS and unmergeable_methods(student):
         merge_peft(student)  # raises the explanatory UnmergeableError before anything is written
     _check_family(fmt, student)
-    if fmt == "sam":
+    if fmt == family.export_format:  # the family's official checkpoint layout
         base = opened.config.model.checkpoint if opened.config is not None else None
         extra = release_head_state(student.spec, base)  # MobileSAM: what its own builder loads strictly
-        return export_sam(student, teacher, out, overwrite=overwrite, extra=extra)
-    if fmt == "sam2":
-        return export_sam(student, teacher, out, overwrite=overwrite, official_key="model")
+        return export_sam(
+            student, teacher, out, overwrite=overwrite, extra=extra, official_key=family.export_key
+        )
     if fmt == "infosam":
         return export_student_file(student, teacher, opened.sam, out, overwrite=overwrite)
     return export_onnx(student, out, overwrite=overwrite)
@@ -71,14 +76,14 @@ def export_run(
 
 def _check_family(fmt: str, student: Sam) -> None:
     """Refuse a format that does not fit the student's model family, naming the one that does."""
-    from ..sam.sam2 import is_sam2
-
-    sam2 = is_sam2(student)
-    if fmt == "sam" and sam2:
-        raise ValueError("this run's model is a SAM 2: export it with --format sam2 (or infosam)")
-    if fmt == "sam2" and not sam2:
+    family = family_of(student)
+    if fmt in OFFICIAL_FORMATS and fmt != family.export_format:
+        owners = labels(f for f in FAMILIES.values() if f.export_format == fmt)
         raise ValueError(
-            f"--format sam2 is for SAM 2 runs; this run's model is {student.spec.name}: use --format sam"
+            f"--format {fmt} is for {owners} runs; this run's model is {student.spec.name} ({family.label}): "
+            f"use --format {family.export_format} (or infosam)"
         )
-    if fmt == "onnx" and sam2:
-        raise ValueError("--format onnx is not implemented for SAM 2 yet: use --format sam2 or infosam")
+    if fmt == "onnx" and not family.onnx_export:
+        raise ValueError(
+            f"--format onnx is not implemented for {family.label} yet: use --format {family.export_format} or infosam"
+        )

@@ -26,6 +26,8 @@ from ..sam.tinyvit_attention import disable_sdpa_attention
 from ..sam.transforms import make_transform
 
 FORMATS = ("sam", "sam2", "infosam", "onnx")
+OFFICIAL_FORMATS = ("sam", "sam2")
+"""The formats that write a model family's official checkpoint layout (its ``Family.export_format``)."""
 MERGEABLE = ("decoder", "bitfit", "lora")
 """PEFT methods whose result is expressible as weights of the unmodified architecture."""
 ONNX_OPSET = 17

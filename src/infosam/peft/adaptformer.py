@@ -14,7 +14,8 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
-from .base import MethodConfig, bottleneck, check_block_range, encoder_blocks, mark_trainable, replace_child
+from ..sam.family import encoder_blocks
+from .base import MethodConfig, bottleneck, check_block_range, mark_trainable, replace_child
 
 
 class ParallelAdapter(nn.Module):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
+import torch
 from segment_anything.modeling import Sam
-from segment_anything.modeling.image_encoder import Block
-from torch import nn
+from torch import Tensor, nn
 
 from ..options import check_value
 
@@ -25,6 +25,16 @@ class MethodConfig:
     """Mixin for the config dataclass of one PEFT method: construction from an options dict, and back."""
 
     name: typing.ClassVar[str]
+    prefix_cache_conflict: typing.ClassVar[str | None] = None
+    """Why the student-prefix cache cannot serve a student of this method (it skips what the method reads), as
+    the rest of a sentence after the method's name; ``None``: it can."""
+
+    @classmethod
+    def aux_loss_modules(cls, model: nn.Module) -> list[nn.Module]:
+        """The layers this method put in ``model`` that keep a training loss of their own: each holds, after its
+        forward, an ``aux_loss`` scalar (or ``None``) for the step to add (:func:`collect_aux_loss`). None by
+        default."""
+        return []
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None) -> MethodConfig:
@@ -50,52 +60,12 @@ class MethodConfig:
         raise NotImplementedError
 
 
-class EncoderBlock(NamedTuple):
-    """One transformer block of the image encoder, as PEFT methods see it (ViT or TinyViT)."""
-
-    index: int
-    """Position among the encoder's attention blocks, 0-based, in forward order."""
-    name: str
-    """Qualified name in the model, e.g. ``image_encoder.blocks.3`` or ``image_encoder.layers.2.blocks.0``."""
-    block: nn.Module
-    """The block; it has ``attn`` and ``mlp`` children mapping (..., dim) tokens to the same shape."""
-    stage: int
-    """ViT: 0 (one stage). TinyViT: the stage (``image_encoder.layers`` index, 1..3; stage 0 is convolutional).
-    SAM 2: the Hiera stage, 0..3."""
-    dim: int
-    """Token width of the block's attention output and MLP (Hiera: ``dim_out``; a stage's first block widens)."""
-    norms: tuple[nn.Module, ...]
-    """The block's LayerNorms before attention and before the MLP (ViT: norm1, norm2; TinyViT: attn.norm,
-    mlp.norm; found through any wrapper a method put around attn/mlp)."""
-
-
-def encoder_blocks(model: Sam) -> Iterator[EncoderBlock]:
-    """Every attention block of the image encoder in forward order (ViT blocks, TinyViT's windowed-attention
-    blocks of stages 1..3 (TinyViT's convolutional stage 0 has none), or SAM 2's Hiera blocks of stages 0..3). Blocks themselves are never wrapped by a
-    method, so this also works on a model another method has already been applied to."""
-    from infosam.sam.sam2 import hiera_blocks, is_sam2
-    from infosam.sam.tinyvit import TinyViTEncoder, attention_blocks
-
-    if is_sam2(model):
-        for index, (name, block, stage) in enumerate(hiera_blocks(model)):
-            yield EncoderBlock(index, name, block, stage, block.dim_out, (block.norm1, block.norm2))
-        return
-    encoder = model.image_encoder
-    if isinstance(encoder, TinyViTEncoder):
-        for index, (stage, name, block) in enumerate(attention_blocks(encoder)):
-            norms = (_unwrapped(block.attn).norm, _unwrapped(block.mlp).norm)
-            yield EncoderBlock(index, f"image_encoder.{name}", block, stage, block.dim, norms)
-        return
-    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, Block)]
-    for index, (name, block) in enumerate(blocks):
-        yield EncoderBlock(index, name, block, 0, block.norm1.normalized_shape[0], (block.norm1, block.norm2))
-
-
-def _unwrapped(module: nn.Module) -> nn.Module:
-    """The module a PEFT wrapper holds as ``base_layer`` (through any number of wrappers), or ``module``."""
-    while hasattr(module, "base_layer"):
-        module = module.base_layer
-    return module
+def collect_aux_loss(modules: list[nn.Module]) -> Tensor | None:
+    """Sum (and clear) the ``aux_loss`` the given modules kept from the last forward; None if none has one."""
+    losses = [m.aux_loss for m in modules if getattr(m, "aux_loss", None) is not None]
+    for m in modules:
+        m.aux_loss = None
+    return torch.stack(losses).sum() if losses else None
 
 
 def check_block_range(method: str, first_block: int, depth: int) -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from segment_anything.modeling import Sam
 from torch import nn
 
-from .base import MethodConfig, encoder_blocks
+from ..sam.family import encoder_blocks
+from .base import MethodConfig
 
 
 @dataclass(frozen=True)

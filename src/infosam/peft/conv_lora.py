@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
-from .base import MethodConfig, encoder_blocks, mark_trainable, replace_child
+from ..sam.family import encoder_blocks
+from .base import MethodConfig, mark_trainable, replace_child
 
 
 def cv_squared(x: Tensor) -> Tensor:
@@ -56,7 +57,7 @@ class ScaleExpert(nn.Module):
 
 class ConvLoraLinear(nn.Module):
     """``base_layer`` (a Linear on spatial tokens) plus the Conv-LoRA delta; keeps its last balancing loss in
-    ``aux_loss`` for the training step to collect (:func:`collect_aux_loss`)."""
+    ``aux_loss`` for the training step to collect (:func:`infosam.peft.base.collect_aux_loss`)."""
 
     def __init__(
         self, base_layer: nn.Linear, rank: int, alpha: float, experts: int, top_k: int, balance_weight: float
@@ -98,19 +99,6 @@ class ConvLoraLinear(nn.Module):
         return self.base_layer(x) + self.scaling * self.lora_B(delta)
 
 
-def collect_aux_loss(modules: list[nn.Module]) -> Tensor | None:
-    """Sum (and clear) the ``aux_loss`` the given modules kept from the last forward; None if none has one."""
-    losses = [m.aux_loss for m in modules if getattr(m, "aux_loss", None) is not None]
-    for m in modules:
-        m.aux_loss = None
-    return torch.stack(losses).sum() if losses else None
-
-
-def aux_loss_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules of ``model`` that keep an auxiliary training loss (Conv-LoRA layers)."""
-    return [m for m in model.modules() if isinstance(m, ConvLoraLinear)]
-
-
 @dataclass(frozen=True)
 class ConvLoraConfig(MethodConfig):
     """``conv_lora``: Conv-LoRA on the image encoder's Linear layers named ``target`` (paper: qkv, 8 experts,
@@ -129,6 +117,11 @@ class ConvLoraConfig(MethodConfig):
     """Weight of the load-balancing loss added to the training loss (paper: 1)."""
     target: str = "qkv"
     """Name of the Linear child of each block's attention to adapt."""
+
+    @classmethod
+    def aux_loss_modules(cls, model: nn.Module) -> list[nn.Module]:
+        """The Conv-LoRA layers of ``model`` (each keeps its load-balancing loss)."""
+        return [m for m in model.modules() if isinstance(m, ConvLoraLinear)]
 
     def apply(self, model: Sam) -> None:
         if self.r < 1 or self.experts < 1 or not 1 <= self.top_k <= self.experts:

@@ -32,36 +32,33 @@ def count_parameters(model: Sam) -> dict[str, dict[str, int]]:
     return table
 
 
-def student_parameters(model: str, methods: str, options: dict | None = None) -> dict:
+def peft_parameters(model: str, methods: str, options: dict | None = None) -> dict:
     """Parameter counts of SAM ``model`` with PEFT ``methods`` applied, without any checkpoint.
 
-    ViT models are built on PyTorch's ``meta`` device (shapes only: no memory, no initialisation); TinyViT and
-    SAM 2 models on the CPU, since the packages' constructors cannot run on the meta device (SAM 2: measured on
-    Meta's built model).
+    Models are built on PyTorch's ``meta`` device (shapes only: no memory, no initialisation) where their family
+    allows it (ViT); TinyViT and SAM 2 models on the CPU, since the packages' constructors cannot run on the meta
+    device (SAM 2: measured on Meta's built model).
 
     Returns ``{"model", "peft" (the applied spec as a dict), "parameters" (:func:`count_parameters`, each part
     with an extra ``"stored"``: the elements of every tensor the base model's weights file holds for the part,
     parameters plus persistent buffers such as BatchNorm statistics, counted before PEFT; the numbers
-    LiteMedSAM's release quotes), "relation_module" (parameters of InfoSAM's relation module),
-    "prompt_embed_dim", "base_parameters" (SAM's parameters before PEFT), "release_head" (parameters of a classifier
-    head the release model carries and this package does not build: MobileSAM's, else 0)}``.
+    LiteMedSAM's release quotes), "prompt_embed_dim", "base_parameters" (SAM's parameters before PEFT),
+    "release_head" (parameters of a classifier head the release model carries and this package does not build:
+    MobileSAM's, else 0)}``. :func:`infosam.model.student_parameters` adds InfoSAM's relation module.
     """
     import torch
 
-    from ..distill.relation import RelationModule
     from ..sam.build import build_sam
-    from ..sam.specs import get_spec
     from ..sam.tinyvit import release_head_parameters
     from .registry import apply_peft
 
-    with torch.device("meta" if get_spec(model).family == "vit" else "cpu"):
+    with torch.device(count_device(model)):
         sam = build_sam(model)
         stored = {part: _elements(getattr(sam, part)) for part in PARTS}
         stored["total"] = _elements(sam)
         stored["other"] = stored["total"] - sum(stored[part] for part in PARTS)
         base = sum(p.numel() for p in sam.parameters())
         spec = apply_peft(sam, methods, options)
-        relation = RelationModule(sam.spec.prompt_embed_dim)
     table = count_parameters(sam)
     for key in table:
         table[key]["stored"] = stored[key]
@@ -69,11 +66,19 @@ def student_parameters(model: str, methods: str, options: dict | None = None) ->
         "model": model,
         "peft": spec.to_dict(),
         "parameters": table,
-        "relation_module": sum(p.numel() for p in relation.parameters()),
         "prompt_embed_dim": sam.spec.prompt_embed_dim,
         "base_parameters": base,
         "release_head": release_head_parameters(sam.spec),
     }
+
+
+def count_device(model: str) -> str:
+    """Where :func:`peft_parameters` builds SAM ``model`` (a spec name): ``meta`` if its family allows, else
+    ``cpu``."""
+    from ..sam.family import family_of_spec
+    from ..sam.specs import get_spec
+
+    return "meta" if family_of_spec(get_spec(model)).meta_device else "cpu"
 
 
 def _elements(module) -> int:

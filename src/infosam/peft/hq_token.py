@@ -32,7 +32,8 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from torch import Tensor, nn
 
-from .base import MethodConfig, encoder_blocks, mark_trainable, replace_child
+from ..sam.family import FAMILIES, family_of, labels
+from .base import MethodConfig, mark_trainable, replace_child
 
 
 def _up(c_in: int, c_mid: int, c_out: int) -> nn.Sequential:
@@ -150,12 +151,8 @@ class HQMaskDecoder(nn.Module):
 
 
 def early_block(model: Sam) -> tuple[nn.Module, int]:
-    """The early encoder block HQ-SAM fuses and its width (see the module docstring)."""
-    from ..distill.features import feature_taps
-
-    blocks = list(encoder_blocks(model))
-    global_blocks = [b for b in blocks if getattr(b.block, "window_size", None) == 0]
-    entry = global_blocks[0] if global_blocks else blocks[feature_taps(model)[0]]
+    """The early encoder block HQ-SAM fuses and its width (the model family's choice: see the module docstring)."""
+    entry = family_of(model).early_block(model)
     return entry.block, entry.dim
 
 
@@ -164,14 +161,17 @@ class HQTokenConfig(MethodConfig):
     """``hq_token``: HQ-SAM's output token with global-local feature fusion; SAM stays frozen."""
 
     name = "hq_token"
+    prefix_cache_conflict = "fuses an early encoder block's output"
     hq_token_only: bool = True
     """The single-mask output is the HQ mask alone (official training); false: SAM's mask plus the HQ mask."""
 
     def apply(self, model: Sam) -> None:
-        if getattr(getattr(model, "spec", None), "family", "vit") == "sam2":
+        family = family_of(model)
+        if not family.hq_token:
+            supported = labels(f for f in FAMILIES.values() if f.hq_token)
             raise ValueError(
-                "PEFT method 'hq_token' wraps segment_anything's MaskDecoder (SAM ViT and TinyViT); SAM 2's decoder "
-                "is not supported: on SAM 2 use decoder, bitfit, lora, adapter or adaptformer"
+                f"PEFT method 'hq_token' wraps segment_anything's MaskDecoder ({supported}); {family.label}'s decoder "
+                f"is not supported: on {family.label} use decoder, bitfit, lora, adapter or adaptformer"
             )
         if isinstance(model.mask_decoder, HQMaskDecoder):
             raise ValueError("hq_token is already applied to this model's mask decoder")

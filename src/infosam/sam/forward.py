@@ -3,40 +3,19 @@
 Meta's ``Sam.forward`` runs under ``torch.no_grad`` and its decoder never returns its output tokens, so this module
 calls the three parts directly (image encoder, prompt encoder, mask decoder) and captures the decoder's
 two-way-transformer tokens ``hs`` with a forward hook that lives only for the duration of the call. Teacher and
-student both go through :func:`sam_forward`; the caller decides about ``torch.no_grad`` and eval mode.
+student both go through :func:`sam_forward`; the caller decides about ``torch.no_grad`` and eval mode. The model's
+family (:mod:`infosam.sam.family`) does the encoding and decoding (SAM 2 packs its features and decodes in one call).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
 from segment_anything.modeling import Sam
 from torch import Tensor
 
-from . import sam2
-from .sam2 import Sam2Model, is_sam2
+from .family import family_of
+from .output import SamOutput
 
-
-@dataclass
-class SamOutput:
-    """What one SAM forward returns for a batch of B images with one prompt each."""
-
-    image_embeddings: Tensor
-    """(B, C, h, w) image encoder output; C = spec.prompt_embed_dim (256), h = w = spec.embedding_size (64)."""
-    mask_tokens: Tensor
-    """(B, 1, C) single-mask output token after the two-way transformer (``hs[:, 1]``)."""
-    low_res_logits: Tensor | None
-    """(B, 1, 4h, 4w) single-mask logits (256 x 256 for the official 1024 input); None from a tokens-only decode."""
-    iou_predictions: Tensor | None
-    """(B, 1) predicted IoU of the single mask; None from a tokens-only decode."""
-    features: list[Tensor] | None = None
-    """Intermediate encoder feature maps (B, C_l, h_l, w_l), only where a distillation objective asked for them
-    (:func:`infosam.distill.features.capture_features`); None otherwise."""
-
-
-class _TokensCaptured(Exception):
-    """Raised by the transformer hook of a tokens-only decode: the rest of the decoder is not needed."""
+__all__ = ["SamOutput", "decode", "encode_images", "sam_forward"]
 
 
 def encode_images(model: Sam, images: Tensor) -> Tensor:
@@ -52,9 +31,7 @@ def encode_images(model: Sam, images: Tensor) -> Tensor:
             f"images must be (B, 3, {size}, {size}) normalised and padded to the model's image size {size}; "
             f"got {tuple(images.shape)}"
         )
-    if is_sam2(model):
-        return sam2.encode(model, images)
-    return model.image_encoder(images)
+    return family_of(model).encode(model, images)
 
 
 def decode(
@@ -83,100 +60,8 @@ def decode(
     Returns:
         :class:`SamOutput` with ``image_embeddings`` passed through.
     """
-    batch = image_embeddings.shape[0]
-    _check_prompts(batch, boxes, points, point_labels)
-    if is_sam2(model):
-        return _decode_sam2(model, image_embeddings, boxes, points, point_labels, tokens_only)
-    sparse, dense = model.prompt_encoder(
-        points=None if points is None else (points, point_labels), boxes=boxes, masks=None
-    )
-    image_pe = model.prompt_encoder.get_dense_pe()
-
-    hs_tokens: list[Tensor] = []
-
-    def capture(_module, _inputs, output) -> None:
-        hs_tokens.append(output[0][:, 1:2])  # hs: (1, T, C); token 1 = mask 0
-        if tokens_only:
-            raise _TokensCaptured
-
-    handle = model.mask_decoder.transformer.register_forward_hook(capture)
-    try:
-        # One decoder call per image: Meta's predict_masks repeats the image embeddings once per prompt (it is
-        # written for one image and many prompts), so a call with B images and B prompts would pair every image
-        # with every prompt. Looping keeps Meta's decoder untouched and exactly equal to SamPredictor; the
-        # decoder is small next to the encoder, so the loop costs little.
-        logits, ious = [], []
-        for b in range(batch):
-            try:
-                low_res, iou = model.mask_decoder(
-                    image_embeddings=image_embeddings[b : b + 1],
-                    image_pe=image_pe,
-                    sparse_prompt_embeddings=sparse[b : b + 1],
-                    dense_prompt_embeddings=dense[b : b + 1],
-                    multimask_output=False,
-                )
-            except _TokensCaptured:
-                continue
-            logits.append(low_res)
-            ious.append(iou)
-    finally:
-        handle.remove()
-    if len(hs_tokens) != batch:
-        raise RuntimeError(
-            f"expected one two-way-transformer call per image ({batch}), saw {len(hs_tokens)}; "
-            "was model.mask_decoder.transformer replaced or called elsewhere?"
-        )
-    return SamOutput(
-        image_embeddings=image_embeddings,
-        mask_tokens=torch.cat(hs_tokens),
-        low_res_logits=None if tokens_only else torch.cat(logits),
-        iou_predictions=None if tokens_only else torch.cat(ious),
-    )
-
-
-def _decode_sam2(
-    model: Sam2Model,
-    packed: Tensor,
-    boxes: Tensor | None,
-    points: Tensor | None,
-    point_labels: Tensor | None,
-    tokens_only: bool,
-) -> SamOutput:
-    """:func:`decode` for SAM 2: what ``SAM2ImagePredictor._predict`` does with one prompt per image.
-
-    SAM 2's decoder takes B images with B prompts in one call (``repeat_image=False``), so no per-image loop.
-    """
-    embedding, high_res = sam2.unpack(model, packed)
-    sparse, dense = model.sam_prompt_encoder(
-        points=sam2.prompt_points(boxes, points, point_labels), boxes=None, masks=None
-    )
-    index = sam2.mask_token_index(model)
-    tokens: list[Tensor] = []
-
-    def capture(_module, _inputs, output) -> None:
-        tokens.append(output[0][:, index : index + 1])
-        if tokens_only:
-            raise _TokensCaptured
-
-    handle = model.sam_mask_decoder.transformer.register_forward_hook(capture)
-    logits = ious = None
-    try:
-        logits, ious, _, _ = model.sam_mask_decoder(
-            image_embeddings=embedding,
-            image_pe=model.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-            repeat_image=False,
-            high_res_features=high_res,
-        )
-    except _TokensCaptured:
-        pass
-    finally:
-        handle.remove()
-    if len(tokens) != 1:
-        raise RuntimeError(f"expected one two-way-transformer call, saw {len(tokens)}")
-    return SamOutput(embedding, tokens[0], logits, ious)
+    _check_prompts(image_embeddings.shape[0], boxes, points, point_labels)
+    return family_of(model).decode(model, image_embeddings, boxes, points, point_labels, tokens_only)
 
 
 def sam_forward(

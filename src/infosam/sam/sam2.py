@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .output import SamOutput, TokensCaptured
+
 if TYPE_CHECKING:
     from .specs import SamSpec
 
@@ -126,21 +128,6 @@ def build_sam2_model(spec: SamSpec) -> Sam2Model:
     return Sam2Model(compose_sam2(spec), spec)
 
 
-def is_sam2(model: nn.Module) -> bool:
-    """Whether ``model`` is a SAM 2 (family dispatch for forward, prefix and export)."""
-    return isinstance(model, Sam2Model)
-
-
-def hiera_blocks(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
-    """``(qualified name, block, stage)`` of every Hiera block in forward order (stages 0..3)."""
-    trunk = model.image_encoder.trunk
-    ends = list(trunk.stage_ends)
-    return [
-        (f"image_encoder.trunk.blocks.{i}", block, sum(i > end for end in ends))
-        for i, block in enumerate(trunk.blocks)
-    ]
-
-
 def packed_channels(model: Sam2Model) -> int:
     """Channels of the packed encoder output: C (embedding) + C (s1 folded) + 2C (s0 folded), or C alone."""
     c = model.spec.prompt_embed_dim
@@ -197,3 +184,49 @@ def prompt_points(
 def mask_token_index(model: Sam2Model) -> int:
     """Position of mask token 0 among the decoder's output tokens (after the object-score token, if any)."""
     return 2 if model.sam_mask_decoder.pred_obj_scores else 1
+
+
+def decode(
+    model: Sam2Model,
+    packed: Tensor,
+    boxes: Tensor | None,
+    points: Tensor | None,
+    point_labels: Tensor | None,
+    tokens_only: bool,
+) -> SamOutput:
+    """:func:`infosam.sam.forward.decode` for SAM 2: what ``SAM2ImagePredictor._predict`` does with one prompt per
+    image.
+
+    SAM 2's decoder takes B images with B prompts in one call (``repeat_image=False``), so no per-image loop.
+    """
+    embedding, high_res = unpack(model, packed)
+    sparse, dense = model.sam_prompt_encoder(
+        points=prompt_points(boxes, points, point_labels), boxes=None, masks=None
+    )
+    index = mask_token_index(model)
+    tokens: list[Tensor] = []
+
+    def capture(_module, _inputs, output) -> None:
+        tokens.append(output[0][:, index : index + 1])
+        if tokens_only:
+            raise TokensCaptured
+
+    handle = model.sam_mask_decoder.transformer.register_forward_hook(capture)
+    logits = ious = None
+    try:
+        logits, ious, _, _ = model.sam_mask_decoder(
+            image_embeddings=embedding,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+            repeat_image=False,
+            high_res_features=high_res,
+        )
+    except TokensCaptured:
+        pass
+    finally:
+        handle.remove()
+    if len(tokens) != 1:
+        raise RuntimeError(f"expected one two-way-transformer call, saw {len(tokens)}")
+    return SamOutput(embedding, tokens[0], logits, ious)

@@ -15,6 +15,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+# SAM's pixel statistics (RGB, 0-255 scale), the values of Meta's builder.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
 
 @dataclass(frozen=True)
 class SamSpec:

@@ -18,8 +18,6 @@ packages' own ``forward`` in two places only:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -178,22 +176,3 @@ def _refresh_attention_bias_cache(module: nn.Module, _incompatible_keys) -> None
     for sub in module.modules():
         if hasattr(sub, "attention_biases") and hasattr(sub, "attention_bias_idxs") and not sub.training:
             sub.train(False)  # the packages' Attention.train(False) rebuilds ``ab``
-
-
-class StageBlock(NamedTuple):
-    """One attention block of a TinyViT encoder."""
-
-    stage: int
-    """Index into ``encoder.layers`` (1..3 for the real models; stage 0 is convolutional and has none)."""
-    name: str
-    """Qualified name below the encoder, e.g. ``layers.2.blocks.0``."""
-    block: nn.Module
-    """The package's TinyViTBlock: ``attn`` (LayerNorm + attention), ``local_conv``, ``mlp`` (LayerNorm + MLP)."""
-
-
-def attention_blocks(encoder: TinyViTEncoder) -> Iterator[StageBlock]:
-    """The windowed-attention blocks of ``encoder`` in forward order (the convolutional stage 0 has none)."""
-    for stage, layer in enumerate(encoder.layers):
-        for j, block in enumerate(layer.blocks):
-            if hasattr(block, "attn") and hasattr(block, "mlp"):
-                yield StageBlock(stage, f"layers.{stage}.blocks.{j}", block)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .build import PIXEL_MEAN, PIXEL_STD
+from .specs import PIXEL_MEAN, PIXEL_STD
 
 if TYPE_CHECKING:
     from .specs import SamSpec

@@ -1,26 +1,14 @@
-"""Training configuration: nested dataclasses with defaults, YAML loading, dotted overrides and validation.
-
-A config file is YAML whose top-level keys are the sections below. A file may start from others with
-``inherit: base.yaml`` (or a list), paths relative to the file; later files and the file itself win, key by key.
-Overrides use dotted keys (``train.lr=1e-4``), values parsed as YAML scalars.
-
-Every section checks its own options when it is made (types by :func:`infosam.options.check_value`, ranges and
-choices in ``check``, the choices read from the registries that own them: SAM specs, attention modes, PEFT
-methods, segmentation losses, prompt modes, metrics); :meth:`Config.validate` adds what spans sections or touches
-files. Every error is a :class:`ConfigError` naming the option.
-"""
+"""The config sections: one dataclass each, whose options check their own types, ranges and choices when it is
+made (the choices read from the registries that own them)."""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
-from .options import OptionError, check_value, parse_assignment, set_dotted
+from ..options import OptionError, check_value
 
 PRECISIONS = ("no", "fp16", "bf16")
 
@@ -71,8 +59,8 @@ class ModelConfig(_Section):
     section: ClassVar[str] = "model"
 
     def check(self) -> None:
-        from .sam.attention import MODES
-        from .sam.specs import SPECS
+        from ..sam.attention import MODES
+        from ..sam.specs import SPECS
 
         _choice("model.name", self.name, tuple(SPECS))
         _choice("model.attention", self.attention, (*MODES, "meta"))
@@ -91,7 +79,7 @@ class PeftConfig(_Section):
     section: ClassVar[str] = "peft"
 
     def check(self) -> None:
-        from .peft import resolve_configs
+        from ..peft import resolve_configs
 
         try:
             resolve_configs(self.methods, self.options)
@@ -192,8 +180,8 @@ class TrainConfig(_Section):
         super().__post_init__()
 
     def check(self) -> None:
-        from .data.prompts import BOX_NOISE_RULES, TRAIN_PROMPT_MODES
-        from .losses import SEGMENTATION_LOSSES
+        from ..data.prompts import BOX_NOISE_RULES, TRAIN_PROMPT_MODES
+        from ..losses import SEGMENTATION_LOSSES
 
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
@@ -233,7 +221,7 @@ class InfoSAMConfig(_Section):
     @property
     def weights(self):
         """The term weights as :class:`infosam.distill.InfoSAMWeights` (which owns their rules)."""
-        from .distill.loss import InfoSAMWeights
+        from ..distill.loss import InfoSAMWeights
 
         return InfoSAMWeights(lam=self.lam, lam1=self.lam1, lam2=self.lam2)
 
@@ -256,7 +244,7 @@ class DistillConfig(_Section):
     section: ClassVar[str] = "distill"
 
     def check(self) -> None:
-        from .distill.registry import METHODS, OBJECTIVES, objective_options
+        from ..distill.registry import METHODS, OBJECTIVES, objective_options
 
         _choice("distill.method", self.method, METHODS)
         stray = sorted(set(self.options) - {self.method})
@@ -264,20 +252,22 @@ class DistillConfig(_Section):
             raise ConfigError(
                 f"distill.options given for {stray}, which is not distill.method ({self.method!r})"
             )
-        if self.method in self.options and self.method not in OBJECTIVES:
+        cls = OBJECTIVES.get(self.method)
+        if self.method in self.options and (cls is None or cls.options_section is not None):
             raise ConfigError(
                 f"distill.method {self.method!r} takes no distill.options"
-                + (
-                    " (its weights are infosam.lam, infosam.lam1, infosam.lam2)"
-                    if self.method == "infosam"
-                    else ""
-                )
+                + (f" (its options are {', '.join(_section_options(cls))})" if cls is not None else "")
             )
-        if self.method in OBJECTIVES:
+        if cls is not None and cls.options_section is None:
             try:
                 objective_options(self.method, self.options.get(self.method))
             except ValueError as err:
                 raise ConfigError(str(err)) from err
+
+
+def _section_options(cls: Any) -> list[str]:
+    """The ``section.option`` names of an objective whose options live in a config section of their own."""
+    return [f"{cls.options_section}.{f.name}" for f in dataclasses.fields(cls.Options)]
 
 
 @dataclass
@@ -321,8 +311,8 @@ class EvalConfig(_Section):
         }
 
     def check(self) -> None:
-        from .data.prompts import BOX_NOISE_RULES, PROMPT_MODES
-        from .metrics import METRIC_NAMES
+        from ..data.prompts import BOX_NOISE_RULES, PROMPT_MODES
+        from ..metrics import METRIC_NAMES
 
         _choice("eval.prompt", self.prompt, PROMPT_MODES)
         _choice("eval.box_noise", self.box_noise, BOX_NOISE_RULES)
@@ -364,279 +354,3 @@ class CacheConfig(_Section):
     def check(self) -> None:
         super().check()
         _choice("cache.prefix_dtype", self.prefix_dtype, ("float16", "float32"))
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """The SAM both teacher and student are built from."""
-    peft: PeftConfig = field(default_factory=PeftConfig)
-    """How the student is made trainable."""
-    data: DataConfig = field(default_factory=DataConfig)
-    """Where the images and masks are."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    """Optimisation."""
-    infosam: InfoSAMConfig = field(default_factory=InfoSAMConfig)
-    """The information-theoretic distillation terms."""
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    """Which distillation objective (InfoSAM, a baseline of the paper's comparison, or none)."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """Evaluation on the test split during training."""
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    """Teacher embedding cache."""
-    output: str = "runs/infosam"
-    """Run folder; never overwritten without --overwrite."""
-
-    def eval_epochs(self) -> list[int]:
-        """1-based epochs after which the test split is evaluated."""
-        if self.eval.epochs is not None:
-            return sorted(set(self.eval.epochs))
-        first = max(1, self.train.epochs - self.eval.last_epochs + 1)
-        return list(range(first, self.train.epochs + 1)) if self.eval.last_epochs > 0 else []
-
-    @property
-    def distill_method(self) -> str:
-        """The objective that trains: ``distill.method``, or ``none`` when ``infosam.enabled`` is false."""
-        return self.distill.method if self.infosam.enabled else "none"
-
-    @property
-    def teacher_on(self) -> bool:
-        """Whether a run builds the frozen teacher (every method but ``none``)."""
-        return self.distill_method != "none"
-
-    def min_batch(self) -> int:
-        """The smallest batch the chosen objective says anything about (InfoSAM and PKT: 2)."""
-        from .distill.registry import OBJECTIVES
-
-        method = self.distill_method
-        if method == "infosam":
-            return 2
-        return OBJECTIVES[method].min_batch if method in OBJECTIVES else 1
-
-    def validate(self) -> None:
-        """Check every section again (fields may have been set since) and what spans sections or touches files;
-        raise :class:`ConfigError` naming the option."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, _Section):
-                value.__post_init__()
-        if not self.data.path:
-            raise ConfigError(
-                "data.path is required: the dataset folder (Conv-LoRA CSV folder or images/ + masks/); "
-                "--set data.path=DIR"
-            )
-        t, i, e = self.train, self.infosam, self.eval
-        if not i.enabled and self.distill.method not in ("infosam", "none"):
-            raise ConfigError(
-                f"distill.method={self.distill.method} needs the teacher, which infosam.enabled=false turns off; "
-                "set infosam.enabled=true, or distill.method=none for plain PEFT"
-            )
-        self._check_infosam_weights()
-        if self.distill_method == "infosam" and t.batch_size < 2:
-            raise ConfigError(
-                f"train.batch_size must be >= 2 when infosam.enabled is true (its entropies run over the batch); "
-                f"got {t.batch_size}"
-            )
-        if t.batch_size < self.min_batch():
-            raise ConfigError(
-                f"train.batch_size must be >= {self.min_batch()} with distill.method={self.distill_method} (it "
-                f"compares the samples of a batch); got {t.batch_size}"
-            )
-        self._check_distill_cache()
-        if i.frozen_relation is not None and not Path(i.frozen_relation).expanduser().is_file():
-            raise ConfigError(f"infosam.frozen_relation: file not found: {i.frozen_relation}")
-        if e.epochs is not None:
-            bad = [n for n in e.epochs if not 1 <= n <= t.epochs]
-            if bad:
-                raise ConfigError(f"eval.epochs must lie in 1..train.epochs ({t.epochs}); got {bad}")
-        if not self.output:
-            raise ConfigError("output must name the run folder: --output DIR (or --set output=DIR)")
-
-    def _check_infosam_weights(self) -> None:
-        """A baseline method with infosam.lam / lam1 / lam2 set away from their defaults: refused, since those
-        weights would be silently ignored (a baseline's weight is distill.options.<method>.weight)."""
-        method = self.distill.method
-        if method in ("infosam", "none"):
-            return
-        defaults = InfoSAMConfig()
-        changed = [
-            f"infosam.{name}={getattr(self.infosam, name)}"
-            for name in ("lam", "lam1", "lam2")
-            if getattr(self.infosam, name) != getattr(defaults, name)
-        ]
-        if changed:
-            raise ConfigError(
-                f"{', '.join(changed)} does not apply with distill.method={method}: infosam.lam, lam1 and lam2 "
-                f"only weigh distill.method=infosam; {method}'s weight is distill.options.{method}.weight "
-                "(or set distill.method=infosam)"
-            )
-
-    def _check_distill_cache(self) -> None:
-        from .distill.registry import OBJECTIVES
-
-        cls = OBJECTIVES.get(self.distill_method)
-        if cls is not None and cls.needs_features and self.cache.enabled:
-            raise ConfigError(
-                f"distill.method={self.distill_method} reads the encoders' intermediate features, which the "
-                "teacher cache and the student-prefix cache skip; set cache.enabled=false"
-            )
-        if "hq_token" in self.peft.methods.split("+") and self.cache.enabled and self.cache.student_prefix:
-            raise ConfigError(
-                "peft.methods hq_token fuses an early encoder block's output, which the student-prefix cache "
-                "skips; set cache.student_prefix=false (or cache.enabled=false)"
-            )
-
-
-# --------------------------------------------------------------------------------------------- building
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a nested dict, refusing unknown keys (sections check their values)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        where = prefix.rstrip(".") or "the config"
-        raise ConfigError(
-            f"unknown option {prefix}{unknown[0]!s} in {where}; valid options: {', '.join(prefix + n for n in names)}"
-        )
-    kwargs = {}
-    for key, value in data.items():
-        tp = hints[key]
-        if _is_dataclass_type(tp):
-            kwargs[key] = _build(tp, value if value is not None else {}, f"{prefix}{key}.")
-        elif issubclass(cls, _Section):
-            kwargs[key] = value  # the section checks it
-        else:
-            kwargs[key] = check_value(f"{prefix}{key}", tp, value)
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict) -> Config:
-    """Build a :class:`Config` from a nested dict (missing keys take their defaults); each section checks its own
-    options, but what spans sections (:meth:`Config.validate`, e.g. the required ``data.path``) is not checked."""
-    return _build(Config, data)
-
-
-def config_to_dict(config: Config) -> dict:
-    """The config as a plain nested dict (YAML-serialisable)."""
-    return dataclasses.asdict(config)
-
-
-# --------------------------------------------------------------------------------------------- YAML + overrides
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    """``base`` with ``update`` laid over it: nested dicts merge key by key, any other value of ``update``
-    replaces ``base``'s (lists too); neither argument is modified. How a config file's ``inherit`` chain and a grid
-    arm's config combine."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """Read a YAML config and the files it inherits from, merged (the file itself wins)."""
-    path = Path(path).expanduser().resolve()
-    if path in _seen:
-        raise ConfigError(f"{path}: inherit loop through {' -> '.join(str(p) for p in _seen)}")
-    if path.is_dir():
-        found = sorted(p.name for p in path.glob("*.yaml"))[:6]
-        hint = f"; it holds {', '.join(found)}" if found else ""
-        raise ConfigError(f"config {path} is a directory, not a YAML file{hint}")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping of sections, got {type(data).__name__}")
-    parents = data.pop("inherit", None) or []
-    if isinstance(parents, str):
-        parents = [parents]
-    merged: dict = {}
-    for parent in parents:
-        merged = deep_merge(merged, read_yaml_tree(path.parent / parent, (*_seen, path)))
-    return deep_merge(merged, data)
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a nested dict."""
-    for item in overrides:
-        parts, value = parse_assignment(item)
-        data = set_dotted(data, parts, value)
-    return data
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults), apply dotted overrides, and validate it."""
-    data = read_yaml_tree(path) if path is not None else {}
-    data = apply_overrides(data, list(overrides or []))
-    config = config_from_dict(data)
-    config.validate()
-    return config
-
-
-def config_to_yaml(config: Config) -> str:
-    """The resolved config as YAML text (loadable by :func:`load_config`)."""
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable by :func:`load_config`), atomically."""
-    from .files import atomic_write_text
-
-    atomic_write_text(path, config_to_yaml(config))
-
-
-def validate_config(config: Config) -> None:
-    """:meth:`Config.validate` (kept as a function for callers that hold a config from elsewhere)."""
-    config.validate()
-
-
-# --------------------------------------------------------------------------------------------- documentation
-
-
-def option_docs() -> list[tuple[str, Any, str]]:
-    """Every ``section.option`` with its default and its one-line doc (read from this module's field docstrings),
-    in declaration order; used by ``infosam train --help``."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(inspect.getmodule(option_docs)))
-    docs: dict[str, dict[str, str]] = {}
-    for node in tree.body:
-        if not isinstance(node, ast.ClassDef):
-            continue
-        body, fields = node.body, {}
-        for stmt, nxt in zip(body, body[1:], strict=False):
-            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-                    fields[stmt.target.id] = " ".join(str(nxt.value.value).split())
-        docs[node.name] = fields
-    rows = []
-    hints = typing.get_type_hints(Config)
-    for section in dataclasses.fields(Config):
-        cls = hints[section.name]
-        if not _is_dataclass_type(cls):
-            rows.append((section.name, _default(section), docs["Config"].get(section.name, "")))
-            continue
-        for f in dataclasses.fields(cls):  # defaults read from the fields: no section is built (no imports)
-            rows.append((f"{section.name}.{f.name}", _default(f), docs[cls.__name__].get(f.name, "")))
-    return rows
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default

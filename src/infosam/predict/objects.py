@@ -1,0 +1,156 @@
+"""One mask per object (from a COCO file or a box list) and a COCO results file: every object checked first
+(:func:`plan_object_predictions`), each image encoded once (:func:`write_object_predictions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from segment_anything.modeling import Sam
+
+from ..data.reading import read_image
+from ..files import atomic_save_image
+from .prompts import Prompt
+from .segment import decode_prompt, encode_image, probability_to_logit
+
+RESULTS_FILE = "results.json"
+"""COCO results file written by object predictions: one entry per object, ``segmentation`` a compressed RLE."""
+BOX_LIST_COLUMNS = ("image", "x0", "y0", "x1", "y1")
+
+
+@dataclass
+class ObjectJob:
+    """One object to segment: its image, its id and prompt, and where its mask goes."""
+
+    image: Path
+    object_id: int
+    prompt: Prompt
+    mask: Path
+    image_id: int | str
+    """The image's id in the results JSON (the COCO file's image id; for a box list its ``image_id`` column, else
+    the image's file name)."""
+    category_id: int | None = None
+
+
+def plan_object_predictions(
+    objects: Sequence[tuple], out_dir: str | Path, *, overwrite: bool = False, threshold: float = 0.5
+) -> list[ObjectJob]:
+    """Check everything before any model loads or anything is written: every image decoded, every prompt inside
+    its image, no two objects of one image with one id, no output (``<out>/masks/<stem>/<object id>.png`` and
+    ``<out>/results.json``) existing unless ``overwrite``. ``objects`` as :func:`coco_object_prompts` gives."""
+    probability_to_logit(threshold)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output {out_dir} is a file; --out takes a folder")
+    if not objects:
+        raise ValueError("no object to predict (the COCO file or box list lists none)")
+    targets = [out_dir / RESULTS_FILE]
+    jobs, seen, stems = [], set(), {}
+    for image, object_id, prompt, image_id, category in objects:
+        image = Path(image)
+        if stems.setdefault(image.stem, image) != image:
+            raise ValueError(
+                f"{stems[image.stem]} and {image} share the stem {image.stem!r}; outputs would collide"
+            )
+        if (image, object_id) in seen:
+            raise ValueError(f"{image}: object id {object_id} is given twice")
+        seen.add((image, object_id))
+        mask = out_dir / "masks" / image.stem / f"{object_id}.png"
+        targets.append(mask)
+        jobs.append(ObjectJob(image, object_id, prompt, mask, image_id, category))
+    for target in targets:
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+    problems = []
+    for image in dict.fromkeys(j.image for j in jobs):
+        try:
+            pixels, _ = read_image(image)
+        except (ValueError, OSError) as err:
+            problems.append(str(err))
+            continue
+        for job in (j for j in jobs if j.image == image):
+            try:
+                job.prompt.check_inside(pixels.shape[1], pixels.shape[0], f"{image} (object {job.object_id})")
+            except ValueError as err:
+                problems.append(str(err))
+    if problems:
+        raise ValueError(
+            f"{len(problems)} object(s) cannot be predicted (nothing written):\n  " + "\n  ".join(problems)
+        )
+    return jobs
+
+
+def write_object_predictions(
+    model: Sam,
+    jobs: Sequence[ObjectJob],
+    out_dir: str | Path,
+    threshold: float = 0.5,
+    *,
+    on_image: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Segment each planned object (each image encoded once), write its 0/255 mask at the image's original size,
+    then ``<out>/results.json``: COCO results (``image_id``, ``category_id``, ``segmentation`` as compressed RLE,
+    ``score`` = the model's predicted IoU, and ``object_id``), which ``pycocotools``' ``COCO.loadRes`` reads."""
+    import json
+
+    from ..data.instances import encode_rle
+    from ..files import atomic_write_text
+
+    cut = probability_to_logit(threshold)
+    results = []
+    images = list(dict.fromkeys(j.image for j in jobs))
+    for done, image_path in enumerate(images, 1):
+        image, _ = read_image(image_path)
+        encoded = encode_image(model, image)
+        for job in (j for j in jobs if j.image == image_path):
+            logits, score = decode_prompt(model, encoded, job.prompt)
+            mask = logits > cut
+            job.mask.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save_image(job.mask, Image.fromarray(mask.astype(np.uint8) * 255))
+            entry = {"image_id": job.image_id, "segmentation": encode_rle(mask), "score": score}
+            if job.category_id is not None:
+                entry["category_id"] = job.category_id
+            results.append({**entry, "object_id": job.object_id})
+        if on_image is not None:
+            on_image(done, len(images))
+    target = Path(out_dir) / RESULTS_FILE
+    atomic_write_text(target, json.dumps(results) + "\n")
+    return target
+
+
+def predict_objects(
+    objects: Sequence[tuple],
+    out_dir: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    model_name: str | None = None,
+    checkpoint: str | Path | None = None,
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
+    threshold: float = 0.5,
+    require_final: bool = False,
+    on_image: Callable[[int, int], None] | None = None,
+) -> Path:
+    """:func:`predict` for objects (:func:`coco_object_prompts` or :func:`box_list_prompts`): one mask per object
+    and the COCO results JSON (:func:`write_object_predictions`), every input checked before the model loads.
+    Returns the results file."""
+    from ..load import open_model, resolve
+
+    if (run_dir is None) == (model_name is None):
+        raise ValueError("give exactly one of a run folder and a SAM model name")
+    source = resolve(
+        run_dir if run_dir is not None else model_name,
+        checkpoint=checkpoint,
+        weights=weights,
+        image_size=image_size,
+        require_final=require_final,
+    )
+    jobs = plan_object_predictions(objects, out_dir, overwrite=overwrite, threshold=threshold)
+    model = open_model(source, device=device).model
+    return write_object_predictions(model, jobs, out_dir, threshold, on_image=on_image)
