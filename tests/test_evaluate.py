@@ -372,6 +372,15 @@ def test_eval_of_a_run_checks_each_thing_once(tiny_checkpoint, tiny_dataset, tmp
     for name in ("check_prompt_settings", "check_box_noise", "check_outputs", "check_eval_data"):
         monkeypatch.setattr(evaluate_module, name, counted(name, getattr(evaluate_module, name)))
     monkeypatch.setattr(RunDir, "read_config", counted("read_config", RunDir.read_config))
+    monkeypatch.setattr(RunDir, "is_run", counted("is_run", RunDir.is_run))
+    real_is_dir = Path.is_dir
+
+    def is_dir(self):  # counted only for RUN_DIR itself (the data folder is looked at by its own checks)
+        if self == Path(run):
+            calls["RUN_DIR is_dir"] = calls.get("RUN_DIR is_dir", 0) + 1
+        return real_is_dir(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
     out = tmp_path / "out"
     argv = [
         "eval",
@@ -393,6 +402,8 @@ def test_eval_of_a_run_checks_each_thing_once(tiny_checkpoint, tiny_dataset, tmp
         "check_outputs": 1,
         "check_eval_data": 1,
         "read_config": 1,
+        "is_run": 1,
+        "RUN_DIR is_dir": 1,
     }
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["prompt"], summary["n_fg"], summary["n_bg"]) == ("points", 1, 2)

@@ -324,10 +324,13 @@ def evaluate_run(
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if require_run and not Path(source).expanduser().is_dir():
-        raise FileNotFoundError(f"RUN_DIR {source} is not a folder")
     found = resolve(
-        source, checkpoint=checkpoint, weights=weights, image_size=image_size, require_final=require_final
+        source,
+        checkpoint=checkpoint,
+        weights=weights,
+        image_size=image_size,
+        require_final=require_final,
+        require_run=require_run,
     )
     e = scoring_settings(found, settings, overrides)
     if out_dir is not None:

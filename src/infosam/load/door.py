@@ -28,6 +28,7 @@ def resolve(
     image_size: int | None = None,
     attention: str | None = None,
     require_final: bool = False,
+    require_run: bool = False,
 ) -> ModelSource:
     """What ``source`` is (see :mod:`infosam.load`), with the options checked against it; nothing is built.
 
@@ -41,6 +42,8 @@ def resolve(
         image_size: for a model name, the input side (default the spec's).
         attention: the encoder attention (``fold``, ``mask`` or ``meta``) instead of the source's own.
         require_final: for a run, refuse one that did not finish (:class:`infosam.runs.UnfinishedRunError`).
+        require_run: ``source`` must be a folder (``infosam eval RUN_DIR``): anything else is refused here, the
+            one place the path is looked at.
 
     Raises:
         FileNotFoundError: a path that does not exist and is no model name.
@@ -67,13 +70,20 @@ def resolve(
         found = ModelSource("config", source, config=config, **options)
     else:
         path = Path(source).expanduser()
-        if path.is_dir():
+        is_dir = path.is_dir()
+        if require_run and not is_dir:
+            raise FileNotFoundError(f"RUN_DIR {source} is not a folder")
+        if is_dir:
             from ..runs import RunDir
 
             run = RunDir(path)
-            if not run.is_run():
-                raise SourceError(f"{path} is a folder but not a run folder (no {run.config_file.name})")
-            found = ModelSource("run", source, path=path, config=run.read_config(), **options)
+            try:
+                config = run.read_config()  # checks the folder holds a run, once
+            except FileNotFoundError:
+                raise SourceError(
+                    f"{path} is a folder but not a run folder (no {run.config_file.name})"
+                ) from None
+            found = ModelSource("run", source, path=path, config=config, **options)
         elif path.is_file():
             kind = "export" if is_student_file(path) else "checkpoint"
             found = ModelSource(kind, source, path=path, **options)
