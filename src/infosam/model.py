@@ -18,6 +18,7 @@ from segment_anything.modeling import Sam
 from .peft import PeftSpec, apply_peft
 from .sam.attention import enable_fast_attention
 from .sam.checkpointing import enable_checkpointing
+from .sam.frozen_conv import enable_frozen_conv
 from .sam.layernorm import enable_fused_layernorm
 from .sam.tinyvit_attention import enable_sdpa_attention
 
@@ -46,6 +47,8 @@ def build_base(
             windowed attention through SDPA, :mod:`infosam.sam.tinyvit_attention`) or ``"meta"`` (Meta's and the
             TinyViT packages' own attention). The same function either way (float rounding); chosen here so that
             training, evaluation, predict and serve run the same attention code for the same weights.
+            Whatever it says, TinyViT's frozen convolution + eval-mode BatchNorm pairs keep no input for the
+            backward (:mod:`infosam.sam.frozen_conv`: bitwise the same numbers).
         seed: seeds the random initialisation of whatever the checkpoint does not cover.
     """
     from .sam.build import build_sam
@@ -57,6 +60,7 @@ def build_base(
         enable_fast_attention(sam, mode=attention)
         enable_sdpa_attention(sam)
         enable_fused_layernorm(sam)
+    enable_frozen_conv(sam)
     return sam
 
 

@@ -21,6 +21,7 @@ from ..files import atomic_write
 from ..load import FORMAT_KEY, FORMAT_VERSION, MODEL_KEY, PEFT_KEY
 from ..peft import PeftSpec, trainable_state_dict
 from ..sam.attention import disable_fast_attention
+from ..sam.frozen_conv import disable_frozen_conv
 from ..sam.layernorm import disable_fused_layernorm
 from ..sam.tinyvit_attention import disable_sdpa_attention
 from ..sam.transforms import make_transform
@@ -77,6 +78,7 @@ def merge_peft(model: Sam) -> Sam:
     disable_fast_attention(merged)
     disable_sdpa_attention(merged)
     disable_fused_layernorm(merged)
+    disable_frozen_conv(merged)
     merged.__dict__.pop("peft_spec", None)
     merged.requires_grad_(False)
     leftovers = [k for k in merged.state_dict() if "base_layer" in k or "lora_" in k]
@@ -228,6 +230,7 @@ def onnx_model(student: Sam) -> Sam:
     disable_fast_attention(model)  # trace Meta's plain attention (same function, see sam.attention)
     disable_sdpa_attention(model)  # and the TinyViT package's own
     disable_fused_layernorm(model)
+    disable_frozen_conv(model)
     return model.requires_grad_(False)
 
 
