@@ -49,6 +49,8 @@ def _is_conv2d_bn(module: nn.Module) -> bool:
 
 def _frozen_pair_applies(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> bool:
     """Whether :class:`_FrozenConvBNFunction` computes this call exactly as the modules do, and saves something."""
+    if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
+        return False  # e.g. a PEFT wrapper around the convolution
     if not (torch.is_grad_enabled() and x.requires_grad):
         return False  # nothing would be saved: the plain path is the same computation
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.layout != torch.strided:
@@ -69,6 +71,10 @@ def _frozen_pair_applies(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: Tensor) -> bool
     return True
 
 
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
 class _FrozenConvBNFunction(torch.autograd.Function):
     """``bn(conv(x))`` for a frozen convolution and an eval-mode BatchNorm, saving no activation."""
 
@@ -76,8 +82,9 @@ class _FrozenConvBNFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
         # The module's forward, under grad mode on an alias of x that requires a gradient, as autograd runs it:
         # the convolution's backend choice looks at whether a backward will follow. The small graph this records
-        # is dropped on return.
-        with torch.enable_grad():
+        # is dropped on return; identity hooks keep any saved-tensor hooks of the caller (offloading, counting)
+        # away from it.
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
             y = F.conv2d(
                 x.detach().requires_grad_(True),
                 conv.weight,
