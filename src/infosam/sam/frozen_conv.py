@@ -4,7 +4,8 @@ TinyViT builds every convolution as ``Conv2d_BN``: a ``Sequential`` of a bias-fr
 ``BatchNorm2d`` ``bn``, which stays in eval mode here (:mod:`infosam.sam.tinyvit`). When neither trains, autograd
 still saves both their inputs (the convolution's input for a weight gradient nobody asks for, the BatchNorm's input
 for a reduction its eval-mode input gradient never uses): on MobileSAM at batch 4 the pairs of stages 2-3 and the
-stage-2 downsampling hold about 0.37 GB of 4 x 160/320 x 64 x 64 tensors in a training step (docs/performance.md).
+stage-2 downsampling held 310 MiB of 4 x 160/320 x 64 x 64 tensors in a training step, which this module removes
+(docs/performance.md).
 Yet the input gradient of the pair needs only weights: the eval-mode BatchNorm scales each channel by
 ``weight / sqrt(running_var + eps)``, and the convolution's input gradient is a transposed convolution of the
 output gradient with the weight.
@@ -94,7 +95,12 @@ class _FrozenConvBNFunction(torch.autograd.Function):
                 conv.dilation,
                 conv.groups,
             )
-            out = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            momentum = (
+                0.0 if bn.momentum is None else bn.momentum
+            )  # unused in eval mode; passed as the module does
+            out = F.batch_norm(
+                y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, momentum, bn.eps
+            )
         with torch.no_grad():
             # what batch_norm's CPU backward computes per channel in eval mode: 1 / sqrt(var + eps) in double,
             # stored as float32
