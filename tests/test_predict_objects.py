@@ -126,3 +126,31 @@ def test_eval_cli_scores_coco_per_object(run_dir, tmp_path, capsys):
     ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_objects"] == 2 and summary["n_images"] == 2 and "per_image" in summary
+
+
+def test_eval_cli_takes_the_runs_categories_and_crowd_setting(tmp_path, capsys):
+    """A run trained on data.categories [cell] with crowd annotations is scored on those objects by default, as
+    it was trained and tested; --categories / --no-include-crowd given on the command line win."""
+    data = tmp_path / "coco"
+    two_object_coco(data, n_images=2, size=40)  # cells 1, 3; nuclei 2, 4; crowd cell 999 on im0
+    run = RunDir(tmp_path / "run").create()
+    config = config_from_dict(
+        {
+            "model": {"name": "tiny"},
+            "data": {"path": str(data), "categories": ["cell"], "include_crowd": True},
+            "output": str(run.path),
+        }
+    )
+    student = build_base("tiny", seed=config.train.seed)
+    run.write_config(config)
+    run.save_weights(student, apply_peft(student, "adapter+decoder", {"adapter": {"init": "torch"}}))
+
+    def scored(name, *extra):
+        out = tmp_path / name
+        args = ["eval", str(run.path), "--data", str(data), "--out", str(out), "--device", "cpu", *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        return [r.split(",")[0] for r in (out / "per_image.csv").read_text().splitlines()[1:]]
+
+    assert scored("own") == ["images/im0.png#1", "images/im0.png#999", "images/im1.png#3"]
+    assert scored("no-crowd", "--no-include-crowd") == ["images/im0.png#1", "images/im1.png#3"]
+    assert scored("nuclei", "--categories", "nucleus") == ["images/im0.png#2", "images/im1.png#4"]
