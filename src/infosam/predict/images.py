@@ -15,6 +15,7 @@ from segment_anything.modeling import Sam
 from ..data.reading import read_image
 from ..files import atomic_save_image
 from .draw import overlay
+from .outputs import check_out_folder, check_targets, refuse
 from .prompts import Prompt, list_images, mask_prompt
 from .segment import predict_logits, probability_to_logit
 
@@ -52,11 +53,7 @@ def plan_predictions(
     if (prompt is None) == (masks_dir is None):
         raise ValueError("give exactly one of a prompt (box and/or points) and a masks folder")
     out_dir = Path(out_dir)
-    for folder in (out_dir, out_dir / "masks", out_dir / "overlays"):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"output {folder} is a file; --out takes a folder (it gets masks/ and overlays/)"
-            )
+    check_out_folder(out_dir)
     paths = list_images(images)
     jobs = []
     for path in paths:
@@ -64,9 +61,7 @@ def plan_predictions(
             out_dir / "masks" / f"{path.stem}.png",
             out_dir / "overlays" / f"{path.stem}.png",
         )
-        for target in (mask_path, overlay_path):
-            if target.exists() and not overwrite:
-                raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+        check_targets((mask_path, overlay_path), overwrite)
         jobs.append(Prediction(path, mask_path, overlay_path, prompt))
     problems = []
     for job in jobs:
@@ -79,12 +74,7 @@ def plan_predictions(
             raise
         except (ValueError, OSError) as err:
             problems.append(str(err))
-    if len(problems) == 1:
-        raise ValueError(problems[0])
-    if problems:
-        raise ValueError(
-            f"{len(problems)} inputs cannot be predicted (nothing written):\n  " + "\n  ".join(problems)
-        )
+    refuse(problems, "inputs")
     return jobs
 
 
