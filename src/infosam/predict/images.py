@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from .draw import overlay
 from .outputs import check_out_folder, check_targets, refuse
 from .prompts import Prompt, list_images, mask_prompt
 from .segment import predict_logits, probability_to_logit
+
+if TYPE_CHECKING:
+    from ..load import ModelSource
 
 
 @dataclass
@@ -150,7 +154,30 @@ def predict(
     giving its newest intact checkpoint with a warning, or :class:`infosam.runs.UnfinishedRunError` with
     ``require_final``; or a self-contained ``infosam`` export file), or zero-shot SAM ``model_name`` from
     ``checkpoint``. Exactly one of ``run_dir`` and ``model_name``."""
-    from ..load import open_model, resolve
+    from ..load import open_model
+
+    # What the source is, and whether the options fit it, is known before anything else is read or built.
+    source = resolve_source(run_dir, model_name, checkpoint, weights, image_size, require_final)
+    # Every input and output is checked before the model loads (seconds to minutes for ViT-H) or anything is written.
+    jobs = plan_predictions(
+        images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
+    )
+    model = open_model(source, device=device).model
+    return write_predictions(model, jobs, threshold, on_image=on_image)
+
+
+def resolve_source(
+    run_dir: str | Path | None,
+    model_name: str | None,
+    checkpoint: str | Path | None,
+    weights: str | Path | None,
+    image_size: int | None,
+    require_final: bool,
+) -> ModelSource:
+    """The model both predict paths (:func:`predict`, :func:`~infosam.predict.objects.predict_objects`) load,
+    looked at (:func:`infosam.load.resolve`) but not built: exactly one of ``run_dir`` and ``model_name``, a
+    zero-shot SAM with its ``checkpoint`` and no ``weights``, ``image_size`` only for a SAM model name."""
+    from ..load import resolve
 
     if (run_dir is None) == (model_name is None):
         raise ValueError("give exactly one of a run folder and a SAM model name")
@@ -161,17 +188,10 @@ def predict(
             raise ValueError("PEFT weights belong to a run folder; they cannot be used with a SAM model name")
     elif image_size is not None:
         raise ValueError("image_size belongs to a SAM model name; a run's input size comes from its config")
-    # What the source is, and whether the options fit it, is known before anything else is read or built.
-    source = resolve(
+    return resolve(
         run_dir if run_dir is not None else model_name,
         checkpoint=checkpoint,
         weights=weights,
         image_size=image_size,
         require_final=require_final,
     )
-    # Every input and output is checked before the model loads (seconds to minutes for ViT-H) or anything is written.
-    jobs = plan_predictions(
-        images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
-    )
-    model = open_model(source, device=device).model
-    return write_predictions(model, jobs, threshold, on_image=on_image)

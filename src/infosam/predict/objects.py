@@ -149,19 +149,12 @@ def predict_objects(
     on_image: Callable[[int, int], None] | None = None,
 ) -> Path:
     """:func:`predict` for objects (:func:`coco_object_prompts` or :func:`box_list_prompts`): one mask per object,
-    one overlay per image and the COCO results JSON (:func:`write_object_predictions`), every input checked before the model loads.
-    Returns the results file."""
-    from ..load import open_model, resolve
+    one overlay per image and the COCO results JSON (:func:`write_object_predictions`), the model's options
+    checked as :func:`predict`'s and every input before the model loads. Returns the results file."""
+    from ..load import open_model
+    from .images import resolve_source
 
-    if (run_dir is None) == (model_name is None):
-        raise ValueError("give exactly one of a run folder and a SAM model name")
-    source = resolve(
-        run_dir if run_dir is not None else model_name,
-        checkpoint=checkpoint,
-        weights=weights,
-        image_size=image_size,
-        require_final=require_final,
-    )
+    source = resolve_source(run_dir, model_name, checkpoint, weights, image_size, require_final)
     jobs = plan_object_predictions(objects, out_dir, overwrite=overwrite, threshold=threshold)
     model = open_model(source, device=device).model
     return write_object_predictions(model, jobs, out_dir, threshold, on_image=on_image)
