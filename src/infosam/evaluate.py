@@ -320,7 +320,7 @@ def evaluate_run(
         ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split and
         ``cached_features`` (whether the encoder's frozen prefix came from a cache).
     """
-    from .data.formats import SegmentationDataset, open_dataset
+    from .data.formats import open_dataset
     from .load import open_model, resolve
 
     if device is None:
@@ -350,14 +350,7 @@ def evaluate_run(
         )
     opened = open_model(found, device=device)
     model = opened.model
-    dataset = SegmentationDataset(
-        listing.root,
-        listing.pairs,
-        split=listing.split,
-        transform=get_transform(model.spec),
-        listing_problems=listing.listing_problems,
-        notes=listing.notes,
-    )
+    dataset = listing.with_transform(get_transform(model.spec))
     encode = _cached_encode(opened, cache) if cache else None
     rows, summary = _score(model, dataset, e.scoring(), device, num_workers, on_batch, encode)
     summary.update(opened.description, data=str(data), split=split, cached_features=encode is not None)
