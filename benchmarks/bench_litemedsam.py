@@ -405,10 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         if src:
             env["PYTHONPATH"] = str(Path(src).resolve())
-        started = time.perf_counter()
-        result = run_worker(cmd, env)
-        rows.append((variant, result))
-        print(f"{variant}: {time.perf_counter() - started:.0f} s wall, {result}", file=sys.stderr, flush=True)
+        rows.append((variant, run_worker(cmd, env, label=variant)))
     load = os.getloadavg()
     print(
         f"threads {os.environ.get('OMP_NUM_THREADS', '1')}, load average at the end {load[0]:.2f} {load[1]:.2f}"

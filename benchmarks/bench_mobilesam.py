@@ -312,10 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--eval-images", str(args.eval_images)]
         if args.oom_first:
             cmd.append("--oom-first")
-        started = time.perf_counter()
-        result = run_worker(cmd, env)
-        rows.append((variant, result))
-        print(f"{variant}: {time.perf_counter() - started:.0f} s wall, {result}", file=sys.stderr, flush=True)
+        rows.append((variant, run_worker(cmd, env, label=variant)))
     load = os.getloadavg()
     print(
         f"threads {env['OMP_NUM_THREADS']}, batch {BATCH}, {args.images} training images, {args.steps} timed warm "
