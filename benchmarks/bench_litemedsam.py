@@ -40,14 +40,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import _PeakRSS, _status_mib  # noqa: E402  (the same memory probe as the ViT-B table)
+from bench_step import (  # noqa: E402  (the same memory probe and worker runner as the ViT-B table)
+    _PeakRSS,
+    _status_mib,
+    run_worker,
+)
 
 ENCODER_ARMS = {
     # The encoder students of experiments/litemedsam/grid_encoder.yaml (+ whole decoder, + InfoSAM).
@@ -402,14 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         if src:
             env["PYTHONPATH"] = str(Path(src).resolve())
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            result = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-        else:
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append((variant, result))
-        print(f"{variant}: {time.perf_counter() - started:.0f} s wall, {result}", file=sys.stderr, flush=True)
+        rows.append((variant, run_worker(cmd, env, label=variant)))
     load = os.getloadavg()
     print(
         f"threads {os.environ.get('OMP_NUM_THREADS', '1')}, load average at the end {load[0]:.2f} {load[1]:.2f}"

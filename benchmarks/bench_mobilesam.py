@@ -48,14 +48,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import _PeakRSS, _status_mib  # noqa: E402  (the same memory probe as the other step tables)
+from bench_step import (  # noqa: E402  (the same memory probe and worker runner as the other step tables)
+    _PeakRSS,
+    _status_mib,
+    run_worker,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -309,14 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--eval-images", str(args.eval_images)]
         if args.oom_first:
             cmd.append("--oom-first")
-        started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            result = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-        else:
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append((variant, result))
-        print(f"{variant}: {time.perf_counter() - started:.0f} s wall, {result}", file=sys.stderr, flush=True)
+        rows.append((variant, run_worker(cmd, env, label=variant)))
     load = os.getloadavg()
     print(
         f"threads {env['OMP_NUM_THREADS']}, batch {BATCH}, {args.images} training images, {args.steps} timed warm "

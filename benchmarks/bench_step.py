@@ -209,12 +209,27 @@ def _run_in_subprocess(args: argparse.Namespace, preset: str, batch: int, varian
     threads = args.threads or (1 if args.device == "cpu" else None)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    return run_worker(cmd, env, result_code=3)
+
+
+def run_worker(
+    cmd: list[str], env: dict[str, str], *, result_code: int | None = None, label: str | None = None
+) -> dict:
+    """Run one worker subprocess (this table's or another step table's): the JSON on its last stdout line, or
+    ``{"error": its last stderr line}`` when it failed. ``result_code``: a non-zero exit status whose worker still
+    printed its result line (a worker that stopped at its memory limit). ``label``: also print
+    ``"<label>: <wall> s wall, <result>"`` to stderr."""
+    started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode == 3 and proc.stdout.strip():
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    if proc.returncode == result_code and proc.stdout.strip():
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    elif proc.returncode != 0:
+        result = {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    else:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if label is not None:
+        print(f"{label}: {time.perf_counter() - started:.0f} s wall, {result}", file=sys.stderr, flush=True)
+    return result
 
 
 def _table(rows: list[tuple[str, int, str, dict]]) -> str:

@@ -127,19 +127,10 @@ class EmbeddingMemo:
 
 def open_listing(data: str | Path, split: str | None, limit: int | None):
     """The dataset's pairs (``split`` a split file, None: every pair), the first ``limit`` of them when given."""
-    from infosam.data.formats import SegmentationDataset, open_dataset
+    from infosam.data.formats import open_dataset
 
     listing = open_dataset(data, split=split)
-    if limit is None:
-        return listing
-    return SegmentationDataset(
-        listing.root,
-        listing.pairs[:limit],
-        split=listing.split,
-        transform=listing.transform,
-        listing_problems=listing.listing_problems,
-        notes=listing.notes,
-    )
+    return listing if limit is None else listing.subset(range(min(limit, len(listing))))
 
 
 def score_dataset(
@@ -162,7 +153,6 @@ def score_dataset(
     record as ``split`` (default ``split``)."""
     import logging
 
-    from infosam.data.formats import SegmentationDataset
     from infosam.evaluate import check_eval_data, evaluate
     from infosam.sam.transforms import get_transform
 
@@ -177,14 +167,7 @@ def score_dataset(
             ", ".join(empty[:5]),
         )
     model = opened.model
-    dataset = SegmentationDataset(
-        listing.root,
-        listing.pairs,
-        split=listing.split,
-        transform=get_transform(model.spec),
-        listing_problems=listing.listing_problems,
-        notes=listing.notes,
-    )
+    dataset = listing.with_transform(get_transform(model.spec))
     memo = EmbeddingMemo(model)
     base = source.eval_settings()
     out = {}

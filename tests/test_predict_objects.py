@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -126,3 +127,64 @@ def test_eval_cli_scores_coco_per_object(run_dir, tmp_path, capsys):
     ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_objects"] == 2 and summary["n_images"] == 2 and "per_image" in summary
+
+
+def test_eval_cli_takes_the_runs_categories_and_crowd_setting(tmp_path, capsys):
+    """A run trained on data.categories [cell] with crowd annotations is scored on those objects by default, as
+    it was trained and tested; --categories / --no-include-crowd given on the command line win."""
+    data = tmp_path / "coco"
+    two_object_coco(data, n_images=2, size=40)  # cells 1, 3; nuclei 2, 4; crowd cell 999 on im0
+    run = RunDir(tmp_path / "run").create()
+    config = config_from_dict(
+        {
+            "model": {"name": "tiny"},
+            "data": {"path": str(data), "categories": ["cell"], "include_crowd": True},
+            "output": str(run.path),
+        }
+    )
+    student = build_base("tiny", seed=config.train.seed)
+    run.write_config(config)
+    run.save_weights(student, apply_peft(student, "adapter+decoder", {"adapter": {"init": "torch"}}))
+
+    def scored(name, *extra):
+        out = tmp_path / name
+        args = ["eval", str(run.path), "--data", str(data), "--out", str(out), "--device", "cpu", *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        return [r.split(",")[0] for r in (out / "per_image.csv").read_text().splitlines()[1:]]
+
+    assert scored("own") == ["images/im0.png#1", "images/im0.png#999", "images/im1.png#3"]
+    assert scored("no-crowd", "--no-include-crowd") == ["images/im0.png#1", "images/im1.png#3"]
+    assert scored("nuclei", "--categories", "nucleus") == ["images/im0.png#2", "images/im1.png#4"]
+
+
+def test_predict_coco_writes_one_overlay_per_image_with_every_object(run_dir, tmp_path, capsys):
+    """Beside the masks, OUT/overlays/<stem>.png: the image with each of its objects' masks tinted in its own
+    colour and its box drawn; an existing overlay is kept (nothing written) unless --overwrite."""
+    from infosam.data.reading import read_image
+    from infosam.predict import overlay_objects
+
+    ann = two_object_coco(tmp_path / "coco", n_images=2, size=40)
+    out = tmp_path / "preds"
+    args = ["predict", str(run_dir), "--coco", str(ann), "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    assert "overlays" in capsys.readouterr().out
+    results = json.loads((out / RESULTS_FILE).read_text())
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["im0.png", "im1.png"]
+    listed = coco_object_prompts(ann)
+    for stem, image_id in (("im0", 1), ("im1", 2)):
+        image, _ = read_image(tmp_path / "coco" / "images" / f"{stem}.png")
+        masks = [
+            np.asarray(Image.open(out / "masks" / stem / f"{r['object_id']}.png")) > 0
+            for r in results
+            if r["image_id"] == image_id
+        ]
+        prompts = [p for _, _, p, i, _ in listed if i == image_id]
+        want = np.asarray(overlay_objects(image, masks, prompts))
+        assert np.array_equal(np.asarray(Image.open(out / "overlays" / f"{stem}.png")), want)
+    assert not np.array_equal(want, image)  # the masks are drawn
+    (out / RESULTS_FILE).unlink()
+    shutil.rmtree(out / "masks")
+    before = (out / "overlays" / "im0.png").read_bytes()
+    assert main(args) == 2
+    assert "overlays" in capsys.readouterr().err and not (out / RESULTS_FILE).exists()
+    assert (out / "overlays" / "im0.png").read_bytes() == before

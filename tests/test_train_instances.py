@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import random
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -202,3 +205,65 @@ def test_spread_images_rule():
 def test_data_options_are_validated(option, value):
     with pytest.raises(ConfigError, match=f"data.{option}"):
         DataConfig(path="x", **{option: value})
+
+
+class _Objects:
+    """A stand-in object dataset: ``counts[i]`` objects of image ``i``, consecutive (all the sampler reads)."""
+
+    def __init__(self, counts):
+        self.pairs = [
+            SimpleNamespace(object=SimpleNamespace(image_id=f"im{i}"))
+            for i, c in enumerate(counts)
+            for _ in range(c)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _fits(counts, batch_size, limit):
+    """Whether ``sum(counts)`` objects can form batches of ``batch_size`` (the last one shorter) with at most
+    ``limit`` of one image in each: max-flow = min-cut, the tightest cut taking the k largest images."""
+    n = sum(counts)
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    top = sorted(counts, reverse=True)
+    return all(sum(top[:k]) <= sum(min(s, k * limit) for s in sizes) for k in range(1, len(top) + 1))
+
+
+def test_spread_images_keeps_every_batch_within_the_limit_when_the_epoch_allows():
+    """The epoch's tail: 5 images x 2 objects in batches of 2 at most 1 per image fit (a cycle of pairs), yet a
+    greedy fill in shuffle order can leave both objects of one image for the last batch; the spread must not."""
+    images = [f"im{i // 2}" for i in range(10)]
+    order = [6, 9, 0, 5, 7, 8, 1, 4, 2, 3]  # greedy: im3 im4 | im0 im2 | im3 im4 | im0 im2 | im1 im1
+    spread = spread_images(order, images, 2, 1)
+    assert sorted(spread) == list(range(10))
+    assert all(images[a] != images[b] for a, b in zip(spread[::2], spread[1::2], strict=True)), spread
+    rng = random.Random(0)
+    for _ in range(400):
+        counts = [rng.randint(1, 4) for _ in range(rng.randint(1, 6))]
+        batch_size, limit = rng.randint(2, 5), rng.randint(1, 2)
+        images = [f"im{i}" for i, c in enumerate(counts) for _ in range(c)]
+        order = rng.sample(range(len(images)), len(images))
+        spread = spread_images(order, images, batch_size, limit)
+        assert sorted(spread) == sorted(order)  # nothing dropped or repeated
+        if _fits(counts, batch_size, limit):
+            for k in range(0, len(spread), batch_size):
+                batch = Counter(images[i] for i in spread[k : k + batch_size])
+                assert max(batch.values()) <= limit, (counts, batch_size, limit, order, spread)
+        assert spread_images(order, images, batch_size, batch_size) == order  # no limit: the shuffle as is
+
+
+@pytest.mark.parametrize("options", [{}, {"objects_per_image": 2, "objects_per_batch_image": 1}])
+def test_loader_length_is_the_batches_it_yields(options):
+    """len(sampler) and len(loader) count what an epoch yields: the dropped single sample and the skipped ones
+    (a resumed epoch) are not counted."""
+    ds = _Objects(
+        [3, 1, 2, 1]
+    )  # 7 objects: batches of 2 leave a single one, dropped for a 2-sample objective
+    loader, sampler = train_loader(ds, batch_size=2, seed=1, drop_single=True, **options)
+    for skip in (0, 2):
+        sampler.set_epoch(1)
+        sampler.skip = skip
+        order = list(sampler)
+        assert len(sampler) == len(order)
+        assert len(loader) == math.ceil(len(order) / 2) == sampler.batches - skip // 2

@@ -13,7 +13,6 @@ No weights folder is ever written with a NaN or an infinity in it, and none is l
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .files import NoSpaceError, atomic_write, atomic_write_text, final_name
+from .files import NoSpaceError, atomic_write, atomic_write_text, final_name, sha256_file
 from .guard import NonFiniteError, check_finite, nested_tensors
 from .weightfile import require_safetensors, torch_load
 
@@ -91,19 +90,11 @@ def weights_writer(
 # --------------------------------------------------------------------------------------------- manifests
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: str | Path) -> Path:
     """Write ``manifest.json`` into a weights/checkpoint folder: sha256 and size of every file beside it."""
     folder = Path(folder)
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name != MANIFEST_FILE
     }
@@ -140,7 +131,7 @@ def verify_folder(folder: str | Path) -> bool:
             raise CheckpointError(
                 f"{path} is truncated or grown: {size} bytes, {entry['bytes']} were written"
             )
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise CheckpointError(f"{path} was changed or damaged after it was written (sha256 mismatch)")
     return True
 

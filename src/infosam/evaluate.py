@@ -282,7 +282,7 @@ def evaluate_run(
     on_batch: Callable[[int, int], None] | None = None,
     cache: CacheConfig | bool | None = None,
     categories: list[str] | None = None,
-    include_crowd: bool = False,
+    include_crowd: bool | None = None,
     out_dir: str | Path | None = None,
     overwrite: bool = False,
 ) -> tuple[list[dict], dict]:
@@ -306,6 +306,7 @@ def evaluate_run(
     :class:`~infosam.config.CacheConfig` is used as given (a zero-shot model: its whole encoder, the teacher
     cache). Scores then come from the stored (e.g. float16) features, like training's; a student whose encoder
     trains from its first block runs uncached. ``None``/``False``: every image through the whole encoder.
+    ``categories``, ``include_crowd``: the COCO annotations scored; ``None``: the source's own (``data`` section).
 
     ``out_dir``: also write ``per_image.csv`` and ``summary.json`` there (:func:`write_evaluation`); existing
     ones are refused before any data is read unless ``overwrite``.
@@ -319,7 +320,7 @@ def evaluate_run(
         ``(rows, summary)`` as :func:`evaluate`, the summary extended with the model, data and split and
         ``cached_features`` (whether the encoder's frozen prefix came from a cache).
     """
-    from .data.formats import SegmentationDataset, open_dataset
+    from .data.formats import open_dataset
     from .load import open_model, resolve
 
     if device is None:
@@ -335,7 +336,7 @@ def evaluate_run(
     e = scoring_settings(found, settings, overrides)
     if out_dir is not None:
         check_outputs(out_dir, overwrite)
-    listing = open_dataset(data, split=split, categories=categories, include_crowd=include_crowd)
+    listing = open_dataset(data, split=split, **found.object_selection(categories, include_crowd))
     empty = check_eval_data(listing)
     if empty:
         shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
@@ -349,14 +350,7 @@ def evaluate_run(
         )
     opened = open_model(found, device=device)
     model = opened.model
-    dataset = SegmentationDataset(
-        listing.root,
-        listing.pairs,
-        split=listing.split,
-        transform=get_transform(model.spec),
-        listing_problems=listing.listing_problems,
-        notes=listing.notes,
-    )
+    dataset = listing.with_transform(get_transform(model.spec))
     encode = _cached_encode(opened, cache) if cache else None
     rows, summary = _score(model, dataset, e.scoring(), device, num_workers, on_batch, encode)
     summary.update(opened.description, data=str(data), split=split, cached_features=encode is not None)

@@ -14,6 +14,7 @@ weights, caches, records and exports are ordinary files, readable where the user
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -40,6 +41,7 @@ __all__ = [
     "final_name",
     "is_temporary",
     "remove",
+    "sha256_file",
     "write_json",
 ]
 
@@ -173,3 +175,12 @@ def create_exclusive(path: str | Path, text: str) -> bool:
             return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's content, read afresh (what a manifest or checksum list is verified against)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

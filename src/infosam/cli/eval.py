@@ -53,10 +53,13 @@ def register(subparsers) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="COCO: score only these category names (default all)",
+        help="COCO: score only these category names (default: a run's data.categories, else all)",
     )
     p.add_argument(
-        "--include-crowd", action="store_true", help="COCO: score crowd annotations too (default: skipped)"
+        "--include-crowd",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="COCO: score crowd annotations too, or not (default: a run's data.include_crowd, else skipped)",
     )
     p.add_argument(
         "--split", default=None, help="CSV name (test_Kvasir.csv), split folder/list or split file"

@@ -18,7 +18,8 @@ examples:
   infosam predict runs/cells --boxes boxes.csv --out preds
 
 Prompts are in each image's original pixel coordinates. Writes OUT/masks/<stem>.png (0/255, original size) and
-OUT/overlays/<stem>.png; existing files are kept unless --overwrite.
+OUT/overlays/<stem>.png; with --coco / --boxes, OUT/masks/<stem>/<object id>.png, OUT/overlays/<stem>.png (every
+object of the image, each in its own colour) and OUT/results.json. Existing files are kept unless --overwrite.
 """
 
 
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
         type=Path,
         metavar="FILE",
         help="one mask per annotation of a COCO file, prompted by its bbox (no IMAGE arguments: the file names "
-        "them); writes OUT/masks/<stem>/<annotation id>.png and OUT/results.json (COCO results, RLE masks)",
+        "them); writes OUT/masks/<stem>/<annotation id>.png, OUT/overlays/<stem>.png (all the image's objects) and "
+        "OUT/results.json (COCO results, RLE masks)",
     )
     prompt.add_argument(
         "--boxes",
@@ -203,5 +205,8 @@ def _run_objects(args: argparse.Namespace, run_dir: str | None, progress) -> int
     except FileExistsError as err:
         raise CLIError(str(err)) from err
     print(file=sys.stderr)
-    print(f"wrote {len(listed)} object mask(s) to {args.out / 'masks'} and {results}")
+    print(
+        f"wrote {len(listed)} object mask(s) to {args.out / 'masks'}, overlays to {args.out / 'overlays'} and "
+        f"{results}"
+    )
     return 0

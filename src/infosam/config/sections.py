@@ -109,8 +109,8 @@ class DataConfig(_Section):
     objects_per_batch_image: int | None = None
     """Instance formats: at most this many objects of one image in a training batch (1 = the paper's batches of
     distinct images, so InfoSAM's Gram matrices compare different images); null = no limit, the shuffle decides.
-    When the epoch's last objects all come from too few images, the last batches hold more. No effect on binary
-    formats."""
+    Only when an image has more objects than the epoch's batches can take within the limit do some hold more. No
+    effect on binary formats."""
 
     section: ClassVar[str] = "data"
 

@@ -24,6 +24,7 @@ processes; the teacher-embedding cache is keyed by it).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,13 +126,21 @@ class SegmentationDataset(Dataset):
     def ids(self) -> list[str]:
         return [p.id for p in self.pairs]
 
-    def subset(self, indices: list[int]) -> SegmentationDataset:
+    def subset(self, indices: Iterable[int]) -> SegmentationDataset:
         """The same dataset restricted to ``indices`` (in that order)."""
+        return self._remade([self.pairs[i] for i in indices], self.transform)
+
+    def with_transform(self, transform: SamTransform) -> SegmentationDataset:
+        """The same pairs made into model inputs by ``transform`` (e.g. a model's own, once it is known)."""
+        return self._remade(self.pairs, transform)
+
+    def _remade(self, pairs: list[Pair], transform: SamTransform) -> SegmentationDataset:
+        """A dataset of ``pairs`` by ``transform``, with this one's root, split, listing problems and notes."""
         return SegmentationDataset(
             self.root,
-            [self.pairs[i] for i in indices],
+            pairs,
             split=self.split,
-            transform=self.transform,
+            transform=transform,
             listing_problems=self.listing_problems,
             notes=self.notes,
         )

@@ -20,8 +20,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 class EpochSampler(DistributedSampler):
     """This process's share of a seeded per-epoch shuffle, optionally skipping the samples already consumed.
 
-    With ``drop_single``, a last batch that would hold one image is dropped (InfoSAM's entropies need two).
-    Set :attr:`skip` (samples of this process's share already consumed) before iterating to resume mid-epoch.
+    With ``drop_single``, a last batch that would hold one sample is dropped (InfoSAM's entropies need two): one
+    image, or in an object dataset one object, the last of this process's share in that epoch's order (so a
+    different one each epoch). Every other sample of the share is yielded once; with several processes the share
+    is ``DistributedSampler``'s, padded to equal lengths by repeating samples of the epoch's order.
+    Set :attr:`skip` (samples of this process's share already consumed) before iterating to resume mid-epoch;
+    ``len()`` counts what is left to yield.
 
     Object datasets (instance formats, samples grouped by ``pair.object.image_id``) take two more options:
 
@@ -29,9 +33,11 @@ class EpochSampler(DistributedSampler):
       replacement from a generator seeded by ``(seed, epoch)`` (the same in every process); the seeded shuffle then
       runs over those. The epoch length is ``sum(min(K, n))``, the same every epoch.
     * ``objects_per_batch_image`` M: this process's share is reordered so that a batch holds at most M objects of
-      one image: batches are filled in shuffle order, an object whose image already has M in the batch waits for
-      the next batch (it keeps its place in the queue). When only such objects are left, the batch takes them
-      anyway. Deterministic, so resuming with :attr:`skip` sees the same batches.
+      one image (:func:`spread_images`): batches are filled in shuffle order, an object whose image already has M
+      in the batch waits for the next batch (it keeps its place in the queue), except that a batch first takes
+      what the later batches could not hold within M. So every batch, the epoch's last included, keeps within M
+      whenever the share's counts allow it; only when they do not (an image with more objects than M per batch
+      can place) do some batches hold more. Deterministic, so resuming with :attr:`skip` sees the same batches.
 
     Without them (and always for binary datasets) the order is exactly ``DistributedSampler``'s.
     """
@@ -90,6 +96,9 @@ class EpochSampler(DistributedSampler):
                 out += [group[i] for i in sorted(rng.permutation(len(group))[: self.per_image].tolist())]
         return out
 
+    def __len__(self) -> int:
+        return max(0, self.length - self.skip)
+
 
 class _Sized:
     """A stand-in dataset of ``n`` samples (what ``DistributedSampler`` needs: a length)."""
@@ -111,38 +120,90 @@ def _object_images(dataset: Dataset) -> list[str] | None:
 
 def spread_images(order: list[int], images: list[str], batch_size: int, limit: int) -> list[int]:
     """``order`` rearranged so that each run of ``batch_size`` holds at most ``limit`` samples of one image
-    (``images[i]``: the image of sample ``i``), keeping the order otherwise (see :class:`EpochSampler`)."""
+    (``images[i]``: the image of sample ``i``), keeping the order otherwise (see :class:`EpochSampler`).
+
+    Batch by batch: first the batch takes what the later batches could not hold (at most ``limit`` of an image
+    each, so k images' samples fit them only up to ``sum(min(size, k * limit))``), one sample at a time from the
+    image with the most left; then it fills in ``order``, an image at its limit waiting for the next batch; when
+    only such images are left, it takes them anyway. So whenever the epoch's counts allow batches within the
+    limit, every batch is within it (the tail included); within a batch the samples keep their order. A
+    permutation of ``order``; ``order`` itself when ``limit >= batch_size``."""
     queues: dict[str, deque] = {}
     for position, index in enumerate(order):
         queues.setdefault(images[index], deque()).append((position, index))
-    heap = [(q[0][0], image) for image, q in queues.items()]
-    heapq.heapify(heap)
+    n = len(order)
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    tight = (
+        -(-batch_size // limit) - 1
+    )  # any k > tight images' samples fit the later batches (k * limit >= size)
+    # Lazy heaps: an entry counts while its image's queue still starts at that position (holds that many samples).
+    by_order = [(q[0][0], image) for image, q in queues.items()]
+    by_count = [(-len(q), q[0][0], image) for image, q in queues.items()]
+    heapq.heapify(by_order)
+    heapq.heapify(by_count)
     out: list[int] = []
-    while heap:
-        counts: Counter = Counter()
+    batch: list[tuple[int, int]] = []  # (position, index) of the batch being filled
+    counts: Counter = Counter()  # its samples per image
+
+    def take(image: str) -> None:
+        batch.append(queues[image].popleft())
+        counts[image] += 1
+        if queues[image]:
+            heapq.heappush(by_order, (queues[image][0][0], image))
+            heapq.heappush(by_count, (-len(queues[image]), queues[image][0][0], image))
+        else:
+            del queues[image]
+
+    for number, size in enumerate(sizes):
+        batch.clear()
+        counts.clear()
+        full = max(0, n // batch_size - number - 1)  # full batches after this one, then the short last one
+        short = n % batch_size if number + 1 < len(sizes) else 0
+        room = [
+            full * k * limit + min(short, k * limit) for k in range(1, tight + 1)
+        ]  # k * limit < batch_size
+        largest = _largest(by_count, queues, tight + size) if tight and number + 1 < len(sizes) else []
+        while largest:  # the k images with the most left must fit the later batches, for every k <= tight
+            left = sorted(((len(queues.get(im, ())), im) for im in largest), reverse=True)
+            totals = itertools.accumulate(c for c, _ in left[: len(room)])
+            if len(batch) == size or all(t <= cap for t, cap in zip(totals, room, strict=False)):
+                break
+            givers = [(c, im) for c, im in left if c and counts[im] < limit]
+            if not givers:
+                break  # the epoch's counts do not allow the limit: the fill below takes what is left
+            # the image with the most left (the earliest in ``order`` among equals) gives one sample now
+            take(min((im for c, im in givers if c == givers[0][0]), key=lambda im: queues[im][0][0]))
         held: list[tuple[int, str]] = []
-        taken = 0
-        while heap and taken < batch_size:
-            _, image = heapq.heappop(heap)
-            out.append(queues[image].popleft()[1])
-            taken += 1
-            counts[image] += 1
-            if queues[image]:
-                entry = (queues[image][0][0], image)
-                if counts[image] < limit:
-                    heapq.heappush(heap, entry)
-                else:
-                    held.append(entry)
-            if not heap and held and taken < batch_size:  # only over-limit images left: take them anyway
+        anyway = False
+        while len(batch) < size:
+            if not by_order:  # only images at their limit left: the batch takes them anyway
                 for entry in held:
-                    heapq.heappush(heap, entry)
-                held = []
+                    heapq.heappush(by_order, entry)
+                held, anyway = [], True
+            position, image = heapq.heappop(by_order)
+            if image not in queues or queues[image][0][0] != position:
+                continue
+            if counts[image] >= limit and not anyway:
+                held.append((position, image))
+                continue
+            take(image)
         for entry in held:
-            heapq.heappush(heap, entry)
+            heapq.heappush(by_order, entry)
+        out += [index for _, index in sorted(batch)]
     return out
 
-    def __len__(self) -> int:
-        return max(0, self.length - self.skip)
+
+def _largest(by_count: list, queues: dict[str, deque], k: int) -> list[str]:
+    """The (up to) ``k`` images with the most samples left, from the lazy heap ``by_count`` (left as it was)."""
+    found: dict[str, tuple] = {}
+    while by_count and len(found) < k:
+        entry = heapq.heappop(by_count)
+        left, _, image = entry
+        if image in queues and len(queues[image]) == -left and image not in found:
+            found[image] = entry  # stale entries and duplicates are dropped here
+    for entry in found.values():
+        heapq.heappush(by_count, entry)
+    return list(found)
 
 
 def collate(samples: list[dict]) -> dict:

@@ -47,7 +47,15 @@ import os
 import shutil
 from pathlib import Path
 
-from ..files import atomic_write, atomic_write_bytes, atomic_write_text, is_temporary, remove, write_json
+from ..files import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    is_temporary,
+    remove,
+    sha256_file,
+    write_json,
+)
 from ..lock import LOCK_FILE
 from .grid import Cell, Grid, GridError
 from .layout import (
@@ -85,14 +93,6 @@ _RERECORD = (
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def record_files(folder: Path) -> list[str]:
     """The files of a record folder a checksum list covers (paths relative to it, sorted): all but the list itself,
     a writer's leftover temporaries and lock files."""
@@ -111,7 +111,7 @@ def record_files(folder: Path) -> list[str]:
 def write_checksums(folder: Path) -> Path:
     """Write ``folder``'s :data:`CHECKSUM_FILE` over its files as they are now (atomically; call it last)."""
     folder = Path(folder)
-    text = "".join(f"{_sha256(folder / rel)}  {rel}\n" for rel in record_files(folder))
+    text = "".join(f"{sha256_file(folder / rel)}  {rel}\n" for rel in record_files(folder))
     return atomic_write_text(folder / CHECKSUM_FILE, text)
 
 
@@ -145,7 +145,7 @@ def verify_checksums(folder: Path, *, required: bool = False) -> bool:
         path = folder / rel
         if not path.is_file():
             raise RecordError(f"{path}: listed in {sums} but missing; {_RERECORD}")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise RecordError(
                 f"{path}: changed since it was recorded (sha256 differs from {sums}); {_RERECORD}"
             )

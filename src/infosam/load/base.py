@@ -92,6 +92,20 @@ class ModelSource:
 
         return copy.deepcopy(self.config.eval) if self.config is not None else EvalConfig()
 
+    def object_selection(
+        self, categories: list[str] | None = None, include_crowd: bool | None = None
+    ) -> dict[str, Any]:
+        """Which annotations of a COCO instance file this source is scored on, as ``open_dataset``'s keywords:
+        ``categories`` (names) and ``include_crowd`` as given, each one not given (``None``) taken from its config
+        (a run's ``data.categories`` / ``data.include_crowd``: the objects it trained and was tested on), else
+        every category and no crowd annotations."""
+        data = self.config.data if self.config is not None else None
+        if categories is None and data is not None:
+            categories = data.categories
+        if include_crowd is None:
+            include_crowd = data.include_crowd if data is not None else False
+        return {"categories": categories, "include_crowd": include_crowd}
+
     def open(self, *, device: str | torch.device = "cpu", teacher: bool = False) -> OpenedModel:
         """Build (or load) the model on ``device`` in eval mode; ``teacher`` also gives a student's pretrained base.
 

@@ -8,15 +8,16 @@ Masks come back at each image's original (upright) size.
 
 Outputs, per image ``<stem>``: ``<out>/masks/<stem>.png`` (0/255) and ``<out>/overlays/<stem>.png`` (the image
 with the mask tinted and the prompt drawn); per object ``<out>/masks/<stem>/<object id>.png`` and
-``<out>/results.json``. Existing outputs are never overwritten unless asked; every file is written atomically.
+``<out>/results.json``, and per image of those objects ``<out>/overlays/<stem>.png`` (every object's mask and box,
+each in its own colour). Existing outputs are never overwritten unless asked; every file is written atomically.
 
 Modules: :mod:`.prompts` (what to segment: prompts, image lists, prompts from masks, COCO files and box lists),
-:mod:`.segment` (running a model on one image and prompt), :mod:`.draw` (overlays), :mod:`.images` (one mask and
-overlay per image: plan, then write) and :mod:`.objects` (one mask per object and the COCO results file). Their
-public names are re-exported here.
+:mod:`.segment` (running a model on one image and prompt), :mod:`.draw` (overlays), :mod:`.outputs` (the output
+checks both planners make), :mod:`.images` (one mask and overlay per image: plan, then write) and :mod:`.objects`
+(one mask per object, an overlay per image and the COCO results file). Their public names are re-exported here.
 """
 
-from .draw import overlay
+from .draw import overlay, overlay_objects
 from .images import Prediction, plan_predictions, predict, predict_files, write_predictions
 from .objects import (
     RESULTS_FILE,
@@ -58,6 +59,7 @@ __all__ = [
     "map_prompt",
     "mask_prompt",
     "overlay",
+    "overlay_objects",
     "plan_object_predictions",
     "plan_predictions",
     "predict",

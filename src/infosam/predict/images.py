@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,8 +16,12 @@ from segment_anything.modeling import Sam
 from ..data.reading import read_image
 from ..files import atomic_save_image
 from .draw import overlay
+from .outputs import check_out_folder, check_targets, refuse
 from .prompts import Prompt, list_images, mask_prompt
 from .segment import predict_logits, probability_to_logit
+
+if TYPE_CHECKING:
+    from ..load import ModelSource
 
 
 @dataclass
@@ -52,11 +57,7 @@ def plan_predictions(
     if (prompt is None) == (masks_dir is None):
         raise ValueError("give exactly one of a prompt (box and/or points) and a masks folder")
     out_dir = Path(out_dir)
-    for folder in (out_dir, out_dir / "masks", out_dir / "overlays"):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(
-                f"output {folder} is a file; --out takes a folder (it gets masks/ and overlays/)"
-            )
+    check_out_folder(out_dir)
     paths = list_images(images)
     jobs = []
     for path in paths:
@@ -64,9 +65,7 @@ def plan_predictions(
             out_dir / "masks" / f"{path.stem}.png",
             out_dir / "overlays" / f"{path.stem}.png",
         )
-        for target in (mask_path, overlay_path):
-            if target.exists() and not overwrite:
-                raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+        check_targets((mask_path, overlay_path), overwrite)
         jobs.append(Prediction(path, mask_path, overlay_path, prompt))
     problems = []
     for job in jobs:
@@ -79,12 +78,7 @@ def plan_predictions(
             raise
         except (ValueError, OSError) as err:
             problems.append(str(err))
-    if len(problems) == 1:
-        raise ValueError(problems[0])
-    if problems:
-        raise ValueError(
-            f"{len(problems)} inputs cannot be predicted (nothing written):\n  " + "\n  ".join(problems)
-        )
+    refuse(problems, "inputs")
     return jobs
 
 
@@ -160,7 +154,30 @@ def predict(
     giving its newest intact checkpoint with a warning, or :class:`infosam.runs.UnfinishedRunError` with
     ``require_final``; or a self-contained ``infosam`` export file), or zero-shot SAM ``model_name`` from
     ``checkpoint``. Exactly one of ``run_dir`` and ``model_name``."""
-    from ..load import open_model, resolve
+    from ..load import open_model
+
+    # What the source is, and whether the options fit it, is known before anything else is read or built.
+    source = resolve_source(run_dir, model_name, checkpoint, weights, image_size, require_final)
+    # Every input and output is checked before the model loads (seconds to minutes for ViT-H) or anything is written.
+    jobs = plan_predictions(
+        images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
+    )
+    model = open_model(source, device=device).model
+    return write_predictions(model, jobs, threshold, on_image=on_image)
+
+
+def resolve_source(
+    run_dir: str | Path | None,
+    model_name: str | None,
+    checkpoint: str | Path | None,
+    weights: str | Path | None,
+    image_size: int | None,
+    require_final: bool,
+) -> ModelSource:
+    """The model both predict paths (:func:`predict`, :func:`~infosam.predict.objects.predict_objects`) load,
+    looked at (:func:`infosam.load.resolve`) but not built: exactly one of ``run_dir`` and ``model_name``, a
+    zero-shot SAM with its ``checkpoint`` and no ``weights``, ``image_size`` only for a SAM model name."""
+    from ..load import resolve
 
     if (run_dir is None) == (model_name is None):
         raise ValueError("give exactly one of a run folder and a SAM model name")
@@ -171,17 +188,10 @@ def predict(
             raise ValueError("PEFT weights belong to a run folder; they cannot be used with a SAM model name")
     elif image_size is not None:
         raise ValueError("image_size belongs to a SAM model name; a run's input size comes from its config")
-    # What the source is, and whether the options fit it, is known before anything else is read or built.
-    source = resolve(
+    return resolve(
         run_dir if run_dir is not None else model_name,
         checkpoint=checkpoint,
         weights=weights,
         image_size=image_size,
         require_final=require_final,
     )
-    # Every input and output is checked before the model loads (seconds to minutes for ViT-H) or anything is written.
-    jobs = plan_predictions(
-        images, out_dir, prompt=prompt, masks_dir=masks_dir, overwrite=overwrite, threshold=threshold
-    )
-    model = open_model(source, device=device).model
-    return write_predictions(model, jobs, threshold, on_image=on_image)

@@ -1,5 +1,6 @@
-"""One mask per object (from a COCO file or a box list) and a COCO results file: every object checked first
-(:func:`plan_object_predictions`), each image encoded once (:func:`write_object_predictions`)."""
+"""One mask per object (from a COCO file or a box list), one overlay per image with all of its objects, and a COCO
+results file: every object checked first (:func:`plan_object_predictions`), each image encoded once
+(:func:`write_object_predictions`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from segment_anything.modeling import Sam
 
 from ..data.reading import read_image
 from ..files import atomic_save_image
+from .draw import overlay_objects
+from .outputs import check_out_folder, check_targets, refuse
 from .prompts import Prompt
 from .segment import decode_prompt, encode_image, probability_to_logit
 
@@ -34,18 +37,20 @@ class ObjectJob:
     """The image's id in the results JSON (the COCO file's image id; for a box list its ``image_id`` column, else
     the image's file name)."""
     category_id: int | None = None
+    overlay: Path | None = None
+    """The overlay of the object's image (every object of that image drawn on it); None: no overlay."""
 
 
 def plan_object_predictions(
     objects: Sequence[tuple], out_dir: str | Path, *, overwrite: bool = False, threshold: float = 0.5
 ) -> list[ObjectJob]:
     """Check everything before any model loads or anything is written: every image decoded, every prompt inside
-    its image, no two objects of one image with one id, no output (``<out>/masks/<stem>/<object id>.png`` and
-    ``<out>/results.json``) existing unless ``overwrite``. ``objects`` as :func:`coco_object_prompts` gives."""
+    its image, no two objects of one image with one id, no output (``<out>/masks/<stem>/<object id>.png``,
+    ``<out>/overlays/<stem>.png`` and ``<out>/results.json``) existing unless ``overwrite``. ``objects`` as
+    :func:`coco_object_prompts` gives."""
     probability_to_logit(threshold)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output {out_dir} is a file; --out takes a folder")
+    check_out_folder(out_dir)
     if not objects:
         raise ValueError("no object to predict (the COCO file or box list lists none)")
     targets = [out_dir / RESULTS_FILE]
@@ -59,12 +64,13 @@ def plan_object_predictions(
         if (image, object_id) in seen:
             raise ValueError(f"{image}: object id {object_id} is given twice")
         seen.add((image, object_id))
-        mask = out_dir / "masks" / image.stem / f"{object_id}.png"
+        mask, drawn = (
+            out_dir / "masks" / image.stem / f"{object_id}.png",
+            out_dir / "overlays" / f"{image.stem}.png",
+        )
         targets.append(mask)
-        jobs.append(ObjectJob(image, object_id, prompt, mask, image_id, category))
-    for target in targets:
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+        jobs.append(ObjectJob(image, object_id, prompt, mask, image_id, category, drawn))
+    check_targets([*targets, *dict.fromkeys(j.overlay for j in jobs)], overwrite)
     problems = []
     for image in dict.fromkeys(j.image for j in jobs):
         try:
@@ -77,10 +83,7 @@ def plan_object_predictions(
                 job.prompt.check_inside(pixels.shape[1], pixels.shape[0], f"{image} (object {job.object_id})")
             except ValueError as err:
                 problems.append(str(err))
-    if problems:
-        raise ValueError(
-            f"{len(problems)} object(s) cannot be predicted (nothing written):\n  " + "\n  ".join(problems)
-        )
+    refuse(problems, "object(s)", one_as_is=False)
     return jobs
 
 
@@ -92,8 +95,9 @@ def write_object_predictions(
     *,
     on_image: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Segment each planned object (each image encoded once), write its 0/255 mask at the image's original size,
-    then ``<out>/results.json``: COCO results (``image_id``, ``category_id``, ``segmentation`` as compressed RLE,
+    """Segment each planned object (each image encoded once), write its 0/255 mask at the image's original size
+    and, per image, its overlay (:func:`~infosam.predict.draw.overlay_objects`: every object's mask and box in the
+    object's own colour), then ``<out>/results.json``: COCO results (``image_id``, ``category_id``, ``segmentation`` as compressed RLE,
     ``score`` = the model's predicted IoU, and ``object_id``), which ``pycocotools``' ``COCO.loadRes`` reads."""
     import json
 
@@ -106,15 +110,22 @@ def write_object_predictions(
     for done, image_path in enumerate(images, 1):
         image, _ = read_image(image_path)
         encoded = encode_image(model, image)
+        drawn: dict[Path, list] = {}
         for job in (j for j in jobs if j.image == image_path):
             logits, score = decode_prompt(model, encoded, job.prompt)
             mask = logits > cut
             job.mask.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_image(job.mask, Image.fromarray(mask.astype(np.uint8) * 255))
+            if job.overlay is not None:
+                drawn.setdefault(job.overlay, []).append((mask, job.prompt))
             entry = {"image_id": job.image_id, "segmentation": encode_rle(mask), "score": score}
             if job.category_id is not None:
                 entry["category_id"] = job.category_id
             results.append({**entry, "object_id": job.object_id})
+        for target, objects in drawn.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            masks, prompts = zip(*objects, strict=True)
+            atomic_save_image(target, overlay_objects(image, masks, prompts))
         if on_image is not None:
             on_image(done, len(images))
     target = Path(out_dir) / RESULTS_FILE
@@ -137,20 +148,13 @@ def predict_objects(
     require_final: bool = False,
     on_image: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """:func:`predict` for objects (:func:`coco_object_prompts` or :func:`box_list_prompts`): one mask per object
-    and the COCO results JSON (:func:`write_object_predictions`), every input checked before the model loads.
-    Returns the results file."""
-    from ..load import open_model, resolve
+    """:func:`predict` for objects (:func:`coco_object_prompts` or :func:`box_list_prompts`): one mask per object,
+    one overlay per image and the COCO results JSON (:func:`write_object_predictions`), the model's options
+    checked as :func:`predict`'s and every input before the model loads. Returns the results file."""
+    from ..load import open_model
+    from .images import resolve_source
 
-    if (run_dir is None) == (model_name is None):
-        raise ValueError("give exactly one of a run folder and a SAM model name")
-    source = resolve(
-        run_dir if run_dir is not None else model_name,
-        checkpoint=checkpoint,
-        weights=weights,
-        image_size=image_size,
-        require_final=require_final,
-    )
+    source = resolve_source(run_dir, model_name, checkpoint, weights, image_size, require_final)
     jobs = plan_object_predictions(objects, out_dir, overwrite=overwrite, threshold=threshold)
     model = open_model(source, device=device).model
     return write_object_predictions(model, jobs, out_dir, threshold, on_image=on_image)
