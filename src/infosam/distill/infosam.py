@@ -10,8 +10,6 @@ state, and a training step reports its two terms and the relation maps' statisti
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +18,9 @@ from typing import Any
 from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
-from ..options import check_value
 from .entropy import Gather, all_gather_rows
 from .loss import RELATION_STATS, InfoSAMWeights, SamFeatures, infosam_terms
-from .objective import Objective
+from .objective import Objective, options_from_mapping
 from .relation import RelationModule
 
 
@@ -54,15 +51,7 @@ class InfoSAMOptions:
     def from_options(cls, method: str, options: Mapping[str, Any] | None) -> InfoSAMOptions:
         """Build from ``{field: value}`` (the ``infosam`` section's fields); unknown names or ill-typed values
         raise ValueError naming them."""
-        options = dict(options or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for distill.method {method!r}; valid: {', '.join(names)}"
-            )
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: check_value(f"infosam.{k}", hints[k], v) for k, v in options.items()})
+        return options_from_mapping(cls, method, options, "infosam.")
 
 
 class InfoSAMLoss(Objective):

@@ -34,22 +34,26 @@ class ObjectiveOptions:
     @classmethod
     def from_options(cls, method: str, options: Mapping[str, Any] | None) -> ObjectiveOptions:
         """Build from ``{field: value}``; unknown names or ill-typed values raise ValueError naming them."""
-        options = dict(options or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for distill.method {method!r}; valid options: {', '.join(names)}"
-            )
-        hints = typing.get_type_hints(cls)
-        built = cls(
-            **{k: check_value(f"distill.options.{method}.{k}", hints[k], v) for k, v in options.items()}
-        )
+        built = options_from_mapping(cls, method, options, f"distill.options.{method}.")
         for f in dataclasses.fields(built):
             value = getattr(built, f.name)
             if isinstance(value, float) and not value >= 0:
                 raise ValueError(f"distill.options.{method}.{f.name} must be >= 0, got {value}")
         return built
+
+
+def options_from_mapping(cls: type, method: str, options: Mapping[str, Any] | None, prefix: str) -> Any:
+    """The options dataclass ``cls`` of ``distill.method`` ``method`` from ``{field: value}``: unknown names, or
+    values of the wrong type (named ``<prefix><field>``), raise ValueError naming them."""
+    options = dict(options or {})
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for distill.method {method!r}; valid options: {', '.join(names)}"
+        )
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: check_value(f"{prefix}{k}", hints[k], v) for k, v in options.items()})
 
 
 class Objective(nn.Module):
