@@ -11,6 +11,32 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def cpu_line() -> str:
+    """Name the CPU and the SIMD path torch, oneDNN and MKL take, so a log says which float path the real-model
+    tolerances were met on (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` and ``MKL_ENABLE_INSTRUCTIONS`` cap it)."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    caps = {
+        k: os.environ[k]
+        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        if k in os.environ
+    }
+    return f"cpu: {model}; torch SIMD path: {torch.backends.cpu.get_cpu_capability()}" + (
+        f"; capped by {caps}" if caps else ""
+    )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """End every run (``-q`` included) with the CPU line, so a CI log tells which SIMD path passed."""
+    terminalreporter.write_line(cpu_line())
+
+
 def shared_data_root() -> Path:
     """Where the real image/mask sets live: $INFOSAM_DATA, else ../shared/data beside the repository."""
     return Path(os.environ.get("INFOSAM_DATA", REPO.parent / "shared" / "data"))
