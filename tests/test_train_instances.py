@@ -133,6 +133,32 @@ def test_train_and_evaluate_per_object_on_coco(tmp_path):
     assert summary["per_object"]["IoU"] == pytest.approx(sum(r["IoU"] for r in rows) / 4)
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra", "says"),
+    [
+        ("coco", ["data.objects_per_image=1"], "(1 object sample(s) per process and epoch from 2 object(s);"),
+        ("pairs", ["data.train_split=all"], "(1 image(s);"),
+    ],
+)
+def test_a_training_set_below_one_batch_is_counted_in_its_own_samples(tmp_path, kind, extra, says):
+    """InfoSAM needs 2 samples per process: one COCO image with two objects, drawn once per epoch, is one sample
+    (the message counts objects, not images); one image/mask pair is one image."""
+    data = tmp_path / kind
+    if kind == "coco":
+        two_object_coco(data / "train", n_images=1, size=32)
+    else:
+        write_synthetic_dataset(data, 1, domain="target", size=32)
+    config = load_config(
+        None,
+        [*_base(data, tmp_path / "run"), "eval.last_epochs=0", "infosam.enabled=true", *extra],
+    )
+    with pytest.raises(ValueError, match="too few samples for one batch") as err:
+        train(config, progress=False)
+    assert says in str(err.value)
+    assert "distill.method=infosam needs at least 2 per process" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_object_summary_means_differ_when_images_hold_different_counts(tmp_path):
     rows = [
         {"id": "a#1", "image": "a", "object": 1, "IoU": 1.0, "Dice": 1.0},

@@ -131,9 +131,15 @@ def _train(
             objects_per_batch_image=config.data.objects_per_batch_image,
         )
         if sampler.batches == 0 or (config.min_batch() > 1 and sampler.length < 2):
+            if getattr(train_set, "is_instances", False):  # a sample is an object, drawn per epoch
+                have = (
+                    f"{sampler.length} object sample(s) per process and epoch from {len(train_set)} object(s)"
+                )
+            else:
+                have = f"{len(train_set)} image(s)"
             raise ValueError(
-                f"{config.data.path}: the training split has too few images for one batch ({len(train_set)} "
-                f"image(s); distill.method={config.distill_method} needs at least 2 per process)"
+                f"{config.data.path}: the training split has too few samples for one batch ({have}; "
+                f"distill.method={config.distill_method} needs at least 2 per process)"
             )
         steps_total = math.ceil(sampler.batches / t.grad_accum) * t.epochs
         parts = build_parts(config, accelerator, steps_total, checkpoint)
