@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def cpu_line() -> str:
     """Name the CPU and the SIMD path torch, oneDNN and MKL take, so a log says which float path the real-model
-    tolerances were met on (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` and ``MKL_ENABLE_INSTRUCTIONS`` cap it)."""
+    tolerances were met on (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS`` and
+    ``MKL_CBWR`` set it)."""
     model = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -24,7 +25,7 @@ def cpu_line() -> str:
         pass
     caps = {
         k: os.environ[k]
-        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+        for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
         if k in os.environ
     }
     return f"cpu: {model}; torch SIMD path: {torch.backends.cpu.get_cpu_capability()}" + (

@@ -234,7 +234,13 @@ def test_zero_init_starts_as_the_pretrained_model(family_sam, methods):
         apply_peft(student, methods)
         out = run_sam(student, images, boxes)
     for key in base:
-        assert torch.equal(out[key], base[key]), key
+        # Equal in exact arithmetic (each added branch is an exact 0), and bitwise on most CPUs. Not on every one:
+        # MKL's AVX2 sgemm may round differently with the operands' memory alignment (it is reproducible only in
+        # its CNR mode, MKL_CBWR), and the student allocates more, so SAM 2's decoder logits moved by 1e-7 with
+        # MKL_ENABLE_INSTRUCTIONS=AVX2. A branch that is not zero moves them by orders of magnitude more.
+        torch.testing.assert_close(
+            out[key], base[key], rtol=1e-5, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}"
+        )
 
 
 @pytest.mark.parametrize("methods", ["adapter", "adaptformer"])
