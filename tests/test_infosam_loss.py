@@ -335,7 +335,7 @@ def test_teacher_relation_entropy_is_bounded_by_the_compression_term(b, seed):
     teacher's relation at most L_r + log2 B bits, and I(r_t; r_s) <= S(r_t) at most that too."""
     relation, teacher, student = _relation(seed), _features(b, seed), _features(b, seed + 50)
     terms = infosam_terms(relation, teacher, student)
-    s_rt, l_r, mi = float(terms["s_rt"]), float(terms["relation"]), float(terms["i_rt_rs"])
+    s_rt, l_r, mi = (float(terms[k].detach()) for k in ("s_rt", "relation", "i_rt_rs"))
     assert s_rt <= l_r + math.log2(b) + 1e-6
     assert mi <= s_rt + 1e-6
     # and the bound is reached when the teacher's inputs are orthogonal (joint entropy = log2 B)
