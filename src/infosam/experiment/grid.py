@@ -32,6 +32,9 @@ A grid is YAML (paths relative to the grid file)::
       adapter: {config: arms/adapter.yaml, set: [infosam.enabled=false]}
       adapter-infosam: {config: arms/adapter.yaml, baseline: adapter}   # paired with its plain baseline
       adapter-vid: {config: arms/vid.yaml, baseline: adapter, datasets: [leaf], seeds: [0], phase: 2}
+    report:
+      metrics: [Dice, IoU]           # the metrics the report's tables lead with
+      compare: [[adapter-infosam, adapter-vid]]   # more paired differences than each arm minus its baseline
 
 One cell per (target dataset, split part, arm, seed): the part is a fold (``fold1of5``), a training size
 (``train50``), every image not in the test part (``trainall``: a ``test`` without ``train``) or the fixed split of
@@ -123,6 +126,8 @@ class Grid:
     arms: dict[str, Arm]
     metrics: list[str]
     """Metrics the report's tables lead with."""
+    compare: list[tuple[str, str]] = field(default_factory=list)
+    """``report.compare``: (arm, other arm) pairs the report also differences, after each arm minus its baseline."""
     order: str = "seeds"
     """``seeds`` or ``pairs`` (module doc)."""
     results: Path | None = None
@@ -202,6 +207,7 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
     datasets = _read_datasets(path, data, here, seeds, lenient_vars)
     arms = _read_arms(path, data, here, seeds, datasets)
     metrics = _read_metrics(path, data)
+    compare = _read_compare(path, data, arms)
     base = data.get("base")
     order = data.get("order", "seeds")
     if order not in ORDERS:
@@ -217,6 +223,7 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
         datasets=datasets,
         arms=arms,
         metrics=list(metrics),
+        compare=compare,
         order=order,
         results=None if results is None else here / results,
     )
@@ -387,11 +394,42 @@ def _read_metrics(path: Path, data: dict) -> list[str]:
     from ..metrics import METRIC_NAMES
 
     report = data.get("report") or {}
+    if not isinstance(report, dict) or set(report) - _REPORT_KEYS:
+        unknown = sorted(set(report) - _REPORT_KEYS) if isinstance(report, dict) else report
+        raise GridError(f"{path}: report: unknown {unknown!r}; valid keys: {sorted(_REPORT_KEYS)}")
     metrics = report.get("metrics", ["Dice", "IoU"])
     bad = [m for m in metrics if m not in METRIC_NAMES]
     if bad:
         raise GridError(f"{path}: report.metrics: unknown {bad}; valid: {list(METRIC_NAMES)}")
     return metrics
+
+
+_REPORT_KEYS = {"metrics", "compare"}
+
+
+def _read_compare(path: Path, data: dict, arms: dict[str, Arm]) -> list[tuple[str, str]]:
+    """``report.compare``: a list of ``[arm, other]`` pairs of distinct arms of the grid, none repeating an arm's own
+    baseline pairing (the report differences those already)."""
+    value = (data.get("report") or {}).get("compare", [])
+    where = f"{path}: report.compare"
+    if not isinstance(value, list):
+        raise GridError(f"{where} must be a list of [arm, other arm] pairs, got {value!r}")
+    pairs: list[tuple[str, str]] = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(a, str) for a in item)):
+            raise GridError(f"{where}: each entry must be [arm, other arm], got {item!r}")
+        arm, other = item
+        unknown = [a for a in item if a not in arms]
+        if unknown:
+            raise GridError(f"{where}: {unknown} not arm(s) of the grid; arms: {list(arms)}")
+        if arm == other:
+            raise GridError(f"{where}: [{arm}, {other}] compares an arm with itself")
+        if arms[arm].baseline == other or (arm, other) in pairs:
+            raise GridError(
+                f"{where}: [{arm}, {other}] is already compared ({arm}'s baseline or listed twice)"
+            )
+        pairs.append((arm, other))
+    return pairs
 
 
 def _split_files(where: str, value, here: Path) -> dict[str, Path] | None:

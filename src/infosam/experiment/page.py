@@ -102,6 +102,7 @@ def _header(grid, exp_dir, counts, total) -> list[str]:
         + ", ".join(
             f"`{a}`" + (f" (paired with `{v.baseline}`)" if v.baseline else "") for a, v in grid.arms.items()
         )
+        + "".join(f"; also `{a}` minus `{b}`" for a, b in grid.compare)
         + ".",
         "",
         "Scores in percent (MAE as a fraction). k-fold settings pool the folds: every image is tested once per seed. "

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import stats
 from .collect import TEACHER, CellResult, set_source, teacher_rows
-from .grid import Arm, Grid
+from .grid import Grid
 from .plan import RETENTION, TEST
 
 
@@ -83,18 +83,18 @@ def arm_summary(rows: list[dict], metrics: list[str]) -> list[dict]:
 def paired_table(
     results: list[CellResult], grid: Grid, metrics: list[str], *, n_boot: int = stats.N_BOOT
 ) -> list[dict]:
-    """InfoSAM arm minus its baseline per (dataset, regime, set, metric): hierarchical-bootstrap CI over images
-    within (seed, part), per-seed means and how many seeds agree in sign."""
+    """Each arm minus its baseline, then each ``report.compare`` pair (first arm minus second), per (dataset, regime,
+    set, metric): hierarchical-bootstrap CI over images within (seed, part), per-seed means and how many seeds agree
+    in sign. A pair counts the cells both arms ran (same dataset, part and seed)."""
     by_key = {(r.cell.dataset, r.cell.part, r.cell.arm, r.cell.seed): r for r in results}
+    pairs = [(a.name, a.baseline) for a in grid.arms.values() if a.baseline is not None] + list(grid.compare)
     out = []
-    for arm in grid.arms.values():
-        if arm.baseline is None:
-            continue
+    for arm, baseline in pairs:
         settings: dict[tuple, dict[str, dict[int, list[tuple[str, CellResult, CellResult]]]]] = {}
         for r in results:
-            if r.cell.arm != arm.name:
+            if r.cell.arm != arm:
                 continue
-            base = by_key.get((r.cell.dataset, r.cell.part, arm.baseline, r.cell.seed))
+            base = by_key.get((r.cell.dataset, r.cell.part, baseline, r.cell.seed))
             if base is None:
                 continue
             for name in r.sets:
@@ -104,12 +104,14 @@ def paired_table(
                 setting.setdefault(r.cell.seed, []).append((r.cell.part, r, base))
         for (dataset, regime, name), seeds in sorted(settings.items(), key=lambda kv: kv[0]):
             for m in metrics:
-                out.append(_paired_row(arm, dataset, regime, name, seeds, m, n_boot))
+                out.append(_paired_row(arm, baseline, dataset, regime, name, seeds, m, n_boot))
     return out
 
 
-def _paired_row(arm: Arm, dataset: str, regime: str, name: str, seeds: dict, m: str, n_boot: int) -> dict:
-    """One row of :func:`paired_table`: ``arm`` minus its baseline in metric ``m`` on the set ``name`` of one
+def _paired_row(
+    arm: str, baseline: str, dataset: str, regime: str, name: str, seeds: dict, m: str, n_boot: int
+) -> dict:
+    """One row of :func:`paired_table`: ``arm`` minus ``baseline`` in metric ``m`` on the set ``name`` of one
     setting, ``seeds`` ``{seed: [(part, treated, baseline)]}``."""
     groups: dict[int, list[np.ndarray]] = {}
     by_id: dict[int, dict[str, float]] = {}  # per seed: image id -> difference (parts pooled)
@@ -154,8 +156,8 @@ def _paired_row(arm: Arm, dataset: str, regime: str, name: str, seeds: dict, m: 
         "dataset": dataset,
         "regime": regime,
         "set": name,
-        "arm": arm.name,
-        "baseline": arm.baseline,
+        "arm": arm,
+        "baseline": baseline,
         "metric": m,
         "difference": ci.estimate,
         "ci_low": ci.low,
