@@ -206,8 +206,7 @@ def load_grid(path: str | Path, *, root: str | Path | None = None, lenient_vars:
     seeds = _read_seeds(path, data)
     datasets = _read_datasets(path, data, here, seeds, lenient_vars)
     arms = _read_arms(path, data, here, seeds, datasets)
-    metrics = _read_metrics(path, data)
-    compare = _read_compare(path, data, arms)
+    metrics, compare = _read_report(path, data, arms)
     base = data.get("base")
     order = data.get("order", "seeds")
     if order not in ORDERS:
@@ -389,8 +388,12 @@ def _read_arm(
     )
 
 
-def _read_metrics(path: Path, data: dict) -> list[str]:
-    """``report.metrics``: the metrics the report's tables lead with."""
+_REPORT_KEYS = {"metrics", "compare"}
+
+
+def _read_report(path: Path, data: dict, arms: dict[str, Arm]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The ``report`` section: ``metrics`` (the metrics its tables lead with) and ``compare`` (``[arm, other]``
+    pairs of distinct arms, none repeating an arm's own baseline pairing, which the report differences already)."""
     from ..metrics import METRIC_NAMES
 
     report = data.get("report") or {}
@@ -401,17 +404,7 @@ def _read_metrics(path: Path, data: dict) -> list[str]:
     bad = [m for m in metrics if m not in METRIC_NAMES]
     if bad:
         raise GridError(f"{path}: report.metrics: unknown {bad}; valid: {list(METRIC_NAMES)}")
-    return metrics
-
-
-_REPORT_KEYS = {"metrics", "compare"}
-
-
-def _read_compare(path: Path, data: dict, arms: dict[str, Arm]) -> list[tuple[str, str]]:
-    """``report.compare``: a list of ``[arm, other]`` pairs of distinct arms of the grid, none repeating an arm's own
-    baseline pairing (the report differences those already)."""
-    value = (data.get("report") or {}).get("compare", [])
-    where = f"{path}: report.compare"
+    value, where = report.get("compare", []), f"{path}: report.compare"
     if not isinstance(value, list):
         raise GridError(f"{where} must be a list of [arm, other arm] pairs, got {value!r}")
     pairs: list[tuple[str, str]] = []
@@ -429,7 +422,7 @@ def _read_compare(path: Path, data: dict, arms: dict[str, Arm]) -> list[tuple[st
                 f"{where}: [{arm}, {other}] is already compared ({arm}'s baseline or listed twice)"
             )
         pairs.append((arm, other))
-    return pairs
+    return metrics, pairs
 
 
 def _split_files(where: str, value, here: Path) -> dict[str, Path] | None:
