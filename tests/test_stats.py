@@ -188,7 +188,8 @@ def test_paired_table_resamples_retention_images_once_across_seeds():
         arms={
             "base": SimpleNamespace(name="base", baseline=None),
             "infosam": SimpleNamespace(name="infosam", baseline="base"),
-        }
+        },
+        compare=[],
     )
     (row,) = paired_table(results, grid, ["dice"], n_boot=500)
     assert row["set"] == "retention-kvasir" and row["n_seeds"] == 2
@@ -216,7 +217,8 @@ def test_paired_table_keeps_the_registered_bootstrap_for_test_sets():
         arms={
             "base": SimpleNamespace(name="base", baseline=None),
             "infosam": SimpleNamespace(name="infosam", baseline="base"),
-        }
+        },
+        compare=[],
     )
     (row,) = paired_table(results, grid, ["dice"], n_boot=500)
     assert row["set"] == "test" and row["difference"] == 0.5
