@@ -101,15 +101,23 @@ def set_source(cell: Cell, name: str) -> tuple[str, str]:
 
 
 def complete_seeds(results: list[CellResult], grid: Grid) -> list[CellResult]:
-    """The results whose (dataset, regime, seed) has every cell of the grid finished (all folds or parts of the
-    regime, all arms): a seed's mean then covers the same images for every arm and is the whole regime's."""
+    """The results whose (dataset, regime, seed) is whole: every fold or part of the regime finished for every arm,
+    so each arm's mean over that seed covers the same images. Arms of a later ``phase`` (which run
+    only after every cell of the earlier phases) join when their own cells have finished: the earlier phases' arms
+    of a seed count as whole without them, so a grid paused before its last phase still reports its main arms."""
+    phase = {name: arm.phase for name, arm in grid.arms.items()}
     wanted: dict[tuple, set] = defaultdict(set)
     for cell in cells(grid):
         wanted[(cell.dataset, cell.regime, cell.seed)].add((cell.part, cell.arm))
     have: dict[tuple, set] = defaultdict(set)
     for r in results:
         have[(r.cell.dataset, r.cell.regime, r.cell.seed)].add((r.cell.part, r.cell.arm))
-    return [r for r in results if have[k := (r.cell.dataset, r.cell.regime, r.cell.seed)] >= wanted[k]]
+
+    def whole(key: tuple, arm: str) -> bool:
+        upto = {(part, a) for part, a in wanted[key] if phase[a] <= phase[arm]}
+        return have[key] >= upto
+
+    return [r for r in results if whole((r.cell.dataset, r.cell.regime, r.cell.seed), r.cell.arm)]
 
 
 def per_image_rows(exp_dir: Path, results: list[CellResult], metrics: list[str]) -> list[dict]:

@@ -84,8 +84,13 @@ def _header(grid, exp_dir, counts, total) -> list[str]:
     if done < total and whole:
         partial = (
             f" (the score and retention tables and the curves use the {whole} cells of whole seeds: seeds in "
-            "which every fold or part and every arm of a regime finished, so each row covers the same images; "
-            f"the paired differences use every finished pair)"
+            "which every fold or part and every arm of a regime finished, so each row covers the same images"
+            + (
+                "; an arm of a later phase joins when its own cells have finished"
+                if len({a.phase for a in grid.arms.values()}) > 1
+                else ""
+            )
+            + "; the paired differences use every finished pair)"
         )
     elif done < total:
         partial = (

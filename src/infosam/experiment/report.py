@@ -159,7 +159,8 @@ def write_report(
     figures_dir = assets / REPORT_FIGURES
     figures_dir.mkdir(parents=True, exist_ok=True)
     # Scores, retention and curves average over a seed's images: only whole seeds (every part and arm of the
-    # regime finished) keep every row on the same images. Paired differences pair cells themselves: all of them.
+    # regime finished; a later phase's arm joins when its own cells have) keep every row on the same images.
+    # Paired differences pair cells themselves: all of them.
     results = complete_seeds(finished, grid)
     metrics = list(METRIC_NAMES)
     rows = seed_scores(results, metrics)
