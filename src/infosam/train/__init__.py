@@ -131,7 +131,7 @@ def _train(
             objects_per_batch_image=config.data.objects_per_batch_image,
         )
         if sampler.batches == 0 or (config.min_batch() > 1 and sampler.length < 2):
-            if getattr(train_set, "is_instances", False):  # a sample is an object, drawn per epoch
+            if train_set.is_instances:  # a sample is an object, drawn per epoch
                 have = (
                     f"{sampler.length} object sample(s) per process and epoch from {len(train_set)} object(s)"
                 )

@@ -10,12 +10,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from segment_anything.modeling import Sam
-from torch.utils.data import Dataset
 
 from .. import checkpoints
 from ..config import Config
 from ..data.check import validate_dataset
-from ..data.formats import open_dataset
+from ..data.formats import SegmentationDataset, open_dataset
 from ..data.prompts import TRAIN_PROMPT_MODES
 from ..distill.objective import Objective
 from ..distill.registry import build_objective
@@ -48,7 +47,7 @@ class Parts:
         return self.objective.saved_module() if self.objective is not None else None
 
 
-def open_split(config: Config, split: str, transform: SamTransform) -> Dataset:
+def open_split(config: Config, split: str, transform: SamTransform) -> SegmentationDataset:
     """Open and validate ``split`` of ``config.data.path``; refuses bad pairs unless ``data.skip_bad_pairs``. With
     ``cache.inputs`` (and the cache on) its samples are decoded once and read back from the input cache."""
     dataset = open_dataset(
