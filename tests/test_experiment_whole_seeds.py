@@ -1,5 +1,5 @@
 """Which finished cells the score tables use (``complete_seeds``): a (dataset, regime, seed) enters only when
-every fold and every arm of it finished, so each arm's mean covers the same images and seeds; an arm of a later
+every fold and every arm of it finished, so each arm's mean over a seed covers the same images; an arm of a later
 ``phase`` (e.g. the MobileSAM grid's VID, run after every main cell) joins when its own cells have finished."""
 
 from __future__ import annotations
